@@ -1,0 +1,1 @@
+//! autodebug-bench (work in progress).

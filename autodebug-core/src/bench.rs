@@ -1,0 +1,362 @@
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::TimeWindow;
+
+/// How requests are sent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "snake_case")]
+pub enum Load {
+    /// One request at a time.
+    Sequential,
+    /// Closed loop: this many requests in flight at all times.
+    Concurrent { concurrency: usize },
+    /// Open loop: requests sent on a schedule; latency counts from the scheduled send time.
+    Rate {
+        requests_per_s: f64,
+        #[serde(default)]
+        arrival: Arrival,
+    },
+}
+
+impl Load {
+    /// The number of requests in flight the load aims for (1 for sequential).
+    pub fn concurrency(&self) -> usize {
+        match self {
+            Load::Sequential => 1,
+            Load::Concurrent { concurrency } => *concurrency,
+            Load::Rate { .. } => 0,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Load::Sequential => "sequential".to_string(),
+            Load::Concurrent { concurrency } => format!("concurrency {concurrency}"),
+            Load::Rate { requests_per_s, arrival } => format!("{requests_per_s} req/s {arrival:?}"),
+        }
+    }
+}
+
+/// Inter-arrival distribution for open-loop load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Arrival {
+    Constant,
+    #[default]
+    Poisson,
+    /// Gamma-distributed gaps; burstiness < 1 is burstier than Poisson.
+    Gamma { burstiness: f64 },
+}
+
+/// What the requests contain.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Workload {
+    /// Prompt length in tokens (approximate when sized without the model's tokenizer).
+    pub prompt_tokens: u32,
+    /// `max_tokens` asked for; with `ignore_eos` the server generates exactly this many.
+    pub output_tokens: u32,
+    /// Tokens of a system prompt shared by every request (0 = none), to measure prefix caching.
+    #[serde(default)]
+    pub shared_prefix_tokens: u32,
+    /// Send the very same prompt every time (the original autodebug's repeated-prompt test).
+    #[serde(default)]
+    pub repeat_prompt: bool,
+    /// Ask the server to ignore end-of-sequence so output length is fixed.
+    #[serde(default = "default_true")]
+    pub ignore_eos: bool,
+    /// Seed for prompt generation, so two arms of a comparison send the same text.
+    #[serde(default)]
+    pub seed: u64,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl Workload {
+    pub fn new(prompt_tokens: u32, output_tokens: u32) -> Self {
+        Workload { prompt_tokens, output_tokens, shared_prefix_tokens: 0, repeat_prompt: false, ignore_eos: true, seed: 0 }
+    }
+
+    pub fn describe(&self) -> String {
+        let mut text = format!("{} prompt / {} completion tokens", self.prompt_tokens, self.output_tokens);
+        if self.repeat_prompt {
+            text.push_str(", repeated prompt");
+        }
+        if self.shared_prefix_tokens > 0 {
+            text.push_str(&format!(", {} shared prefix tokens", self.shared_prefix_tokens));
+        }
+        text
+    }
+}
+
+/// Timeouts for one request.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Timeouts {
+    #[serde(with = "duration_ms")]
+    pub connect: Duration,
+    #[serde(with = "duration_ms")]
+    pub first_token: Duration,
+    #[serde(with = "duration_ms")]
+    pub idle_between_chunks: Duration,
+    #[serde(with = "duration_ms")]
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(10),
+            first_token: Duration::from_secs(120),
+            idle_between_chunks: Duration::from_secs(60),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Serde helper: a `Duration` written as milliseconds.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+/// One benchmark to run against an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchPlan {
+    /// A short name that prefixes this plan's metrics (`chat`, `concurrent`, `long_prompt`).
+    pub name: String,
+    pub workload: Workload,
+    pub load: Load,
+    /// Measured requests.
+    pub requests: usize,
+    /// Requests sent first and left out of the results.
+    #[serde(default)]
+    pub warmup_requests: usize,
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Use `/v1/chat/completions` (true) or `/v1/completions` (false).
+    #[serde(default = "default_true")]
+    pub chat: bool,
+}
+
+impl BenchPlan {
+    pub fn new(name: impl Into<String>, workload: Workload, load: Load, requests: usize) -> Self {
+        BenchPlan { name: name.into(), workload, load, requests, warmup_requests: 0, timeouts: Timeouts::default(), chat: true }
+    }
+
+    pub fn with_warmup(mut self, warmup_requests: usize) -> Self {
+        self.warmup_requests = warmup_requests;
+        self
+    }
+}
+
+/// Why a request failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    Connect,
+    HttpStatus,
+    TimeoutFirstToken,
+    TimeoutIdle,
+    TimeoutTotal,
+    MalformedSse,
+    MalformedJson,
+    ServerError,
+    EarlyClose,
+}
+
+impl ErrorClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorClass::Connect => "connect",
+            ErrorClass::HttpStatus => "http_status",
+            ErrorClass::TimeoutFirstToken => "timeout_first_token",
+            ErrorClass::TimeoutIdle => "timeout_idle",
+            ErrorClass::TimeoutTotal => "timeout_total",
+            ErrorClass::MalformedSse => "malformed_sse",
+            ErrorClass::MalformedJson => "malformed_json",
+            ErrorClass::ServerError => "server_error",
+            ErrorClass::EarlyClose => "early_close",
+        }
+    }
+}
+
+/// What the client saw of one request. Times are ns relative to the request's scheduled start.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct RequestRecord {
+    pub index: usize,
+    /// Wall-clock ns when the request was scheduled to go out.
+    pub scheduled_ns: i128,
+    /// Time between the scheduled start and the actual send (client-side queueing).
+    pub queue_delay_ns: u64,
+    pub ttft_ns: Option<u64>,
+    /// Time to second token.
+    pub ttst_ns: Option<u64>,
+    pub e2e_ns: Option<u64>,
+    pub prompt_tokens: Option<u32>,
+    pub output_tokens: Option<u32>,
+    /// Tokens the server reported as served from its prefix cache, when it says so.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_tokens: Option<u32>,
+    /// Content-bearing chunks received.
+    pub chunks: u32,
+    /// Gaps between consecutive content chunks, ns.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_gaps_ns: Vec<u64>,
+    /// Tokens carried by each content chunk after the first (same length as `chunk_gaps_ns`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chunk_tokens: Vec<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorClass>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_message: Option<String>,
+}
+
+impl RequestRecord {
+    /// TPOT/TBOT: (e2e − ttft) / (output_tokens − 1), ns; `None` with fewer than two tokens.
+    pub fn tpot_ns(&self) -> Option<f64> {
+        let (e2e, ttft, out) = (self.e2e_ns?, self.ttft_ns?, self.output_tokens?);
+        (out > 1).then(|| (e2e.saturating_sub(ttft)) as f64 / (out - 1) as f64)
+    }
+}
+
+/// Summary of one distribution, in the unit named by the field that holds it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Distribution {
+    pub count: u64,
+    pub mean: f64,
+    pub std: f64,
+    pub min: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p95: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+impl Distribution {
+    /// A statistic by name: `mean`, `std`, `min`, `p50`, `p90`, `p95`, `p99`, `p999`, `max`.
+    pub fn stat(&self, name: &str) -> Option<f64> {
+        Some(match name {
+            "mean" | "avg" => self.mean,
+            "std" => self.std,
+            "min" => self.min,
+            "p50" | "median" => self.p50,
+            "p90" => self.p90,
+            "p95" => self.p95,
+            "p99" => self.p99,
+            "p999" | "p99.9" => self.p999,
+            "max" => self.max,
+            _ => return None,
+        })
+    }
+
+    pub const STATS: [&'static str; 9] = ["mean", "std", "min", "p50", "p90", "p95", "p99", "p999", "max"];
+}
+
+/// Summary figures of one benchmark run. Latencies in milliseconds, throughput per second.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchSummary {
+    pub requests: u64,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub duration_s: f64,
+    pub ttft_ms: Distribution,
+    pub ttst_ms: Distribution,
+    /// TPOT/TBOT per request.
+    pub tpot_ms: Distribution,
+    /// Inter-token latency, per token.
+    pub itl_ms: Distribution,
+    /// Gaps between chunks as received.
+    pub inter_chunk_ms: Distribution,
+    pub e2e_ms: Distribution,
+    pub queue_delay_ms: Distribution,
+    pub request_throughput: f64,
+    pub output_throughput: f64,
+    pub total_token_throughput: f64,
+    pub prompt_tokens: u64,
+    pub output_tokens: u64,
+    /// Share of prompt tokens the server reported as cached, when it reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_token_ratio: Option<f64>,
+    #[serde(default)]
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl BenchSummary {
+    /// Flat metric names used by objectives and the store: `ttft.p99`, `tpot.mean`,
+    /// `e2e.p50`, `output_throughput`, `error_rate`, ...
+    pub fn metrics(&self) -> BTreeMap<String, f64> {
+        let mut out = BTreeMap::new();
+        let dists = [
+            ("ttft", &self.ttft_ms),
+            ("ttst", &self.ttst_ms),
+            ("tpot", &self.tpot_ms),
+            ("itl", &self.itl_ms),
+            ("inter_chunk", &self.inter_chunk_ms),
+            ("e2e", &self.e2e_ms),
+            ("queue_delay", &self.queue_delay_ms),
+        ];
+        for (name, dist) in dists {
+            if dist.count == 0 {
+                continue;
+            }
+            for stat in Distribution::STATS {
+                if let Some(v) = dist.stat(stat) {
+                    out.insert(format!("{name}.{stat}"), v);
+                }
+            }
+        }
+        out.insert("request_throughput".into(), self.request_throughput);
+        out.insert("output_throughput".into(), self.output_throughput);
+        out.insert("total_token_throughput".into(), self.total_token_throughput);
+        out.insert("requests".into(), self.requests as f64);
+        out.insert("errors".into(), self.failed as f64);
+        let rate = if self.requests == 0 { 1.0 } else { self.failed as f64 / self.requests as f64 };
+        out.insert("error_rate".into(), rate);
+        if let Some(r) = self.cached_token_ratio {
+            out.insert("cached_token_ratio".into(), r);
+        }
+        out
+    }
+}
+
+/// The full context a benchmark figure needs to be read correctly.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BenchContext {
+    pub endpoint: String,
+    pub model: String,
+    pub workload: String,
+    pub load: String,
+    pub trials: u32,
+    /// `warm` when the prefix cache had seen the prompts before, `cold` otherwise.
+    pub cache_state: String,
+    pub client: String,
+}
+
+/// What a [`Benchmarker`](crate::Benchmarker) returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BenchReport {
+    pub plan: BenchPlan,
+    pub context: BenchContext,
+    pub summary: BenchSummary,
+    /// Per-request records (warmup excluded).
+    pub records: Vec<RequestRecord>,
+    /// The exact measured window, for telemetry.
+    pub window: TimeWindow,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}

@@ -1,0 +1,104 @@
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Analysis, Artifact, BenchSummary, Objective, Plan, ServiceSpec};
+
+/// How an iteration ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IterationStatus {
+    /// Deployed, benchmarked and analyzed.
+    Ok,
+    /// The deploy failed or the service never became healthy; the session rolled back.
+    DeployFailed,
+    /// The service came up but the benchmark could not run at all.
+    BenchFailed,
+    /// Started but not finished (a killed process leaves this behind; resume retries it).
+    Running,
+}
+
+impl IterationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IterationStatus::Ok => "ok",
+            IterationStatus::DeployFailed => "deploy_failed",
+            IterationStatus::BenchFailed => "bench_failed",
+            IterationStatus::Running => "running",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "ok" => IterationStatus::Ok,
+            "deploy_failed" => IterationStatus::DeployFailed,
+            "bench_failed" => IterationStatus::BenchFailed,
+            "running" => IterationStatus::Running,
+            _ => return None,
+        })
+    }
+}
+
+/// One pass of the loop, as recorded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Iteration {
+    /// 1-based number within the session.
+    pub number: u32,
+    pub spec: ServiceSpec,
+    pub artifact: Option<Artifact>,
+    pub status: IterationStatus,
+    /// Flat metrics of every bench plan (`<plan>.<metric>`) and of the primary plan unprefixed.
+    pub metrics: BTreeMap<String, f64>,
+    /// Summaries by bench plan name.
+    pub bench: BTreeMap<String, BenchSummary>,
+    pub analysis: Analysis,
+    pub plan: Option<Plan>,
+    /// Failure message when `status` is not `Ok`.
+    pub error: Option<String>,
+    pub started_ns: i128,
+    pub finished_ns: i128,
+    /// Seconds spent per step (`deploy`, `bench`, `telemetry`, `analyze`, `plan`).
+    pub timings: BTreeMap<String, f64>,
+}
+
+impl Iteration {
+    pub fn is_ok(&self) -> bool {
+        self.status == IterationStatus::Ok
+    }
+}
+
+/// Everything a planner may learn from earlier iterations.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    pub iterations: Vec<Iteration>,
+}
+
+impl History {
+    pub fn last_ok(&self) -> Option<&Iteration> {
+        self.iterations.iter().rev().find(|i| i.is_ok())
+    }
+
+    /// The best feasible iteration under `objective` (ties go to the earliest).
+    pub fn champion(&self, objective: &Objective) -> Option<&Iteration> {
+        let mut best: Option<&Iteration> = None;
+        for it in self.iterations.iter().filter(|i| i.is_ok() && objective.is_feasible(&i.metrics)) {
+            match best {
+                Some(b) if !objective.is_better(&it.metrics, &b.metrics) => {}
+                _ => best = Some(it),
+            }
+        }
+        best
+    }
+
+    /// Whether a configuration with exactly these flags was already tried.
+    pub fn tried(&self, spec: &ServiceSpec) -> bool {
+        self.iterations.iter().any(|i| i.spec.flags == spec.flags && i.spec.resources == spec.resources)
+    }
+
+    /// Whether this spec was tried and failed to deploy.
+    pub fn failed(&self, spec: &ServiceSpec) -> bool {
+        self.iterations
+            .iter()
+            .any(|i| i.status == IterationStatus::DeployFailed && i.spec.flags == spec.flags && i.spec.resources == spec.resources)
+    }
+}

@@ -1,0 +1,1 @@
+//! autodebug-deploy (work in progress).

@@ -1,0 +1,1 @@
+//! autodebug-sim (work in progress).

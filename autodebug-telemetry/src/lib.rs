@@ -1,0 +1,1 @@
+//! autodebug-telemetry (work in progress).

@@ -1,0 +1,1 @@
+//! Benchmarks live in this folder as harness binaries.
