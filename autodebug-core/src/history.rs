@@ -16,6 +16,8 @@ pub enum IterationStatus {
     BenchFailed,
     /// Started but not finished (a killed process leaves this behind; resume retries it).
     Running,
+    /// Stopped by the user (Ctrl-C) before the iteration could finish.
+    Interrupted,
 }
 
 impl IterationStatus {
@@ -25,6 +27,7 @@ impl IterationStatus {
             IterationStatus::DeployFailed => "deploy_failed",
             IterationStatus::BenchFailed => "bench_failed",
             IterationStatus::Running => "running",
+            IterationStatus::Interrupted => "interrupted",
         }
     }
 
@@ -34,6 +37,7 @@ impl IterationStatus {
             "deploy_failed" => IterationStatus::DeployFailed,
             "bench_failed" => IterationStatus::BenchFailed,
             "running" => IterationStatus::Running,
+            "interrupted" => IterationStatus::Interrupted,
             _ => return None,
         })
     }

@@ -53,3 +53,5 @@ pub use async_trait::async_trait;
 pub mod store;
 pub mod testing;
 pub mod trail;
+pub mod session;
+pub mod rules;

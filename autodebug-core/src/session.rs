@@ -1,0 +1,653 @@
+//! The loop: deploy → wait ready → benchmark → logs → telemetry → analyze → plan → record → redeploy.
+//!
+//! A [`Session`] owns one implementation of each trait and runs iterations until its budget
+//! (iterations, wall time) is spent, the planner has nothing left, or the stop flag is raised
+//! (Ctrl-C). It never dies on a failed deploy, a failed benchmark, a missing telemetry source or a
+//! bad plan: it records the failure, rolls back to the best configuration so far and goes on.
+//! Every step is written to the [experiment store](crate::store) before the next begins, so a
+//! killed process loses nothing already finished and [`Session::resume`] picks up from there.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{SessionRecord, Store};
+use crate::trail::Trail;
+use crate::{
+    Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Bottleneck, Deployer, Deployment, Error,
+    Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan, PlanInput, Planner, Result,
+    SearchSpace, ServiceSpec, Severity, Signal, SignalKind, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
+};
+
+/// What a session runs and for how long.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SessionConfig {
+    /// Session name in the store (several sessions share one database).
+    pub name: String,
+    pub objective: Objective,
+    /// Benchmarks run each iteration; the first is the primary one whose metrics are unprefixed.
+    pub bench: Vec<BenchPlan>,
+    pub max_iterations: u32,
+    /// Stop starting new iterations after this much wall time.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_secs")]
+    pub max_wall: Option<Duration>,
+    /// How long a deployment may take to become healthy.
+    #[serde(with = "secs")]
+    pub ready_timeout: Duration,
+    /// Where the store (`autodebug.db`) and the trail (`debug-*.md`, configs) are written.
+    pub sessions_dir: PathBuf,
+}
+
+mod secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let v = f64::deserialize(d)?;
+        Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)
+    }
+}
+
+mod opt_secs {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let v = Option::<f64>::deserialize(d)?;
+        v.map(|v| Duration::try_from_secs_f64(v).map_err(serde::de::Error::custom)).transpose()
+    }
+}
+
+/// Progress of a session, for progress bars and logs.
+#[derive(Debug, Clone)]
+pub enum SessionEvent {
+    IterationStarted { number: u32, spec: ServiceSpec },
+    Deploying { number: u32 },
+    Ready { number: u32, base_url: String },
+    Benchmarking { number: u32, plan: String },
+    Benchmarked { number: u32, plan: String, summary: BenchSummary },
+    IterationFinished { iteration: Box<Iteration> },
+    Stopped { reason: String },
+}
+
+type Observer = Box<dyn Fn(&SessionEvent) + Send + Sync>;
+
+/// Why a session stopped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopReason {
+    Iterations,
+    WallTime,
+    Interrupted,
+    PlannerExhausted,
+}
+
+impl StopReason {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            StopReason::Iterations => "iteration budget spent",
+            StopReason::WallTime => "wall-time budget spent",
+            StopReason::Interrupted => "interrupted",
+            StopReason::PlannerExhausted => "planner has nothing left to try",
+        }
+    }
+}
+
+/// What a finished session reports.
+#[derive(Debug, Clone)]
+pub struct SessionOutcome {
+    pub session: SessionRecord,
+    /// Every finished iteration of the session (earlier runs included when resumed).
+    pub history: History,
+    pub stop_reason: StopReason,
+}
+
+impl SessionOutcome {
+    /// The first iteration that ran, the reference for improvements.
+    pub fn baseline(&self) -> Option<&Iteration> {
+        self.history.iterations.iter().find(|i| i.is_ok())
+    }
+
+    pub fn champion(&self) -> Option<&Iteration> {
+        self.history.champion(&self.session.objective)
+    }
+
+    /// Champion over baseline, in percent of the baseline (positive = better).
+    pub fn improvement_pct(&self) -> Option<f64> {
+        let objective = &self.session.objective;
+        let base = objective.value(&self.baseline()?.metrics)?;
+        let best = objective.value(&self.champion()?.metrics)?;
+        Some(objective.improvement_pct(base, best))
+    }
+}
+
+/// Builds a [`Session`]; every part is a trait object so downstream programs plug in their own.
+pub struct SessionBuilder {
+    deployer: Option<Box<dyn Deployer>>,
+    benchmarker: Option<Box<dyn Benchmarker>>,
+    telemetry: Vec<Box<dyn TelemetrySource>>,
+    analyzers: Vec<Box<dyn Analyzer>>,
+    planner: Option<Box<dyn Planner>>,
+    space: Option<SearchSpace>,
+    observer: Option<Observer>,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl SessionBuilder {
+    pub fn deployer(mut self, deployer: impl Deployer + 'static) -> Self {
+        self.deployer = Some(Box::new(deployer));
+        self
+    }
+
+    pub fn deployer_boxed(mut self, deployer: Box<dyn Deployer>) -> Self {
+        self.deployer = Some(deployer);
+        self
+    }
+
+    pub fn benchmarker(mut self, benchmarker: impl Benchmarker + 'static) -> Self {
+        self.benchmarker = Some(Box::new(benchmarker));
+        self
+    }
+
+    pub fn telemetry(mut self, source: impl TelemetrySource + 'static) -> Self {
+        self.telemetry.push(Box::new(source));
+        self
+    }
+
+    pub fn analyzer(mut self, analyzer: impl Analyzer + 'static) -> Self {
+        self.analyzers.push(Box::new(analyzer));
+        self
+    }
+
+    pub fn planner(mut self, planner: impl Planner + 'static) -> Self {
+        self.planner = Some(Box::new(planner));
+        self
+    }
+
+    pub fn planner_boxed(mut self, planner: Box<dyn Planner>) -> Self {
+        self.planner = Some(planner);
+        self
+    }
+
+    /// The knob catalog plans are validated against (default: the engine's built-in catalog).
+    pub fn search_space(mut self, space: SearchSpace) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    pub fn observer(mut self, observer: impl Fn(&SessionEvent) + Send + Sync + 'static) -> Self {
+        self.observer = Some(Box::new(observer));
+        self
+    }
+
+    /// A flag that, once raised (e.g. by a Ctrl-C handler), lets the current step finish, records
+    /// the iteration and stops.
+    pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
+        self.stop = Some(stop);
+        self
+    }
+
+    pub fn build(self, config: SessionConfig) -> Result<Session> {
+        let missing = |what: &str| Error::config("session", format!("no {what} given to Session::builder()"));
+        if config.bench.is_empty() {
+            return Err(Error::config("bench", "at least one benchmark plan is needed"));
+        }
+        let store = Store::open(&config.sessions_dir.join("autodebug.db"))?;
+        let trail = Trail::new(&config.sessions_dir)?.with_session(config.name.clone());
+        Ok(Session {
+            deployer: self.deployer.ok_or_else(|| missing("deployer"))?,
+            benchmarker: self.benchmarker.ok_or_else(|| missing("benchmarker"))?,
+            telemetry: self.telemetry,
+            analyzers: self.analyzers,
+            planner: self.planner.ok_or_else(|| missing("planner"))?,
+            space: self.space,
+            observer: self.observer,
+            stop: self.stop.unwrap_or_default(),
+            config,
+            store: Mutex::new(store),
+            trail,
+        })
+    }
+}
+
+/// The optimization loop. See the [module docs](self).
+pub struct Session {
+    deployer: Box<dyn Deployer>,
+    benchmarker: Box<dyn Benchmarker>,
+    telemetry: Vec<Box<dyn TelemetrySource>>,
+    analyzers: Vec<Box<dyn Analyzer>>,
+    planner: Box<dyn Planner>,
+    space: Option<SearchSpace>,
+    observer: Option<Observer>,
+    stop: Arc<AtomicBool>,
+    config: SessionConfig,
+    store: Mutex<Store>,
+    trail: Trail,
+}
+
+/// Where the loop stands between iterations.
+struct Cursor {
+    record: SessionRecord,
+    history: History,
+    next_number: u32,
+    next_spec: ServiceSpec,
+}
+
+impl Session {
+    pub fn builder() -> SessionBuilder {
+        SessionBuilder {
+            deployer: None,
+            benchmarker: None,
+            telemetry: Vec::new(),
+            analyzers: Vec::new(),
+            planner: None,
+            space: None,
+            observer: None,
+            stop: None,
+        }
+    }
+
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    /// Starts a new session from `baseline` (the user's current configuration).
+    pub async fn run(&self, baseline: ServiceSpec) -> Result<SessionOutcome> {
+        let space = self.space_for(&baseline);
+        space.validate(&baseline).map_err(|e| Error::config("baseline", e.to_string()))?;
+        let config_json = serde_json::to_value(&self.config).unwrap_or_default();
+        let record = self.with_store(|s| {
+            s.create_session(
+                &self.config.name,
+                self.deployer.name(),
+                baseline.engine.as_str(),
+                &self.config.objective,
+                &config_json,
+                TimeWindow::now_ns(),
+            )
+        })?;
+        let cursor = Cursor { record, history: History::default(), next_number: 1, next_spec: baseline };
+        self.drive(cursor).await
+    }
+
+    /// Continues the stored session `name` (the latest when `None`) where it stopped: finished
+    /// iterations are kept, an iteration left running by a killed process is redone.
+    pub async fn resume(&self, name: Option<&str>) -> Result<SessionOutcome> {
+        let (record, history, unfinished) = self.with_store(|s| {
+            let record = match name {
+                Some(n) => s.session_by_name(n)?,
+                None => s.latest_session()?,
+            };
+            let record = record.ok_or_else(|| Error::Store {
+                path: self.config.sessions_dir.join("autodebug.db"),
+                message: match name {
+                    Some(n) => format!("no session named `{n}` to resume; list them with `autodebug history list`"),
+                    None => "no session to resume; start one with `autodebug run`".to_string(),
+                },
+            })?;
+            let history = s.history(record.id)?;
+            let unfinished = s.unfinished(record.id)?;
+            Ok((record, history, unfinished))
+        })?;
+        let last = history.iterations.last().ok_or_else(|| Error::Store {
+            path: self.config.sessions_dir.join("autodebug.db"),
+            message: format!("session `{}` has no finished iteration to resume from; start it again", record.name),
+        })?;
+        let next_spec = last
+            .plan
+            .as_ref()
+            .map(|p| p.next.clone())
+            .or_else(|| history.champion(&record.objective).map(|c| c.spec.clone()))
+            .unwrap_or_else(|| last.spec.clone());
+        let finished_max = history.iterations.iter().map(|i| i.number).max().unwrap_or(0);
+        let next_number = unfinished.iter().copied().min().unwrap_or(finished_max + 1).min(finished_max + 1);
+        tracing::info!(session = %record.name, next_number, "resuming");
+        let cursor = Cursor { record, history, next_number, next_spec };
+        self.drive(cursor).await
+    }
+
+    fn space_for(&self, spec: &ServiceSpec) -> SearchSpace {
+        self.space.clone().unwrap_or_else(|| SearchSpace::for_engine(spec.engine))
+    }
+
+    fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
+        let store = self.store.lock().map_err(|_| Error::Store {
+            path: self.config.sessions_dir.join("autodebug.db"),
+            message: "store lock poisoned by an earlier panic".into(),
+        })?;
+        f(&store)
+    }
+
+    fn emit(&self, event: SessionEvent) {
+        if let Some(observer) = &self.observer {
+            observer(&event);
+        }
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    async fn drive(&self, mut cursor: Cursor) -> Result<SessionOutcome> {
+        let started = Instant::now();
+        let last_number = cursor.history.iterations.iter().map(|i| i.number).max().unwrap_or(0);
+        let budget_end = last_number.max(cursor.next_number - 1) + self.config.max_iterations;
+        let stop_reason = loop {
+            if self.stopping() {
+                break StopReason::Interrupted;
+            }
+            if cursor.next_number > budget_end {
+                break StopReason::Iterations;
+            }
+            if self.config.max_wall.is_some_and(|w| started.elapsed() >= w) {
+                break StopReason::WallTime;
+            }
+            let iteration = self.iterate(&cursor).await?;
+            let exhausted = iteration.plan.as_ref().is_some_and(|p| p.exhausted);
+            let interrupted = iteration.status == IterationStatus::Interrupted;
+            cursor.history.iterations.retain(|i| i.number != iteration.number);
+            cursor.history.iterations.push(iteration.clone());
+            cursor.next_number = iteration.number + 1;
+            cursor.next_spec = match &iteration.plan {
+                Some(plan) => plan.next.clone(),
+                None => self.rollback_spec(&cursor.history, &cursor.record.objective, &iteration.spec),
+            };
+            self.emit(SessionEvent::IterationFinished { iteration: Box::new(iteration) });
+            if interrupted {
+                break StopReason::Interrupted;
+            }
+            if exhausted {
+                break StopReason::PlannerExhausted;
+            }
+        };
+        self.with_store(|s| s.finish_session(cursor.record.id, TimeWindow::now_ns(), stop_reason.as_str()))?;
+        self.emit(SessionEvent::Stopped { reason: stop_reason.as_str().to_string() });
+        Ok(SessionOutcome { session: cursor.record, history: cursor.history, stop_reason })
+    }
+
+    /// The configuration to go back to after a failure: the champion, else the last that ran.
+    fn rollback_spec(&self, history: &History, objective: &Objective, failed: &ServiceSpec) -> ServiceSpec {
+        history
+            .champion(objective)
+            .or_else(|| history.last_ok())
+            .map(|i| i.spec.clone())
+            .unwrap_or_else(|| failed.clone())
+    }
+
+    /// Runs one iteration and records it; errors here are store/trail errors only.
+    async fn iterate(&self, cursor: &Cursor) -> Result<Iteration> {
+        let number = cursor.next_number;
+        let spec = cursor.next_spec.clone();
+        let objective = &cursor.record.objective;
+        let started_ns = TimeWindow::now_ns();
+        self.emit(SessionEvent::IterationStarted { number, spec: spec.clone() });
+        tracing::info!(number, flags = %spec.flags.to_command_line(), "iteration starts");
+
+        let artifact = self.deployer.render(&spec);
+        let mut iteration = Iteration {
+            number,
+            spec: spec.clone(),
+            artifact: artifact.as_ref().ok().cloned(),
+            status: IterationStatus::Running,
+            metrics: BTreeMap::new(),
+            bench: BTreeMap::new(),
+            analysis: Analysis::default(),
+            plan: None,
+            error: None,
+            started_ns,
+            finished_ns: started_ns,
+            timings: BTreeMap::new(),
+        };
+        self.with_store(|s| s.begin_iteration(cursor.record.id, number, &spec, iteration.artifact.as_ref(), started_ns))?;
+
+        let outcome = match artifact {
+            Err(e) => Err((IterationStatus::DeployFailed, format!("render failed: {e}"), Vec::new())),
+            Ok(_) => self.measure(cursor.record.id, &mut iteration, &cursor.history).await,
+        };
+        let previous_ok = cursor.history.last_ok();
+        match outcome {
+            Ok(()) => iteration.status = IterationStatus::Ok,
+            Err((status, message, logs)) => {
+                tracing::warn!(number, %message, "iteration failed");
+                iteration.status = status;
+                iteration.error = Some(message.clone());
+                if status != IterationStatus::Interrupted {
+                    iteration.analysis.findings.push(failure_finding(status, &message, &logs));
+                }
+            }
+        }
+
+        if iteration.status != IterationStatus::Interrupted && !self.stopping() {
+            let step = Instant::now();
+            iteration.plan = self.plan_next(&iteration, &cursor.history, objective).await;
+            iteration.timings.insert("plan".into(), step.elapsed().as_secs_f64());
+        }
+        iteration.finished_ns = TimeWindow::now_ns();
+        self.with_store(|s| s.finish_iteration(cursor.record.id, &iteration))?;
+        let previous = if iteration.is_ok() { previous_ok } else { cursor.history.champion(objective).or(previous_ok) };
+        let context = self.context_line(&iteration);
+        self.trail.write_iteration(&iteration, previous, objective, &context)?;
+        Ok(iteration)
+    }
+
+    /// Deploy, benchmark, read logs and telemetry, analyze. Fills `iteration`; on failure returns
+    /// the status to record, the message and the logs that explain it. Always tears down.
+    async fn measure(
+        &self,
+        session_id: i64,
+        iteration: &mut Iteration,
+        history: &History,
+    ) -> std::result::Result<(), (IterationStatus, String, Vec<LogLine>)> {
+        let number = iteration.number;
+        let step = Instant::now();
+        self.emit(SessionEvent::Deploying { number });
+        let deployment = match self.deployer.deploy(&iteration.spec).await {
+            Ok(d) => d,
+            Err(e) => return Err((IterationStatus::DeployFailed, e.to_string(), Vec::new())),
+        };
+        let ready = self.deployer.wait_ready(&deployment, self.config.ready_timeout).await;
+        iteration.timings.insert("deploy".into(), step.elapsed().as_secs_f64());
+        let endpoint = match ready {
+            Ok(endpoint) => endpoint,
+            Err(e) => {
+                let logs = self.deployer.logs(&deployment, None).await.unwrap_or_default();
+                self.teardown(&deployment).await;
+                return Err((IterationStatus::DeployFailed, e.to_string(), logs));
+            }
+        };
+        self.emit(SessionEvent::Ready { number, base_url: endpoint.base_url.clone() });
+        if self.stopping() {
+            self.teardown(&deployment).await;
+            return Err((IterationStatus::Interrupted, "interrupted after deploy".into(), Vec::new()));
+        }
+
+        let result = self.benchmark_and_analyze(session_id, iteration, history, &deployment, &endpoint).await;
+        self.teardown(&deployment).await;
+        result
+    }
+
+    async fn benchmark_and_analyze(
+        &self,
+        session_id: i64,
+        iteration: &mut Iteration,
+        history: &History,
+        deployment: &Deployment,
+        endpoint: &crate::Endpoint,
+    ) -> std::result::Result<(), (IterationStatus, String, Vec<LogLine>)> {
+        let number = iteration.number;
+        let startup_logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
+        let target = Target { deployment, endpoint, logs: &startup_logs };
+        let mut warnings = Vec::new();
+        for source in &self.telemetry {
+            if let Err(e) = source.begin(&target).await {
+                warnings.push(format!("telemetry source {} could not start: {e}", source.name()));
+            }
+        }
+
+        let step = Instant::now();
+        let mut reports: Vec<BenchReport> = Vec::new();
+        for plan in &self.config.bench {
+            if self.stopping() {
+                break;
+            }
+            self.emit(SessionEvent::Benchmarking { number, plan: plan.name.clone() });
+            match self.benchmarker.run(endpoint, plan).await {
+                Ok(report) => {
+                    self.emit(SessionEvent::Benchmarked { number, plan: plan.name.clone(), summary: report.summary.clone() });
+                    reports.push(report);
+                }
+                Err(e) => {
+                    let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
+                    return Err((IterationStatus::BenchFailed, format!("benchmark `{}`: {e}", plan.name), logs));
+                }
+            }
+        }
+        iteration.timings.insert("bench".into(), step.elapsed().as_secs_f64());
+        if reports.len() < self.config.bench.len() {
+            return Err((IterationStatus::Interrupted, "interrupted during the benchmark".into(), Vec::new()));
+        }
+        let window = TimeWindow::new(
+            reports.iter().map(|r| r.window.start_ns).min().unwrap_or(iteration.started_ns),
+            reports.iter().map(|r| r.window.end_ns).max().unwrap_or_else(TimeWindow::now_ns),
+        );
+        for report in &reports {
+            iteration.bench.insert(report.plan.name.clone(), report.summary.clone());
+            if let Err(e) = self.with_store(|s| s.save_bench_records(session_id, number, &report.plan.name, &report.records)) {
+                tracing::warn!(error = %e, "per-request records not stored");
+            }
+        }
+        iteration.metrics = bench_metrics(&reports);
+
+        let step = Instant::now();
+        let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
+        let target = Target { deployment, endpoint, logs: &logs };
+        let mut snapshots: Vec<TelemetrySnapshot> = Vec::new();
+        for source in &self.telemetry {
+            match source.fetch(&target, window).await {
+                Ok(snapshot) => snapshots.push(snapshot),
+                Err(e) => warnings.push(format!("telemetry source {} skipped: {e}", source.name())),
+            }
+        }
+        if !warnings.is_empty() {
+            let mut notes = TelemetrySnapshot::new("session", Some(window));
+            notes.warnings = warnings;
+            snapshots.push(notes);
+        }
+        iteration.timings.insert("telemetry".into(), step.elapsed().as_secs_f64());
+
+        let step = Instant::now();
+        let evidence = Evidence { spec: &iteration.spec, bench: &reports, logs: &logs, telemetry: &snapshots, history };
+        let mut analysis = Analysis { metrics: iteration.metrics.clone(), ..Default::default() };
+        for analyzer in &self.analyzers {
+            match analyzer.analyze(&evidence).await {
+                Ok(a) => analysis.merge(a),
+                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing"),
+            }
+        }
+        iteration.metrics = analysis.metrics.clone();
+        iteration.analysis = analysis;
+        iteration.timings.insert("analyze".into(), step.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    async fn teardown(&self, deployment: &Deployment) {
+        if let Err(e) = self.deployer.teardown(deployment).await {
+            tracing::warn!(id = %deployment.id, error = %e, "teardown failed");
+        }
+    }
+
+    /// Asks the planner for the next configuration, from the champion (the last good config).
+    /// A plan that fails validation is recorded as a note and replaced by a rollback.
+    async fn plan_next(&self, iteration: &Iteration, history: &History, objective: &Objective) -> Option<Plan> {
+        let mut full = history.clone();
+        full.iterations.retain(|i| i.number != iteration.number);
+        full.iterations.push(iteration.clone());
+        let current = full.champion(objective).or_else(|| full.last_ok()).map(|i| i.spec.clone())?;
+        let space = self.space_for(&current);
+        let analysis = match full.champion(objective) {
+            Some(champion) if !iteration.is_ok() => champion.analysis.clone(),
+            _ => iteration.analysis.clone(),
+        };
+        let input = PlanInput { history: &full, analysis: &analysis, space: &space, current: &current, objective };
+        match self.planner.plan(input).await {
+            Ok(plan) => match space.validate(&plan.next) {
+                Ok(()) => Some(plan),
+                Err(e) => Some(Plan {
+                    planner: self.planner.name().to_string(),
+                    changes: Vec::new(),
+                    next: current.clone(),
+                    exhausted: false,
+                    notes: vec![format!("rejected the planner's proposal: {e}; staying on the last good config")],
+                }),
+            },
+            Err(e) => Some(Plan {
+                planner: self.planner.name().to_string(),
+                changes: Vec::new(),
+                next: current.clone(),
+                exhausted: true,
+                notes: vec![format!("planner failed: {e}")],
+            }),
+        }
+    }
+
+    fn context_line(&self, iteration: &Iteration) -> String {
+        let plans: Vec<String> = self
+            .config
+            .bench
+            .iter()
+            .map(|p| {
+                let cache = if p.workload.repeat_prompt || p.workload.shared_prefix_tokens > 0 { "warm" } else { "cold" };
+                format!("`{}`: {}, {}, {} requests, 1 trial, {cache}", p.name, p.workload.describe(), p.load.describe(), p.requests)
+            })
+            .collect();
+        format!("Deployer `{}`, model `{}`. Benchmarks: {}.", self.deployer.name(), iteration.spec.model, plans.join("; "))
+    }
+}
+
+/// Flat metrics of every report, `<plan>.<metric>`, plus the first (primary) report unprefixed.
+pub fn bench_metrics(reports: &[BenchReport]) -> BTreeMap<String, f64> {
+    let mut metrics = BTreeMap::new();
+    for (i, report) in reports.iter().enumerate() {
+        let flat = report.summary.metrics();
+        for (k, v) in &flat {
+            metrics.insert(format!("{}.{k}", report.plan.name), *v);
+        }
+        if i == 0 {
+            metrics.extend(flat);
+        }
+    }
+    metrics
+}
+
+fn failure_finding(status: IterationStatus, message: &str, logs: &[LogLine]) -> Finding {
+    let mut evidence = vec![Signal::text("session", SignalKind::LogLine, "iteration.error", message)];
+    let error_words = ["error", "Error", "OOM", "out of memory", "Traceback", "unrecognized"];
+    if let Some(line) = logs.iter().rev().find(|l| error_words.iter().any(|w| l.text.contains(w))) {
+        evidence.push(Signal::text("logs", SignalKind::LogLine, "engine.log", line.text.clone()));
+    }
+    Finding {
+        rule: format!("session.{}", status.as_str()),
+        bottleneck: Bottleneck::Errors,
+        severity: Severity::Critical,
+        summary: format!("{}: {message}", status.as_str()),
+        evidence,
+    }
+}

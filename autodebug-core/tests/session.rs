@@ -1,0 +1,261 @@
+//! The loop's control flow — rollback, budgets, stop flag, resume, rejected plans, missing telemetry —
+//! driven by in-process stand-ins for the deployer, benchmarker and telemetry (the real ones, against
+//! the simulator, are exercised end to end by the CLI's demo tests).
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use autodebug_core::session::{Session, SessionConfig, SessionEvent, StopReason};
+use autodebug_core::*;
+
+/// Deploys instantly; a spec with `--mem-fraction-static 0.98` "OOMs at startup".
+struct StandInDeployer {
+    live: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Deployer for StandInDeployer {
+    fn name(&self) -> &str {
+        "standin"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        Ok(Artifact { target: "standin".into(), extension: "sh".into(), content: format!("engine {}\n", spec.flags.to_command_line()) })
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        self.live.fetch_add(1, Ordering::SeqCst);
+        *CURRENT_FLAGS.lock().unwrap_or_else(|e| e.into_inner()) = spec.flags.len();
+        Ok(Deployment { id: "1".into(), backend: "standin".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
+        if deployment.spec.flags.get("--mem-fraction-static") == Some(Some("0.98")) {
+            return Err(Error::Deploy("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.".into()));
+        }
+        Ok(Endpoint::new("http://127.0.0.1:9", "m"))
+    }
+
+    async fn logs(&self, _deployment: &Deployment, _since: Option<i128>) -> Result<Vec<LogLine>> {
+        Ok(vec![LogLine { time_ns: 0, text: "ready".into() }])
+    }
+
+    async fn teardown(&self, _deployment: &Deployment) -> Result<()> {
+        self.live.fetch_sub(1, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// e2e shrinks by 10 ms for every flag set, so each change the planner makes is an improvement.
+struct StandInBench;
+
+#[async_trait]
+impl Benchmarker for StandInBench {
+    fn name(&self) -> &str {
+        "standin"
+    }
+
+    async fn run(&self, _endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport> {
+        let flags = CURRENT_FLAGS.lock().map(|f| *f).unwrap_or(0);
+        let e2e = 300.0 - 10.0 * flags as f64;
+        let summary = BenchSummary {
+            requests: 10,
+            succeeded: 10,
+            e2e_ms: Distribution { count: 10, mean: e2e, p50: e2e, p99: e2e, max: e2e, min: e2e, ..Default::default() },
+            ..Default::default()
+        };
+        let now = TimeWindow::now_ns();
+        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+    }
+}
+
+static CURRENT_FLAGS: Mutex<usize> = Mutex::new(0);
+
+/// Telemetry that always has one signal; `broken` makes it fail instead.
+struct StandInTelemetry {
+    broken: bool,
+}
+
+#[async_trait]
+impl TelemetrySource for StandInTelemetry {
+    fn name(&self) -> &str {
+        "standin"
+    }
+
+    async fn fetch(&self, _target: &Target<'_>, window: TimeWindow) -> Result<TelemetrySnapshot> {
+        if self.broken {
+            return Err(Error::telemetry("standin", "connection refused"));
+        }
+        let mut snap = TelemetrySnapshot::new("standin", Some(window));
+        snap.signals.push(Signal::number("standin", SignalKind::Metric, "engine:steps", 42.0, "steps"));
+        Ok(snap)
+    }
+}
+
+/// Proposes scripted flag values in order, citing the telemetry signal.
+struct ScriptedPlanner {
+    script: Vec<(&'static str, Option<&'static str>)>,
+}
+
+#[async_trait]
+impl Planner for ScriptedPlanner {
+    fn name(&self) -> &str {
+        "scripted"
+    }
+
+    async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
+        let n = input.history.iterations.len();
+        let Some((knob, value)) = self.script.get(n - 1).copied() else {
+            return Ok(Plan { planner: "scripted".into(), changes: vec![], next: input.current.clone(), exhausted: true, notes: vec![] });
+        };
+        let mut next = input.current.clone();
+        next.flags.set(knob, value);
+        Ok(Plan {
+            planner: "scripted".into(),
+            changes: vec![Change { knob: knob.into(), from: None, to: value.map(Into::into), rule: "script".into(), reason: "scripted".into(), evidence: input.analysis.cited.clone() }],
+            next,
+            exhausted: false,
+            notes: vec![],
+        })
+    }
+}
+
+/// Cites every telemetry signal.
+struct CiteAll;
+
+#[async_trait]
+impl Analyzer for CiteAll {
+    fn name(&self) -> &str {
+        "cite-all"
+    }
+
+    async fn analyze(&self, evidence: &Evidence<'_>) -> Result<Analysis> {
+        let mut analysis = Analysis::default();
+        for s in evidence.signals() {
+            analysis.cite(s.clone());
+        }
+        Ok(analysis)
+    }
+}
+
+fn config(dir: &std::path::Path, iterations: u32) -> SessionConfig {
+    SessionConfig {
+        name: "t".into(),
+        objective: Objective::minimize("e2e.mean").with_constraint("error_rate == 0".parse().unwrap()),
+        bench: vec![BenchPlan::new("chat", Workload::new(31, 150), Load::Sequential, 10)],
+        max_iterations: iterations,
+        max_wall: None,
+        ready_timeout: Duration::from_secs(5),
+        sessions_dir: dir.to_path_buf(),
+    }
+}
+
+fn session(dir: &std::path::Path, iterations: u32, script: Vec<(&'static str, Option<&'static str>)>, live: Arc<AtomicUsize>) -> Session {
+    Session::builder()
+        .deployer(StandInDeployer { live })
+        .benchmarker(StandInBench)
+        .telemetry(StandInTelemetry { broken: false })
+        .analyzer(CiteAll)
+        .planner(ScriptedPlanner { script })
+        .build(config(dir, iterations))
+        .unwrap()
+}
+
+fn baseline() -> ServiceSpec {
+    ServiceSpec::new("svc", EngineKind::Sglang, "Qwen/Qwen1.5-0.5B-Chat")
+}
+
+// The tests share CURRENT_FLAGS, so they run one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+#[tokio::test]
+async fn failed_deploy_rolls_back_to_the_champion_and_the_loop_goes_on() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let script = vec![("--enable-mixed-chunk", None), ("--mem-fraction-static", Some("0.98")), ("--schedule-policy", Some("lpm"))];
+    let outcome = session(dir.path(), 4, script, live.clone()).run(baseline()).await.unwrap();
+
+    let statuses: Vec<_> = outcome.history.iterations.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [IterationStatus::Ok, IterationStatus::Ok, IterationStatus::DeployFailed, IterationStatus::Ok]);
+    let failed = &outcome.history.iterations[2];
+    assert!(failed.error.as_deref().unwrap().contains("Not enough memory"), "{:?}", failed.error);
+    // Iteration 4 runs the champion's flags plus the next scripted change, without the failed value.
+    let fourth = &outcome.history.iterations[3].spec.flags;
+    assert!(fourth.contains("--enable-mixed-chunk"));
+    assert!(!fourth.contains("--mem-fraction-static"), "{fourth:?}");
+    assert_eq!(outcome.champion().unwrap().number, 4);
+    assert!(outcome.improvement_pct().unwrap() > 0.0);
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every deployment was torn down");
+
+    let logs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().into_string().unwrap()).collect();
+    assert_eq!(logs.iter().filter(|n| n.starts_with("debug-")).count(), 4, "{logs:?}");
+    assert!(dir.path().join("autodebug.db").exists());
+}
+
+#[tokio::test]
+async fn resume_continues_numbering_and_keeps_finished_iterations() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let script = vec![("--enable-mixed-chunk", None), ("--schedule-policy", Some("lpm")), ("--num-continuous-decode-steps", Some("8"))];
+    let first = session(dir.path(), 2, script.clone(), live.clone()).run(baseline()).await.unwrap();
+    assert_eq!(first.history.iterations.len(), 2);
+    assert_eq!(first.stop_reason, StopReason::Iterations);
+
+    let resumed = session(dir.path(), 1, script, live.clone()).resume(Some("t")).await.unwrap();
+    let numbers: Vec<u32> = resumed.history.iterations.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, [1, 2, 3]);
+    // The resumed iteration runs what iteration 2 planned.
+    assert_eq!(resumed.history.iterations[2].spec, first.history.iterations[1].plan.as_ref().unwrap().next);
+}
+
+#[tokio::test]
+async fn stop_flag_finishes_the_iteration_and_stops() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let raise = stop.clone();
+    let live = Arc::new(AtomicUsize::new(0));
+    let s = Session::builder()
+        .deployer(StandInDeployer { live: live.clone() })
+        .benchmarker(StandInBench)
+        .analyzer(CiteAll)
+        .planner(ScriptedPlanner { script: vec![("--enable-mixed-chunk", None)] })
+        .stop_flag(stop)
+        .observer(move |e| {
+            if let SessionEvent::Benchmarked { number: 2, .. } = e {
+                raise.store(true, Ordering::SeqCst);
+            }
+        })
+        .build(config(dir.path(), 10))
+        .unwrap();
+    let outcome = s.run(baseline()).await.unwrap();
+    assert_eq!(outcome.stop_reason, StopReason::Interrupted);
+    assert_eq!(outcome.history.iterations.len(), 2);
+    assert!(outcome.history.iterations[1].is_ok(), "the step in progress finished and was recorded");
+    assert_eq!(live.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn an_invalid_plan_is_rejected_and_a_broken_telemetry_source_is_skipped() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let s = Session::builder()
+        .deployer(StandInDeployer { live })
+        .benchmarker(StandInBench)
+        .telemetry(StandInTelemetry { broken: true })
+        .analyzer(CiteAll)
+        .planner(ScriptedPlanner { script: vec![("--rm-rf", Some("/"))] })
+        .build(config(dir.path(), 2))
+        .unwrap();
+    let outcome = s.run(baseline()).await.unwrap();
+    let first = &outcome.history.iterations[0];
+    assert!(first.is_ok());
+    let plan = first.plan.as_ref().unwrap();
+    assert!(plan.notes[0].contains("--rm-rf"), "{:?}", plan.notes);
+    assert_eq!(plan.next.flags, baseline().flags, "the rejected plan was not applied");
+    assert!(!outcome.history.iterations[1].spec.flags.contains("--rm-rf"));
+}
