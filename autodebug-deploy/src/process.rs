@@ -1,0 +1,295 @@
+//! Engine child processes: started in their own process group with a parent-death signal,
+//! output captured line by line, stopped group-wide (SIGTERM, grace period, SIGKILL) and reaped.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, ExitStatus};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, mpsc};
+use std::time::{Duration, Instant};
+
+use autodebug_core::{LogLine, TimeWindow};
+
+use crate::logbuf::{LogBuffer, line_text};
+
+/// How often stop and drop look at whether the process has exited.
+const EXIT_POLL: Duration = Duration::from_millis(20);
+
+/// How long to wait for the kernel to deliver a SIGKILL before giving up on reaping.
+const KILL_REAP_BOUND: Duration = Duration::from_secs(5);
+
+/// Locks a mutex even if a panicking thread poisoned it: the data (a log buffer, a child
+/// handle) stays meaningful, and teardown must still work after a panic.
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+struct SpawnRequest {
+    command: Command,
+    reply: mpsc::Sender<std::io::Result<Child>>,
+}
+
+/// `PR_SET_PDEATHSIG` fires when the *thread* that forked the child exits, not the process.
+/// Callers spawn from short-lived threads (a test harness thread, a blocking-pool thread), so
+/// every child is forked from this one thread that lives as long as the process.
+fn spawner() -> Option<&'static mpsc::Sender<SpawnRequest>> {
+    static SPAWNER: OnceLock<Option<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    SPAWNER
+        .get_or_init(|| {
+            let (tx, rx) = mpsc::channel::<SpawnRequest>();
+            let started = std::thread::Builder::new().name("autodebug-spawner".into()).spawn(move || {
+                for SpawnRequest { mut command, reply } in rx {
+                    let _ = reply.send(command.spawn());
+                }
+            });
+            match started {
+                Ok(_) => Some(tx),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not start the spawner thread; children are forked from the caller's thread");
+                    None
+                }
+            }
+        })
+        .as_ref()
+}
+
+fn spawn_from_long_lived_thread(command: Command) -> std::io::Result<Child> {
+    if let Some(tx) = spawner() {
+        let (reply_tx, reply_rx) = mpsc::channel();
+        if let Err(mpsc::SendError(request)) = tx.send(SpawnRequest { command, reply: reply_tx }) {
+            let mut command = request.command;
+            return command.spawn();
+        }
+        return reply_rx
+            .recv()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the spawner thread stopped before answering")));
+    }
+    let mut command = command;
+    command.spawn()
+}
+
+/// Makes `command` start in a process group of its own and die with this process.
+fn confine(command: &mut Command) {
+    command.process_group(0);
+    // SAFETY: getpid is async-signal-safe and runs before the fork.
+    let parent = unsafe { libc::getpid() };
+    // SAFETY: the closure only calls async-signal-safe functions (prctl, getppid, _exit) and
+    // allocates nothing, as required between fork and exec.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The parent may have died between fork and prctl; then no signal would ever come.
+            if libc::getppid() != parent {
+                libc::_exit(137);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// A running (or finished) engine process owned by a deployer.
+pub(crate) struct ManagedProcess {
+    pid: u32,
+    child: Mutex<Child>,
+    status: Mutex<Option<ExitStatus>>,
+    logs: Arc<Mutex<LogBuffer>>,
+    open_streams: Arc<AtomicUsize>,
+    /// Set once a stop was asked for, so a later exit is not mistaken for a crash.
+    stopping: AtomicBool,
+}
+
+impl ManagedProcess {
+    /// Starts `command` with piped output; each line goes to the buffer and to `log_file`.
+    pub fn spawn(
+        mut command: Command,
+        log_capacity: usize,
+        log_file: Option<Arc<Mutex<File>>>,
+    ) -> std::io::Result<Arc<Self>> {
+        confine(&mut command);
+        command
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        let mut child = spawn_from_long_lived_thread(command)?;
+        let pid = child.id();
+        let logs = Arc::new(Mutex::new(LogBuffer::new(log_capacity)));
+        let open_streams = Arc::new(AtomicUsize::new(0));
+        let streams: [(Option<Box<dyn Read + Send>>, &str); 2] = [
+            (child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>), "stdout"),
+            (child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>), "stderr"),
+        ];
+        for (stream, label) in streams {
+            let Some(stream) = stream else { continue };
+            open_streams.fetch_add(1, Ordering::SeqCst);
+            let reader =
+                LineReader { pid, logs: logs.clone(), file: log_file.clone(), open_streams: open_streams.clone() };
+            let started = std::thread::Builder::new()
+                .name(format!("autodebug-log-{pid}-{label}"))
+                .spawn(move || reader.run(stream));
+            if let Err(e) = started {
+                open_streams.fetch_sub(1, Ordering::SeqCst);
+                tracing::warn!(pid, stream = label, error = %e, "could not start a log reader; that output is lost");
+            }
+        }
+        Ok(Arc::new(ManagedProcess {
+            pid,
+            child: Mutex::new(child),
+            status: Mutex::new(None),
+            logs,
+            open_streams,
+            stopping: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// The exit status once the process has exited (and been reaped), without blocking.
+    pub fn exit_status(&self) -> Option<ExitStatus> {
+        let mut status = lock(&self.status);
+        if status.is_none() {
+            match lock(&self.child).try_wait() {
+                Ok(Some(s)) => *status = Some(s),
+                Ok(None) => {}
+                Err(e) => tracing::debug!(pid = self.pid, error = %e, "try_wait failed"),
+            }
+        }
+        *status
+    }
+
+    /// Sends `signal` to the whole process group; a group that is already gone is fine.
+    fn signal_group(&self, signal: libc::c_int) {
+        let Ok(pgid) = libc::pid_t::try_from(self.pid) else { return };
+        // SAFETY: killpg has no memory-safety preconditions.
+        let rc = unsafe { libc::killpg(pgid, signal) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() != Some(libc::ESRCH) {
+                tracing::warn!(pid = self.pid, signal, error = %err, "could not signal the process group");
+            }
+        }
+    }
+
+    /// SIGTERM to the group, up to `grace` for it to exit, then SIGKILL; reaps the leader.
+    pub async fn stop(&self, grace: Duration) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if self.exit_status().is_none() {
+            self.signal_group(libc::SIGTERM);
+            let deadline = Instant::now() + grace;
+            while self.exit_status().is_none() && Instant::now() < deadline {
+                tokio::time::sleep(EXIT_POLL).await;
+            }
+        }
+        // Also catches group members that outlived the leader.
+        self.signal_group(libc::SIGKILL);
+        let deadline = Instant::now() + KILL_REAP_BOUND;
+        while self.exit_status().is_none() && Instant::now() < deadline {
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+        if self.exit_status().is_none() {
+            tracing::error!(
+                pid = self.pid,
+                "process survived SIGKILL for {KILL_REAP_BOUND:?} (uninterruptible sleep?)"
+            );
+        }
+    }
+
+    /// Asks the group to stop without waiting; pair with [`ManagedProcess::finish_blocking`].
+    pub fn request_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        if self.exit_status().is_none() {
+            self.signal_group(libc::SIGTERM);
+        }
+    }
+
+    /// Blocking stop for `Drop`: waits until `deadline` for a requested stop, then SIGKILL and reap.
+    pub fn finish_blocking(&self, deadline: Instant) {
+        while self.exit_status().is_none() && Instant::now() < deadline {
+            std::thread::sleep(EXIT_POLL);
+        }
+        self.signal_group(libc::SIGKILL);
+        let reap_deadline = Instant::now() + KILL_REAP_BOUND;
+        while self.exit_status().is_none() && Instant::now() < reap_deadline {
+            std::thread::sleep(EXIT_POLL);
+        }
+    }
+
+    /// Waits (bounded) until both output streams reached end of file, so an exit's last
+    /// words are in the buffer before they are quoted.
+    pub async fn drain_output(&self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        while self.open_streams.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            tokio::time::sleep(EXIT_POLL).await;
+        }
+    }
+
+    pub fn logs_since(&self, since_ns: Option<i128>) -> Vec<LogLine> {
+        lock(&self.logs).since(since_ns)
+    }
+
+    /// Lines that fell out of the in-memory buffer.
+    pub fn dropped_lines(&self) -> u64 {
+        lock(&self.logs).dropped()
+    }
+
+    pub fn log_tail(&self, n: usize) -> Vec<String> {
+        lock(&self.logs).tail_text(n)
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        // Last line of defence: whoever owned us did not stop us.
+        if self.exit_status().is_none() {
+            self.signal_group(libc::SIGKILL);
+            self.finish_blocking(Instant::now());
+        }
+    }
+}
+
+struct LineReader {
+    pid: u32,
+    logs: Arc<Mutex<LogBuffer>>,
+    file: Option<Arc<Mutex<File>>>,
+    open_streams: Arc<AtomicUsize>,
+}
+
+impl LineReader {
+    fn run(self, stream: Box<dyn Read + Send>) {
+        let mut reader = BufReader::new(stream);
+        let mut raw = Vec::new();
+        let mut file_failed = false;
+        loop {
+            raw.clear();
+            match reader.read_until(b'\n', &mut raw) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(pid = self.pid, error = %e, "engine output stream failed");
+                    break;
+                }
+            }
+            let text = line_text(&raw);
+            if let Some(file) = &self.file
+                && !file_failed
+                && let Err(e) = writeln!(lock(file), "{text}")
+            {
+                file_failed = true;
+                tracing::warn!(pid = self.pid, error = %e, "could not append to the log file; keeping output in memory only");
+            }
+            tracing::trace!(target: "autodebug_deploy::engine", pid = self.pid, "{text}");
+            let mut logs = lock(&self.logs);
+            let time_ns = TimeWindow::now_ns();
+            logs.push(LogLine { time_ns, text });
+        }
+        self.open_streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}
