@@ -1,1 +1,115 @@
-//! autodebug-bench (work in progress).
+//! # autodebug-bench
+//!
+//! The SSE streaming load generator of autodebug: it sends OpenAI-compatible streaming
+//! completions (`/v1/chat/completions` or `/v1/completions`) to an [`Endpoint`], measures every
+//! token as it arrives, and returns a [`BenchReport`] with per-request records, summary
+//! distributions and the exact wall-clock window telemetry is fetched for. It implements
+//! [`autodebug_core::Benchmarker`] as [`SseBenchmarker`].
+//!
+//! It avoids the usual faults of LLM load clients: latencies count from the *scheduled* send
+//! time (no coordinated omission), inter-token latency is per token even when a server packs
+//! several tokens into one SSE chunk, there is no hidden connection cap below the requested
+//! concurrency, and every wait has a timeout, so one stalled stream cannot hang a run.
+//!
+//! ```no_run
+//! use autodebug_bench::SseBenchmarker;
+//! use autodebug_core::{BenchPlan, Benchmarker, Endpoint, Load, Workload};
+//!
+//! # async fn demo() -> autodebug_core::Result<()> {
+//! let bench = SseBenchmarker::from_env(); // token from AUTODEBUG_BENCH_TOKEN / OPENAI_API_KEY
+//! let endpoint = Endpoint::new("http://127.0.0.1:30000", "Qwen/Qwen1.5-0.5B-Chat");
+//! let plan = BenchPlan::new("concurrent", Workload::new(512, 128), Load::Concurrent { concurrency: 16 }, 64)
+//!     .with_warmup(4);
+//! let report = bench.run(&endpoint, &plan).await?;
+//! println!("TTFT p99 {:.1} ms, {:.0} tok/s", report.summary.ttft_ms.p99, report.summary.output_throughput);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! ## Load
+//!
+//! - `Sequential` and `Concurrent { concurrency }` are closed loops: `concurrency` workers each
+//!   send their next request as soon as the previous one ended. `queue_delay` is 0.
+//! - `Rate { requests_per_s, arrival }` is an open loop: request *i* is due at the sum of *i*
+//!   inter-arrival gaps (constant `1/rate`, exponential for `Poisson`, or Gamma with shape
+//!   `burstiness` and mean `1/rate`; drawn from `workload.seed`), whatever happened to earlier
+//!   requests. At most [`SseBenchmarkerBuilder::max_in_flight`] are in flight; a request due while
+//!   all slots are busy waits, and the report warns.
+//! - Warmup requests (`plan.warmup_requests`) run first, closed-loop at the load's concurrency
+//!   (1 for `Rate`), and are left out of everything. Their prompts use indices after the measured
+//!   ones, so a shared prefix gets warm but no measured prompt is cached whole.
+//! - A run stops after `plan.requests` measured requests. Fewer than 2 × concurrency measured
+//!   requests earn a warning: such figures are mostly ramp-up and drain.
+//!
+//! ## Prompts
+//!
+//! One token = one whitespace-separated word ([`synthetic_prompt`]), drawn deterministically
+//! from `workload.seed` and the request index. The record's `prompt_tokens` is the server's
+//! `usage.prompt_tokens` when it sends one (it includes the chat template), else the word count.
+//!
+//! ## Metric definitions
+//!
+//! All per-request times are measured on the monotonic clock from the request's **scheduled**
+//! start (for closed loops, where nothing waits: its actual send), and stamped per network read:
+//! every SSE event in one read shares that read's arrival time.
+//!
+//! - **queue delay**: actual send − scheduled start (client-side queueing; open loop only).
+//! - **content chunk**: an SSE event whose `choices[].delta.content` (chat) or `choices[].text`
+//!   (completions) is non-empty. Role-only chunks (`content: null`), finish chunks and the
+//!   usage-only chunk (`choices: []`) are not content chunks.
+//! - **TTFT**: arrival of the first content chunk.
+//! - **TTST** (time to second token): the first content chunk's arrival if it carries ≥ 2 tokens,
+//!   else the arrival of the next content chunk carrying ≥ 1 token.
+//! - **E2E**: arrival of `data: [DONE]`; or, when a stream ends without `[DONE]` after a choice
+//!   gave a `finish_reason`, the end of the stream.
+//! - **tokens per chunk**: when every content chunk carries `usage.completion_tokens`
+//!   (cumulative), the differences; otherwise the whitespace words of the chunk's text (at least 1),
+//!   rescaled with running-total rounding so they add up exactly to the final
+//!   `usage.completion_tokens` when the server sends one (a chunk may then carry 0 tokens).
+//! - **output tokens**: `usage.completion_tokens`, else the sum of tokens per chunk.
+//! - **cached tokens**: `usage.prompt_tokens_details.cached_tokens`.
+//! - **TPOT**: (E2E − TTFT) / (output tokens − 1), per request with ≥ 2 output tokens.
+//! - **inter-chunk latency**: every gap between consecutive content chunks, as received.
+//! - **ITL** (per token): a gap followed by a chunk of *k* ≥ 1 tokens contributes *k* samples of
+//!   gap / *k*; a chunk with 0 tokens adds its gap to the next chunk's. Tokens of the first
+//!   chunk arrive with TTFT and contribute no ITL sample.
+//! - **distributions**: count, mean, population std, min and max are exact; p50/p90/p95/p99/p99.9
+//!   come from an HDR histogram of whole microseconds with 3 significant digits (nearest rank,
+//!   reported as the middle of the histogram bucket, clamped into [min, max]); all in ms.
+//!   TTFT, TTST, TPOT, ITL, inter-chunk and E2E use successful requests only; queue delay uses
+//!   every measured request.
+//! - **window**: from the first measured request's actual send to the last byte received by any
+//!   measured request (or its failure), as wall-clock UTC ns.
+//! - **throughput**: successful requests, their output tokens, and their prompt + output tokens,
+//!   each divided by the window's duration.
+//! - **cached_token_ratio**: Σ cached tokens / Σ prompt tokens over successful requests whose
+//!   usage had `prompt_tokens_details`; absent when none had.
+//!
+//! ## Errors (per request, counted in `summary.errors`)
+//!
+//! `connect` (refused, DNS, TLS, `timeouts.connect`); `http_status` (any non-2xx, with the start
+//! of the body); `timeout_first_token` (no content chunk within `timeouts.first_token` of the
+//! send); `timeout_idle` (after the first token, no bytes for `timeouts.idle_between_chunks`);
+//! `timeout_total` (not done within `timeouts.total` of the send, or the builder's
+//! `client_timeout`); `malformed_sse` (a line that is not an SSE field, comment or blank, or a line
+//! over 4 MiB); `malformed_json` (an event's data is not a JSON object of the expected shape);
+//! `server_error` (`{"error": ...}` in the stream); `early_close` (the stream or connection ended
+//! without `[DONE]` or a `finish_reason`).
+
+mod benchmarker;
+mod chunk;
+mod error;
+mod prompt;
+mod request;
+mod rng;
+mod sse;
+mod stream;
+mod summary;
+
+pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS};
+pub use error::BenchError;
+pub use prompt::synthetic_prompt;
+pub use summary::summarize;
+
+#[doc(no_inline)]
+pub use autodebug_core::{BenchPlan, BenchReport, Endpoint};

@@ -1,0 +1,29 @@
+//! Errors that stop a whole benchmark run. Failures of single requests are not errors:
+//! they are recorded with their [`ErrorClass`](autodebug_core::ErrorClass) and counted.
+
+/// Why a benchmark could not run at all.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    /// A field of the bench plan or endpoint is unusable; `field` names it.
+    #[error("bench plan `{plan}`: {field} {message}")]
+    InvalidPlan { plan: String, field: &'static str, message: String },
+
+    /// The HTTP client could not be built (TLS backend, system configuration).
+    #[error("could not build the HTTP client: {0}")]
+    Client(#[source] reqwest::Error),
+
+    /// A request task ended abnormally (a bug in this crate; please report it).
+    #[error("a request task of bench plan `{plan}` failed: {message}")]
+    Task { plan: String, message: String },
+}
+
+impl From<BenchError> for autodebug_core::Error {
+    fn from(error: BenchError) -> Self {
+        match error {
+            BenchError::InvalidPlan { plan, field, message } => {
+                autodebug_core::Error::config(format!("bench plan `{plan}`, field {field}"), message)
+            }
+            other => autodebug_core::Error::Bench(other.to_string()),
+        }
+    }
+}

@@ -1,0 +1,266 @@
+//! One streaming request: send, read the SSE stream under its timeouts, and record what arrived.
+
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant};
+
+use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts, Workload};
+use reqwest::header::{ACCEPT, CONTENT_TYPE};
+use tokio::time::timeout_at;
+
+use crate::prompt::{request_body, synthetic_prompt};
+use crate::sse::SseParser;
+use crate::stream::{Stop, StreamAccount};
+
+/// Everything the requests of one run share.
+pub(crate) struct RequestContext {
+    pub client: reqwest::Client,
+    pub url: String,
+    pub token: Option<Secret>,
+    pub model: String,
+    pub workload: Workload,
+    pub chat: bool,
+    pub timeouts: Timeouts,
+}
+
+/// Maps the monotonic clock to wall-clock ns, so windows are exact and immune to clock steps.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WallClock {
+    instant: Instant,
+    wall_ns: i128,
+}
+
+impl WallClock {
+    pub(crate) fn now() -> Self {
+        WallClock { instant: Instant::now(), wall_ns: TimeWindow::now_ns() }
+    }
+
+    pub(crate) fn wall_ns(&self, at: Instant) -> i128 {
+        match at.checked_duration_since(self.instant) {
+            Some(after) => self.wall_ns + after.as_nanos() as i128,
+            None => self.wall_ns - self.instant.duration_since(at).as_nanos() as i128,
+        }
+    }
+}
+
+/// One finished request.
+#[derive(Debug)]
+pub(crate) struct Outcome {
+    pub record: RequestRecord,
+    pub sent_at: Instant,
+    /// The last byte received, or the moment the request failed.
+    pub last_byte_at: Instant,
+}
+
+fn ns_between(from: Instant, to: Instant) -> u64 {
+    to.saturating_duration_since(from).as_nanos().min(u128::from(u64::MAX)) as u64
+}
+
+type Failure = (ErrorClass, String);
+
+/// Runs request `index` (whose prompt is `prompt_index`) that was due at `scheduled` (`None`:
+/// due now, as in a closed loop). Latencies in the record count from `scheduled`; nothing a
+/// server does makes this panic or run past `timeouts.total` (plus a drain of at most
+/// [`DRAIN_AFTER_DONE`] that no latency includes).
+pub(crate) async fn execute(
+    ctx: &RequestContext,
+    index: usize,
+    prompt_index: usize,
+    scheduled: Option<Instant>,
+    clock: &WallClock,
+) -> Outcome {
+    let prompt = synthetic_prompt(&ctx.workload, prompt_index);
+    let body = request_body(&ctx.model, &ctx.workload, &prompt, ctx.chat);
+    let sent_at = Instant::now();
+    let scheduled = scheduled.unwrap_or(sent_at).min(sent_at);
+    let mut record = RequestRecord {
+        index,
+        scheduled_ns: clock.wall_ns(scheduled),
+        queue_delay_ns: ns_between(scheduled, sent_at),
+        prompt_tokens: Some(ctx.workload.prompt_tokens),
+        ..RequestRecord::default()
+    };
+    let mut account = StreamAccount::new();
+    let mut last_byte_at = sent_at;
+    let result = stream(ctx, body, scheduled, sent_at, &mut account, &mut last_byte_at).await;
+    account.fill(&mut record);
+    match result {
+        Ok(end) => record.e2e_ns = Some(ns_between(scheduled, end)),
+        Err((class, message)) => {
+            tracing::debug!(index, class = class.as_str(), %message, "request failed");
+            record.error = Some(class);
+            record.error_message = Some(message);
+            last_byte_at = last_byte_at.max(Instant::now());
+        }
+    }
+    Outcome { record, sent_at, last_byte_at }
+}
+
+/// After `[DONE]`, how long to wait for the body's end so the connection can be reused.
+/// Not part of any latency: the end was already stamped.
+const DRAIN_AFTER_DONE: Duration = Duration::from_millis(50);
+
+async fn stream(
+    ctx: &RequestContext,
+    body: Vec<u8>,
+    scheduled: Instant,
+    sent_at: Instant,
+    account: &mut StreamAccount,
+    last_byte_at: &mut Instant,
+) -> Result<Instant, Failure> {
+    let t = &ctx.timeouts;
+    let url = ctx.url.as_str();
+    let total_deadline = sent_at + t.total;
+    let (first_deadline, first_class) = if sent_at + t.first_token < total_deadline {
+        (sent_at + t.first_token, ErrorClass::TimeoutFirstToken)
+    } else {
+        (total_deadline, ErrorClass::TimeoutTotal)
+    };
+    let mut request =
+        ctx.client.post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, "text/event-stream").body(body);
+    if let Some(token) = &ctx.token {
+        request = request.bearer_auth(token.expose());
+    }
+    let mut response = match timeout_at(first_deadline.into(), request.send()).await {
+        Err(_) => {
+            return Err((first_class, format!("no response headers from {url} within {:?}", first_deadline - sent_at)));
+        }
+        Ok(Err(e)) => return Err(classify_send_error(&e, url)),
+        Ok(Ok(response)) => response,
+    };
+    *last_byte_at = Instant::now();
+    let status = response.status();
+    if !status.is_success() {
+        let snippet = read_snippet(&mut response, total_deadline).await;
+        return Err((ErrorClass::HttpStatus, format!("HTTP {status} from {url}: {snippet}")));
+    }
+
+    let mut parser = SseParser::default();
+    loop {
+        let (deadline, class) = if !account.has_content() {
+            (first_deadline, first_class)
+        } else if *last_byte_at + t.idle_between_chunks < total_deadline {
+            (*last_byte_at + t.idle_between_chunks, ErrorClass::TimeoutIdle)
+        } else {
+            (total_deadline, ErrorClass::TimeoutTotal)
+        };
+        let read = match timeout_at(deadline.into(), response.chunk()).await {
+            Err(_) => return Err((class, timeout_message(class, url, t))),
+            Ok(Err(e)) => return Err(classify_body_error(&e, url)),
+            Ok(Ok(read)) => read,
+        };
+        let now = Instant::now();
+        let now_ns = ns_between(scheduled, now);
+        let mut stop = None;
+        let mut on_event = |data: &[u8]| match account.on_event(data, now_ns) {
+            ControlFlow::Break(reason) => {
+                stop = Some(reason);
+                ControlFlow::Break(())
+            }
+            ControlFlow::Continue(()) => ControlFlow::Continue(()),
+        };
+        let Some(bytes) = read else {
+            parser.finish(&mut on_event).map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
+            return match stop {
+                Some(Stop::Failed(class, message)) => Err((class, message)),
+                Some(Stop::Done) => Ok(now),
+                None if account.saw_finish_reason() => Ok(now),
+                None => Err((
+                    ErrorClass::EarlyClose,
+                    format!(
+                        "{url} closed the stream after {} content chunks without [DONE] or a finish_reason",
+                        account.content_chunks()
+                    ),
+                )),
+            };
+        };
+        *last_byte_at = now;
+        parser.feed(&bytes, &mut on_event).map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
+        match stop {
+            Some(Stop::Done) => {
+                drain(&mut response).await;
+                return Ok(now);
+            }
+            Some(Stop::Failed(class, message)) => return Err((class, message)),
+            None => {}
+        }
+    }
+}
+
+/// Reads what is left of a finished stream for a moment, so the connection returns to the pool.
+async fn drain(response: &mut reqwest::Response) {
+    let deadline = Instant::now() + DRAIN_AFTER_DONE;
+    let mut budget = 64 * 1024usize;
+    while let Ok(Ok(Some(bytes))) = timeout_at(deadline.into(), response.chunk()).await {
+        budget = budget.saturating_sub(bytes.len());
+        if budget == 0 {
+            break;
+        }
+    }
+}
+
+/// The start of an error response body, for the error message.
+async fn read_snippet(response: &mut reqwest::Response, total_deadline: Instant) -> String {
+    let deadline = total_deadline.min(Instant::now() + Duration::from_secs(1));
+    let mut body = Vec::new();
+    while body.len() < 300 {
+        match timeout_at(deadline.into(), response.chunk()).await {
+            Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
+    if text.is_empty() { "(empty body)".to_string() } else { text }
+}
+
+fn timeout_message(class: ErrorClass, url: &str, t: &Timeouts) -> String {
+    match class {
+        ErrorClass::TimeoutFirstToken => format!("no token from {url} within first_token timeout {:?}", t.first_token),
+        ErrorClass::TimeoutIdle => {
+            format!("{url} sent nothing for the idle_between_chunks timeout {:?}", t.idle_between_chunks)
+        }
+        _ => format!("{url} did not finish within the total timeout {:?}", t.total),
+    }
+}
+
+/// `error: cause: cause` — reqwest's own Display omits the underlying reason.
+fn chain(error: &reqwest::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn classify_send_error(error: &reqwest::Error, url: &str) -> Failure {
+    let class = if error.is_connect() {
+        ErrorClass::Connect
+    } else if error.is_timeout() {
+        ErrorClass::TimeoutTotal
+    } else {
+        ErrorClass::EarlyClose
+    };
+    (class, format!("request to {url} failed: {}", chain(error)))
+}
+
+fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {
+    let class = if error.is_timeout() { ErrorClass::TimeoutTotal } else { ErrorClass::EarlyClose };
+    (class, format!("stream from {url} broke: {}", chain(error)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wall_clock_maps_instants_both_ways() {
+        let clock = WallClock::now();
+        let later = clock.instant + Duration::from_millis(5);
+        assert_eq!(clock.wall_ns(later) - clock.wall_ns(clock.instant), 5_000_000);
+        if let Some(earlier) = clock.instant.checked_sub(Duration::from_millis(3)) {
+            assert_eq!(clock.wall_ns(clock.instant) - clock.wall_ns(earlier), 3_000_000);
+        }
+    }
+}
