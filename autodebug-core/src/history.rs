@@ -82,12 +82,13 @@ impl History {
         self.iterations.iter().rev().find(|i| i.is_ok())
     }
 
-    /// The best feasible iteration under `objective` (ties go to the earliest).
+    /// The champion under `objective`: the first feasible iteration, replaced in order by each
+    /// later one that beats it outside the objective's noise margin.
     pub fn champion(&self, objective: &Objective) -> Option<&Iteration> {
         let mut best: Option<&Iteration> = None;
         for it in self.iterations.iter().filter(|i| i.is_ok() && objective.is_feasible(&i.metrics)) {
             match best {
-                Some(b) if !objective.is_better(&it.metrics, &b.metrics) => {}
+                Some(b) if !objective.beats_outside_noise(&it.metrics, &b.metrics) => {}
                 _ => best = Some(it),
             }
         }

@@ -112,15 +112,40 @@ pub struct Objective {
     pub direction: Direction,
     #[serde(default)]
     pub constraints: Vec<Constraint>,
+    /// A challenger must beat the champion by more than this many percent to replace it, so a
+    /// difference inside run-to-run noise never crowns a configuration.
+    #[serde(default = "default_noise_pct")]
+    pub noise_pct: f64,
+}
+
+fn default_noise_pct() -> f64 {
+    2.0
 }
 
 impl Objective {
     pub fn minimize(metric: impl Into<String>) -> Self {
-        Objective { metric: metric.into(), direction: Direction::Minimize, constraints: Vec::new() }
+        Objective { metric: metric.into(), direction: Direction::Minimize, constraints: Vec::new(), noise_pct: default_noise_pct() }
     }
 
     pub fn maximize(metric: impl Into<String>) -> Self {
-        Objective { metric: metric.into(), direction: Direction::Maximize, constraints: Vec::new() }
+        Objective { metric: metric.into(), direction: Direction::Maximize, constraints: Vec::new(), noise_pct: default_noise_pct() }
+    }
+
+    pub fn with_noise_pct(mut self, noise_pct: f64) -> Self {
+        self.noise_pct = noise_pct.max(0.0);
+        self
+    }
+
+    /// Whether `challenger` beats `incumbent` by more than the noise margin (feasibility first).
+    pub fn beats_outside_noise(&self, challenger: &BTreeMap<String, f64>, incumbent: &BTreeMap<String, f64>) -> bool {
+        match (self.is_feasible(challenger), self.is_feasible(incumbent)) {
+            (true, false) => true,
+            (false, _) => false,
+            (true, true) => match (self.value(challenger), self.value(incumbent)) {
+                (Some(c), Some(i)) => self.improvement_pct(i, c) > self.noise_pct,
+                _ => false,
+            },
+        }
     }
 
     pub fn with_constraint(mut self, constraint: Constraint) -> Self {

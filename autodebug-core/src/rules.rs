@@ -30,6 +30,7 @@ pub mod rule {
     pub const CLIENT_BOUND: &str = "queueing.client_bound";
     pub const KV_PRESSURE: &str = "kv.pressure";
     pub const EXPLORE: &str = "explore.one_knob";
+    pub const NOT_APPLIED: &str = "config.not_applied";
 }
 
 /// Names bottlenecks from bench results and telemetry.
@@ -66,6 +67,21 @@ fn startup_attribute<'a>(ev: &'a Evidence<'_>, key: &str) -> Option<&'a Signal> 
 
 fn profile<'a>(ev: &'a Evidence<'_>, suffixes: &[&str]) -> Option<&'a Signal> {
     ev.signals().find(|s| s.kind == SignalKind::Profile && suffixes.iter().any(|x| s.name.ends_with(x)))
+}
+
+/// Whether a flag value (`None` for a switch) and an engine-reported setting say the same thing.
+fn same_setting(flag_value: Option<&str>, reported: &str) -> bool {
+    let norm = |v: &str| match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => "true".to_string(),
+        "false" | "0" | "no" | "off" | "none" => "false".to_string(),
+        other => other.trim_matches('"').to_string(),
+    };
+    let wanted = norm(flag_value.unwrap_or("true"));
+    let reported = norm(reported);
+    match (wanted.parse::<f64>(), reported.parse::<f64>()) {
+        (Ok(a), Ok(b)) => (a - b).abs() <= 1e-9 * a.abs().max(1.0),
+        _ => wanted.eq_ignore_ascii_case(&reported),
+    }
 }
 
 fn is_false(signal: &Signal) -> bool {
@@ -128,8 +144,31 @@ impl Analyzer for RuleAnalyzer {
             );
         }
 
+        // Did the change take effect? A flag the engine reports otherwise was ignored or overridden.
+        for (flag, value) in ev.spec.flags.iter() {
+            let key = flag.trim_start_matches('-').replace('-', "_");
+            let Some(attr) = startup_attribute(ev, &key) else { continue };
+            if !same_setting(value, &attr.value.as_text()) {
+                let mut evidence = vec![attr.clone()];
+                let needle = flag.trim_start_matches('-').replace('-', " ");
+                evidence.extend(
+                    ev.logs.iter().rev().find(|l| l.text.to_ascii_lowercase().contains(&needle) || l.text.contains(flag)).map(|l| {
+                        Signal::text("logs", SignalKind::LogLine, "engine.log", l.text.clone())
+                    }),
+                );
+                find(
+                    rule::NOT_APPLIED,
+                    Bottleneck::Config,
+                    Severity::Warning,
+                    format!("`{flag}` was asked for but the engine runs with {key}={}", attr.value.as_text()),
+                    evidence,
+                );
+            }
+        }
+
         // SGLang: prefill chunks do not ride along with decode batches.
         if ev.spec.engine == EngineKind::Sglang
+            && !ev.spec.flags.contains("--enable-mixed-chunk")
             && let Some(attr) = startup_attribute(ev, "enable_mixed_chunk").filter(|a| is_false(a))
         {
             find(
@@ -146,9 +185,17 @@ impl Analyzer for RuleAnalyzer {
         if reuse {
             let hit_rate = canonical(ev, c::PREFIX_HIT_RATE);
             let policy = startup_attribute(ev, "schedule_policy");
-            let cached_ratio = ev.bench.iter().find_map(|r| r.summary.cached_token_ratio.map(|v| (r, v)));
-            let low_hits = hit_rate.and_then(|s| s.as_f64()).is_some_and(|v| v < 0.5)
-                || cached_ratio.is_some_and(|(_, v)| v < 0.5);
+            // The server's hit rate mixes every plan of the window; the client's cached-token
+            // ratio of the plans that reuse prefixes says exactly what reuse was served.
+            let cached_ratio = ev
+                .bench
+                .iter()
+                .filter(|r| r.plan.workload.repeat_prompt || r.plan.workload.shared_prefix_tokens > 0)
+                .find_map(|r| r.summary.cached_token_ratio.map(|v| (r, v)));
+            let low_hits = match cached_ratio {
+                Some((_, v)) => v < 0.5,
+                None => hit_rate.and_then(|s| s.as_f64()).is_some_and(|v| v < 0.5),
+            };
             let not_lpm = ev.spec.engine == EngineKind::Sglang && policy.is_some_and(|p| p.value.as_text() != "lpm");
             if low_hits || not_lpm {
                 let mut evidence: Vec<Signal> = hit_rate.into_iter().chain(policy).cloned().collect();
@@ -320,8 +367,10 @@ impl RulePlanner {
                 draft.set("--enable-prefix-caching", None, &finding.rule, "cache shared prompt prefixes", ev);
             }
             (rule::DECODE_BOUND, EngineKind::Sglang) => {
+                // Speculation pays once scheduler overhead is already amortized by the running
+                // configuration; proposing both at once would leave the gain of each unknown.
                 let algorithm = space.effective(&draft.flags, "--speculative-algorithm");
-                let overhead_bound = int_value(space, &draft.flags, "--num-continuous-decode-steps").unwrap_or(1) >= 8;
+                let overhead_bound = int_value(space, &draft.base.flags, "--num-continuous-decode-steps").unwrap_or(1) >= 8;
                 if algorithm.is_none() && overhead_bound {
                     let reason = "draft tokens from n-gram matches: several tokens per forward pass without a draft model";
                     if draft.set("--speculative-algorithm", Some("NGRAM"), &finding.rule, reason, ev) {
