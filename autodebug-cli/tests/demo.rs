@@ -1,0 +1,193 @@
+//! The `autodebug` binary end to end, on the simulator as a real child process over real HTTP on
+//! loopback: the demo's trail, store and improvement; SIGKILL mid-iteration then `--resume`; bad input.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use autodebug_core::store::Store;
+use autodebug_core::{IterationStatus, SignalKind};
+
+const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
+
+fn files_with_prefix(dir: &Path, prefix: &str) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|entries| entries.filter_map(|e| e.ok()).filter_map(|e| e.file_name().into_string().ok()).collect())
+        .unwrap_or_default();
+    names.retain(|n| n.starts_with(prefix));
+    names.sort();
+    names
+}
+
+#[test]
+fn demo_writes_the_trail_and_its_champion_beats_the_baseline_citing_telemetry() {
+    let out = tempfile::tempdir().unwrap();
+    let output = Command::new(BIN)
+        .args(["demo", "--iterations", "4", "--json", "--out"])
+        .arg(out.path())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "demo failed: {}", String::from_utf8_lossy(&output.stdout));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("one JSON object on stdout");
+
+    assert_eq!(files_with_prefix(out.path(), "debug-").len(), 4);
+    assert_eq!(files_with_prefix(out.path(), "local-").len(), 4, "one deployable config per iteration");
+    assert_eq!(report["iterations"].as_array().unwrap().len(), 4);
+    for key in ["baseline", "champion"] {
+        assert_eq!(report[key]["metric"], "chat.e2e.mean", "{key}: {}", report[key]);
+        assert!(report[key]["value"].as_f64().unwrap() > 0.0);
+    }
+    let improvement = report["improvement_pct"].as_f64().unwrap();
+    assert!(improvement >= 10.0, "champion improves only {improvement:.1}% on the baseline");
+
+    // Every planned change cites at least one signal from that iteration's telemetry (not only
+    // the client's own figures), and that signal is in the iteration's Analysis section.
+    let store = Store::open(&out.path().join("autodebug.db")).unwrap();
+    let session = store.latest_session().unwrap().unwrap();
+    let history = store.history(session.id).unwrap();
+    assert_eq!(history.iterations.len(), 4);
+    for it in &history.iterations {
+        assert_eq!(it.status, IterationStatus::Ok);
+        let plan = it.plan.as_ref().expect("every iteration plans the next one");
+        for change in &plan.changes {
+            let telemetry: Vec<_> = change.evidence.iter().filter(|s| s.kind != SignalKind::Bench).collect();
+            assert!(!telemetry.is_empty(), "iteration {}: change {} cites no telemetry", it.number, change.knob);
+            for signal in telemetry {
+                assert!(
+                    it.analysis.cited.iter().any(|c| c.key() == signal.key()),
+                    "iteration {}: {} is cited by a change but not in the analysis",
+                    it.number,
+                    signal.name
+                );
+            }
+        }
+    }
+    // The published first step: continuous decode steps, mixed chunk and lpm from the baseline.
+    let first: Vec<&str> = history.iterations[0].plan.as_ref().unwrap().changes.iter().map(|c| c.knob.as_str()).collect();
+    for knob in ["--num-continuous-decode-steps", "--enable-mixed-chunk", "--schedule-policy"] {
+        assert!(first.contains(&knob), "first plan {first:?} lacks {knob}");
+    }
+    let log = std::fs::read_to_string(out.path().join(&files_with_prefix(out.path(), "debug-")[0])).unwrap();
+    for section in ["**Metrics**", "**Analysis**", "**Findings**", "**Planned changes**", "**Config changes from previous**"] {
+        assert!(log.contains(section), "debug log lacks {section}");
+    }
+    assert!(log.contains("Profile `sglang.scheduler.Scheduler.run_batch`"), "{log}");
+}
+
+fn write_config(dir: &Path, iterations: u32) -> std::path::PathBuf {
+    let path = dir.join("autodebug.yaml");
+    let text = format!(
+        r#"session: killed
+sessions_dir: {}
+deployer:
+  kind: simulator
+service:
+  engine: sglang
+  model: Qwen/Qwen1.5-0.5B-Chat
+  gpu: H100:1
+bench:
+  - name: chat
+    prompt_tokens: 31
+    output_tokens: 150
+    repeat_prompt: true
+    requests: 40
+objective:
+  minimize: e2e.mean
+  constraints: ["error_rate == 0"]
+budget:
+  iterations: {iterations}
+"#,
+        dir.join("sessions").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn children_of(pid: u32) -> Vec<u32> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().filter_map(|e| e.ok()) {
+        let Ok(child) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{child}/stat")) else { continue };
+        // Fields after the command name, which is in parentheses and may hold spaces.
+        let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else { continue };
+        let ppid = rest.split_whitespace().nth(1).and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            children.push(child);
+        }
+    }
+    children
+}
+
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+}
+
+#[test]
+fn sigkill_mid_iteration_loses_no_finished_iteration_leaves_no_engine_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 5);
+    let sessions = dir.path().join("sessions");
+    let mut child = Command::new(BIN).args(["run", "-q", "-c"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+
+    // Wait until iteration 1 is recorded and iteration 2's engine is up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let engines = loop {
+        assert!(Instant::now() < deadline, "iteration 2 never started");
+        assert!(child.try_wait().unwrap().is_none(), "autodebug exited early");
+        let engines = children_of(child.id());
+        if files_with_prefix(&sessions, "debug-").len() == 1 && !engines.is_empty() {
+            break engines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while engines.iter().any(|&pid| alive(pid)) {
+        assert!(Instant::now() < deadline, "engine processes {engines:?} outlived autodebug");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let store = Store::open(&sessions.join("autodebug.db")).unwrap();
+    let session = store.session_by_name("killed").unwrap().unwrap();
+    let before = store.history(session.id).unwrap();
+    assert_eq!(before.iterations.len(), 1, "the finished iteration survived the kill");
+    drop(store);
+
+    let output = Command::new(BIN)
+        .args(["run", "-q", "--resume", "--iterations", "1", "-c"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "resume failed: {}", String::from_utf8_lossy(&output.stderr));
+    let store = Store::open(&sessions.join("autodebug.db")).unwrap();
+    let after = store.history(session.id).unwrap();
+    let numbers: Vec<u32> = after.iterations.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, [1, 2], "iteration 2 was redone after the kill");
+    assert_eq!(after.iterations[0], before.iterations[0], "iteration 1 is untouched");
+    assert!(store.unfinished(session.id).unwrap().is_empty());
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_naming_the_file_or_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 1);
+    let text = std::fs::read_to_string(&config).unwrap().replace("budget:", "budgte:");
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(BIN).args(["run", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("autodebug.yaml") && stderr.contains("budgte"), "{stderr}");
+
+    let config = write_config(dir.path(), 1);
+    let text = std::fs::read_to_string(&config).unwrap().replace("  gpu: H100:1\n", "  gpu: H100:1\n  flags:\n    --rm-rf: /\n");
+    std::fs::write(&config, text).unwrap();
+    let output = Command::new(BIN).args(["run", "-c"]).arg(&config).output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--rm-rf"), "{stderr}");
+    assert!(!dir.path().join("sessions").join("autodebug.db").exists() || files_with_prefix(&dir.path().join("sessions"), "debug-").is_empty());
+}
