@@ -1,23 +1,20 @@
 //! `autodebug`: the telemetry-driven optimization loop for LLM inference services, on the command line.
 //!
-//! A thin binary: it parses arguments, composes the library crates and prints results.
+//! A thin binary: it parses arguments, composes the library crates and prints results. Each
+//! sub-command lives in its own module under `cmd/`.
 
+mod cmd;
 mod compose;
 mod config;
 mod output;
 
-use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
-
-use crate::config::RunConfig;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "autodebug", version, about = "Deploy, benchmark, read telemetry, find the bottleneck, plan the next config, redeploy: unattended.")]
-#[command(after_help = "Examples:\n  autodebug demo --iterations 4 --out /tmp/demo\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume\n  autodebug sim serve --engine sglang --gpu H100 --model qwen1.5-0.5b --port 30000")]
+#[command(after_help = "Examples:\n  autodebug demo --iterations 4 --out /tmp/demo\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume\n  autodebug sim serve --engine sglang --gpu H100 --model qwen1.5-0.5b --port 30000\n\nExit codes: 0 success, 1 error (the message names the file, field or URL), 2 usage error,\n3 a budget check failed (`check --strict`), 130 interrupted twice.")]
 struct Cli {
     /// More log output (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -29,52 +26,27 @@ struct Cli {
     command: Command,
 }
 
+/// Options every sub-command sees.
+pub struct Global {
+    pub verbose: u8,
+    pub quiet: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the loop on the built-in simulator from the published autodebug baseline
     /// (Qwen1.5-0.5B-Chat, SGLang defaults, 1x H100).
     #[command(after_help = "Example:\n  autodebug demo --iterations 4 --out /tmp/demo --json")]
-    Demo(DemoArgs),
+    Demo(cmd::session::DemoArgs),
     /// Run a configured session (deployer, baseline, benchmarks, objective, planner, budget).
     #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3")]
-    Run(RunArgs),
+    Run(cmd::session::RunArgs),
+    // -- commands: add one variant per sub-command above this line --
     /// The simulated inference engine.
     Sim {
         #[command(subcommand)]
         command: SimCommand,
     },
-}
-
-#[derive(Args)]
-struct DemoArgs {
-    /// Iterations to run.
-    #[arg(long, default_value_t = 4)]
-    iterations: u32,
-    /// Directory for the session trail and the store.
-    #[arg(long, default_value = "sessions")]
-    out: PathBuf,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// The session configuration file.
-    #[arg(short, long, default_value = "autodebug.yaml")]
-    config: PathBuf,
-    /// Iterations to run (overrides the file's budget).
-    #[arg(long)]
-    iterations: Option<u32>,
-    /// Continue the latest session (or --session NAME) from the store.
-    #[arg(long)]
-    resume: bool,
-    /// Session name (new) or the session to resume.
-    #[arg(long)]
-    session: Option<String>,
-    /// Print one JSON object instead of a table.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -108,6 +80,7 @@ fn main() -> ExitCode {
         return autodebug_sim::server::run_cli(args);
     }
     init_logging(cli.verbose, cli.quiet);
+    let global = Global { verbose: cli.verbose, quiet: cli.quiet };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -117,63 +90,17 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Demo(args) => {
-                let config = RunConfig::demo(&args.out, args.iterations);
-                run_session(config, None, false, None, args.json, cli.quiet).await
-            }
-            Command::Run(args) => {
-                let config = RunConfig::load(&args.config)?;
-                run_session(config, args.session, args.resume, args.iterations, args.json, cli.quiet).await
-            }
-            Command::Sim { .. } => Ok(()),
+            Command::Demo(args) => cmd::session::demo(args, &global).await,
+            Command::Run(args) => cmd::session::run(args, &global).await,
+            // -- dispatch: add one arm per sub-command above this line --
+            Command::Sim { .. } => Ok(ExitCode::SUCCESS),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
     }
-}
-
-async fn run_session(
-    config: RunConfig,
-    session: Option<String>,
-    resume: bool,
-    iterations: Option<u32>,
-    json: bool,
-    quiet: bool,
-) -> autodebug_core::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    spawn_ctrl_c_handler(stop.clone());
-    let given_name = session.or_else(|| config.session.clone());
-    let name = given_name.clone().unwrap_or_else(|| {
-        format!("{}-{}", config.service.engine, autodebug_core::TimeWindow::format_iso(autodebug_core::TimeWindow::now_ns()))
-    });
-    let progress = output::Progress::new(quiet || json);
-    let session_config = config.session_config(name, iterations)?;
-    let session = compose::session(&config, session_config, stop, progress.observer())?;
-    let outcome = if resume { session.resume(given_name.as_deref()).await? } else { session.run(config.baseline()).await? };
-    progress.finish();
-    if json {
-        println!("{}", output::outcome_json(&outcome, &config.sessions_dir));
-    } else {
-        print!("{}", output::outcome_table(&outcome, &config.sessions_dir));
-    }
-    Ok(())
-}
-
-/// First Ctrl-C: finish the current step, record it and stop. Second: leave at once (children
-/// die with us: the local deployer sets PDEATHSIG).
-fn spawn_ctrl_c_handler(stop: Arc<AtomicBool>) {
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\nstopping after the current step (Ctrl-C again to quit now)");
-            stop.store(true, Ordering::SeqCst);
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(130);
-            }
-        }
-    });
 }

@@ -1,0 +1,92 @@
+//! `autodebug demo` and `autodebug run`: the loop itself.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::config::RunConfig;
+use crate::{compose, output};
+
+#[derive(clap::Args)]
+pub struct DemoArgs {
+    /// Iterations to run.
+    #[arg(long, default_value_t = 4)]
+    iterations: u32,
+    /// Directory for the session trail and the store.
+    #[arg(long, default_value = "sessions")]
+    out: PathBuf,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// The session configuration file.
+    #[arg(short, long, default_value = "autodebug.yaml")]
+    config: PathBuf,
+    /// Iterations to run (overrides the file's budget).
+    #[arg(long)]
+    iterations: Option<u32>,
+    /// Continue the latest session (or --session NAME) from the store.
+    #[arg(long)]
+    resume: bool,
+    /// Session name (new) or the session to resume.
+    #[arg(long)]
+    session: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
+    let config = RunConfig::demo(&args.out, args.iterations);
+    run_session(config, None, false, None, args.json, global.quiet).await
+}
+
+pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
+    let config = RunConfig::load(&args.config)?;
+    run_session(config, args.session, args.resume, args.iterations, args.json, global.quiet).await
+}
+
+async fn run_session(
+    config: RunConfig,
+    session: Option<String>,
+    resume: bool,
+    iterations: Option<u32>,
+    json: bool,
+    quiet: bool,
+) -> autodebug_core::Result<ExitCode> {
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_ctrl_c_handler(stop.clone());
+    let given_name = session.or_else(|| config.session.clone());
+    let name = given_name.clone().unwrap_or_else(|| {
+        format!("{}-{}", config.service.engine, autodebug_core::TimeWindow::format_iso(autodebug_core::TimeWindow::now_ns()))
+    });
+    let progress = output::Progress::new(quiet || json);
+    let session_config = config.session_config(name, iterations)?;
+    let session = compose::session(&config, session_config, stop, progress.observer())?;
+    let outcome = if resume { session.resume(given_name.as_deref()).await? } else { session.run(config.baseline()).await? };
+    progress.finish();
+    if json {
+        println!("{}", output::outcome_json(&outcome, &config.sessions_dir));
+    } else {
+        print!("{}", output::outcome_table(&outcome, &config.sessions_dir));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First Ctrl-C: finish the current step, record it and stop. Second: leave at once (children
+/// die with us: the local deployer sets PDEATHSIG).
+fn spawn_ctrl_c_handler(stop: Arc<AtomicBool>) {
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            eprintln!("\nstopping after the current step (Ctrl-C again to quit now)");
+            stop.store(true, Ordering::SeqCst);
+            if tokio::signal::ctrl_c().await.is_ok() {
+                std::process::exit(130);
+            }
+        }
+    });
+}
