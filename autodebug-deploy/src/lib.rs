@@ -41,9 +41,11 @@ mod health;
 pub mod local;
 mod logbuf;
 mod process;
+pub mod slurm;
 pub mod template;
 
 pub use decorators::{DryRun, Retrying};
 pub use local::{LocalDeployer, LocalDeployerBuilder};
+pub use slurm::{SlurmDeployer, SlurmDeployerBuilder};
 pub use logbuf::{DEFAULT_LOG_CAPACITY, MAX_LINE_BYTES};
 pub use template::CommandTemplate;

@@ -47,7 +47,7 @@ impl CommandTemplate {
         self.expand_with(spec, host, &port)
     }
 
-    fn expand_with(&self, spec: &ServiceSpec, host: &str, port: &str) -> Vec<String> {
+    pub(crate) fn expand_with(&self, spec: &ServiceSpec, host: &str, port: &str) -> Vec<String> {
         let (gpu, gpu_count) = spec.resources.gpu_name_and_count().unwrap_or_else(|| (DEFAULT_GPU.to_string(), 1));
         let gpu_count = gpu_count.to_string();
         let mut out = Vec::with_capacity(self.args.len() + spec.flags.len() * 2);

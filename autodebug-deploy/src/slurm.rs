@@ -1,0 +1,356 @@
+//! [`SlurmDeployer`]: runs the engine as a Slurm batch job.
+//!
+//! `render` writes a complete sbatch script (resources, GPUs via `--gres`, the engine command,
+//! optionally a container through pyxis' `--container-image`); `deploy` submits it with
+//! `sbatch --parsable`; the job picks a free port on its node and prints one
+//! `AUTODEBUG_ENDPOINT host=<node> port=<port>` line, which `wait_ready` reads from the job's output
+//! file (Slurm clusters share the file system the job writes to) before polling the health path;
+//! `logs` is that output file; `teardown` is `scancel`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use autodebug_core::{
+    Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, ServiceSpec, TimeWindow, async_trait, shell_quote,
+};
+use tokio::process::Command;
+
+use crate::health::{Probe, probe};
+use crate::template::CommandTemplate;
+
+/// The line a job prints once it knows where it serves.
+const ENDPOINT_MARKER: &str = "AUTODEBUG_ENDPOINT";
+
+/// Job states after which a job will never become ready.
+const FINAL_STATES: &[&str] =
+    &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+
+/// Configures a [`SlurmDeployer`].
+#[derive(Debug, Clone)]
+pub struct SlurmDeployerBuilder {
+    program: Option<PathBuf>,
+    args: Vec<String>,
+    health_path: String,
+    partition: Option<String>,
+    time_limit: String,
+    cpus_per_task: u32,
+    mem: Option<String>,
+    gres: bool,
+    container: bool,
+    bind_host: String,
+    connect_host: Option<String>,
+    output_dir: PathBuf,
+    extra_directives: Vec<String>,
+}
+
+impl Default for SlurmDeployerBuilder {
+    fn default() -> Self {
+        SlurmDeployerBuilder {
+            program: None,
+            args: Vec::new(),
+            health_path: "/health".into(),
+            partition: None,
+            time_limit: "02:00:00".into(),
+            cpus_per_task: 1,
+            mem: None,
+            gres: true,
+            container: false,
+            bind_host: "0.0.0.0".into(),
+            connect_host: None,
+            output_dir: std::env::temp_dir().join("autodebug-slurm"),
+            extra_directives: Vec::new(),
+        }
+    }
+}
+
+impl SlurmDeployerBuilder {
+    /// The engine executable on the compute node.
+    pub fn program(mut self, program: impl Into<PathBuf>) -> Self {
+        self.program = Some(program.into());
+        self
+    }
+
+    /// Argument templates (`{port}`, `{host}`, `{model}`, `{flags}`, `{gpu}`, ...), as for the local deployer.
+    pub fn args_template<S: Into<String>>(mut self, args: impl IntoIterator<Item = S>) -> Self {
+        self.args = args.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// The simulator as the job: `<program> sim serve --engine ... -- <flags>`.
+    pub fn simulator_preset(self, program: impl Into<PathBuf>) -> Self {
+        let program = program.into();
+        let standalone = program.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.starts_with("autodebug-sim"));
+        let mut args: Vec<&str> = if standalone { vec![] } else { vec!["sim", "serve"] };
+        args.extend(["--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--", "{flags}"]);
+        self.program(program).args_template(args)
+    }
+
+    pub fn health_path(mut self, path: impl Into<String>) -> Self {
+        self.health_path = path.into();
+        self
+    }
+
+    pub fn partition(mut self, partition: impl Into<String>) -> Self {
+        self.partition = Some(partition.into());
+        self
+    }
+
+    /// `--time` of the job, e.g. `02:00:00`.
+    pub fn time_limit(mut self, limit: impl Into<String>) -> Self {
+        self.time_limit = limit.into();
+        self
+    }
+
+    pub fn cpus_per_task(mut self, cpus: u32) -> Self {
+        self.cpus_per_task = cpus.max(1);
+        self
+    }
+
+    /// `--mem`, e.g. `64G`.
+    pub fn mem(mut self, mem: impl Into<String>) -> Self {
+        self.mem = Some(mem.into());
+        self
+    }
+
+    /// Ask for the spec's GPUs with `--gres=gpu:<name>:<count>` (default on; off for CPU-only nodes).
+    pub fn gres(mut self, on: bool) -> Self {
+        self.gres = on;
+        self
+    }
+
+    /// Run the spec's image through pyxis (`--container-image`).
+    pub fn container(mut self, on: bool) -> Self {
+        self.container = on;
+        self
+    }
+
+    /// The address the engine binds on its node (default `0.0.0.0`).
+    pub fn bind_host(mut self, host: impl Into<String>) -> Self {
+        self.bind_host = host.into();
+        self
+    }
+
+    /// Reach the job at this host instead of the node name it reports (e.g. through a tunnel).
+    pub fn connect_host(mut self, host: impl Into<String>) -> Self {
+        self.connect_host = Some(host.into());
+        self
+    }
+
+    /// Where job scripts and output files go; must be visible from the compute nodes.
+    pub fn output_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.output_dir = dir.into();
+        self
+    }
+
+    /// Extra `#SBATCH` lines, e.g. `--account=ml`.
+    pub fn directive(mut self, directive: impl Into<String>) -> Self {
+        self.extra_directives.push(directive.into());
+        self
+    }
+
+    pub fn build(self) -> Result<SlurmDeployer> {
+        let program = self.program.clone().unwrap_or_default();
+        let template = CommandTemplate::new(program, self.args.clone(), "slurm deployer")?;
+        Ok(SlurmDeployer { template, config: self })
+    }
+}
+
+/// Deploys the engine as a Slurm job; see the [module docs](self).
+///
+/// ```
+/// use autodebug_core::{Deployer, EngineKind, ServiceSpec};
+/// let slurm = autodebug_deploy::SlurmDeployer::builder()
+///     .program("python3")
+///     .args_template(["-m", "sglang.launch_server", "--model-path", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"])
+///     .partition("gpu")
+///     .build()
+///     .unwrap();
+/// let spec = ServiceSpec::new("qwen", EngineKind::Sglang, "Qwen/Qwen1.5-0.5B-Chat").with_gpu("H100:1");
+/// let script = slurm.render(&spec).unwrap().content;
+/// assert!(script.contains("#SBATCH --gres=gpu:h100:1"));
+/// ```
+pub struct SlurmDeployer {
+    template: CommandTemplate,
+    config: SlurmDeployerBuilder,
+}
+
+async fn run(program: &str, args: &[&str]) -> Result<String> {
+    let output = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .map_err(|e| Error::Deploy(format!("cannot run `{program}`: {e}; is Slurm installed and on PATH?")))?;
+    if !output.status.success() {
+        return Err(Error::Deploy(format!(
+            "`{program} {}` failed ({}): {}",
+            args.join(" "),
+            output.status,
+            String::from_utf8_lossy(&output.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl SlurmDeployer {
+    pub fn builder() -> SlurmDeployerBuilder {
+        SlurmDeployerBuilder::default()
+    }
+
+    fn output_path(&self, job_id: &str) -> PathBuf {
+        self.config.output_dir.join(format!("autodebug-{job_id}.out"))
+    }
+
+    /// The job's state from `scontrol show job` (kept by slurmctld for MinJobAge after the end).
+    async fn job_state(&self, job_id: &str) -> Result<String> {
+        let text = run("scontrol", &["show", "job", job_id]).await?;
+        text.split_whitespace()
+            .find_map(|field| field.strip_prefix("JobState="))
+            .map(str::to_string)
+            .ok_or_else(|| Error::Deploy(format!("scontrol shows no JobState for job {job_id}")))
+    }
+
+    fn read_output(&self, job_id: &str) -> Vec<String> {
+        std::fs::read_to_string(self.output_path(job_id)).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default()
+    }
+
+    fn endpoint_line(lines: &[String]) -> Option<(String, u16)> {
+        let line = lines.iter().find(|l| l.starts_with(ENDPOINT_MARKER))?;
+        let mut host = None;
+        let mut port = None;
+        for field in line.split_whitespace().skip(1) {
+            match field.split_once('=') {
+                Some(("host", h)) => host = Some(h.to_string()),
+                Some(("port", p)) => port = p.parse().ok(),
+                _ => {}
+            }
+        }
+        Some((host?, port?))
+    }
+
+    fn tail(lines: &[String], n: usize) -> String {
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+#[async_trait]
+impl Deployer for SlurmDeployer {
+    fn name(&self) -> &str {
+        "slurm"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        let c = &self.config;
+        let mut lines = vec![
+            "#!/usr/bin/env bash".to_string(),
+            format!("#SBATCH --job-name={}", shell_quote(&format!("autodebug-{}", spec.name))),
+            format!("#SBATCH --output={}", c.output_dir.join("autodebug-%j.out").display()),
+            "#SBATCH --nodes=1".into(),
+            "#SBATCH --ntasks=1".into(),
+            format!("#SBATCH --cpus-per-task={}", c.cpus_per_task),
+            format!("#SBATCH --time={}", c.time_limit),
+        ];
+        if let Some(p) = &c.partition {
+            lines.push(format!("#SBATCH --partition={p}"));
+        }
+        if let Some(m) = &c.mem {
+            lines.push(format!("#SBATCH --mem={m}"));
+        }
+        if c.gres && let Some((gpu, count)) = spec.resources.gpu_name_and_count() {
+            lines.push(format!("#SBATCH --gres=gpu:{}:{count}", gpu.to_ascii_lowercase()));
+        }
+        if c.container && let Some(image) = &spec.image {
+            lines.push(format!("#SBATCH --container-image={image}"));
+        }
+        lines.extend(c.extra_directives.iter().map(|d| format!("#SBATCH {d}")));
+        lines.push("set -euo pipefail".into());
+        for (k, v) in &spec.env {
+            lines.push(format!("export {k}={}", shell_quote(v)));
+        }
+        lines.push("# A free port on this node; the deployer reads it from the line below.".into());
+        lines.push(
+            "PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')}".into(),
+        );
+        lines.push(format!("echo \"{ENDPOINT_MARKER} host=$(hostname) port=$PORT job=${{SLURM_JOB_ID:-none}}\""));
+        let args = self.template.expand_with(spec, &c.bind_host, "__AUTODEBUG_PORT__");
+        let command = CommandTemplate::display(&self.template.program, &args).replace("__AUTODEBUG_PORT__", "\"$PORT\"");
+        lines.push(format!("exec {command}"));
+        Ok(Artifact { target: "slurm".into(), extension: "sbatch".into(), content: lines.join("\n") + "\n" })
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        let dir = &self.config.output_dir;
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let script = self.render(spec)?;
+        let started_ns = TimeWindow::now_ns();
+        let path = dir.join(format!("autodebug-{}-{started_ns}.sbatch", spec.name));
+        std::fs::write(&path, &script.content).map_err(|e| Error::io(&path, e))?;
+        let path_text = path.to_string_lossy().into_owned();
+        let out = run("sbatch", &["--parsable", &path_text]).await?;
+        let job_id = out.trim().split(';').next().unwrap_or_default().to_string();
+        if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit() || c == '_') {
+            return Err(Error::Deploy(format!("sbatch printed no job id: `{}`", out.trim())));
+        }
+        let mut details = BTreeMap::new();
+        details.insert("script".to_string(), path_text);
+        details.insert("output".to_string(), self.output_path(&job_id).to_string_lossy().into_owned());
+        Ok(Deployment { id: job_id, backend: "slurm".into(), spec: spec.clone(), started_ns, details })
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+        let started = Instant::now();
+        let job = &deployment.id;
+        let mut last: String;
+        loop {
+            let state = self.job_state(job).await?;
+            let lines = self.read_output(job);
+            if FINAL_STATES.iter().any(|s| state.starts_with(s)) {
+                return Err(Error::Deploy(format!(
+                    "Slurm job {job} ended ({state}) before it was healthy; last output:\n{}",
+                    Self::tail(&lines, 20)
+                )));
+            }
+            if state.starts_with("RUNNING")
+                && let Some((node, port)) = Self::endpoint_line(&lines)
+            {
+                let host = self.config.connect_host.clone().unwrap_or(node);
+                match probe(&host, port, &self.config.health_path, Duration::from_secs(2)).await {
+                    Probe::Status(200) => {
+                        let model = deployment.spec.flags.get("--served-model-name").flatten().unwrap_or(&deployment.spec.model);
+                        return Ok(Endpoint::new(format!("http://{host}:{port}"), model));
+                    }
+                    other => last = format!("job {job} on {host}:{port} {other}"),
+                }
+            } else {
+                last = format!("job {job} is {state}");
+            }
+            if started.elapsed() >= timeout {
+                return Err(Error::NotReady { name: deployment.spec.name.clone(), waited_s: started.elapsed().as_secs_f64(), message: last });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn logs(&self, deployment: &Deployment, since_ns: Option<i128>) -> Result<Vec<LogLine>> {
+        // The output file carries no per-line times: every line is stamped with the read time,
+        // so `since` keeps all of them once the job started after it.
+        let now = TimeWindow::now_ns();
+        if since_ns.is_some_and(|t| t > now) {
+            return Ok(Vec::new());
+        }
+        Ok(self.read_output(&deployment.id).into_iter().map(|text| LogLine { time_ns: now, text }).collect())
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        match run("scancel", &[&deployment.id]).await {
+            Ok(_) => Ok(()),
+            // A job that already ended needs no cancelling: teardown stays idempotent.
+            Err(e) => match self.job_state(&deployment.id).await {
+                Ok(state) if FINAL_STATES.iter().any(|s| state.starts_with(s)) => Ok(()),
+                _ => Err(e),
+            },
+        }
+    }
+}
