@@ -29,6 +29,34 @@ pub trait Deployer: Send + Sync {
     async fn teardown(&self, deployment: &Deployment) -> Result<()>;
 }
 
+/// Forwards to the boxed deployer, so decorators can wrap a `Box<dyn Deployer>` chosen at run time.
+#[async_trait]
+impl<T: Deployer + ?Sized> Deployer for Box<T> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        (**self).render(spec)
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        (**self).deploy(spec).await
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+        (**self).wait_ready(deployment, timeout).await
+    }
+
+    async fn logs(&self, deployment: &Deployment, since_ns: Option<i128>) -> Result<Vec<LogLine>> {
+        (**self).logs(deployment, since_ns).await
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        (**self).teardown(deployment).await
+    }
+}
+
 /// Sends load to an endpoint and measures it.
 #[async_trait]
 pub trait Benchmarker: Send + Sync {

@@ -230,3 +230,44 @@ impl<D: Deployer> Deployer for DryRun<D> {
         Ok(())
     }
 }
+
+/// Runs on one deployer and renders with another: the loop measures the simulator while the trail
+/// records, for each iteration, the complete file the target platform would apply (e.g. a Slurm
+/// sbatch script or a dstack service for the real engine) — a preview of a real campaign.
+pub struct RenderAs<D, R> {
+    inner: D,
+    renderer: R,
+}
+
+impl<D: Deployer, R: Deployer> RenderAs<D, R> {
+    pub fn new(inner: D, renderer: R) -> Self {
+        RenderAs { inner, renderer }
+    }
+}
+
+#[async_trait]
+impl<D: Deployer, R: Deployer> Deployer for RenderAs<D, R> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        self.renderer.render(spec)
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        self.inner.deploy(spec).await
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+        self.inner.wait_ready(deployment, timeout).await
+    }
+
+    async fn logs(&self, deployment: &Deployment, since_ns: Option<i128>) -> Result<Vec<LogLine>> {
+        self.inner.logs(deployment, since_ns).await
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        self.inner.teardown(deployment).await
+    }
+}

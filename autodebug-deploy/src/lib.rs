@@ -44,7 +44,7 @@ mod process;
 pub mod slurm;
 pub mod template;
 
-pub use decorators::{DryRun, Retrying};
+pub use decorators::{DryRun, RenderAs, Retrying};
 pub use local::{LocalDeployer, LocalDeployerBuilder};
 pub use slurm::{SlurmDeployer, SlurmDeployerBuilder};
 pub use logbuf::{DEFAULT_LOG_CAPACITY, MAX_LINE_BYTES};

@@ -15,6 +15,19 @@ pub const RENDERED_DEFAULT_PORT: u16 = 30000;
 /// GPU name used for `{gpu}` when the spec asks for none.
 pub const DEFAULT_GPU: &str = "H100";
 
+/// The command that launches a real engine, as a program and argument templates.
+pub fn engine_command(engine: autodebug_core::EngineKind) -> (&'static str, Vec<&'static str>) {
+    use autodebug_core::EngineKind;
+    match engine {
+        EngineKind::Sglang => (
+            "python3",
+            vec!["-m", "sglang.launch_server", "--model-path", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"],
+        ),
+        EngineKind::Vllm => ("vllm", vec!["serve", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"]),
+        EngineKind::LlamaCpp => ("llama-server", vec!["-m", "{model}", "--host", "{host}", "--port", "{port}", "--metrics", "{flags}"]),
+    }
+}
+
 /// A program and its argument templates, e.g. `["--port", "{port}", "{flags}"]`.
 ///
 /// `{flags}` must stand alone as one template argument because it expands to several
