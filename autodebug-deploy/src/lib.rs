@@ -37,6 +37,7 @@
 //! ```
 
 pub mod decorators;
+pub mod dstack;
 mod health;
 pub mod local;
 mod logbuf;

@@ -1,0 +1,632 @@
+//! The dstack deployer: renders the user's dstack service configuration with the planned knobs
+//! and applies it through the dstack server's REST API (the API the dstack CLI itself uses).
+//!
+//! - [`DstackDeployer::base_spec_from_file`] reads a dstack YAML (`type: service`) into a
+//!   [`ServiceSpec`]: the engine and launch flags from the command, the whole file as `base`.
+//! - `render` writes that file back with only the planned knobs changed (launch flags inside
+//!   `commands`, resources, image, env); [`DstackDeployer::render_only`] needs no server.
+//! - `deploy` posts `runs/get_plan` then `runs/apply`; `wait_ready` polls `runs/get` until the run
+//!   is `running` and every probe's `success_streak >= ready_after`, or fails with dstack's own
+//!   reason (`no fleets`, `termination_reason`, `status_message`); `logs` reads `logs/poll`;
+//!   `teardown` posts `runs/stop` and waits (bounded) until the run has finished.
+//!
+//! Server, project and token come from `DSTACK_SERVER_URL`/`DSTACK_TOKEN`/`DSTACK_PROJECT` or
+//! `~/.dstack/config.yml` ([`Connection`]). The token is a [`Secret`]: never logged or rendered.
+
+mod api;
+mod command;
+pub mod connection;
+mod render;
+mod status;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use autodebug_core::{
+    Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, Secret, ServiceSpec,
+    TimeWindow, async_trait,
+};
+use base64::Engine as _;
+use serde_yaml::Value;
+
+pub use connection::Connection;
+pub use render::{DEFAULT_PORT, default_image};
+pub use status::Readiness;
+
+use api::Client;
+
+/// Pages of at most this many log events are read per `logs/poll` call.
+const LOG_PAGE: u32 = 1000;
+/// At most this many pages per `logs` call, so a chatty service cannot stall the loop.
+const MAX_LOG_PAGES: usize = 50;
+
+/// Deploys services on dstack. See the [module docs](self).
+///
+/// ```
+/// use autodebug_core::{Deployer, EngineKind, ServiceSpec};
+/// use autodebug_deploy::dstack::DstackDeployer;
+///
+/// # fn main() -> autodebug_core::Result<()> {
+/// let base = "type: service\nname: qwen\nimage: lmsysorg/sglang:latest\n\
+///             commands:\n  - python3 -m sglang.launch_server --model-path Qwen/Qwen1.5-0.5B-Chat --port 8000\n\
+///             port: 8000\nresources:\n  gpu: H100:1\n";
+/// let mut spec = DstackDeployer::base_spec_from_yaml(base, "dstack.yml")?;
+/// assert_eq!(spec.engine, EngineKind::Sglang);
+/// spec.flags.set("--schedule-policy", Some("lpm"));
+///
+/// let yaml = DstackDeployer::render_only(serde_yaml::Value::Null).render(&spec)?.content;
+/// assert!(yaml.contains("--port 8000 --schedule-policy lpm"));
+/// assert!(yaml.contains("gpu: H100:1"));
+/// # Ok(()) }
+/// ```
+pub struct DstackDeployer {
+    client: Option<Client>,
+    default_base: Value,
+    poll_interval: Duration,
+    stop_timeout: Duration,
+}
+
+/// Builds a [`DstackDeployer`].
+pub struct DstackDeployerBuilder {
+    connection: Option<Connection>,
+    url: Option<String>,
+    project: Option<String>,
+    token: Option<Secret>,
+    default_base: Value,
+    poll_interval: Duration,
+    stop_timeout: Duration,
+    request_timeout: Duration,
+}
+
+impl DstackDeployerBuilder {
+    /// Server base URL, e.g. `http://127.0.0.1:3000`.
+    pub fn server_url(mut self, url: impl Into<String>) -> Self {
+        self.url = Some(url.into());
+        self
+    }
+
+    /// Project name (default `main`).
+    pub fn project(mut self, project: impl Into<String>) -> Self {
+        self.project = Some(project.into());
+        self
+    }
+
+    pub fn token(mut self, token: Secret) -> Self {
+        self.token = Some(token);
+        self
+    }
+
+    /// A complete connection (e.g. from [`Connection::from_config_file`]).
+    pub fn connection(mut self, connection: Connection) -> Self {
+        self.connection = Some(connection);
+        self
+    }
+
+    /// Fills in whatever was not set from the environment or `~/.dstack/config.yml`.
+    pub fn from_env(mut self) -> Result<Self> {
+        if self.connection.is_none() && (self.url.is_none() || self.token.is_none()) {
+            let found = Connection::from_env()?;
+            self.url = self.url.or(Some(found.url));
+            self.project = self.project.or(Some(found.project));
+            self.token = self.token.or(Some(found.token));
+        }
+        Ok(self)
+    }
+
+    /// The configuration to render onto for specs that carry no `base` of their own.
+    pub fn default_base(mut self, base: Value) -> Self {
+        self.default_base = base;
+        self
+    }
+
+    /// How often `wait_ready` and `teardown` ask the server (default 2 s).
+    pub fn poll_interval(mut self, interval: Duration) -> Self {
+        self.poll_interval = interval.max(Duration::from_millis(50));
+        self
+    }
+
+    /// How long `teardown` waits for a stopped run to finish before aborting it (default 120 s).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = timeout;
+        self
+    }
+
+    /// Bound on each HTTP request (default 30 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.request_timeout = timeout;
+        self
+    }
+
+    pub fn build(self) -> Result<DstackDeployer> {
+        let connection = match self.connection {
+            Some(c) => c,
+            None => {
+                let url = self.url.ok_or_else(|| {
+                    Error::config(
+                        connection::env_vars::SERVER_URL,
+                        "no dstack server URL: call .server_url(..) or .from_env(), or set DSTACK_SERVER_URL",
+                    )
+                })?;
+                let token = self.token.ok_or_else(|| {
+                    Error::config(
+                        connection::env_vars::TOKEN,
+                        "no dstack token: call .token(..) or set DSTACK_TOKEN",
+                    )
+                })?;
+                Connection::new(
+                    url,
+                    self.project
+                        .unwrap_or_else(|| connection::DEFAULT_PROJECT.into()),
+                    token,
+                )?
+            }
+        };
+        Ok(DstackDeployer {
+            client: Some(Client::new(connection, self.request_timeout)?),
+            default_base: self.default_base,
+            poll_interval: self.poll_interval,
+            stop_timeout: self.stop_timeout,
+        })
+    }
+}
+
+fn rfc3339(ns: i128) -> Option<String> {
+    let micros = ns - ns.rem_euclid(1_000);
+    time::OffsetDateTime::from_unix_timestamp_nanos(micros)
+        .ok()?
+        .format(&time::format_description::well_known::Rfc3339)
+        .ok()
+}
+
+fn parse_time_ns(text: &str) -> Option<i128> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(|t| t.unix_timestamp_nanos())
+}
+
+/// dstack resource names: `^[a-z][a-z0-9-]{1,40}$`.
+fn check_run_name(name: &str) -> Result<()> {
+    let ok = name.len() >= 2
+        && name.len() <= 41
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::config(
+            "service name",
+            format!(
+                "`{name}` is not a valid dstack run name: use 2-41 lowercase letters, digits and dashes, starting with a letter"
+            ),
+        ))
+    }
+}
+
+/// Variables listed without a value (`- HF_TOKEN`) are filled from this process's environment,
+/// as the dstack CLI does; only the request carries them, never the rendered file.
+fn resolve_env(configuration: &mut serde_json::Value, spec_name: &str) -> Result<()> {
+    let location = format!("service `{spec_name}`: env");
+    let lookup = |name: &str| {
+        std::env::var(name).map_err(|_| {
+            Error::config(
+                &location,
+                format!("`{name}` has no value in the configuration and is not set in autodebug's environment; export {name} or give it a value"),
+            )
+        })
+    };
+    match configuration.get_mut("env") {
+        Some(serde_json::Value::Array(items)) => {
+            for item in items.iter_mut() {
+                if let Some(name) = item
+                    .as_str()
+                    .filter(|s| !s.contains('='))
+                    .map(str::to_string)
+                {
+                    *item = serde_json::Value::String(format!("{name}={}", lookup(&name)?));
+                }
+            }
+        }
+        Some(serde_json::Value::Object(map)) => {
+            for (name, value) in map.iter_mut() {
+                if value.is_null() {
+                    *value = serde_json::Value::String(lookup(name)?);
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+impl DstackDeployer {
+    pub fn builder() -> DstackDeployerBuilder {
+        DstackDeployerBuilder {
+            connection: None,
+            url: None,
+            project: None,
+            token: None,
+            default_base: Value::Null,
+            poll_interval: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(120),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+
+    /// A deployer for the server named by the environment or `~/.dstack/config.yml`.
+    pub fn from_env() -> Result<Self> {
+        Self::builder().from_env()?.build()
+    }
+
+    /// Renders without a server: `render` works, `deploy` fails saying a server is needed.
+    /// `base` is used for specs without their own (`Value::Null`: a built-in service template).
+    /// Wrap it in [`DryRun`](crate::DryRun) for a session that only writes files.
+    pub fn render_only(base: Value) -> Self {
+        DstackDeployer {
+            client: None,
+            default_base: base,
+            poll_interval: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// Reads a dstack service configuration file into a [`ServiceSpec`] (`base` = the whole file).
+    pub fn base_spec_from_file(path: impl AsRef<Path>) -> Result<ServiceSpec> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        render::spec_from_yaml(&text, &path.display().to_string())
+    }
+
+    /// [`base_spec_from_file`](Self::base_spec_from_file) for text already read; `location` names it in errors.
+    pub fn base_spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
+        render::spec_from_yaml(text, location)
+    }
+
+    /// The server connection, when this deployer has one.
+    pub fn connection(&self) -> Option<&Connection> {
+        self.client.as_ref().map(Client::connection)
+    }
+
+    /// The dstack server's version (`/api/server/get_info`).
+    pub async fn server_version(&self) -> Result<String> {
+        self.client()?.server_version().await
+    }
+
+    /// The run as dstack judges it now: ready, pending or failed with its reason.
+    pub async fn readiness(&self, run_name: &str) -> Result<Readiness> {
+        Ok(status::assess(&self.client()?.get_run(run_name).await?))
+    }
+
+    fn client(&self) -> Result<&Client> {
+        self.client.as_ref().ok_or_else(|| {
+            Error::config(
+                connection::env_vars::SERVER_URL,
+                "this dstack deployer only renders (render_only): build it with DstackDeployer::from_env() or .server_url(..) to deploy",
+            )
+        })
+    }
+
+    fn configuration(&self, spec: &ServiceSpec) -> Result<serde_yaml::Mapping> {
+        render::render(spec, &self.default_base)
+    }
+
+    /// The served model name: the configuration's `model` (string or `{name}`), else the spec's.
+    fn served_model(configuration: &serde_yaml::Mapping, spec: &ServiceSpec) -> String {
+        match configuration.get("model") {
+            Some(Value::String(name)) => name.clone(),
+            Some(Value::Mapping(m)) => m
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or(&spec.model)
+                .to_string(),
+            _ => spec.model.clone(),
+        }
+    }
+
+    /// The latest job submission id of a run, for `logs/poll`.
+    async fn latest_submission(&self, run_name: &str) -> Result<Option<String>> {
+        let run = self.client()?.get_run(run_name).await?;
+        Ok(run
+            .jobs
+            .iter()
+            .filter_map(|j| j.job_submissions.last())
+            .map(|s| s.id.clone())
+            .next()
+            .or(run.latest_job_submission.map(|s| s.id)))
+    }
+}
+
+#[async_trait]
+impl Deployer for DstackDeployer {
+    fn name(&self) -> &str {
+        "dstack"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        let configuration = self.configuration(spec)?;
+        Ok(Artifact {
+            target: "dstack".into(),
+            extension: "yml".into(),
+            content: render::to_yaml(spec, &configuration)?,
+        })
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        let client = self.client()?;
+        check_run_name(&spec.name)?;
+        let configuration = self.configuration(spec)?;
+        let model = Self::served_model(&configuration, spec);
+        let mut configuration_json = serde_json::to_value(&configuration).map_err(|e| {
+            Error::config(
+                format!("service `{}`", spec.name),
+                format!("cannot encode as JSON: {e}"),
+            )
+        })?;
+        resolve_env(&mut configuration_json, &spec.name)?;
+        let run_spec =
+            serde_json::json!({ "run_name": spec.name, "configuration": configuration_json });
+
+        let plan = client.get_plan(&run_spec).await?;
+        if let Some(status) = plan.current_resource.get("status").and_then(|s| s.as_str())
+            && !matches!(status, "terminated" | "failed" | "done")
+        {
+            return Err(Error::Deploy(format!(
+                "a run named `{}` is already {status} in dstack project `{}`; stop it (`dstack stop {} -y`) or rename the service",
+                spec.name,
+                client.connection().project,
+                spec.name
+            )));
+        }
+        let offers: u64 = plan.job_plans.iter().map(|j| j.total_offers).sum();
+        let started_ns = TimeWindow::now_ns();
+        let run = client
+            .apply(&run_spec, &plan.current_resource, false)
+            .await?;
+        tracing::info!(run = %spec.name, project = %client.connection().project, status = %run.status, offers, "dstack run submitted");
+
+        let mut details = std::collections::BTreeMap::new();
+        details.insert("server".into(), client.connection().url.clone());
+        details.insert("project".into(), client.connection().project.clone());
+        details.insert("run_name".into(), spec.name.clone());
+        details.insert("model".into(), model);
+        details.insert("offers".into(), offers.to_string());
+        if let Some(action) = plan.action {
+            details.insert("action".into(), action);
+        }
+        if let Some(submission) = run
+            .latest_job_submission
+            .as_ref()
+            .or(run.jobs.first().and_then(|j| j.job_submissions.last()))
+        {
+            details.insert("job_submission_id".into(), submission.id.clone());
+        }
+        if configuration.get("auth").and_then(Value::as_bool) == Some(false) {
+            details.insert("auth".into(), "false".into());
+        }
+        Ok(Deployment {
+            id: spec.name.clone(),
+            backend: "dstack".into(),
+            spec: spec.clone(),
+            started_ns,
+            details,
+        })
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+        let client = self.client()?;
+        let started = Instant::now();
+        let deadline = started + timeout;
+        let run_name = &deployment.id;
+        let mut last = String::from("no answer yet");
+        loop {
+            match client.get_run(run_name).await {
+                Ok(run) => match status::assess(&run) {
+                    Readiness::Ready { service_url } => {
+                        let mut endpoint = Endpoint::new(
+                            status::service_base_url(&client.connection().url, &service_url),
+                            deployment
+                                .details
+                                .get("model")
+                                .cloned()
+                                .unwrap_or_else(|| deployment.spec.model.clone()),
+                        );
+                        if deployment.details.get("auth").map(String::as_str) != Some("false") {
+                            endpoint.token = Some(client.connection().token.clone());
+                        }
+                        tracing::info!(run = %run_name, url = %endpoint.base_url, "dstack service ready");
+                        return Ok(endpoint);
+                    }
+                    Readiness::Failed(reason) => {
+                        return Err(Error::Deploy(format!(
+                            "dstack run `{run_name}` in project `{}` failed: {reason}",
+                            client.connection().project
+                        )));
+                    }
+                    Readiness::Pending(what) => {
+                        if what != last {
+                            tracing::debug!(run = %run_name, status = %what, "waiting for the dstack service");
+                        }
+                        last = what;
+                    }
+                },
+                Err(e @ Error::Config { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(run = %run_name, error = %e, "could not read the run; retrying");
+                    last = e.to_string();
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(Error::NotReady {
+                    name: run_name.clone(),
+                    waited_s: started.elapsed().as_secs_f64(),
+                    message: format!("dstack run still `{last}`; see `dstack logs {run_name}`"),
+                });
+            }
+            tokio::time::sleep(self.poll_interval.min(deadline - now)).await;
+        }
+    }
+
+    async fn logs(&self, deployment: &Deployment, since_ns: Option<i128>) -> Result<Vec<LogLine>> {
+        let client = self.client()?;
+        let run_name = &deployment.id;
+        let Some(submission) = self.latest_submission(run_name).await? else {
+            return Ok(Vec::new());
+        };
+        let start_time = since_ns.and_then(rfc3339);
+        let mut lines = Vec::new();
+        let mut next_token: Option<String> = None;
+        for _ in 0..MAX_LOG_PAGES {
+            let page = client
+                .poll_logs(
+                    run_name,
+                    &submission,
+                    start_time.as_deref(),
+                    next_token.as_deref(),
+                    LOG_PAGE,
+                )
+                .await?;
+            let empty = page.logs.is_empty();
+            lines.extend(decode_events(&page.logs, since_ns));
+            next_token = page.next_token;
+            if empty || next_token.is_none() {
+                break;
+            }
+        }
+        Ok(lines)
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        let client = self.client()?;
+        let run_name = &deployment.id;
+        match client.stop(run_name, false).await {
+            Ok(()) => {}
+            Err(Error::Deploy(message))
+                if message.contains("not found") || message.contains("resource_not_exists") =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        }
+        let deadline = Instant::now() + self.stop_timeout;
+        loop {
+            match client.get_run(run_name).await {
+                Ok(run) if matches!(run.status.as_str(), "terminated" | "failed" | "done") => {
+                    return Ok(());
+                }
+                Ok(run) => {
+                    if Instant::now() >= deadline {
+                        tracing::warn!(run = %run_name, status = %run.status, "run did not stop in time; aborting it");
+                        return client.stop(run_name, true).await;
+                    }
+                }
+                Err(Error::Deploy(message))
+                    if message.contains("not found") || message.contains("resource_not_exists") =>
+                {
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+            tokio::time::sleep(self.poll_interval).await;
+        }
+    }
+}
+
+/// Log events → lines: messages are base64 of raw output, one event may hold several lines.
+fn decode_events(events: &[api::LogEvent], since_ns: Option<i128>) -> Vec<LogLine> {
+    let mut lines = Vec::new();
+    for event in events {
+        let time_ns = parse_time_ns(&event.timestamp).unwrap_or_else(TimeWindow::now_ns);
+        if since_ns.is_some_and(|since| time_ns < since) {
+            continue;
+        }
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(event.message.trim())
+            .unwrap_or_else(|_| event.message.clone().into_bytes());
+        let text = String::from_utf8_lossy(&bytes);
+        for line in text
+            .split('\n')
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| !l.is_empty())
+        {
+            lines.push(LogLine {
+                time_ns,
+                text: line.to_string(),
+            });
+        }
+    }
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_events_decode_into_lines_after_since() {
+        let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+        let events: Vec<api::LogEvent> = serde_json::from_value(serde_json::json!([
+            {"timestamp": "2025-01-01T00:00:00.000001Z", "log_source": "stdout", "message": b64("old line\n")},
+            {"timestamp": "2025-01-01T00:00:02.5Z", "log_source": "stdout", "message": b64("[2025] Prefill batch. #new-seq: 1\r\nDecode batch. #running-req: 3\n")},
+        ]))
+        .unwrap();
+        let since = parse_time_ns("2025-01-01T00:00:01Z");
+        let lines = decode_events(&events, since);
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "[2025] Prefill batch. #new-seq: 1",
+                "Decode batch. #running-req: 3"
+            ]
+        );
+        assert_eq!(lines[0].time_ns - since.unwrap(), 1_500_000_000);
+    }
+
+    #[test]
+    fn start_time_round_trips_at_microsecond_precision() {
+        let ns = parse_time_ns("2025-06-01T12:00:00.123456Z").unwrap() + 789;
+        assert_eq!(rfc3339(ns).as_deref(), Some("2025-06-01T12:00:00.123456Z"));
+    }
+
+    #[test]
+    fn run_names_follow_dstack_rules() {
+        assert!(check_run_name("qwen-sglang-2").is_ok());
+        for bad in ["Qwen", "1abc", "a", "has_underscore"] {
+            assert!(check_run_name(bad).unwrap_err().to_string().contains(bad));
+        }
+    }
+
+    #[test]
+    fn valueless_env_comes_from_the_environment_or_fails_by_name() {
+        let mut conf = serde_json::json!({"env": ["A=1", "AUTODEBUG_TEST_SURELY_UNSET_VAR"]});
+        let err = resolve_env(&mut conf, "svc").unwrap_err().to_string();
+        assert!(
+            err.contains("AUTODEBUG_TEST_SURELY_UNSET_VAR") && err.contains("svc"),
+            "{err}"
+        );
+        let mut conf = serde_json::json!({"env": ["A=1", "PATH"]});
+        resolve_env(&mut conf, "svc").unwrap();
+        assert!(conf["env"][1].as_str().unwrap().starts_with("PATH=/"));
+    }
+
+    #[test]
+    fn render_only_cannot_deploy_and_says_why() {
+        let deployer = DstackDeployer::render_only(Value::Null);
+        let spec = ServiceSpec::new("svc", autodebug_core::EngineKind::Sglang, "m");
+        let err = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(deployer.deploy(&spec))
+            .unwrap_err();
+        assert!(err.to_string().contains("render_only"), "{err}");
+        assert!(
+            deployer
+                .render(&spec)
+                .unwrap()
+                .content
+                .contains("sglang.launch_server")
+        );
+    }
+}
