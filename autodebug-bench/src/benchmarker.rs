@@ -5,16 +5,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use autodebug_core::{
-    Arrival, BenchContext, BenchPlan, BenchReport, Benchmarker, Endpoint, Load, RequestRecord, Secret, TimeWindow,
-    async_trait,
+    Arrival, BenchContext, BenchPlan, BenchReport, Benchmarker, Endpoint, Load, RequestRecord,
+    Secret, TimeWindow, async_trait,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::BenchError;
-use crate::request::{Outcome, RequestContext, WallClock, execute};
+use crate::prompt::Message;
+use crate::request::{Outcome, Prepared, RequestContext, WallClock, execute};
 use crate::rng::SplitMix64;
 use crate::summary::summarize;
+use crate::workloads::{Conversation, RequestSource};
 
 /// The `client` string written into every report's context.
 pub const CLIENT: &str = concat!("autodebug-bench/", env!("CARGO_PKG_VERSION"));
@@ -91,7 +93,11 @@ impl SseBenchmarkerBuilder {
 impl SseBenchmarker {
     pub fn builder() -> SseBenchmarkerBuilder {
         SseBenchmarkerBuilder {
-            inner: SseBenchmarker { client_timeout: None, default_token: None, max_in_flight: DEFAULT_MAX_IN_FLIGHT },
+            inner: SseBenchmarker {
+                client_timeout: None,
+                default_token: None,
+                max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            },
         }
     }
 
@@ -105,11 +111,64 @@ impl SseBenchmarker {
         self.default_token.is_some()
     }
 
-    /// Runs `plan` against `endpoint`: warmup first (left out), then the measured requests.
-    pub async fn run_plan(&self, endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport, BenchError> {
+    /// Runs `plan` against `endpoint` with the synthetic prompts its workload describes: per
+    /// trial, warmup first (left out), then the measured requests; trials reported together.
+    pub async fn run_plan(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+    ) -> Result<BenchReport, BenchError> {
+        Ok(self
+            .run_trials(
+                endpoint,
+                plan,
+                &RequestSource::from_workload(&plan.workload),
+            )
+            .await?
+            .report)
+    }
+
+    /// Like [`SseBenchmarker::run_plan`], with the requests from `source` instead of
+    /// `plan.workload` (whose lengths are then only the defaults the source was built with).
+    pub async fn run_source(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+        source: &RequestSource,
+    ) -> Result<BenchReport, BenchError> {
+        Ok(self.run_trials(endpoint, plan, source).await?.report)
+    }
+
+    /// Runs `plan.trials` trials (at least one) and returns each trial's report and their
+    /// aggregate: records of all trials (re-indexed in order), latency distributions over all
+    /// of them, throughput as the trials' totals over the sum of their windows.
+    pub async fn run_trials(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+        source: &RequestSource,
+    ) -> Result<TrialRun, BenchError> {
+        validate(endpoint, plan)?;
+        let mut trials = Vec::new();
+        for trial in 0..plan.trials.max(1) {
+            trials.push(self.run_once(endpoint, plan, source, trial).await?);
+        }
+        let report = aggregate(&trials);
+        Ok(TrialRun { report, trials })
+    }
+
+    /// One trial.
+    pub(crate) async fn run_once(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+        source: &RequestSource,
+        trial: u32,
+    ) -> Result<BenchReport, BenchError> {
         validate(endpoint, plan)?;
         let pool = match plan.load {
             Load::Rate { .. } => self.max_in_flight,
+            _ if source.is_replay() => self.max_in_flight,
             _ => plan.load.concurrency(),
         }
         .max(1);
@@ -122,39 +181,105 @@ impl SseBenchmarker {
         if let Some(timeout) = self.client_timeout {
             client = client.timeout(timeout);
         }
-        let path = if plan.chat { "/v1/chat/completions" } else { "/v1/completions" };
+        let path = if plan.chat {
+            "/v1/chat/completions"
+        } else {
+            "/v1/completions"
+        };
         let ctx = Arc::new(RequestContext {
             client: client.build().map_err(BenchError::Client)?,
             url: endpoint.url(path),
-            token: endpoint.token.clone().filter(|t| !t.is_empty()).or_else(|| self.default_token.clone()),
+            token: endpoint
+                .token
+                .clone()
+                .filter(|t| !t.is_empty())
+                .or_else(|| self.default_token.clone()),
             model: endpoint.model.clone(),
-            workload: plan.workload.clone(),
+            ignore_eos: source.ignore_eos(),
             chat: plan.chat,
             timeouts: plan.timeouts,
         });
+        let source = Arc::new(source.clone());
         let clock = WallClock::now();
-        tracing::info!(plan = %plan.name, url = %ctx.url, load = %plan.load.describe(), requests = plan.requests,
-            warmup = plan.warmup_requests, "benchmark starting");
+        let requests = source
+            .len_limit()
+            .map_or(plan.requests, |limit| plan.requests.min(limit))
+            .max(1);
+        tracing::info!(plan = %plan.name, url = %ctx.url, load = %plan.load.describe(), requests,
+            warmup = plan.warmup_requests, trial, "benchmark starting");
         let mut warnings = Vec::new();
+        let turns = source.turns();
+        let conversations = requests.div_ceil(turns);
+        let run = |count: usize, conversation_offset: usize| Pass {
+            ctx: Arc::clone(&ctx),
+            source: Arc::clone(&source),
+            clock,
+            trial,
+            count,
+            conversation_offset,
+        };
 
         if plan.warmup_requests > 0 {
-            // Warmup prompts use indices after the measured ones, so they warm a shared prefix
-            // without caching any measured prompt whole.
+            // Warmup prompts use conversation numbers after the measured ones, so they warm a
+            // shared prefix without caching any measured prompt whole.
             let concurrency = plan.load.concurrency().max(1).min(plan.warmup_requests);
-            let warmup = closed_loop(&ctx, &clock, plan, plan.warmup_requests, concurrency, plan.requests).await?;
+            let warmup = closed_loop(
+                run(plan.warmup_requests, conversations),
+                plan,
+                concurrency,
+                None,
+                None,
+            )
+            .await?;
             let failed = warmup.iter().filter(|o| o.record.error.is_some()).count();
             if failed > 0 {
-                warnings.push(format!("{failed} of {} warmup requests failed", warmup.len()));
+                warnings.push(format!(
+                    "{failed} of {} warmup requests failed",
+                    warmup.len()
+                ));
             }
         }
 
+        let duration = plan.duration_ms.map(Duration::from_millis);
+        let ramp_up = plan
+            .ramp_up_ms
+            .map(Duration::from_millis)
+            .filter(|d| !d.is_zero());
         let (mut outcomes, waited_for_slot) = match &plan.load {
-            Load::Sequential => (closed_loop(&ctx, &clock, plan, plan.requests, 1, 0).await?, 0),
-            Load::Concurrent { concurrency } => {
-                (closed_loop(&ctx, &clock, plan, plan.requests, *concurrency, 0).await?, 0)
+            _ if source.is_replay() => {
+                open_loop(
+                    run(requests, 0),
+                    plan,
+                    Schedule::Replay,
+                    duration,
+                    self.max_in_flight,
+                )
+                .await?
             }
-            Load::Rate { requests_per_s, arrival } => {
-                open_loop(&ctx, &clock, plan, *requests_per_s, *arrival, self.max_in_flight).await?
+            Load::Sequential => (
+                closed_loop(run(requests, 0), plan, 1, duration, None).await?,
+                0,
+            ),
+            Load::Concurrent { concurrency } => (
+                closed_loop(run(requests, 0), plan, *concurrency, duration, ramp_up).await?,
+                0,
+            ),
+            Load::Rate {
+                requests_per_s,
+                arrival,
+            } => {
+                let schedule = Schedule::Rate {
+                    requests_per_s: *requests_per_s,
+                    arrival: *arrival,
+                };
+                open_loop(
+                    run(requests, 0),
+                    plan,
+                    schedule,
+                    duration,
+                    self.max_in_flight,
+                )
+                .await?
             }
         };
         outcomes.sort_by_key(|o| o.record.index);
@@ -162,7 +287,9 @@ impl SseBenchmarker {
         let start = outcomes.iter().map(|o| o.sent_at).min();
         let end = outcomes.iter().map(|o| o.last_byte_at).max();
         let window = match (start, end) {
-            (Some(start), Some(end)) => TimeWindow::new(clock.wall_ns(start), clock.wall_ns(end.max(start))),
+            (Some(start), Some(end)) => {
+                TimeWindow::new(clock.wall_ns(start), clock.wall_ns(end.max(start)))
+            }
             _ => TimeWindow::new(clock.wall_ns(Instant::now()), clock.wall_ns(Instant::now())),
         };
         let records: Vec<RequestRecord> = outcomes.into_iter().map(|o| o.record).collect();
@@ -172,9 +299,15 @@ impl SseBenchmarker {
         if concurrency > 0 && records.len() < 2 * concurrency {
             warnings.push(format!(
                 "only {} requests measured at concurrency {concurrency}: fewer than 2x concurrency, so the figures \
-                 include ramp-up and drain rather than steady state; raise `requests` to at least {}",
+                 include ramp-up and drain rather than steady state; raise `requests` (or `duration`) to at least {}",
                 records.len(),
                 2 * concurrency
+            ));
+        }
+        if turns > 1 && records.len() < requests {
+            warnings.push(format!(
+                "{} of {requests} conversation turns were not sent: a failed turn ends its conversation",
+                requests - records.len()
             ));
         }
         if waited_for_slot > 0 {
@@ -186,7 +319,11 @@ impl SseBenchmarker {
             ));
         }
         if summary.failed > 0 {
-            let classes: Vec<String> = summary.errors.iter().map(|(class, n)| format!("{class} {n}")).collect();
+            let classes: Vec<String> = summary
+                .errors
+                .iter()
+                .map(|(class, n)| format!("{class} {n}"))
+                .collect();
             warnings.push(format!(
                 "{} of {} requests failed ({})",
                 summary.failed,
@@ -195,20 +332,24 @@ impl SseBenchmarker {
             ));
         }
         for warning in &warnings {
-            tracing::warn!(plan = %plan.name, "{warning}");
+            tracing::warn!(plan = %plan.name, trial, "{warning}");
         }
-        tracing::info!(plan = %plan.name, succeeded = summary.succeeded, failed = summary.failed,
+        tracing::info!(plan = %plan.name, trial, succeeded = summary.succeeded, failed = summary.failed,
             ttft_p50_ms = summary.ttft_ms.p50, output_tok_s = summary.output_throughput, "benchmark finished");
 
-        let workload = &plan.workload;
-        let warm = (workload.repeat_prompt || workload.shared_prefix_tokens > 0) && plan.warmup_requests > 0;
+        let warm = match source.as_ref() {
+            RequestSource::Synthetic(s) | RequestSource::MultiTurn { base: s, .. } => {
+                (s.repeat_prompt || s.shared_prefix_tokens > 0) && plan.warmup_requests > 0
+            }
+            _ => false,
+        };
         Ok(BenchReport {
             plan: plan.clone(),
             context: BenchContext {
                 endpoint: endpoint.base_url.clone(),
                 model: endpoint.model.clone(),
-                workload: workload.describe(),
-                load: plan.load.describe(),
+                workload: source.describe(),
+                load: describe_load(plan, source.as_ref()),
                 trials: 1,
                 cache_state: if warm { "warm" } else { "cold" }.to_string(),
                 client: CLIENT.to_string(),
@@ -221,39 +362,151 @@ impl SseBenchmarker {
     }
 }
 
+/// Each trial's report and their aggregate; see [`SseBenchmarker::run_trials`].
+#[derive(Debug, Clone)]
+pub struct TrialRun {
+    pub report: BenchReport,
+    pub trials: Vec<BenchReport>,
+}
+
+/// The load as the report's context states it, with stop rule and ramp-up.
+fn describe_load(plan: &BenchPlan, source: &RequestSource) -> String {
+    let mut text = if source.is_replay() {
+        "trace timestamps".to_string()
+    } else {
+        plan.load.describe()
+    };
+    if let Some(ms) = plan
+        .ramp_up_ms
+        .filter(|_| matches!(plan.load, Load::Concurrent { .. }))
+    {
+        text.push_str(&format!(", ramp-up {ms} ms"));
+    }
+    match plan.duration_ms {
+        Some(ms) => text.push_str(&format!(
+            ", for {ms} ms (at most {} requests)",
+            plan.requests
+        )),
+        None => text.push_str(&format!(", {} requests", plan.requests)),
+    }
+    if plan.warmup_requests > 0 {
+        text.push_str(&format!(" after {} warmup", plan.warmup_requests));
+    }
+    text
+}
+
+/// Trials reported together: records re-indexed in trial order, distributions over all records,
+/// throughput over the summed trial windows (the idle time between trials is not counted).
+pub(crate) fn aggregate(trials: &[BenchReport]) -> BenchReport {
+    let Some(first) = trials.first() else {
+        unreachable!("run_trials runs at least one trial")
+    };
+    if trials.len() == 1 {
+        return first.clone();
+    }
+    let mut records = Vec::new();
+    for trial in trials {
+        for record in &trial.records {
+            let mut record = record.clone();
+            record.index = records.len();
+            records.push(record);
+        }
+    }
+    let start = trials
+        .iter()
+        .map(|t| t.window.start_ns)
+        .min()
+        .unwrap_or(first.window.start_ns);
+    let end = trials
+        .iter()
+        .map(|t| t.window.end_ns)
+        .max()
+        .unwrap_or(first.window.end_ns);
+    let window = TimeWindow::new(start, end);
+    let mut summary = summarize(&records, window);
+    let busy_s: f64 = trials.iter().map(|t| t.summary.duration_s).sum();
+    if busy_s > 0.0 {
+        summary.duration_s = busy_s;
+        summary.request_throughput = summary.succeeded as f64 / busy_s;
+        summary.output_throughput = summary.output_tokens as f64 / busy_s;
+        summary.total_token_throughput =
+            (summary.prompt_tokens + summary.output_tokens) as f64 / busy_s;
+    }
+    let warnings = trials
+        .iter()
+        .enumerate()
+        .flat_map(|(i, t)| {
+            t.warnings
+                .iter()
+                .map(move |w| format!("trial {}: {w}", i + 1))
+        })
+        .collect();
+    let mut context = first.context.clone();
+    context.trials = trials.len() as u32;
+    BenchReport {
+        plan: first.plan.clone(),
+        context,
+        summary,
+        records,
+        window,
+        warnings,
+    }
+}
+
 #[async_trait]
 impl Benchmarker for SseBenchmarker {
     fn name(&self) -> &str {
         "sse"
     }
 
-    async fn run(&self, endpoint: &Endpoint, plan: &BenchPlan) -> autodebug_core::Result<BenchReport> {
+    async fn run(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+    ) -> autodebug_core::Result<BenchReport> {
         Ok(self.run_plan(endpoint, plan).await?)
     }
 }
 
 fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
-    let invalid =
-        |field: &'static str, message: String| BenchError::InvalidPlan { plan: plan.name.clone(), field, message };
+    let invalid = |field: &'static str, message: String| BenchError::InvalidPlan {
+        plan: plan.name.clone(),
+        field,
+        message,
+    };
     if let Err(e) = reqwest::Url::parse(&endpoint.base_url) {
         return Err(invalid(
             "endpoint.base_url",
-            format!("{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000", endpoint.base_url),
+            format!(
+                "{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000",
+                endpoint.base_url
+            ),
         ));
     }
     if plan.requests == 0 {
         return Err(invalid("requests", "must be at least 1".into()));
     }
     match plan.load {
-        Load::Concurrent { concurrency: 0 } => return Err(invalid("load.concurrency", "must be at least 1".into())),
-        Load::Rate { requests_per_s, arrival } => {
+        Load::Concurrent { concurrency: 0 } => {
+            return Err(invalid("load.concurrency", "must be at least 1".into()));
+        }
+        Load::Rate {
+            requests_per_s,
+            arrival,
+        } => {
             if !(requests_per_s.is_finite() && requests_per_s > 0.0) {
-                return Err(invalid("load.requests_per_s", format!("must be a positive number, got {requests_per_s}")));
+                return Err(invalid(
+                    "load.requests_per_s",
+                    format!("must be a positive number, got {requests_per_s}"),
+                ));
             }
             if let Arrival::Gamma { burstiness } = arrival
                 && !(burstiness.is_finite() && burstiness > 0.0)
             {
-                return Err(invalid("load.arrival.burstiness", format!("must be a positive number, got {burstiness}")));
+                return Err(invalid(
+                    "load.arrival.burstiness",
+                    format!("must be a positive number, got {burstiness}"),
+                ));
             }
         }
         _ => {}
@@ -272,77 +525,216 @@ fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
     Ok(())
 }
 
-/// `count` requests with `concurrency` in flight at all times; each request's clock starts at its
-/// send, right after its worker finished the previous one, so there is no queue to omit.
-async fn closed_loop(
-    ctx: &Arc<RequestContext>,
-    clock: &WallClock,
-    plan: &BenchPlan,
+/// What one pass (warmup or measured) sends: `count` records, conversation numbers starting
+/// at `conversation_offset` (record indices always start at 0).
+struct Pass {
+    ctx: Arc<RequestContext>,
+    source: Arc<RequestSource>,
+    clock: WallClock,
+    trial: u32,
     count: usize,
+    conversation_offset: usize,
+}
+
+impl Pass {
+    fn conversations(&self) -> usize {
+        self.count.div_ceil(self.source.turns())
+    }
+}
+
+/// Sends conversation `number`'s turns in order, each turn with the whole conversation so far
+/// (the server's answers included); stops at the pass's record count or at a failed turn.
+async fn run_conversation(
+    ctx: &RequestContext,
+    clock: &WallClock,
+    conversation: Conversation,
+    number: usize,
+    count: usize,
+    scheduled: Option<Instant>,
+) -> Vec<Outcome> {
+    let turns = conversation.turns.len();
+    let mut messages: Vec<Message> = Vec::with_capacity(turns * 2);
+    let mut outcomes = Vec::with_capacity(turns);
+    let mut history_tokens = 0u32;
+    for (t, turn) in conversation.turns.into_iter().enumerate() {
+        let index = number * turns + t;
+        if index >= count {
+            break;
+        }
+        let turn_tokens = turn.prompt_tokens;
+        messages.push(Message::user(turn.user));
+        let request = Prepared {
+            messages: &messages,
+            max_tokens: turn.max_tokens,
+            prompt_tokens: history_tokens.saturating_add(turn_tokens),
+            keep_answer: t + 1 < turns,
+        };
+        let mut outcome = execute(
+            ctx,
+            index,
+            request,
+            if t == 0 { scheduled } else { None },
+            clock,
+        )
+        .await;
+        let failed = outcome.record.error.is_some();
+        let answer = outcome.answer.take().unwrap_or_default();
+        history_tokens = outcome
+            .record
+            .prompt_tokens
+            .unwrap_or(0)
+            .saturating_add(outcome.record.output_tokens.unwrap_or(0));
+        outcomes.push(outcome);
+        if failed {
+            break;
+        }
+        messages.push(Message::assistant(answer));
+    }
+    outcomes
+}
+
+/// Conversations with `concurrency` in flight at all times (started over `ramp_up` when given);
+/// each request's clock starts at its send, right after its worker finished the previous one,
+/// so there is no queue to omit. No conversation starts after `duration`.
+async fn closed_loop(
+    pass: Pass,
+    plan: &BenchPlan,
     concurrency: usize,
-    prompt_offset: usize,
+    duration: Option<Duration>,
+    ramp_up: Option<Duration>,
 ) -> Result<Vec<Outcome>, BenchError> {
+    let pass = Arc::new(pass);
+    let conversations = pass.conversations();
     let next = Arc::new(AtomicUsize::new(0));
+    let start = Instant::now();
+    let deadline = duration.map(|d| start + d);
+    let workers_count = concurrency.min(conversations).max(1);
     let mut workers = JoinSet::new();
-    for _ in 0..concurrency.min(count) {
-        let (ctx, clock, next) = (Arc::clone(ctx), *clock, Arc::clone(&next));
+    for worker in 0..workers_count {
+        let (pass, next) = (Arc::clone(&pass), Arc::clone(&next));
+        let delay = ramp_up.map(|ramp| ramp.mul_f64(worker as f64 / concurrency.max(1) as f64));
         workers.spawn(async move {
             let mut outcomes = Vec::new();
+            if let Some(delay) = delay {
+                tokio::time::sleep_until((start + delay).into()).await;
+            }
             loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= count {
+                if deadline.is_some_and(|d| Instant::now() >= d) {
                     return outcomes;
                 }
-                outcomes.push(execute(&ctx, index, index + prompt_offset, None, &clock).await);
+                let number = next.fetch_add(1, Ordering::Relaxed);
+                if number >= conversations {
+                    return outcomes;
+                }
+                let conversation = pass
+                    .source
+                    .conversation(number + pass.conversation_offset, pass.trial);
+                outcomes.extend(
+                    run_conversation(
+                        &pass.ctx,
+                        &pass.clock,
+                        conversation,
+                        number,
+                        pass.count,
+                        None,
+                    )
+                    .await,
+                );
             }
         });
     }
-    let mut outcomes = Vec::with_capacity(count);
+    let mut outcomes = Vec::with_capacity(pass.count.min(1 << 16));
     while let Some(joined) = workers.join_next().await {
-        outcomes.extend(joined.map_err(|e| BenchError::Task { plan: plan.name.clone(), message: e.to_string() })?);
+        outcomes.extend(joined.map_err(|e| BenchError::Task {
+            plan: plan.name.clone(),
+            message: e.to_string(),
+        })?);
     }
     Ok(outcomes)
 }
 
-/// Sends request `i` at its scheduled time whatever happened to earlier ones; latencies count
-/// from that schedule. Returns the outcomes and how many requests had to wait for a free slot.
+/// When open-loop conversations are due.
+#[derive(Debug, Clone, Copy)]
+enum Schedule {
+    Rate {
+        requests_per_s: f64,
+        arrival: Arrival,
+    },
+    /// At each conversation's own `at_ms` (a trace).
+    Replay,
+}
+
+/// Starts conversation `i` at its scheduled time whatever happened to earlier ones; latencies
+/// count from that schedule. None is scheduled after `duration`. Returns the outcomes and how
+/// many conversations had to wait for a free slot.
 async fn open_loop(
-    ctx: &Arc<RequestContext>,
-    clock: &WallClock,
+    pass: Pass,
     plan: &BenchPlan,
-    requests_per_s: f64,
-    arrival: Arrival,
+    schedule: Schedule,
+    duration: Option<Duration>,
     max_in_flight: usize,
 ) -> Result<(Vec<Outcome>, usize), BenchError> {
-    let task_error = |message: String| BenchError::Task { plan: plan.name.clone(), message };
+    let task_error = |message: String| BenchError::Task {
+        plan: plan.name.clone(),
+        message,
+    };
+    let pass = Arc::new(pass);
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut rng = SplitMix64::for_stream(plan.workload.seed, ARRIVAL_STREAM);
     let mut tasks = JoinSet::new();
     let start = Instant::now();
     let mut offset_s = 0.0f64;
     let mut waited_for_slot = 0;
-    for index in 0..plan.requests {
+    for number in 0..pass.conversations() {
+        let conversation = pass
+            .source
+            .conversation(number + pass.conversation_offset, pass.trial);
+        if let (Schedule::Replay, Some(at_ms)) = (schedule, conversation.at_ms) {
+            offset_s = at_ms as f64 / 1e3;
+        }
+        if duration.is_some_and(|d| offset_s >= d.as_secs_f64()) {
+            break;
+        }
         let scheduled = start + Duration::from_secs_f64(offset_s);
         tokio::time::sleep_until(scheduled.into()).await;
         if slots.available_permits() == 0 {
             waited_for_slot += 1;
         }
-        let permit = Arc::clone(&slots).acquire_owned().await.map_err(|e| task_error(e.to_string()))?;
-        let (ctx, clock) = (Arc::clone(ctx), *clock);
+        let permit = Arc::clone(&slots)
+            .acquire_owned()
+            .await
+            .map_err(|e| task_error(e.to_string()))?;
+        let pass = Arc::clone(&pass);
         tasks.spawn(async move {
-            let outcome = execute(&ctx, index, index, Some(scheduled), &clock).await;
+            let outcomes = run_conversation(
+                &pass.ctx,
+                &pass.clock,
+                conversation,
+                number,
+                pass.count,
+                Some(scheduled),
+            )
+            .await;
             drop(permit);
-            outcome
+            outcomes
         });
-        offset_s += match arrival {
-            Arrival::Constant => 1.0 / requests_per_s,
-            Arrival::Poisson => rng.next_exp() / requests_per_s,
-            Arrival::Gamma { burstiness } => rng.next_gamma(burstiness) / (requests_per_s * burstiness),
-        };
+        if let Schedule::Rate {
+            requests_per_s,
+            arrival,
+        } = schedule
+        {
+            offset_s += match arrival {
+                Arrival::Constant => 1.0 / requests_per_s,
+                Arrival::Poisson => rng.next_exp() / requests_per_s,
+                Arrival::Gamma { burstiness } => {
+                    rng.next_gamma(burstiness) / (requests_per_s * burstiness)
+                }
+            };
+        }
     }
-    let mut outcomes = Vec::with_capacity(plan.requests);
+    let mut outcomes = Vec::with_capacity(pass.count.min(1 << 16));
     while let Some(joined) = tasks.join_next().await {
-        outcomes.push(joined.map_err(|e| task_error(e.to_string()))?);
+        outcomes.extend(joined.map_err(|e| task_error(e.to_string()))?);
     }
     Ok((outcomes, waited_for_slot))
 }

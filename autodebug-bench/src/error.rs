@@ -6,11 +6,35 @@
 pub enum BenchError {
     /// A field of the bench plan or endpoint is unusable; `field` names it.
     #[error("bench plan `{plan}`: {field} {message}")]
-    InvalidPlan { plan: String, field: &'static str, message: String },
+    InvalidPlan {
+        plan: String,
+        field: &'static str,
+        message: String,
+    },
 
     /// The HTTP client could not be built (TLS backend, system configuration).
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+
+    /// An input file (dataset, trace, tokenizer) could not be read.
+    #[error("could not read {path}: {source}; check the path and its permissions")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An input file was read but its content is unusable; `location` is `path` or `path:line`.
+    #[error("{location}: {message}")]
+    InvalidInput { location: String, message: String },
+
+    /// An output file could not be written.
+    #[error("could not write {path}: {source}")]
+    Write {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
 
     /// A request task ended abnormally (a bug in this crate; please report it).
     #[error("a request task of bench plan `{plan}` failed: {message}")]
@@ -20,8 +44,16 @@ pub enum BenchError {
 impl From<BenchError> for autodebug_core::Error {
     fn from(error: BenchError) -> Self {
         match error {
-            BenchError::InvalidPlan { plan, field, message } => {
-                autodebug_core::Error::config(format!("bench plan `{plan}`, field {field}"), message)
+            BenchError::InvalidPlan {
+                plan,
+                field,
+                message,
+            } => autodebug_core::Error::config(
+                format!("bench plan `{plan}`, field {field}"),
+                message,
+            ),
+            BenchError::InvalidInput { location, message } => {
+                autodebug_core::Error::config(location, message)
             }
             other => autodebug_core::Error::Bench(other.to_string()),
         }

@@ -38,8 +38,44 @@
 //! - Warmup requests (`plan.warmup_requests`) run first, closed-loop at the load's concurrency
 //!   (1 for `Rate`), and are left out of everything. Their prompts use indices after the measured
 //!   ones, so a shared prefix gets warm but no measured prompt is cached whole.
-//! - A run stops after `plan.requests` measured requests. Fewer than 2 × concurrency measured
-//!   requests earn a warning: such figures are mostly ramp-up and drain.
+//! - A run stops after `plan.requests` measured requests, or, with `plan.duration_ms`, when that
+//!   much time has passed since the first measured send (no new request or conversation starts
+//!   after it; those in flight finish and count). Fewer than 2 × concurrency measured requests
+//!   earn a warning: such figures are mostly ramp-up and drain.
+//! - `plan.ramp_up_ms` (closed loop): worker *w* of *C* starts at `ramp_up · w / C`, so
+//!   concurrency grows to its target; requests sent during the ramp are measured.
+//! - `plan.trials`: the whole plan (warmup included) runs that many times; each trial draws fresh
+//!   prompts (seed mixed with the trial number), so no trial hits the cache with another's. The
+//!   report holds the records of all trials (re-indexed), distributions over all of them, and
+//!   throughput = totals / the sum of the trial windows. [`SseBenchmarker::run_trials`] also
+//!   returns every trial; [`trial_stats`] gives mean ± std (n − 1) and a seeded percentile
+//!   bootstrap CI of the mean ([`BOOTSTRAP_RESAMPLES`] resamples of the trials) per metric.
+//! - [`Sweep`] runs one plan per concurrency or rate; [`AbTest`] runs two endpoints' trials
+//!   interleaved (A, B, A, B…, trial *k* of both arms with the same prompts) and returns a
+//!   [`Verdict`] for one metric: the difference of per-trial means B − A with a seeded bootstrap
+//!   CI (each arm resampled independently); `Better`/`Worse` only when the CI excludes 0 and the
+//!   relative difference reaches `min_relative_effect` (default 2%), else `WithinNoise`.
+//!
+//! ## Workloads ([`RequestSource`])
+//!
+//! Synthetic prompts with fixed or random lengths ([`LengthDist`]: fixed, uniform, clamped
+//! normal; drawn per request from the seed), sized by a [`Tokenizer`] (the word approximation,
+//! or whole-word tokens of a local Hugging Face `tokenizer.json`); a shared prefix (cache state
+//! `warm` when warmup ran, else `cold`); [`Preset`]s for prefill-heavy, decode-heavy and mixed
+//! traffic; multi-turn conversations whose turn *t* resends the whole history including the
+//! server's own answers; JSONL datasets (`{"prompt", "output_tokens"?}` or ShareGPT
+//! `{"conversations": [{"from", "value"}]}`: first human turn, first answer's length); and
+//! traces `{"timestamp_ms", "prompt"|"prompt_tokens", "output_tokens"}` replayed open-loop on
+//! their timestamps. `ignore_eos` (default on) plus `max_tokens` fix output lengths; results
+//! always prefer the server's `usage` counts.
+//!
+//! ## Goodput and output
+//!
+//! **goodput**: requests that succeeded and meet every bound of an [`Slo`] (TTFT, TPOT, E2E; a
+//! request with < 2 tokens has no TPOT to miss), as a share of measured requests and per second of
+//! the run's duration. [`ReportFile`] is the versioned JSON report (`schema_version`
+//! [`SCHEMA_VERSION`], layout in its module docs) with the full context of every figure;
+//! [`write_jsonl`] writes one line per request; [`ReportFile::to_table`] is the console table.
 //!
 //! ## Prompts
 //!
@@ -100,15 +136,26 @@ mod benchmarker;
 mod chunk;
 mod error;
 mod prompt;
+mod report;
 mod request;
+mod rigor;
 mod rng;
+pub mod self_check;
 mod sse;
+mod stats;
 mod stream;
 mod summary;
+mod tokenizer;
+mod workloads;
 
-pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS};
+pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
 pub use error::BenchError;
-pub use prompt::synthetic_prompt;
+pub use prompt::{Message, synthetic_prompt};
+pub use tokenizer::{Tokenizer, VocabTokenizer};
+pub use workloads::{Conversation, DatasetEntry, LengthDist, Preset, RequestSource, Shape, Synthetic, TraceEntry, Turn};
+pub use report::{PointReport, ReportContext, ReportFile, SCHEMA_VERSION, write_jsonl};
+pub use rigor::{AbOutcome, AbTest, Comparison, Sweep, SweepAxis};
+pub use stats::{BOOTSTRAP_RESAMPLES, Direction, Goodput, MetricStats, Slo, Verdict, bootstrap_ci, goodput, trial_stats, verdict};
 pub use summary::summarize;
 
 #[doc(no_inline)]

@@ -58,20 +58,48 @@ const PREFIX_STREAM: u64 = u64::MAX;
 /// assert_eq!(prefix(&a), prefix(&b));
 /// ```
 pub fn synthetic_prompt(workload: &Workload, index: usize) -> String {
-    let total = workload.prompt_tokens as usize;
-    let prefix = (workload.shared_prefix_tokens as usize).min(total);
     let index = if workload.repeat_prompt { 0 } else { index };
+    prompt_from_words(
+        WORDS,
+        workload.seed,
+        workload.shared_prefix_tokens as usize,
+        workload.prompt_tokens as usize,
+        index,
+    )
+}
+
+/// The built-in word list: each word is one token of the approximate tokenizer.
+pub(crate) fn builtin_words() -> &'static [&'static str] {
+    WORDS
+}
+
+/// `total` words drawn from `words`: the first `prefix` from the shared stream of `seed`, the
+/// rest from the stream of `index`.
+pub(crate) fn prompt_from_words<W: AsRef<str>>(
+    words: &[W],
+    seed: u64,
+    prefix: usize,
+    total: usize,
+    index: usize,
+) -> String {
+    let prefix = prefix.min(total);
     let mut prompt = String::with_capacity(total * 7);
+    if words.is_empty() {
+        return prompt;
+    }
     let mut push_words = |rng: &mut SplitMix64, count: usize| {
         for _ in 0..count {
             if !prompt.is_empty() {
                 prompt.push(' ');
             }
-            prompt.push_str(WORDS[(rng.next_u64() % WORDS.len() as u64) as usize]);
+            prompt.push_str(words[(rng.next_u64() % words.len() as u64) as usize].as_ref());
         }
     };
-    push_words(&mut SplitMix64::for_stream(workload.seed, PREFIX_STREAM), prefix);
-    push_words(&mut SplitMix64::for_stream(workload.seed, index as u64), total - prefix);
+    push_words(&mut SplitMix64::for_stream(seed, PREFIX_STREAM), prefix);
+    push_words(
+        &mut SplitMix64::for_stream(seed, index as u64),
+        total - prefix,
+    );
     prompt
 }
 
@@ -101,15 +129,92 @@ struct RequestBody<'a> {
     temperature: f64,
 }
 
+/// One message of a chat conversation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Message {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    pub content: String,
+}
+
+impl Message {
+    pub fn user(content: impl Into<String>) -> Self {
+        Message {
+            role: "user".into(),
+            content: content.into(),
+        }
+    }
+
+    pub fn assistant(content: impl Into<String>) -> Self {
+        Message {
+            role: "assistant".into(),
+            content: content.into(),
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct ConversationBody<'a> {
+    model: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<&'a [Message]>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    max_tokens: u32,
+    stream: bool,
+    stream_options: StreamOptions,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ignore_eos: Option<bool>,
+    temperature: f64,
+}
+
+/// The JSON body for a conversation so far. For `/v1/completions` (`chat == false`) the
+/// messages' contents are joined with blank lines into one prompt.
+pub(crate) fn conversation_body(
+    model: &str,
+    messages: &[Message],
+    max_tokens: u32,
+    ignore_eos: bool,
+    chat: bool,
+) -> Vec<u8> {
+    let prompt = (!chat).then(|| {
+        messages
+            .iter()
+            .map(|m| m.content.as_str())
+            .collect::<Vec<_>>()
+            .join("\n\n")
+    });
+    let body = ConversationBody {
+        model,
+        messages: chat.then_some(messages),
+        prompt,
+        max_tokens,
+        stream: true,
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
+        ignore_eos: ignore_eos.then_some(true),
+        temperature: 0.0,
+    };
+    // Serializing plain strings and numbers into a Vec cannot fail.
+    serde_json::to_vec(&body).unwrap_or_default()
+}
+
 /// The JSON body for one streaming request (`/v1/chat/completions` when `chat`, else `/v1/completions`).
+#[allow(dead_code)] // kept for the parse-path benchmarks and tests
 pub(crate) fn request_body(model: &str, workload: &Workload, prompt: &str, chat: bool) -> Vec<u8> {
     let body = RequestBody {
         model,
-        messages: chat.then_some([ChatMessage { role: "user", content: prompt }]),
+        messages: chat.then_some([ChatMessage {
+            role: "user",
+            content: prompt,
+        }]),
         prompt: (!chat).then_some(prompt),
         max_tokens: workload.output_tokens,
         stream: true,
-        stream_options: StreamOptions { include_usage: true },
+        stream_options: StreamOptions {
+            include_usage: true,
+        },
         ignore_eos: workload.ignore_eos.then_some(true),
         temperature: 0.0,
     };
@@ -154,7 +259,8 @@ mod tests {
     #[test]
     fn body_has_the_openai_streaming_fields() {
         let w = Workload::new(3, 7);
-        let chat: serde_json::Value = serde_json::from_slice(&request_body("m", &w, "a b c", true)).unwrap();
+        let chat: serde_json::Value =
+            serde_json::from_slice(&request_body("m", &w, "a b c", true)).unwrap();
         assert_eq!(chat["model"], "m");
         assert_eq!(chat["messages"][0]["role"], "user");
         assert_eq!(chat["messages"][0]["content"], "a b c");
@@ -166,7 +272,8 @@ mod tests {
         assert!(chat.get("prompt").is_none());
         let mut w = w;
         w.ignore_eos = false;
-        let completion: serde_json::Value = serde_json::from_slice(&request_body("m", &w, "a b c", false)).unwrap();
+        let completion: serde_json::Value =
+            serde_json::from_slice(&request_body("m", &w, "a b c", false)).unwrap();
         assert_eq!(completion["prompt"], "a b c");
         assert!(completion.get("messages").is_none());
         assert!(completion.get("ignore_eos").is_none());

@@ -3,11 +3,11 @@
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts, Workload};
+use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::timeout_at;
 
-use crate::prompt::{request_body, synthetic_prompt};
+use crate::prompt::{Message, conversation_body};
 use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
 
@@ -17,7 +17,7 @@ pub(crate) struct RequestContext {
     pub url: String,
     pub token: Option<Secret>,
     pub model: String,
-    pub workload: Workload,
+    pub ignore_eos: bool,
     pub chat: bool,
     pub timeouts: Timeouts,
 }
@@ -31,7 +31,10 @@ pub(crate) struct WallClock {
 
 impl WallClock {
     pub(crate) fn now() -> Self {
-        WallClock { instant: Instant::now(), wall_ns: TimeWindow::now_ns() }
+        WallClock {
+            instant: Instant::now(),
+            wall_ns: TimeWindow::now_ns(),
+        }
     }
 
     pub(crate) fn wall_ns(&self, at: Instant) -> i128 {
@@ -49,39 +52,68 @@ pub(crate) struct Outcome {
     pub sent_at: Instant,
     /// The last byte received, or the moment the request failed.
     pub last_byte_at: Instant,
+    /// The generated text, when asked for (a later turn of a conversation needs it).
+    pub answer: Option<String>,
+}
+
+/// What one request sends.
+pub(crate) struct Prepared<'a> {
+    pub messages: &'a [Message],
+    pub max_tokens: u32,
+    /// Approximate prompt tokens, kept in the record unless the server reports usage.
+    pub prompt_tokens: u32,
+    pub keep_answer: bool,
 }
 
 fn ns_between(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from).as_nanos().min(u128::from(u64::MAX)) as u64
+    to.saturating_duration_since(from)
+        .as_nanos()
+        .min(u128::from(u64::MAX)) as u64
 }
 
 type Failure = (ErrorClass, String);
 
-/// Runs request `index` (whose prompt is `prompt_index`) that was due at `scheduled` (`None`:
-/// due now, as in a closed loop). Latencies in the record count from `scheduled`; nothing a
-/// server does makes this panic or run past `timeouts.total` (plus a drain of at most
-/// [`DRAIN_AFTER_DONE`] that no latency includes).
+/// Runs request `index` that was due at `scheduled` (`None`: due now, as in a closed loop).
+/// Latencies in the record count from `scheduled`; nothing a server does makes this panic or run
+/// past `timeouts.total` (plus a drain of at most [`DRAIN_AFTER_DONE`] that no latency includes).
 pub(crate) async fn execute(
     ctx: &RequestContext,
     index: usize,
-    prompt_index: usize,
+    request: Prepared<'_>,
     scheduled: Option<Instant>,
     clock: &WallClock,
 ) -> Outcome {
-    let prompt = synthetic_prompt(&ctx.workload, prompt_index);
-    let body = request_body(&ctx.model, &ctx.workload, &prompt, ctx.chat);
+    let body = conversation_body(
+        &ctx.model,
+        request.messages,
+        request.max_tokens,
+        ctx.ignore_eos,
+        ctx.chat,
+    );
     let sent_at = Instant::now();
     let scheduled = scheduled.unwrap_or(sent_at).min(sent_at);
     let mut record = RequestRecord {
         index,
         scheduled_ns: clock.wall_ns(scheduled),
         queue_delay_ns: ns_between(scheduled, sent_at),
-        prompt_tokens: Some(ctx.workload.prompt_tokens),
+        prompt_tokens: Some(request.prompt_tokens),
         ..RequestRecord::default()
     };
-    let mut account = StreamAccount::new();
+    let mut account = if request.keep_answer {
+        StreamAccount::keeping_answer()
+    } else {
+        StreamAccount::new()
+    };
     let mut last_byte_at = sent_at;
-    let result = stream(ctx, body, scheduled, sent_at, &mut account, &mut last_byte_at).await;
+    let result = stream(
+        ctx,
+        body,
+        scheduled,
+        sent_at,
+        &mut account,
+        &mut last_byte_at,
+    )
+    .await;
     account.fill(&mut record);
     match result {
         Ok(end) => record.e2e_ns = Some(ns_between(scheduled, end)),
@@ -92,7 +124,12 @@ pub(crate) async fn execute(
             last_byte_at = last_byte_at.max(Instant::now());
         }
     }
-    Outcome { record, sent_at, last_byte_at }
+    Outcome {
+        record,
+        sent_at,
+        last_byte_at,
+        answer: account.take_answer(),
+    }
 }
 
 /// After `[DONE]`, how long to wait for the body's end so the connection can be reused.
@@ -115,14 +152,24 @@ async fn stream(
     } else {
         (total_deadline, ErrorClass::TimeoutTotal)
     };
-    let mut request =
-        ctx.client.post(url).header(CONTENT_TYPE, "application/json").header(ACCEPT, "text/event-stream").body(body);
+    let mut request = ctx
+        .client
+        .post(url)
+        .header(CONTENT_TYPE, "application/json")
+        .header(ACCEPT, "text/event-stream")
+        .body(body);
     if let Some(token) = &ctx.token {
         request = request.bearer_auth(token.expose());
     }
     let mut response = match timeout_at(first_deadline.into(), request.send()).await {
         Err(_) => {
-            return Err((first_class, format!("no response headers from {url} within {:?}", first_deadline - sent_at)));
+            return Err((
+                first_class,
+                format!(
+                    "no response headers from {url} within {:?}",
+                    first_deadline - sent_at
+                ),
+            ));
         }
         Ok(Err(e)) => return Err(classify_send_error(&e, url)),
         Ok(Ok(response)) => response,
@@ -131,7 +178,10 @@ async fn stream(
     let status = response.status();
     if !status.is_success() {
         let snippet = read_snippet(&mut response, total_deadline).await;
-        return Err((ErrorClass::HttpStatus, format!("HTTP {status} from {url}: {snippet}")));
+        return Err((
+            ErrorClass::HttpStatus,
+            format!("HTTP {status} from {url}: {snippet}"),
+        ));
     }
 
     let mut parser = SseParser::default();
@@ -139,7 +189,10 @@ async fn stream(
         let (deadline, class) = if !account.has_content() {
             (first_deadline, first_class)
         } else if *last_byte_at + t.idle_between_chunks < total_deadline {
-            (*last_byte_at + t.idle_between_chunks, ErrorClass::TimeoutIdle)
+            (
+                *last_byte_at + t.idle_between_chunks,
+                ErrorClass::TimeoutIdle,
+            )
         } else {
             (total_deadline, ErrorClass::TimeoutTotal)
         };
@@ -159,7 +212,9 @@ async fn stream(
             ControlFlow::Continue(()) => ControlFlow::Continue(()),
         };
         let Some(bytes) = read else {
-            parser.finish(&mut on_event).map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
+            parser
+                .finish(&mut on_event)
+                .map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
             return match stop {
                 Some(Stop::Failed(class, message)) => Err((class, message)),
                 Some(Stop::Done) => Ok(now),
@@ -174,7 +229,9 @@ async fn stream(
             };
         };
         *last_byte_at = now;
-        parser.feed(&bytes, &mut on_event).map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
+        parser
+            .feed(&bytes, &mut on_event)
+            .map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
         match stop {
             Some(Stop::Done) => {
                 drain(&mut response).await;
@@ -208,17 +265,32 @@ async fn read_snippet(response: &mut reqwest::Response, total_deadline: Instant)
             _ => break,
         }
     }
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)]).trim().to_string();
-    if text.is_empty() { "(empty body)".to_string() } else { text }
+    let text = String::from_utf8_lossy(&body[..body.len().min(300)])
+        .trim()
+        .to_string();
+    if text.is_empty() {
+        "(empty body)".to_string()
+    } else {
+        text
+    }
 }
 
 fn timeout_message(class: ErrorClass, url: &str, t: &Timeouts) -> String {
     match class {
-        ErrorClass::TimeoutFirstToken => format!("no token from {url} within first_token timeout {:?}", t.first_token),
+        ErrorClass::TimeoutFirstToken => format!(
+            "no token from {url} within first_token timeout {:?}",
+            t.first_token
+        ),
         ErrorClass::TimeoutIdle => {
-            format!("{url} sent nothing for the idle_between_chunks timeout {:?}", t.idle_between_chunks)
+            format!(
+                "{url} sent nothing for the idle_between_chunks timeout {:?}",
+                t.idle_between_chunks
+            )
         }
-        _ => format!("{url} did not finish within the total timeout {:?}", t.total),
+        _ => format!(
+            "{url} did not finish within the total timeout {:?}",
+            t.total
+        ),
     }
 }
 
@@ -246,7 +318,11 @@ fn classify_send_error(error: &reqwest::Error, url: &str) -> Failure {
 }
 
 fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {
-    let class = if error.is_timeout() { ErrorClass::TimeoutTotal } else { ErrorClass::EarlyClose };
+    let class = if error.is_timeout() {
+        ErrorClass::TimeoutTotal
+    } else {
+        ErrorClass::EarlyClose
+    };
     (class, format!("stream from {url} broke: {}", chain(error)))
 }
 
@@ -258,9 +334,15 @@ mod tests {
     fn wall_clock_maps_instants_both_ways() {
         let clock = WallClock::now();
         let later = clock.instant + Duration::from_millis(5);
-        assert_eq!(clock.wall_ns(later) - clock.wall_ns(clock.instant), 5_000_000);
+        assert_eq!(
+            clock.wall_ns(later) - clock.wall_ns(clock.instant),
+            5_000_000
+        );
         if let Some(earlier) = clock.instant.checked_sub(Duration::from_millis(3)) {
-            assert_eq!(clock.wall_ns(clock.instant) - clock.wall_ns(earlier), 3_000_000);
+            assert_eq!(
+                clock.wall_ns(clock.instant) - clock.wall_ns(earlier),
+                3_000_000
+            );
         }
     }
 }

@@ -123,7 +123,7 @@ async fn request_body_context_warmup_and_window() {
     assert_eq!(report.context.endpoint, base);
     assert_eq!(report.context.model, "test-model");
     assert_eq!(report.context.workload, workload.describe());
-    assert_eq!(report.context.load, "concurrency 2");
+    assert_eq!(report.context.load, "concurrency 2, 4 requests after 3 warmup");
     assert_eq!(report.context.trials, 1);
     assert_eq!(report.context.cache_state, "warm", "shared prefix + warmup");
     assert_eq!(report.context.client, CLIENT);

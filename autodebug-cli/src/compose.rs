@@ -7,10 +7,17 @@ use autodebug_bench::SseBenchmarker;
 use autodebug_core::rules::{RuleAnalyzer, RulePlanner};
 use autodebug_core::session::{Session, SessionConfig, SessionEvent};
 use autodebug_core::{Error, Result};
+use autodebug_core::Deployer;
 use autodebug_deploy::local::LocalDeployer;
+use autodebug_deploy::template::engine_command;
+use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_deploy::{KubernetesDeployer, RenderAs, SlurmDeployer};
 use autodebug_telemetry::{EngineLogSource, GraphsignalSource, PrometheusScrape};
 
-use crate::config::{DeployerConfig, PlannerKind, RunConfig, TelemetryKind};
+use crate::config::{DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
+
+/// Seed of the search planners, fixed so a session replays the same proposals.
+const PLANNER_SEED: u64 = 0x5EED;
 
 pub fn session(
     config: &RunConfig,
@@ -18,20 +25,56 @@ pub fn session(
     stop: Arc<AtomicBool>,
     observer: impl Fn(&SessionEvent) + Send + Sync + 'static,
 ) -> Result<Session> {
-    let deployer = match &config.deployer {
+    let deployer: Box<dyn Deployer> = match &config.deployer {
         DeployerConfig::Simulator { .. } => {
             let program = std::env::current_exe()
                 .map_err(|e| Error::config("deployer", format!("cannot find the autodebug binary to run the simulator: {e}")))?;
-            LocalDeployer::simulator(program)
+            Box::new(LocalDeployer::simulator(program))
         }
-        DeployerConfig::Local { program, args, health_path, .. } => LocalDeployer::builder()
-            .program(program.clone())
-            .args_template(args.clone())
-            .health_path(health_path.clone())
-            .build()?,
+        DeployerConfig::Local { program, args, health_path, .. } => Box::new(
+            LocalDeployer::builder().program(program.clone()).args_template(args.clone()).health_path(health_path.clone()).build()?,
+        ),
+        DeployerConfig::Dstack { .. } => Box::new(DstackDeployer::from_env()?),
+        DeployerConfig::Slurm { program, args, partition, time_limit, cpus_per_task, mem, gres, output_dir, .. } => {
+            let (default_program, default_args) = engine_command(config.service.engine);
+            let mut slurm = SlurmDeployer::builder()
+                .program(program.clone().unwrap_or_else(|| default_program.into()))
+                .args_template(if args.is_empty() { default_args.iter().map(|a| a.to_string()).collect() } else { args.clone() })
+                .gres(*gres);
+            if let Some(p) = partition {
+                slurm = slurm.partition(p.clone());
+            }
+            if let Some(t) = time_limit {
+                slurm = slurm.time_limit(t.clone());
+            }
+            if let Some(c) = cpus_per_task {
+                slurm = slurm.cpus_per_task(*c);
+            }
+            if let Some(m) = mem {
+                slurm = slurm.mem(m.clone());
+            }
+            if let Some(d) = output_dir {
+                slurm = slurm.output_dir(d.clone());
+            }
+            Box::new(slurm.build()?)
+        }
+        DeployerConfig::Kubernetes { namespace, base_url, .. } => {
+            let mut k8s = KubernetesDeployer::builder().from_env()?;
+            if let Some(ns) = namespace {
+                k8s = k8s.namespace(ns.clone());
+            }
+            if let Some(url) = base_url {
+                k8s = k8s.base_url(url.clone());
+            }
+            Box::new(k8s.build()?)
+        }
+    };
+    let deployer: Box<dyn Deployer> = match config.render_as {
+        None => Box::new(deployer),
+        Some(target) => Box::new(RenderAs::new(deployer, renderer(target, config)?)),
     };
     let mut builder = Session::builder()
-        .deployer(deployer)
+        .deployer_boxed(deployer)
         .benchmarker(SseBenchmarker::from_env())
         .analyzer(RuleAnalyzer::new())
         .stop_flag(stop)
@@ -42,13 +85,29 @@ pub fn session(
             TelemetryKind::Graphsignal => match &config.deployer {
                 // The simulator serves its own Graphsignal-shaped debug context next to its API.
                 DeployerConfig::Simulator { .. } => builder.telemetry(GraphsignalSource::served_by_endpoint()),
-                DeployerConfig::Local { .. } => builder.telemetry(GraphsignalSource::from_env().map_err(|e| e.into_core("graphsignal"))?.build()),
+                _ => builder.telemetry(GraphsignalSource::from_env().map_err(|e| e.into_core("graphsignal"))?.build()),
             },
             TelemetryKind::Logs => builder.telemetry(EngineLogSource::new()),
         };
     }
     builder = match config.planner {
         PlannerKind::Rules => builder.planner(RulePlanner::new()),
+        PlannerKind::Hybrid => builder.planner(autodebug_core::search::HybridPlanner::new(PLANNER_SEED)),
+        PlannerKind::Bayes => builder.planner(autodebug_core::search::BayesPlanner::new(PLANNER_SEED)),
+        PlannerKind::Grid => builder.planner(autodebug_core::search::GridPlanner::new()),
+        PlannerKind::Random => builder.planner(autodebug_core::search::RandomPlanner::new(PLANNER_SEED)),
+        PlannerKind::Oat => builder.planner(autodebug_core::search::OneKnobPlanner::new()),
     };
     builder.build(session_config)
+}
+
+/// The deployer whose `render` writes the trail's files for `target`, running the real engine.
+fn renderer(target: RenderTarget, config: &RunConfig) -> Result<Box<dyn Deployer>> {
+    let (program, args) = engine_command(config.service.engine);
+    Ok(match target {
+        RenderTarget::Local => Box::new(LocalDeployer::builder().program(program).args_template(args).build()?),
+        RenderTarget::Slurm => Box::new(SlurmDeployer::builder().program(program).args_template(args).build()?),
+        RenderTarget::Dstack => Box::new(DstackDeployer::render_only(serde_yaml::Value::Null)),
+        RenderTarget::Kubernetes => Box::new(autodebug_deploy::KubernetesDeployer::render_only()),
+    })
 }

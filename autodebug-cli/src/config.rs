@@ -4,11 +4,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autodebug_core::session::SessionConfig;
+use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_deploy::KubernetesDeployer;
 use autodebug_core::{BenchPlan, Constraint, EngineKind, Error, LaunchFlags, Load, Objective, Result, ServiceSpec, Workload};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A configured session, as read from `autodebug.yaml`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunConfig {
     /// Session name in the store; defaults to `<engine>-<ISO time>`.
@@ -17,19 +20,41 @@ pub struct RunConfig {
     /// Where the store and the trail go.
     #[serde(default = "default_sessions_dir")]
     pub sessions_dir: PathBuf,
+    /// Where and how the service is deployed (`kind` picks the deployer).
     pub deployer: DeployerConfig,
     /// The service to tune: its baseline configuration.
     pub service: ServiceConfig,
     /// Benchmarks run every iteration; the first is the primary one.
     pub bench: Vec<BenchConfig>,
+    /// What to optimize and the constraints every candidate must meet.
     pub objective: ObjectiveConfig,
     #[serde(default)]
+    /// How the next configuration is chosen.
     pub planner: PlannerKind,
     #[serde(default)]
+    /// When to stop.
     pub budget: BudgetConfig,
     /// Telemetry sources read each iteration.
     #[serde(default = "default_telemetry")]
     pub telemetry: Vec<TelemetryKind>,
+    /// Write each iteration's config as this target's deployable file (for the real engine)
+    /// while measuring on `deployer`: a preview of what a real campaign would apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub render_as: Option<RenderTarget>,
+}
+
+/// A platform whose deployable file the trail can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum RenderTarget {
+    /// A shell script running the real engine command.
+    Local,
+    /// An sbatch script.
+    Slurm,
+    /// A dstack service configuration.
+    Dstack,
+    /// Kubernetes manifests (Deployment + Service), multi-document YAML.
+    Kubernetes,
 }
 
 fn default_sessions_dir() -> PathBuf {
@@ -41,24 +66,89 @@ fn default_telemetry() -> Vec<TelemetryKind> {
 }
 
 /// Where and how the service is deployed.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum DeployerConfig {
     /// The built-in simulated engine, run as a local child process (`autodebug sim serve`).
     Simulator {
         #[serde(default = "default_ready_timeout")]
+        /// Seconds to wait for the service to report healthy.
         ready_timeout_s: f64,
     },
     /// Any engine command run locally; `args` may use `{port}`, `{host}`, `{model}`, `{flags}`.
     Local {
+        /// The engine executable.
         program: PathBuf,
         #[serde(default)]
+        /// Arguments; `{flags}` expands to the iteration's launch flags as separate arguments.
         args: Vec<String>,
         #[serde(default = "default_health_path")]
+        /// Path polled until it answers 200.
         health_path: String,
         #[serde(default = "default_ready_timeout")]
+        /// Seconds to wait for the service to report healthy.
         ready_timeout_s: f64,
     },
+    /// A dstack service through the dstack server's REST API; server, project and token come from
+    /// `~/.dstack/config.yml` or `DSTACK_SERVER_URL`, `DSTACK_TOKEN`, `DSTACK_PROJECT`.
+    Dstack {
+        /// Your own dstack service YAML: kept intact except for the knobs a plan changes.
+        #[serde(default)]
+        base_file: Option<PathBuf>,
+        /// Seconds to wait for the run to be provisioned and healthy.
+        #[serde(default = "default_cloud_ready_timeout")]
+        ready_timeout_s: f64,
+    },
+    /// A Slurm batch job running the engine (`sbatch`, `scontrol`, `scancel` on PATH); the job's node
+    /// must be reachable from here and its output directory shared.
+    Slurm {
+        /// The engine executable on the node (default: the engine's usual launcher).
+        #[serde(default)]
+        program: Option<PathBuf>,
+        /// Argument templates, as for `local` (default: the engine's usual command line).
+        #[serde(default)]
+        args: Vec<String>,
+        #[serde(default)]
+        partition: Option<String>,
+        /// `--time` of each job.
+        #[serde(default)]
+        time_limit: Option<String>,
+        #[serde(default)]
+        cpus_per_task: Option<u32>,
+        /// `--mem`, e.g. `64G`.
+        #[serde(default)]
+        mem: Option<String>,
+        /// Ask for the service's GPUs with `--gres`.
+        #[serde(default = "default_true")]
+        gres: bool,
+        /// Where job scripts and output go (must be visible from the nodes).
+        #[serde(default)]
+        output_dir: Option<PathBuf>,
+        #[serde(default = "default_cloud_ready_timeout")]
+        ready_timeout_s: f64,
+    },
+    /// A Kubernetes Deployment + Service by server-side apply (kubeconfig found the usual way).
+    Kubernetes {
+        #[serde(default)]
+        namespace: Option<String>,
+        /// Your own manifests (multi-document YAML): kept intact except for the planned knobs.
+        #[serde(default)]
+        base_file: Option<PathBuf>,
+        /// How to reach the service from here, e.g. `http://localhost:8000` behind a port-forward
+        /// (default: the Service's cluster DNS name).
+        #[serde(default)]
+        base_url: Option<String>,
+        #[serde(default = "default_cloud_ready_timeout")]
+        ready_timeout_s: f64,
+    },
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_cloud_ready_timeout() -> f64 {
+    1800.0
 }
 
 fn default_ready_timeout() -> f64 {
@@ -72,18 +162,23 @@ fn default_health_path() -> String {
 impl DeployerConfig {
     pub fn ready_timeout(&self) -> Duration {
         let s = match self {
-            DeployerConfig::Simulator { ready_timeout_s } | DeployerConfig::Local { ready_timeout_s, .. } => *ready_timeout_s,
+            DeployerConfig::Simulator { ready_timeout_s }
+            | DeployerConfig::Local { ready_timeout_s, .. }
+            | DeployerConfig::Dstack { ready_timeout_s, .. }
+            | DeployerConfig::Slurm { ready_timeout_s, .. }
+            | DeployerConfig::Kubernetes { ready_timeout_s, .. } => *ready_timeout_s,
         };
         Duration::from_secs_f64(s.max(1.0))
     }
 }
 
 /// The baseline service configuration.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ServiceConfig {
     #[serde(default = "default_service_name")]
     pub name: String,
+    #[schemars(schema_with = "crate::cmd::config_reference::engine_schema")]
     pub engine: EngineKind,
     pub model: String,
     /// `NAME[:MEMORY]:COUNT`, e.g. `H100:1`.
@@ -93,6 +188,7 @@ pub struct ServiceConfig {
     pub image: Option<String>,
     /// Engine launch flags (`--flag: value`, `--switch: null`).
     #[serde(default)]
+    #[schemars(schema_with = "crate::cmd::config_reference::flags_schema")]
     pub flags: LaunchFlags,
 }
 
@@ -101,15 +197,20 @@ fn default_service_name() -> String {
 }
 
 /// One benchmark plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BenchConfig {
+    /// Plan name; metrics are named `<name>.<metric>`.
     pub name: String,
+    /// Prompt length in tokens.
     pub prompt_tokens: u32,
+    /// Completion length in tokens.
     pub output_tokens: u32,
     #[serde(default)]
+    /// Tokens every prompt shares at its start (a system prompt), for prefix-cache effects.
     pub shared_prefix_tokens: u32,
     #[serde(default)]
+    /// Send the same prompt every time.
     pub repeat_prompt: bool,
     /// 1 = sequential.
     #[serde(default = "one")]
@@ -117,8 +218,10 @@ pub struct BenchConfig {
     /// Open-loop Poisson arrivals at this rate instead of a closed loop.
     #[serde(default)]
     pub rate: Option<f64>,
+    /// Measured requests.
     pub requests: usize,
     #[serde(default)]
+    /// Requests sent first and not measured.
     pub warmup: usize,
 }
 
@@ -127,26 +230,40 @@ fn one() -> usize {
 }
 
 /// What to optimize.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ObjectiveConfig {
     #[serde(default)]
+    /// Metric to minimize, e.g. `chat.e2e.mean`; set this or `maximize`.
     pub minimize: Option<String>,
     #[serde(default)]
+    /// Metric to maximize, e.g. `concurrent.output_throughput`.
     pub maximize: Option<String>,
     /// e.g. `ttft.p99 <= 200ms`, `error_rate == 0`.
     #[serde(default)]
     pub constraints: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PlannerKind {
+    /// Rules while they fire, then Bayesian (TPE) search, then repeated trials of the champion
+    /// with a DRAFT / VERDICT statement.
     #[default]
+    Hybrid,
+    /// The built-in rule planner: each change follows from a finding and cites its signals.
     Rules,
+    /// Constrained, failure-aware TPE search over the catalog's knobs.
+    Bayes,
+    /// Every combination of the catalog's search candidates, in order.
+    Grid,
+    /// Uniform random search (a yardstick).
+    Random,
+    /// One knob at a time from the champion (coordinate descent).
+    Oat,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TelemetryKind {
     /// Scrape the engine's `/metrics` at the window's start and end.
@@ -157,12 +274,14 @@ pub enum TelemetryKind {
     Logs,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetConfig {
     #[serde(default = "default_iterations")]
+    /// Iterations to run, the baseline included.
     pub iterations: u32,
     #[serde(default)]
+    /// Stop after this many seconds (checked between steps).
     pub wall_time_s: Option<f64>,
 }
 
@@ -180,10 +299,19 @@ impl RunConfig {
     /// Reads and checks a config file; errors name the file and the field.
     pub fn load(path: &Path) -> Result<RunConfig> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let config: RunConfig = serde_yaml::from_str(&text).map_err(|e| {
+        let mut config: RunConfig = serde_yaml::from_str(&text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Error::config(format!("{}{at}", path.display()), e.to_string())
         })?;
+        // Paths in the file may start with `~/`, as people write them.
+        if let DeployerConfig::Local { program, .. } = &mut config.deployer {
+            *program = PathBuf::from(expand_home(&program.to_string_lossy()));
+        }
+        if let DeployerConfig::Dstack { base_file: Some(f), .. } | DeployerConfig::Kubernetes { base_file: Some(f), .. } = &mut config.deployer {
+            *f = PathBuf::from(expand_home(&f.to_string_lossy()));
+        }
+        config.service.model = expand_home(&config.service.model);
+        config.sessions_dir = PathBuf::from(expand_home(&config.sessions_dir.to_string_lossy()));
         config.objective().map_err(|e| Error::config(format!("{} objective", path.display()), e.to_string()))?;
         if config.bench.is_empty() {
             return Err(Error::config(format!("{} bench", path.display()), "add at least one benchmark plan"));
@@ -239,6 +367,7 @@ impl RunConfig {
             planner: PlannerKind::Rules,
             budget: BudgetConfig { iterations, wall_time_s: None },
             telemetry: default_telemetry(),
+            render_as: None,
         }
     }
 
@@ -254,13 +383,33 @@ impl RunConfig {
         Ok(objective)
     }
 
-    pub fn baseline(&self) -> ServiceSpec {
+    /// The configuration the session starts from: the user's base file when the deployer names
+    /// one (its flags, image, resources and the untouched rest), then `service` on top.
+    pub fn baseline(&self) -> Result<ServiceSpec> {
         let s = &self.service;
+        let from_file = match &self.deployer {
+            DeployerConfig::Dstack { base_file: Some(path), .. } => Some(DstackDeployer::base_spec_from_file(path)?),
+            DeployerConfig::Kubernetes { base_file: Some(path), .. } => Some(KubernetesDeployer::base_spec_from_file(path)?),
+            _ => None,
+        };
         let mut spec = ServiceSpec::new(s.name.clone(), s.engine, s.model.clone());
-        spec.image = s.image.clone();
-        spec.flags = s.flags.clone();
-        spec.resources.gpu = s.gpu.clone();
-        spec
+        if let Some(base) = from_file {
+            spec.flags = base.flags;
+            spec.image = base.image;
+            spec.resources = base.resources;
+            spec.env = base.env;
+            spec.base = base.base;
+        }
+        if s.image.is_some() {
+            spec.image = s.image.clone();
+        }
+        if s.gpu.is_some() {
+            spec.resources.gpu = s.gpu.clone();
+        }
+        for (name, value) in s.flags.iter() {
+            spec.flags.set(name, value);
+        }
+        Ok(spec)
     }
 
     pub fn bench_plans(&self) -> Vec<BenchPlan> {
@@ -290,5 +439,13 @@ impl RunConfig {
             ready_timeout: self.deployer.ready_timeout(),
             sessions_dir: self.sessions_dir.clone(),
         })
+    }
+}
+
+/// `~/x` → `$HOME/x`; anything else unchanged.
+fn expand_home(text: &str) -> String {
+    match (text.strip_prefix("~/"), std::env::var("HOME")) {
+        (Some(rest), Ok(home)) if !home.is_empty() => format!("{}/{rest}", home.trim_end_matches('/')),
+        _ => text.to_string(),
     }
 }

@@ -41,6 +41,44 @@ enum Command {
     /// Run a configured session (deployer, baseline, benchmarks, objective, planner, budget).
     #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3")]
     Run(cmd::session::RunArgs),
+    /// Write a self-contained HTML report of a session (SVG charts inline), and its charts as
+    /// SVG or PNG files for slides.
+    #[command(after_help = "Examples:\n  autodebug report --db sessions --out report.html\n  autodebug report --db /tmp/demo --session NAME --out /tmp/report.html --png-dir /tmp/charts")]
+    Report(cmd::report::Args),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(after_help = "Examples:\n  autodebug completions bash > ~/.local/share/bash-completion/completions/autodebug\n  autodebug completions zsh > ~/.zfunc/_autodebug\n  autodebug completions fish > ~/.config/fish/completions/autodebug.fish")]
+    Completions(cmd::completions::Args),
+    /// Write a commented starter autodebug.yaml for a deployment target.
+    #[command(after_help = "Examples:\n  autodebug init\n  autodebug init --target local --out autodebug.yaml --force\n  autodebug init --target dstack --out -")]
+    Init(cmd::init::Args),
+    /// Print the autodebug.yaml reference (markdown, generated from the config types).
+    #[command(after_help = "Examples:\n  autodebug config-reference > docs/config-reference.md\n  autodebug config-reference --json > autodebug.schema.json")]
+    ConfigReference(cmd::config_reference::Args),
+    /// Benchmark an OpenAI-compatible endpoint: load modes, workloads, trials, sweeps, A/B.
+    #[command(after_help = "Examples:\n  autodebug bench --url http://127.0.0.1:30000 --model qwen --concurrency 8 --requests 64 --isl 512 --osl 128\n  autodebug bench --url URL --model M --rate 4 --arrival gamma --burstiness 0.5 --duration 60s --json report.json --jsonl requests.jsonl\n  autodebug bench --url URL --model M --sweep-concurrency 1,2,4,8 --trials 3\n  autodebug bench --url URL_A --compare-url URL_B --model M --concurrency 4 --trials 5 --metric output_throughput\n  autodebug bench --url URL --model M --dataset sharegpt.jsonl --tokenizer tokenizer.json\n  autodebug bench --self-check --json\n\nThe bearer token comes from --token-env VAR, --token-file FILE, AUTODEBUG_BENCH_TOKEN or OPENAI_API_KEY; it is never printed.")]
+    Bench(cmd::bench::Args),
+    /// Analyze a PyTorch-profiler (Kineto) trace: kernel classes, GPU busy/idle, stream overlap,
+    /// operators and steps.
+    #[command(subcommand, after_help = "Examples:\n  autodebug trace analyze worker0.pt.trace.json.gz\n  autodebug trace analyze trace.json --top 30 --json")]
+    Trace(cmd::trace::Args),
+    /// Analyze an engine log (SGLang, vLLM, llama.cpp): signals and a capacity plan.
+    #[command(subcommand, after_help = "Examples:\n  autodebug logs analyze server.log\n  autodebug logs analyze server.log --engine vllm --isl 2000 --osl 500 --json")]
+    Logs(cmd::logs::Args),
+    /// Fetch one telemetry source (Prometheus server, Graphsignal, a live /metrics scrape) for a window.
+    #[command(subcommand, after_help = "Examples:\n  autodebug telemetry fetch --source prometheus --url http://prometheus:9090 --start 2026-03-24T20:40:00Z --end 2026-03-24T20:45:00Z\n  autodebug telemetry fetch --source scrape --url http://127.0.0.1:30000 --duration 10s --json")]
+    Telemetry(cmd::telemetry::Args),
+    /// Read the experiment store back: sessions, iterations, diffs, the champion, Pareto fronts.
+    #[command(after_help = "Examples:\n  autodebug history list\n  autodebug history list --session demo\n  autodebug history show 3\n  autodebug history diff 1 3\n  autodebug history best --objective \"minimize e2e.mean\"\n  autodebug history pareto --x ttft.p99 --y output_throughput\n\nAll take --db PATH (default sessions/autodebug.db), --session NAME (default: the latest) and --json.")]
+    History(cmd::history::Args),
+    /// Judge service-level budgets on every iteration of a session (a CI gate for serving configs).
+    #[command(after_help = "Examples:\n  autodebug check --ttft-p99-ms 200 --itl-p95-ms 20 --min-output-throughput 300 --max-error-rate 0\n  autodebug check --budget \"concurrent.e2e.p99 <= 2s\" --champion --strict --json\n\nExit codes: 0 judged (without --strict: whatever the verdicts), 1 error (no store, bad budget),\n2 usage error, 3 with --strict: a budget failed or a metric needed to judge one is missing.")]
+    Check(cmd::check::Args),
+    /// Export a session as CSV, JSON or markdown (a results table, a GitHub issue or PR body).
+    #[command(after_help = "Examples:\n  autodebug export --format csv --out results.csv\n  autodebug export --format markdown --template issue\n  autodebug export --format markdown --template pr --session demo --out pr.md\n  autodebug export --json")]
+    Export(cmd::export::Args),
+    /// Add benchmark reports from vLLM, SGLang, AIPerf or guidellm to the history.
+    #[command(after_help = "Examples:\n  autodebug ingest vllm-result.json\n  autodebug ingest results.jsonl --format sglang --session sglang-sweep\n  autodebug ingest artifacts/profile_export_aiperf.json --engine sglang\n  autodebug ingest benchmarks.json --session guidellm --json\n\nFormats: vLLM `vllm bench serve --save-result` JSON, SGLang `bench_serving --output-file` JSONL,\nAIPerf profile_export_aiperf.json, guidellm benchmarks.json. Each run becomes an `ok` iteration;\nits findings name the source file, the original fields and the definitions that differ\n(guidellm's TPOT includes TTFT; its ITL and AIPerf's ITL are autodebug's tpot).")]
+    Ingest(cmd::ingest::Args),
     // -- commands: add one variant per sub-command above this line --
     /// The simulated inference engine.
     Sim {
@@ -58,6 +96,10 @@ enum SimCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Measure the planners (rules, grid, random, oat, bayes, hybrid) against the true optimum of
+    /// six simulated scenarios, in virtual time.
+    #[command(after_help = "Examples:\n  autodebug sim tune-suite\n  autodebug sim tune-suite --planners random,hybrid --seeds 3 --json results.json\n  autodebug sim tune-suite --scenarios kv-starved --budget 30 --json -")]
+    TuneSuite(cmd::tune_suite::Args),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -92,7 +134,20 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Demo(args) => cmd::session::demo(args, &global).await,
             Command::Run(args) => cmd::session::run(args, &global).await,
+            Command::Report(args) => cmd::report::run(args, &global).await,
+            Command::Completions(args) => cmd::completions::run(args, &global).await,
+            Command::Init(args) => cmd::init::run(args, &global).await,
+            Command::ConfigReference(args) => cmd::config_reference::run(args, &global).await,
+            Command::Bench(args) => cmd::bench::run(args, &global).await,
+            Command::Trace(args) => cmd::trace::run(args, &global).await,
+            Command::Logs(args) => cmd::logs::run(args, &global).await,
+            Command::Telemetry(args) => cmd::telemetry::run(args, &global).await,
+            Command::History(args) => cmd::history::run(args, &global).await,
+            Command::Check(args) => cmd::check::run(args, &global).await,
+            Command::Export(args) => cmd::export::run(args, &global).await,
+            Command::Ingest(args) => cmd::ingest::run(args, &global).await,
             // -- dispatch: add one arm per sub-command above this line --
+            Command::Sim { command: SimCommand::TuneSuite(args) } => cmd::tune_suite::run(args, &global).await,
             Command::Sim { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -191,3 +191,43 @@ fn bad_input_gets_a_clear_error_naming_the_file_or_flag() {
     assert!(stderr.contains("--rm-rf"), "{stderr}");
     assert!(!dir.path().join("sessions").join("autodebug.db").exists() || files_with_prefix(&dir.path().join("sessions"), "debug-").is_empty());
 }
+
+#[test]
+fn ctrl_c_finishes_the_current_step_records_it_and_exits_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), 10);
+    let sessions = dir.path().join("sessions");
+    let mut child = Command::new(BIN).args(["run", "-q", "-c"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+
+    // Interrupt while iteration 1's engine is up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let engines = loop {
+        assert!(Instant::now() < deadline, "the engine never started");
+        let engines = children_of(child.id());
+        if !engines.is_empty() {
+            break engines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: sending a signal to our own child process.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "autodebug did not exit after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    assert!(engines.iter().all(|&pid| !alive(pid)), "engine left behind after Ctrl-C");
+
+    let store = Store::open(&sessions.join("autodebug.db")).unwrap();
+    let session = store.session_by_name("killed").unwrap().unwrap();
+    let history = store.history(session.id).unwrap();
+    assert_eq!(history.iterations.len(), 1, "the interrupted iteration is recorded, nothing after it");
+    assert!(store.unfinished(session.id).unwrap().is_empty());
+    assert_eq!(files_with_prefix(&sessions, "debug-").len(), 1, "its log is written");
+}

@@ -149,11 +149,60 @@ pub struct BenchPlan {
     /// Use `/v1/chat/completions` (true) or `/v1/completions` (false).
     #[serde(default = "default_true")]
     pub chat: bool,
+    /// Run the whole plan this many times (0 and 1 both mean once); a benchmarker reports the
+    /// trials together (records of every trial, spread across trials in its context).
+    #[serde(default = "default_trials", skip_serializing_if = "is_one_trial")]
+    pub trials: u32,
+    /// Stop starting measured requests this many ms after the first one; `requests` is then an
+    /// upper bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u64>,
+    /// Closed loop: start the workers spread evenly over this many ms, so concurrency grows to
+    /// its target instead of arriving as one burst.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ramp_up_ms: Option<u64>,
+}
+
+fn default_trials() -> u32 {
+    1
+}
+
+fn is_one_trial(trials: &u32) -> bool {
+    *trials <= 1
 }
 
 impl BenchPlan {
     pub fn new(name: impl Into<String>, workload: Workload, load: Load, requests: usize) -> Self {
-        BenchPlan { name: name.into(), workload, load, requests, warmup_requests: 0, timeouts: Timeouts::default(), chat: true }
+        BenchPlan {
+            name: name.into(),
+            workload,
+            load,
+            requests,
+            warmup_requests: 0,
+            timeouts: Timeouts::default(),
+            chat: true,
+            trials: 1,
+            duration_ms: None,
+            ramp_up_ms: None,
+        }
+    }
+
+    /// Repeats the plan `trials` times (at least once).
+    pub fn with_trials(mut self, trials: u32) -> Self {
+        self.trials = trials.max(1);
+        self
+    }
+
+    /// Stops starting measured requests after `duration`; `requests` stays an upper bound.
+    pub fn with_duration(mut self, duration: Duration) -> Self {
+        self.duration_ms = Some(duration.as_millis() as u64);
+        self
+    }
+
+    /// Closed loop: grows concurrency to its target over `ramp_up`.
+    pub fn with_ramp_up(mut self, ramp_up: Duration) -> Self {
+        self.ramp_up_ms = Some(ramp_up.as_millis() as u64);
+        self
     }
 
     pub fn with_warmup(mut self, warmup_requests: usize) -> Self {

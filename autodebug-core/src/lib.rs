@@ -55,3 +55,8 @@ pub mod testing;
 pub mod trail;
 pub mod session;
 pub mod rules;
+pub mod llm;
+pub mod pricing;
+pub mod search;
+pub mod report;
+pub mod ingest;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
 use crate::trail::Trail;
 use crate::{
@@ -149,6 +150,7 @@ pub struct SessionBuilder {
     space: Option<SearchSpace>,
     observer: Option<Observer>,
     stop: Option<Arc<AtomicBool>>,
+    prices: Option<PriceTable>,
 }
 
 impl SessionBuilder {
@@ -198,6 +200,12 @@ impl SessionBuilder {
         self
     }
 
+    /// GPU prices for the derived `cost_per_mtok` metrics (default: the shipped table).
+    pub fn price_table(mut self, prices: PriceTable) -> Self {
+        self.prices = Some(prices);
+        self
+    }
+
     /// A flag that, once raised (e.g. by a Ctrl-C handler), lets the current step finish, records
     /// the iteration and stops.
     pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
@@ -221,6 +229,7 @@ impl SessionBuilder {
             space: self.space,
             observer: self.observer,
             stop: self.stop.unwrap_or_default(),
+            prices: self.prices.unwrap_or_default(),
             config,
             store: Mutex::new(store),
             trail,
@@ -238,6 +247,7 @@ pub struct Session {
     space: Option<SearchSpace>,
     observer: Option<Observer>,
     stop: Arc<AtomicBool>,
+    prices: PriceTable,
     config: SessionConfig,
     store: Mutex<Store>,
     trail: Trail,
@@ -262,6 +272,7 @@ impl Session {
             space: None,
             observer: None,
             stop: None,
+            prices: None,
         }
     }
 
@@ -535,6 +546,7 @@ impl Session {
             }
         }
         iteration.metrics = bench_metrics(&reports);
+        derive_cost_metrics(&iteration.spec, &mut iteration.metrics, &self.prices);
 
         let step = Instant::now();
         let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();

@@ -622,6 +622,23 @@ impl Store {
         Ok(self.history(session)?.champion(&record.objective).cloned())
     }
 
+    /// The champion configuration of the most recent finished session on this model and GPU type
+    /// (`H100` matches `H100:1` and `H100:80GB:2`), as the known-good start of a new session.
+    pub fn known_good(&self, model: &str, gpu: &str) -> Result<Option<ServiceSpec>> {
+        let gpu_name = |spec: &ServiceSpec| spec.resources.gpu_name_and_count().map(|(name, _)| name);
+        let wanted = gpu.split(':').next().unwrap_or(gpu);
+        let finished = self.query_sessions("WHERE finished_ns IS NOT NULL ORDER BY started_ns DESC, id DESC", [])?;
+        for session in finished {
+            if let Some(champion) = self.history(session.id)?.champion(&session.objective)
+                && champion.spec.model == model
+                && gpu_name(&champion.spec).is_some_and(|name| name.eq_ignore_ascii_case(wanted))
+            {
+                return Ok(Some(champion.spec.clone()));
+            }
+        }
+        Ok(None)
+    }
+
     // ---- helpers ----
 
     fn error(&self, message: impl Into<String>) -> Error {

@@ -39,6 +39,7 @@
 pub mod decorators;
 pub mod dstack;
 mod health;
+pub mod kubernetes;
 pub mod local;
 mod logbuf;
 mod process;
@@ -46,6 +47,7 @@ pub mod slurm;
 pub mod template;
 
 pub use decorators::{DryRun, RenderAs, Retrying};
+pub use kubernetes::{KubernetesDeployer, KubernetesDeployerBuilder};
 pub use local::{LocalDeployer, LocalDeployerBuilder};
 pub use slurm::{SlurmDeployer, SlurmDeployerBuilder};
 pub use logbuf::{DEFAULT_LOG_CAPACITY, MAX_LINE_BYTES};

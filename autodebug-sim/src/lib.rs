@@ -38,6 +38,7 @@ mod rng;
 pub mod server;
 mod simulate;
 mod tokenizer;
+pub mod tune_suite;
 
 pub use autodebug_core::EngineKind;
 pub use config::{

@@ -12,6 +12,8 @@
 //!   attributes, metrics, errors) and [`parse_debug_context`].
 //! - [`logs`]: [`EngineLogSource`] and [`parse_engine_logs`], facts from SGLang, vLLM and
 //!   llama.cpp logs (KV pool size, batch statistics, preemptions, per-request timings, fatal errors).
+//! - [`trace`]: PyTorch-profiler (Kineto) traces — kernel classes, GPU busy/idle, overlap — and
+//!   [`trace::TraceSource`] over a directory of them.
 //!
 //! ```
 //! use autodebug_telemetry::prometheus::{parse_exposition, window_signals, GaugeTracker};
@@ -32,6 +34,7 @@ pub mod graphsignal;
 pub mod logs;
 pub mod prometheus;
 mod timestamps;
+pub mod trace;
 
 pub use error::{Result, TelemetryError};
 pub use graphsignal::{GraphsignalSource, parse_debug_context};

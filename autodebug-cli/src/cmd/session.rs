@@ -19,6 +19,10 @@ pub struct DemoArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Write each iteration's config as this platform's deployable file for the real engine
+    /// (the loop still measures the simulator).
+    #[arg(long, value_enum)]
+    render_as: Option<crate::config::RenderTarget>,
 }
 
 #[derive(clap::Args)]
@@ -41,7 +45,8 @@ pub struct RunArgs {
 }
 
 pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
-    let config = RunConfig::demo(&args.out, args.iterations);
+    let mut config = RunConfig::demo(&args.out, args.iterations);
+    config.render_as = args.render_as;
     run_session(config, None, false, None, args.json, global.quiet).await
 }
 
@@ -67,7 +72,7 @@ async fn run_session(
     let progress = output::Progress::new(quiet || json);
     let session_config = config.session_config(name, iterations)?;
     let session = compose::session(&config, session_config, stop, progress.observer())?;
-    let outcome = if resume { session.resume(given_name.as_deref()).await? } else { session.run(config.baseline()).await? };
+    let outcome = if resume { session.resume(given_name.as_deref()).await? } else { session.run(config.baseline()?).await? };
     progress.finish();
     if json {
         println!("{}", output::outcome_json(&outcome, &config.sessions_dir));

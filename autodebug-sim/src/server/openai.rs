@@ -2,7 +2,8 @@
 //! and non-streaming) and `GET /v1/models`, shaped like SGLang's and vLLM's responses.
 //!
 //! Every chunk carries an extra `sim_ts_ns` field: the server's Unix-nanosecond timestamp of when
-//! the chunk's tokens were produced, so a benchmark client can measure its own timing error.
+//! the chunk's tokens were produced, and `sim_arrival_ns`, when the request arrived, so a benchmark
+//! client can measure its own timing error.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -468,7 +469,7 @@ async fn generate(
         id,
         requested,
         request.include_usage,
-        state.clock.unix_ns(arrived) / 1_000_000_000,
+        state.clock.unix_ns(arrived),
     );
     if request.stream {
         Ok(stream_response(writer, deliveries, guard))
@@ -486,6 +487,8 @@ struct ChunkWriter {
     model: String,
     requested_max_tokens: u32,
     include_usage: bool,
+    /// When the request arrived (Unix ns), sent as `sim_arrival_ns` so clients can compare TTFTs.
+    arrived_unix_ns: u64,
     word_seed: u64,
     text_position: u32,
     role_sent: bool,
@@ -499,7 +502,7 @@ impl ChunkWriter {
         id: u64,
         requested_max_tokens: u32,
         include_usage: bool,
-        created: u64,
+        arrived_unix_ns: u64,
     ) -> ChunkWriter {
         let response_id = match api {
             Api::Chat => format!("chatcmpl-{id}"),
@@ -509,7 +512,8 @@ impl ChunkWriter {
             api,
             engine: state.identity.engine,
             response_id,
-            created,
+            created: arrived_unix_ns / 1_000_000_000,
+            arrived_unix_ns,
             model: state.served_model_name.clone(),
             requested_max_tokens,
             include_usage,
@@ -554,6 +558,7 @@ impl ChunkWriter {
         json!({
             "id": self.response_id, "object": self.object(true), "created": self.created, "model": self.model,
             "system_fingerprint": null, "choices": [choice], "sim_ts_ns": sim_ts_ns,
+            "sim_arrival_ns": self.arrived_unix_ns,
         })
     }
 

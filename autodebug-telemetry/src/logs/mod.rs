@@ -5,6 +5,7 @@
 //! Startup lines count whenever they were printed; per-request and per-batch lines only inside
 //! the window, when one is given. Every signal quotes the line it came from in its `detail`.
 
+pub mod capacity;
 mod collector;
 mod errors;
 mod llamacpp;

@@ -1,0 +1,383 @@
+//! [`RuleAnalyzer`]: the checks kept in code, then every knowledge-base rule.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::canonical as c;
+use crate::{Analysis, Analyzer, Bottleneck, Evidence, Finding, Result, SearchSpace, Severity, Signal, SignalKind};
+
+use super::eval::{Facts, normalize, render, same_setting, startup_attribute};
+use super::kb::{KnowledgeBase, Rule};
+use super::{derived, rule};
+
+/// Names bottlenecks from bench results and telemetry, citing the signals each rests on.
+///
+/// Kept in code because they read structure rather than thresholds: client errors
+/// ([`rule::BENCH_ERRORS`]), engine error lines ([`rule::ENGINE_ERRORS`]), asked-for flags the engine
+/// reports otherwise ([`rule::NOT_APPLIED`]: startup attributes, vLLM's `cache_config_info` labels,
+/// the startup `non-default args` / `server_args` lines), and the benchmark-derived signals of
+/// [`derived`]. Everything else is a rule of the [`KnowledgeBase`].
+#[derive(Debug, Clone)]
+pub struct RuleAnalyzer {
+    kb: Arc<KnowledgeBase>,
+}
+
+impl Default for RuleAnalyzer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RuleAnalyzer {
+    /// The analyzer with the shipped rules.
+    pub fn new() -> Self {
+        Self::from_kb(KnowledgeBase::builtin())
+    }
+
+    pub fn from_kb(kb: KnowledgeBase) -> Self {
+        RuleAnalyzer { kb: Arc::new(kb) }
+    }
+
+    /// The shipped rules plus those of a user file (same ids replace shipped rules).
+    pub fn with_rules_file(path: &Path) -> Result<Self> {
+        let mut kb = KnowledgeBase::builtin();
+        kb.extend(KnowledgeBase::load(path)?);
+        Ok(Self::from_kb(kb))
+    }
+
+    pub fn knowledge_base(&self) -> &KnowledgeBase {
+        &self.kb
+    }
+}
+
+fn bench_signal(name: &str, value: f64, unit: &str) -> Signal {
+    Signal::number("bench", SignalKind::Bench, name, value, unit)
+}
+
+/// Signals computed from the benchmark so rules can read them like telemetry.
+fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
+    let mut out = Vec::new();
+    if let Some(primary) = ev.bench.first() {
+        let s = &primary.summary;
+        let decode_ms = s.tpot_ms.mean * primary.plan.workload.output_tokens.saturating_sub(1) as f64;
+        if s.e2e_ms.count > 0 && s.e2e_ms.mean > 0.0 {
+            let share = decode_ms / s.e2e_ms.mean;
+            // The citation keeps the per-token figure a reader checks; the value is the share rules compare.
+            out.push(
+                bench_signal(&format!("{}.decode_share", primary.plan.name), share, "share")
+                    .with_detail(format!(
+                        "tpot {:.3} ms/token, {:.0}% of e2e {:.1} ms",
+                        s.tpot_ms.mean,
+                        share * 100.0,
+                        s.e2e_ms.mean
+                    ))
+                    .with_canonical(derived::DECODE_SHARE),
+            );
+        }
+    }
+    let reusing: Vec<_> =
+        ev.bench.iter().filter(|r| r.plan.workload.repeat_prompt || r.plan.workload.shared_prefix_tokens > 0).collect();
+    if let Some(first) = reusing.first() {
+        out.push(
+            bench_signal(&format!("{}.prefix_reuse", first.plan.name), 1.0, "").with_canonical(derived::PREFIX_REUSE),
+        );
+        // The server's hit rate mixes every plan of the window; the client's cached-token ratio of
+        // the plans that reuse prefixes says exactly what reuse was served.
+        let client = reusing.iter().find_map(|r| r.summary.cached_token_ratio.map(|v| (r, v)));
+        match client {
+            Some((r, v)) => out.push(
+                bench_signal(&format!("{}.cached_token_ratio", r.plan.name), v, "ratio")
+                    .with_canonical(derived::REUSE_CACHED_RATIO),
+            ),
+            None => {
+                if let Some(hit) = ev.signals().find(|s| s.canonical.as_deref() == Some(c::PREFIX_HIT_RATE))
+                    && let Some(v) = hit.as_f64()
+                {
+                    let mut s = hit.clone();
+                    s.canonical = Some(derived::REUSE_CACHED_RATIO.into());
+                    s.value = crate::SignalValue::Number(v);
+                    out.push(s);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The key an engine uses for a flag in its own reports (`--kv-cache-dtype` → `kv_cache_dtype`).
+fn setting_keys(flag: &str) -> Vec<String> {
+    let key = flag.trim_start_matches('-').replace('-', "_");
+    let mut keys = vec![key.clone()];
+    // vLLM's cache_config_info names some settings after CacheConfig fields.
+    match key.as_str() {
+        "kv_cache_dtype" => keys.push("cache_dtype".into()),
+        "enable_prefix_caching" => keys.push("enable_prefix_caching".into()),
+        _ => {}
+    }
+    keys
+}
+
+/// `key=value` / `'key': value` pairs of a startup line that dumps the engine's arguments
+/// (SGLang `server_args=ServerArgs(...)`, vLLM `non-default args: {...}`).
+fn parse_startup_args(text: &str) -> Vec<(String, String)> {
+    let body = if let Some(i) = text.find("ServerArgs(") {
+        &text[i + "ServerArgs(".len()..]
+    } else if let Some(i) = text.find("non-default args:") {
+        text[i + "non-default args:".len()..].trim().trim_start_matches('{')
+    } else {
+        return Vec::new();
+    };
+    let mut parts = Vec::new();
+    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0usize);
+    for (i, ch) in body.char_indices() {
+        match (quote, ch) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(ch),
+            (None, '(' | '[' | '{') => depth += 1,
+            (None, ')' | ']' | '}') if depth == 0 => {
+                parts.push(&body[start..i]);
+                start = body.len();
+                break;
+            }
+            (None, ')' | ']' | '}') => depth -= 1,
+            (None, ',') if depth == 0 => {
+                parts.push(&body[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    if start < body.len() {
+        parts.push(&body[start..]);
+    }
+    parts
+        .into_iter()
+        .filter_map(|p| {
+            let (k, v) = p.split_once('=').filter(|(k, _)| !k.contains(':')).or_else(|| p.split_once(':'))?;
+            let k = k.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+            let v = v.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
+            (!k.is_empty() && !k.contains(' ')).then_some((k, v))
+        })
+        .collect()
+}
+
+/// What the engine reports for a setting, and the signal that says so.
+fn reported_setting(ev: &Evidence<'_>, signals: &[&Signal], flag: &str) -> Option<(String, Signal)> {
+    let keys = setting_keys(flag);
+    for key in &keys {
+        if let Some(attr) = startup_attribute(signals, key) {
+            return Some((attr.value.as_text(), attr.clone()));
+        }
+    }
+    for info in signals.iter().filter(|s| s.name.ends_with("cache_config_info")) {
+        for key in &keys {
+            if let Some(v) = info.labels.get(key) {
+                return Some((v.clone(), (*info).clone()));
+            }
+        }
+    }
+    for line in ev.logs.iter().filter(|l| l.text.contains("ServerArgs(") || l.text.contains("non-default args:")) {
+        let args = parse_startup_args(&line.text);
+        for key in &keys {
+            if let Some((_, v)) = args.iter().find(|(k, _)| k == key) {
+                let signal =
+                    Signal::text("logs", SignalKind::LogLine, &format!("engine.startup_args.{key}"), v.clone())
+                        .with_detail(format!("{key}={v} in the startup line"));
+                return Some((v.clone(), signal));
+            }
+        }
+    }
+    None
+}
+
+/// Whether a flag value (`None` for a switch) and an engine-reported setting say the same thing.
+fn flag_matches(flag_value: Option<&str>, reported: &str) -> bool {
+    same_setting(flag_value.unwrap_or("true"), reported)
+}
+
+/// The flag named by a [`rule::NOT_APPLIED`] finding (its summary opens with it in backticks).
+pub fn not_applied_flag(finding: &Finding) -> Option<&str> {
+    if finding.rule != rule::NOT_APPLIED {
+        return None;
+    }
+    finding.summary.split('`').nth(1)
+}
+
+fn code_checks(ev: &Evidence<'_>, signals: &[&Signal], out: &mut Analysis) {
+    let mut find = |rule: &str, bottleneck, severity, summary: String, evidence: Vec<Signal>| {
+        out.findings.push(Finding { rule: rule.to_string(), bottleneck, severity, summary, evidence });
+    };
+    for report in ev.bench {
+        let s = &report.summary;
+        if s.failed > 0 {
+            let classes: Vec<String> = s.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let sig = bench_signal(&format!("{}.errors", report.plan.name), s.failed as f64, "requests")
+                .with_detail(format!("{} of {} requests failed ({})", s.failed, s.requests, classes.join(", ")));
+            find(
+                rule::BENCH_ERRORS,
+                Bottleneck::Errors,
+                Severity::Critical,
+                format!("{} of {} `{}` requests failed", s.failed, s.requests, report.plan.name),
+                vec![sig],
+            );
+        }
+    }
+    let engine_errors: Vec<Signal> =
+        signals.iter().filter(|s| s.canonical.as_deref() == Some(c::ENGINE_ERROR)).map(|s| (*s).clone()).collect();
+    if !engine_errors.is_empty() {
+        find(
+            rule::ENGINE_ERRORS,
+            Bottleneck::Errors,
+            Severity::Critical,
+            format!("the engine logged {} error line(s)", engine_errors.len()),
+            engine_errors.into_iter().take(3).collect(),
+        );
+    }
+    // Did the change take effect? A flag the engine reports otherwise was ignored or overridden.
+    for (flag, value) in ev.spec.flags.iter() {
+        let Some((reported, signal)) = reported_setting(ev, signals, flag) else { continue };
+        if flag_matches(value, &reported) {
+            continue;
+        }
+        let mut evidence = vec![signal];
+        let needle = flag.trim_start_matches('-').replace('-', " ");
+        evidence.extend(
+            ev.logs
+                .iter()
+                .rev()
+                .find(|l| l.text.to_ascii_lowercase().contains(&needle) || l.text.contains(flag))
+                .map(|l| Signal::text("logs", SignalKind::LogLine, "engine.log", l.text.clone())),
+        );
+        let key = flag.trim_start_matches('-').replace('-', "_");
+        find(
+            rule::NOT_APPLIED,
+            Bottleneck::Config,
+            Severity::Warning,
+            format!("`{flag}` was asked for but the engine runs with {key}={}", normalize_for_display(&reported)),
+            evidence,
+        );
+    }
+}
+
+fn normalize_for_display(v: &str) -> String {
+    let n = normalize(v);
+    if n == "true" || n == "false" { n } else { v.to_string() }
+}
+
+/// Evaluates one rule; `Some(finding)` when it fires.
+pub(crate) fn evaluate(rule: &Rule, facts: &Facts<'_>) -> Option<Finding> {
+    if !rule.engines.is_empty() && !rule.engines.contains(&facts.spec.engine) {
+        return None;
+    }
+    let mut evidence: Vec<Signal> = Vec::new();
+    let mut readings = Vec::new();
+    let mut note = |cond: &super::kb::Condition, reading: Option<super::eval::Reading>| {
+        if let Some(r) = reading {
+            readings.push((cond.selector(), r.value.clone()));
+            if let Some(s) = r.signal
+                && !evidence.iter().any(|e| e.key() == s.key())
+            {
+                evidence.push(s);
+            }
+        }
+    };
+    for cond in &rule.when {
+        let (holds, reading) = facts.check(cond);
+        if !holds {
+            return None;
+        }
+        note(cond, reading);
+    }
+    if !rule.any.is_empty() {
+        let mut any = false;
+        for cond in &rule.any {
+            let (holds, reading) = facts.check(cond);
+            if holds {
+                any = true;
+                note(cond, reading);
+            }
+        }
+        if !any {
+            return None;
+        }
+    }
+    for cond in &rule.cite {
+        note(cond, facts.read(cond));
+    }
+    let critical = !rule.critical_when.is_empty() && rule.critical_when.iter().all(|c| facts.check(c).0);
+    Some(Finding {
+        rule: rule.id.clone(),
+        bottleneck: rule.bottleneck,
+        severity: if critical { Severity::Critical } else { rule.severity },
+        summary: render(&rule.summary, &readings),
+        evidence,
+    })
+}
+
+#[async_trait]
+impl Analyzer for RuleAnalyzer {
+    fn name(&self) -> &str {
+        "rules"
+    }
+
+    async fn analyze(&self, ev: &Evidence<'_>) -> Result<Analysis> {
+        let mut out = Analysis::default();
+        let derived = derived_signals(ev);
+        let signals: Vec<&Signal> = ev.signals().chain(derived.iter()).collect();
+        code_checks(ev, &signals, &mut out);
+
+        let space = SearchSpace::for_engine(ev.spec.engine);
+        let facts = Facts { signals: signals.clone(), logs: ev.logs, spec: ev.spec, space: &space };
+        for rule in &self.kb.rules {
+            if let Some(finding) = evaluate(rule, &facts) {
+                out.findings.push(finding);
+            }
+        }
+
+        let evidence: Vec<Signal> = out.findings.iter().flat_map(|f| f.evidence.iter().cloned()).collect();
+        for signal in evidence {
+            out.cite(signal);
+        }
+        // Context worth citing even when no rule fires: one value per source, so the server's
+        // metrics and its own log lines can be read side by side.
+        for name in [c::GEN_THROUGHPUT, c::PREFIX_HIT_RATE, c::KV_USAGE, c::MAX_TOTAL_TOKENS, c::AVAILABLE_GPU_MEM_GB] {
+            let mut sources = Vec::new();
+            for s in ev.signals().filter(|s| s.canonical.as_deref() == Some(name)) {
+                if !sources.contains(&s.source.as_str()) {
+                    sources.push(s.source.as_str());
+                    out.cite(s.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_argument_dumps_of_both_engines_parse() {
+        let sglang = "server_args=ServerArgs(model_path='Qwen/Qwen1.5-0.5B-Chat', schedule_policy='fcfs', enable_mixed_chunk=False, json_model_override_args='{}')";
+        let args = parse_startup_args(sglang);
+        assert!(args.contains(&("schedule_policy".into(), "fcfs".into())), "{args:?}");
+        assert!(args.contains(&("enable_mixed_chunk".into(), "False".into())), "{args:?}");
+        let vllm = "INFO 03-24 non-default args: {'model': 'Qwen/Qwen1.5-0.5B-Chat', 'max_num_seqs': 64, 'gpu_memory_utilization': 0.85}";
+        let args = parse_startup_args(vllm);
+        assert!(args.contains(&("max_num_seqs".into(), "64".into())), "{args:?}");
+        assert!(args.contains(&("gpu_memory_utilization".into(), "0.85".into())), "{args:?}");
+        assert!(parse_startup_args("Decode batch. #running-req: 1").is_empty());
+    }
+
+    #[test]
+    fn booleans_compare_the_way_engines_print_them() {
+        assert!(flag_matches(None, "True"));
+        assert!(flag_matches(Some("0.80"), "0.8"));
+        assert!(!flag_matches(Some("lpm"), "fcfs"));
+        assert_eq!(normalize("'lpm'"), "lpm");
+    }
+}

@@ -1,0 +1,475 @@
+//! A constrained, failure-aware Tree-structured Parzen Estimator written for knob search.
+//!
+//! Configurations that ran are ranked (feasible by loss, then infeasible by how far they break
+//! the constraints); the best `gamma` share forms the "good" density l(x), the rest the "bad"
+//! density g(x), each a Parzen mixture over level indices (Gaussian kernels on numeric ladders,
+//! sticky kernels on categories) plus a uniform prior. Candidates are drawn from l(x) and scored
+//! by l(x)/g(x). Configurations that never ran (startup OOM, crash) are not scored as zero: they
+//! train a separate failure classifier — per knob and level, the smoothed share of measured
+//! configurations that failed — and each candidate's score is weighted by its odds of starting
+//! at all; one more likely to fail than to start is proposed only when nothing else is left.
+//! Constraint-breaking runs, by contrast, land in g(x): they ran, so they say where the
+//! objective is poor. A batch is proposed with a pessimistic "liar": each pick joins g(x) before
+//! the next is chosen, so the batch spreads out.
+
+use async_trait::async_trait;
+
+use crate::{Error, Plan, PlanInput, Planner, Result, ServiceSpec};
+
+use super::confirm::{Confirmation, verdict_note};
+use super::observe::{Outcome, observe};
+use super::rng::SplitMix64;
+use super::space::{Config, TuneSpace};
+use super::{exhausted, plan_to, rule, tune_space};
+
+/// Weight of the uniform prior in every Parzen mixture, in points.
+const PRIOR_WEIGHT: f64 = 1.0;
+/// Probability mass a categorical kernel leaves to the other values.
+const CATEGORICAL_SPREAD: f64 = 0.2;
+/// Score handicap of a candidate the failure classifier says will more likely fail than start.
+const GATED: f64 = 1e6;
+/// Spaces up to this size are scanned in full when sampling finds nothing new.
+const ENUMERATION_LIMIT: usize = 200_000;
+
+/// One configuration a search wants measured.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Proposal {
+    pub spec: ServiceSpec,
+    /// Its place in the tuned space.
+    pub config: Config,
+    /// A repeated trial of an already measured configuration (noise control), not a new point.
+    pub confirmation: bool,
+    pub rule: &'static str,
+    pub reason: String,
+}
+
+/// Constrained TPE; see the [module docs](self). Deterministic given its seed and the history.
+#[derive(Debug, Clone)]
+pub struct BayesPlanner {
+    seed: u64,
+    space: Option<TuneSpace>,
+    startup: usize,
+    candidates: usize,
+    gamma: f64,
+    confirmation: Confirmation,
+}
+
+impl BayesPlanner {
+    pub fn new(seed: u64) -> Self {
+        BayesPlanner {
+            seed,
+            space: None,
+            startup: 4,
+            candidates: 64,
+            gamma: 0.25,
+            confirmation: Confirmation::default(),
+        }
+    }
+
+    /// Searches exactly this space instead of one derived from the loop's catalog.
+    pub fn with_space(mut self, space: TuneSpace) -> Self {
+        self.space = Some(space);
+        self
+    }
+
+    /// Measured configurations (the baseline included) before the model takes over from
+    /// space-filling random picks.
+    pub fn with_startup(mut self, startup: usize) -> Self {
+        self.startup = startup.max(1);
+        self
+    }
+
+    /// Candidates drawn from the good density per proposal.
+    pub fn with_candidates(mut self, candidates: usize) -> Self {
+        self.candidates = candidates.max(1);
+        self
+    }
+
+    pub fn with_confirmation(mut self, confirmation: Confirmation) -> Self {
+        self.confirmation = confirmation;
+        self
+    }
+
+    pub fn confirmation(&self) -> Confirmation {
+        self.confirmation
+    }
+
+    /// Up to `k` distinct, valid configurations to measure next (fewer when the space runs
+    /// out). When the best configuration is due for confirmation, the first one re-runs it.
+    pub fn propose_batch(&self, input: &PlanInput<'_>, k: usize) -> Result<Vec<Proposal>> {
+        let tune = tune_space(self.space.as_ref(), input);
+        if tune.dims.is_empty() {
+            return Err(Error::Plan(format!(
+                "no knob of the {} catalog can be searched: give numeric knobs `candidates` or pass a TuneSpace",
+                input.space.engine
+            )));
+        }
+        let history = input.history;
+        let observations = observe(history, input.objective, input.space, &tune);
+        let evaluations = history
+            .iterations
+            .iter()
+            .filter(|i| i.is_ok() || i.status == crate::IterationStatus::DeployFailed)
+            .count();
+        let mut rng = SplitMix64::for_step(self.seed, history.iterations.len(), 0x7470_6562);
+        let mut out = Vec::new();
+
+        if let Some(b) = self.confirmation.due(&observations, evaluations) {
+            let o = &observations[b];
+            let spec = ServiceSpec {
+                flags: o.flags.clone(),
+                resources: o.resources.clone(),
+                ..input.current.clone()
+            };
+            if input.space.validate(&spec).is_ok() {
+                out.push(Proposal {
+                    config: o.config.clone().unwrap_or_default(),
+                    spec,
+                    confirmation: true,
+                    rule: rule::CONFIRM,
+                    reason: format!(
+                        "confirmation run {} of {}: the best configuration so far has {} trial(s) and nothing better turned up in {} evaluations",
+                        o.trials + 1,
+                        self.confirmation.trials,
+                        o.trials,
+                        self.confirmation.patience
+                    ),
+                });
+            }
+        }
+
+        let mut ranked: Vec<(Config, f64, bool)> = observations
+            .iter()
+            .filter_map(|o| {
+                let config = o.config.clone()?;
+                match o.outcome {
+                    Outcome::Feasible { loss } => Some((config, loss, true)),
+                    Outcome::Infeasible { violation } => Some((config, violation, false)),
+                    Outcome::Failed => None,
+                }
+            })
+            .collect();
+        // Feasible before infeasible; then by loss or by violation.
+        ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.total_cmp(&b.1)));
+        let failed: Vec<Config> = observations
+            .iter()
+            .filter(|o| o.outcome == Outcome::Failed)
+            .filter_map(|o| o.config.clone())
+            .collect();
+        let tried: Vec<Config> = observations
+            .iter()
+            .filter_map(|o| o.config.clone())
+            .collect();
+        let mut pending: Vec<Config> = Vec::new();
+
+        while out.len() < k {
+            let taken = |c: &Config, pending: &[Config]| tried.contains(c) || pending.contains(c);
+            let usable = |c: &Config| -> Option<ServiceSpec> {
+                let spec = tune.to_spec(input.space, input.current, c).ok()?;
+                (!history.tried(&spec)).then_some(spec)
+            };
+            let measured = ranked.len() + failed.len();
+            let pick = if measured < self.startup || ranked.len() < 2 {
+                self.space_filling(&tune, &mut rng, &tried, &pending, &usable)
+                    .map(|(c, s)| (c, s, rule::STARTUP))
+            } else {
+                let n_good =
+                    ((ranked.len() as f64 * self.gamma).ceil() as usize).clamp(1, ranked.len() - 1);
+                let good: Vec<Config> = ranked[..n_good].iter().map(|r| r.0.clone()).collect();
+                let mut bad: Vec<Config> = ranked[n_good..].iter().map(|r| r.0.clone()).collect();
+                bad.extend(pending.iter().cloned());
+                let l = Parzen::new(&tune, good, true);
+                let g = Parzen::new(&tune, bad, true);
+                let fail_model = (!failed.is_empty())
+                    .then(|| FailureModel::new(&tune, &failed, ranked.iter().map(|r| &r.0)));
+                let score = |c: &Config| {
+                    let mut s = l.density(c).ln() - g.density(c).ln();
+                    if let Some(model) = &fail_model {
+                        let p_fail = model.p_fail(c);
+                        s += (1.0 - p_fail).max(1e-6).ln();
+                        // More likely to fail than to start: only as a last resort.
+                        if p_fail > 0.5 {
+                            s -= GATED;
+                        }
+                    }
+                    s
+                };
+                let mut best: Option<(Config, ServiceSpec, f64)> = None;
+                let consider = |c: Config, best: &mut Option<(Config, ServiceSpec, f64)>| {
+                    if taken(&c, &pending) || best.as_ref().is_some_and(|b| b.0 == c) {
+                        return;
+                    }
+                    let s = score(&c);
+                    if best.as_ref().is_some_and(|b| b.2 >= s) {
+                        return;
+                    }
+                    if let Some(spec) = usable(&c) {
+                        *best = Some((c, spec, s));
+                    }
+                };
+                for _ in 0..self.candidates {
+                    let c = tune.canonical(l.sample(&mut rng));
+                    consider(c, &mut best);
+                }
+                // Sampling found nothing new, or only points likely to fail: scan the space.
+                if best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0) {
+                    for c in tune.enumerate().take(ENUMERATION_LIMIT) {
+                        consider(c, &mut best);
+                    }
+                }
+                best.map(|(c, s, _)| (c, s, rule::TPE))
+            };
+            let Some((config, spec, rule)) = pick else {
+                break;
+            };
+            let reason = if rule == rule::TPE {
+                format!(
+                    "TPE: the most promising unmeasured point of the good-vs-bad density ratio over {} measured configurations ({})",
+                    measured,
+                    tune.describe(&config)
+                )
+            } else {
+                format!(
+                    "space-filling start: an unmeasured configuration far from those measured ({})",
+                    tune.describe(&config)
+                )
+            };
+            pending.push(config.clone());
+            out.push(Proposal {
+                spec,
+                config,
+                confirmation: false,
+                rule,
+                reason,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Among a few random untried points, the one farthest (in changed knobs) from every
+    /// measured or pending one.
+    fn space_filling(
+        &self,
+        tune: &TuneSpace,
+        rng: &mut SplitMix64,
+        tried: &[Config],
+        pending: &[Config],
+        usable: &dyn Fn(&Config) -> Option<ServiceSpec>,
+    ) -> Option<(Config, ServiceSpec)> {
+        let prior = Parzen::new(tune, Vec::new(), true);
+        let mut best: Option<(Config, ServiceSpec, usize)> = None;
+        for _ in 0..32 {
+            let c = tune.canonical(prior.sample(rng));
+            if tried.contains(&c) || pending.contains(&c) {
+                continue;
+            }
+            let distance = tried
+                .iter()
+                .chain(pending)
+                .map(|t| t.iter().zip(&c).filter(|(a, b)| a != b).count())
+                .min()
+                .unwrap_or(usize::MAX);
+            if best.as_ref().is_some_and(|b| b.2 >= distance) {
+                continue;
+            }
+            if let Some(spec) = usable(&c) {
+                best = Some((c, spec, distance));
+            }
+        }
+        if best.is_none() {
+            for c in tune.enumerate().take(ENUMERATION_LIMIT) {
+                if !tried.contains(&c)
+                    && !pending.contains(&c)
+                    && let Some(spec) = usable(&c)
+                {
+                    return Some((c, spec));
+                }
+            }
+        }
+        best.map(|(c, s, _)| (c, s))
+    }
+}
+
+/// The failure classifier: per knob and level, the smoothed share of measured configurations
+/// that failed to start. A startup failure is usually one knob's doing (a memory fraction, a TP
+/// degree), so the knob whose value is most tied to failures decides.
+struct FailureModel {
+    /// `[d][level]` = (failed, ran).
+    counts: Vec<Vec<(f64, f64)>>,
+    base_rate: f64,
+}
+
+impl FailureModel {
+    fn new<'a>(tune: &TuneSpace, failed: &[Config], ran: impl Iterator<Item = &'a Config>) -> Self {
+        let mut counts: Vec<Vec<(f64, f64)>> = tune
+            .dims
+            .iter()
+            .map(|d| vec![(0.0, 0.0); d.len()])
+            .collect();
+        for c in failed {
+            for (d, l) in c.iter().enumerate() {
+                counts[d][*l].0 += 1.0;
+            }
+        }
+        let mut n_ran = 0.0;
+        for c in ran {
+            n_ran += 1.0;
+            for (d, l) in c.iter().enumerate() {
+                counts[d][*l].1 += 1.0;
+            }
+        }
+        let n_failed = failed.len() as f64;
+        FailureModel {
+            counts,
+            base_rate: n_failed / (n_failed + n_ran).max(1.0),
+        }
+    }
+
+    fn p_fail(&self, c: &[usize]) -> f64 {
+        c.iter()
+            .enumerate()
+            .map(|(d, l)| {
+                let (f, r) = self.counts[d][*l];
+                (f + self.base_rate) / (f + r + 1.0)
+            })
+            .fold(0.0, f64::max)
+    }
+}
+
+/// A Parzen mixture over level indices: the uniform prior plus one kernel per point.
+struct Parzen {
+    points: Vec<Config>,
+    /// Joint (one product kernel per point) or independent (a product of per-knob mixtures).
+    joint: bool,
+    /// `kernel[d][center][level]`: probability of `level` under a kernel centred on `center`.
+    kernel: Vec<Vec<Vec<f64>>>,
+}
+
+impl Parzen {
+    fn new(tune: &TuneSpace, points: Vec<Config>, joint: bool) -> Self {
+        let n = points.len().max(1) as f64;
+        let kernel = tune
+            .dims
+            .iter()
+            .map(|dim| {
+                let levels = dim.len();
+                (0..levels)
+                    .map(|center| {
+                        let raw: Vec<f64> = (0..levels)
+                            .map(|l| {
+                                if levels == 1 {
+                                    1.0
+                                } else if dim.ordinal {
+                                    // Narrower as evidence accumulates (Scott's rule exponent).
+                                    let sd = ((levels - 1) as f64 * 0.3 / n.powf(0.2))
+                                        .clamp(0.5, levels as f64);
+                                    (-0.5 * ((l as f64 - center as f64) / sd).powi(2)).exp()
+                                } else if l == center {
+                                    1.0 - CATEGORICAL_SPREAD
+                                } else {
+                                    CATEGORICAL_SPREAD / (levels - 1) as f64
+                                }
+                            })
+                            .collect();
+                        let total: f64 = raw.iter().sum();
+                        raw.into_iter().map(|w| w / total).collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        Parzen {
+            points,
+            joint,
+            kernel,
+        }
+    }
+
+    fn density(&self, x: &[usize]) -> f64 {
+        let n = self.points.len() as f64;
+        let prior = |d: usize| 1.0 / self.kernel[d].len() as f64;
+        if self.joint {
+            let prior_mass: f64 = (0..x.len()).map(prior).product();
+            let kernels: f64 = self
+                .points
+                .iter()
+                .map(|p| {
+                    (0..x.len())
+                        .map(|d| self.kernel[d][p[d]][x[d]])
+                        .product::<f64>()
+                })
+                .sum();
+            ((PRIOR_WEIGHT * prior_mass + kernels) / (PRIOR_WEIGHT + n)).max(f64::MIN_POSITIVE)
+        } else {
+            (0..x.len())
+                .map(|d| {
+                    (PRIOR_WEIGHT * prior(d)
+                        + self
+                            .points
+                            .iter()
+                            .map(|p| self.kernel[d][p[d]][x[d]])
+                            .sum::<f64>())
+                        / (PRIOR_WEIGHT + n)
+                })
+                .product::<f64>()
+                .max(f64::MIN_POSITIVE)
+        }
+    }
+
+    /// A draw from the joint mixture: the prior, or one point's kernel.
+    fn sample(&self, rng: &mut SplitMix64) -> Config {
+        let n = self.points.len() as f64;
+        let from_prior = rng.next_f64() < PRIOR_WEIGHT / (PRIOR_WEIGHT + n);
+        let center = (!from_prior).then(|| rng.below(self.points.len()));
+        (0..self.kernel.len())
+            .map(|d| match center {
+                Some(k) => rng.weighted(&self.kernel[d][self.points[k][d]]),
+                None => rng.below(self.kernel[d].len()),
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Planner for BayesPlanner {
+    fn name(&self) -> &str {
+        "bayes"
+    }
+
+    async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
+        let proposals = self.propose_batch(&input, 1)?;
+        let tune = tune_space(self.space.as_ref(), &input);
+        let observations = observe(input.history, input.objective, input.space, &tune);
+        let describe = |o: &super::Observation| {
+            o.config
+                .as_ref()
+                .map(|c| tune.describe(c))
+                .unwrap_or_else(|| o.flags.to_command_line())
+        };
+        let notes: Vec<String> = verdict_note(
+            &observations,
+            input.objective,
+            self.confirmation.trials,
+            describe,
+        )
+        .into_iter()
+        .collect();
+        Ok(match proposals.into_iter().next() {
+            Some(p) => {
+                let mut plan = plan_to(self.name(), &input, p.spec, p.rule, &p.reason, notes);
+                if p.confirmation {
+                    plan.notes.push(p.reason);
+                }
+                plan
+            }
+            None => {
+                let mut plan = exhausted(
+                    self.name(),
+                    &input,
+                    "every configuration of the searched space has been measured".into(),
+                );
+                plan.notes.extend(notes);
+                plan
+            }
+        })
+    }
+}
