@@ -1,32 +1,14 @@
 //! `autodebug export` (CSV, JSON, markdown issue / PR) on a store filled by a real `autodebug demo` run.
 
-use std::path::Path;
+mod support;
+
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use autodebug_core::store::Store;
 use serde_json::Value;
+use support::demo_db;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
-
-fn demo_db() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["demo", "-q", "--iterations", "3", "--out"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "demo failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
-    Box::leak(Box::new(dir.path().join("autodebug.db")))
-}
 
 fn export(args: &[&str]) -> Output {
     let out = Command::new(BIN)

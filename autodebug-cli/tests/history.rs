@@ -1,34 +1,16 @@
 //! `autodebug history` on a store filled by a real `autodebug demo` run (simulator over loopback).
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::OnceLock;
 
 use autodebug_core::store::Store;
+use support::demo_db;
 use autodebug_core::{History, Objective};
 use serde_json::Value;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
-
-/// One demo run shared by the tests of this file (it takes ~15 s).
-fn demo_db() -> &'static Path {
-    static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
-    let dir = DIR.get_or_init(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(BIN)
-            .args(["demo", "-q", "--iterations", "3", "--out"])
-            .arg(dir.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "demo failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        dir
-    });
-    Box::leak(Box::new(dir.path().join("autodebug.db")))
-}
 
 fn autodebug(args: &[&str], db: &Path) -> Output {
     Command::new(BIN)

@@ -1,0 +1,22 @@
+//! What several CLI test files share: one store filled by a real `autodebug demo` run.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The store of a 3-iteration demo (simulator over loopback, ~15 s), run once per test binary.
+pub fn demo_db() -> &'static Path {
+    static DB: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, db) = DB.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_autodebug"))
+            .args(["demo", "-q", "--iterations", "3", "--out"])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "demo failed: {}", String::from_utf8_lossy(&out.stderr));
+        let db = dir.path().join("autodebug.db");
+        (dir, db)
+    });
+    db
+}
