@@ -117,6 +117,12 @@ fn init_logging(verbose: u8, quiet: bool) {
 }
 
 fn main() -> ExitCode {
+    // Like other Unix tools, end quietly when the reader of our output goes away (`| head`)
+    // instead of panicking on a broken pipe.
+    // SAFETY: restoring the default disposition of one signal before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     if let Command::Sim { command: SimCommand::Serve { args } } = &cli.command {
         return autodebug_sim::server::run_cli(args);
