@@ -76,11 +76,6 @@ impl Evidence<'_> {
     pub fn signals(&self) -> impl Iterator<Item = &Signal> {
         self.telemetry.iter().flat_map(|t| t.signals.iter())
     }
-
-    /// The first signal whose name matches any of `names`, in the order given.
-    pub fn signal(&self, names: &[&str]) -> Option<&Signal> {
-        names.iter().find_map(|n| self.signals().find(|s| s.name == *n))
-    }
 }
 
 /// What analyzers concluded: flat metrics plus findings.

@@ -99,11 +99,4 @@ impl History {
     pub fn tried(&self, spec: &ServiceSpec) -> bool {
         self.iterations.iter().any(|i| i.spec.flags == spec.flags && i.spec.resources == spec.resources)
     }
-
-    /// Whether this spec was tried and failed to deploy.
-    pub fn failed(&self, spec: &ServiceSpec) -> bool {
-        self.iterations
-            .iter()
-            .any(|i| i.status == IterationStatus::DeployFailed && i.spec.flags == spec.flags && i.spec.resources == spec.resources)
-    }
 }

@@ -138,14 +138,7 @@ impl Objective {
 
     /// Whether `challenger` beats `incumbent` by more than the noise margin (feasibility first).
     pub fn beats_outside_noise(&self, challenger: &BTreeMap<String, f64>, incumbent: &BTreeMap<String, f64>) -> bool {
-        match (self.is_feasible(challenger), self.is_feasible(incumbent)) {
-            (true, false) => true,
-            (false, _) => false,
-            (true, true) => match (self.value(challenger), self.value(incumbent)) {
-                (Some(c), Some(i)) => self.improvement_pct(i, c) > self.noise_pct,
-                _ => false,
-            },
-        }
+        self.beats_by(challenger, incumbent, self.noise_pct)
     }
 
     pub fn with_constraint(mut self, constraint: Constraint) -> Self {
@@ -168,11 +161,17 @@ impl Objective {
 
     /// Whether `a` is strictly better than `b`: feasible beats infeasible, then the objective decides.
     pub fn is_better(&self, a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>) -> bool {
+        self.beats_by(a, b, 0.0)
+    }
+
+    /// Feasible beats infeasible; between feasible ones, an improvement above `margin_pct` percent.
+    fn beats_by(&self, a: &BTreeMap<String, f64>, b: &BTreeMap<String, f64>, margin_pct: f64) -> bool {
         match (self.is_feasible(a), self.is_feasible(b)) {
             (true, false) => true,
             (false, _) => false,
             (true, true) => match (self.value(a), self.value(b)) {
-                (Some(x), Some(y)) => self.better_value(x, y),
+                (Some(x), Some(y)) if margin_pct == 0.0 => self.better_value(x, y),
+                (Some(x), Some(y)) => self.improvement_pct(y, x) > margin_pct,
                 _ => false,
             },
         }

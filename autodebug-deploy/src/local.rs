@@ -177,13 +177,7 @@ impl LocalDeployerBuilder {
     /// simulator's own binary) the `sim serve` subcommand is left out.
     pub fn simulator_preset(self, program: impl Into<PathBuf>) -> Self {
         let program = program.into();
-        let standalone =
-            program.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| stem.starts_with("autodebug-sim"));
-        let mut args: Vec<&str> = if standalone { vec![] } else { vec!["sim", "serve"] };
-        args.extend([
-            "--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}",
-            "--", "{flags}",
-        ]);
+        let args = crate::template::simulator_command(&program);
         self.program(program).args_template(args).health_path("/health")
     }
 

@@ -81,9 +81,7 @@ impl SlurmDeployerBuilder {
     /// The simulator as the job: `<program> sim serve --engine ... -- <flags>`.
     pub fn simulator_preset(self, program: impl Into<PathBuf>) -> Self {
         let program = program.into();
-        let standalone = program.file_stem().and_then(|s| s.to_str()).is_some_and(|s| s.starts_with("autodebug-sim"));
-        let mut args: Vec<&str> = if standalone { vec![] } else { vec!["sim", "serve"] };
-        args.extend(["--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--", "{flags}"]);
+        let args = crate::template::simulator_command(&program);
         self.program(program).args_template(args)
     }
 

@@ -28,6 +28,14 @@ pub fn engine_command(engine: autodebug_core::EngineKind) -> (&'static str, Vec<
     }
 }
 
+/// The simulator's command: `autodebug sim serve ...`, or the standalone `autodebug-sim ...`.
+pub fn simulator_command(program: &Path) -> Vec<&'static str> {
+    let standalone = program.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| stem.starts_with("autodebug-sim"));
+    let mut args: Vec<&str> = if standalone { vec![] } else { vec!["sim", "serve"] };
+    args.extend(["--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--", "{flags}"]);
+    args
+}
+
 /// A program and its argument templates, e.g. `["--port", "{port}", "{flags}"]`.
 ///
 /// `{flags}` must stand alone as one template argument because it expands to several
