@@ -4,14 +4,17 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use autodebug_bench::SseBenchmarker;
-use autodebug_core::rules::{RuleAnalyzer, RulePlanner};
+use autodebug_core::Deployer;
+use autodebug_core::Planner;
+use autodebug_core::rules::{KnowledgeBase, RuleAnalyzer, RulePlanner};
+use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner};
 use autodebug_core::session::{Session, SessionConfig, SessionEvent};
 use autodebug_core::{Error, Result};
-use autodebug_core::Deployer;
+use autodebug_deploy::dstack::DstackDeployer;
 use autodebug_deploy::local::LocalDeployer;
 use autodebug_deploy::template::engine_command;
-use autodebug_deploy::dstack::DstackDeployer;
 use autodebug_deploy::{KubernetesDeployer, RenderAs, SlurmDeployer};
+use autodebug_llm::LlmPlanner;
 use autodebug_telemetry::{EngineLogSource, GraphsignalSource, PrometheusScrape};
 
 use crate::config::{DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
@@ -27,19 +30,30 @@ pub fn session(
 ) -> Result<Session> {
     let deployer: Box<dyn Deployer> = match &config.deployer {
         DeployerConfig::Simulator { .. } => {
-            let program = std::env::current_exe()
-                .map_err(|e| Error::config("deployer", format!("cannot find the autodebug binary to run the simulator: {e}")))?;
+            let program = std::env::current_exe().map_err(|e| {
+                Error::config("deployer", format!("cannot find the autodebug binary to run the simulator: {e}"))
+            })?;
             Box::new(LocalDeployer::simulator(program))
         }
         DeployerConfig::Local { program, args, health_path, .. } => Box::new(
-            LocalDeployer::builder().program(program.clone()).args_template(args.clone()).health_path(health_path.clone()).build()?,
+            LocalDeployer::builder()
+                .program(program.clone())
+                .args_template(args.clone())
+                .health_path(health_path.clone())
+                .build()?,
         ),
         DeployerConfig::Dstack { .. } => Box::new(DstackDeployer::from_env()?),
-        DeployerConfig::Slurm { program, args, partition, time_limit, cpus_per_task, mem, gres, output_dir, .. } => {
+        DeployerConfig::Slurm {
+            program, args, partition, time_limit, cpus_per_task, mem, gres, output_dir, ..
+        } => {
             let (default_program, default_args) = engine_command(config.service.engine);
             let mut slurm = SlurmDeployer::builder()
                 .program(program.clone().unwrap_or_else(|| default_program.into()))
-                .args_template(if args.is_empty() { default_args.iter().map(|a| a.to_string()).collect() } else { args.clone() })
+                .args_template(if args.is_empty() {
+                    default_args.iter().map(|a| a.to_string()).collect()
+                } else {
+                    args.clone()
+                })
                 .gres(*gres);
             if let Some(p) = partition {
                 slurm = slurm.partition(p.clone());
@@ -73,15 +87,20 @@ pub fn session(
         None => Box::new(deployer),
         Some(target) => Box::new(RenderAs::new(deployer, renderer(target, config)?)),
     };
+    // Built before anything is deployed, so a broken rules file or a missing key stops the run early.
+    let kb = config.knowledge_base()?;
+    let planner = planner(config.planner, config, &kb)?;
     let mut builder = Session::builder()
         .deployer_boxed(deployer)
         .benchmarker(SseBenchmarker::from_env())
-        .analyzer(RuleAnalyzer::new())
+        .analyzer(RuleAnalyzer::from_kb(kb.clone()))
         .stop_flag(stop)
         .observer(observer);
     for kind in &config.telemetry {
         builder = match kind {
-            TelemetryKind::Prometheus => builder.telemetry(PrometheusScrape::from_env().map_err(|e| e.into_core("prometheus"))?),
+            TelemetryKind::Prometheus => {
+                builder.telemetry(PrometheusScrape::from_env().map_err(|e| e.into_core("prometheus"))?)
+            }
             TelemetryKind::Graphsignal => match &config.deployer {
                 // The simulator serves its own Graphsignal-shaped debug context next to its API.
                 DeployerConfig::Simulator { .. } => builder.telemetry(GraphsignalSource::served_by_endpoint()),
@@ -90,15 +109,41 @@ pub fn session(
             TelemetryKind::Logs => builder.telemetry(EngineLogSource::new()),
         };
     }
-    builder = match config.planner {
-        PlannerKind::Rules => builder.planner(RulePlanner::new()),
-        PlannerKind::Hybrid => builder.planner(autodebug_core::search::HybridPlanner::new(PLANNER_SEED)),
-        PlannerKind::Bayes => builder.planner(autodebug_core::search::BayesPlanner::new(PLANNER_SEED)),
-        PlannerKind::Grid => builder.planner(autodebug_core::search::GridPlanner::new()),
-        PlannerKind::Random => builder.planner(autodebug_core::search::RandomPlanner::new(PLANNER_SEED)),
-        PlannerKind::Oat => builder.planner(autodebug_core::search::OneKnobPlanner::new()),
-    };
+    builder = builder.planner_boxed(planner);
     builder.build(session_config)
+}
+
+/// The planner `kind` names, its rules drawn from `kb` (the shipped rules plus the user's).
+fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<Box<dyn Planner>> {
+    let rules = || RulePlanner::from_kb(kb.clone());
+    let hybrid = || HybridPlanner::new(PLANNER_SEED).with_rules(rules());
+    Ok(match kind {
+        PlannerKind::Rules => Box::new(rules()),
+        PlannerKind::Hybrid => Box::new(hybrid()),
+        PlannerKind::Bayes => Box::new(BayesPlanner::new(PLANNER_SEED)),
+        PlannerKind::Grid => Box::new(GridPlanner::new()),
+        PlannerKind::Random => Box::new(RandomPlanner::new(PLANNER_SEED)),
+        PlannerKind::Oat => Box::new(OneKnobPlanner::new()),
+        PlannerKind::Llm => {
+            let llm_config = config.llm_config()?;
+            tracing::info!(
+                target: "autodebug::llm",
+                "planner: {} at {}, falling back to {}",
+                llm_config.model,
+                llm_config.url(),
+                config.llm_fallback().as_str()
+            );
+            let llm = LlmPlanner::new(llm_config)?;
+            Box::new(match config.llm_fallback() {
+                PlannerKind::Rules | PlannerKind::Llm => llm.with_fallback(rules()),
+                PlannerKind::Hybrid => llm.with_fallback(hybrid()),
+                PlannerKind::Bayes => llm.with_fallback(BayesPlanner::new(PLANNER_SEED)),
+                PlannerKind::Grid => llm.with_fallback(GridPlanner::new()),
+                PlannerKind::Random => llm.with_fallback(RandomPlanner::new(PLANNER_SEED)),
+                PlannerKind::Oat => llm.with_fallback(OneKnobPlanner::new()),
+            })
+        }
+    })
 }
 
 /// The deployer whose `render` writes the trail's files for `target`, running the real engine.

@@ -3,10 +3,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use autodebug_core::Secret;
+use autodebug_core::llm::LlmBudget;
+use autodebug_core::rules::KnowledgeBase;
 use autodebug_core::session::SessionConfig;
-use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_core::{
+    BenchPlan, Constraint, EngineKind, Error, LaunchFlags, Load, Objective, Result, ServiceSpec, Workload,
+};
 use autodebug_deploy::KubernetesDeployer;
-use autodebug_core::{BenchPlan, Constraint, EngineKind, Error, LaunchFlags, Load, Objective, Result, ServiceSpec, Workload};
+use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_llm::{LlmConfig, Provider};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -31,6 +37,14 @@ pub struct RunConfig {
     #[serde(default)]
     /// How the next configuration is chosen.
     pub planner: PlannerKind,
+    /// The model the `llm` planner asks, its key and its limits; read only when `planner: llm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub llm: Option<LlmSection>,
+    /// Your own rule files (YAML `rules:` lists, as `autodebug-core/rules/builtin.yaml`), added to
+    /// the shipped knowledge base for the rule analyzer, the rule planner and the hybrid's rule
+    /// phase; a rule with a shipped id replaces it. Relative paths start at this file's directory.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rules: Vec<PathBuf>,
     #[serde(default)]
     /// When to stop.
     pub budget: BudgetConfig,
@@ -41,6 +55,9 @@ pub struct RunConfig {
     /// while measuring on `deployer`: a preview of what a real campaign would apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub render_as: Option<RenderTarget>,
+    /// The file this configuration was read from, for error messages.
+    #[serde(skip)]
+    pub origin: Option<PathBuf>,
 }
 
 /// A platform whose deployable file the trail can hold.
@@ -244,7 +261,7 @@ pub struct ObjectiveConfig {
     pub constraints: Vec<String>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum PlannerKind {
     /// Rules while they fire, then Bayesian (TPE) search, then repeated trials of the champion
@@ -261,6 +278,156 @@ pub enum PlannerKind {
     Random,
     /// One knob at a time from the champion (coordinate descent).
     Oat,
+    /// A language model reads the analysis and proposes a JSON plan, checked against the catalog;
+    /// a rejected plan is recorded with its reason and the `llm.fallback` planner plans instead.
+    Llm,
+}
+
+impl PlannerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlannerKind::Hybrid => "hybrid",
+            PlannerKind::Rules => "rules",
+            PlannerKind::Bayes => "bayes",
+            PlannerKind::Grid => "grid",
+            PlannerKind::Random => "random",
+            PlannerKind::Oat => "oat",
+            PlannerKind::Llm => "llm",
+        }
+    }
+}
+
+/// The API dialect of the `llm` planner.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LlmProvider {
+    /// `POST {base_url}/v1/chat/completions` with a bearer key: OpenAI, llama-server, vLLM, SGLang.
+    #[default]
+    Openai,
+    /// `POST {base_url}/v1/messages`, the Anthropic Messages API.
+    Anthropic,
+}
+
+impl LlmProvider {
+    fn default_base_url(self) -> &'static str {
+        match self {
+            LlmProvider::Openai => "https://api.openai.com",
+            LlmProvider::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
+    // Same defaults as `autodebug_llm::LlmConfig::from_env`.
+    fn default_model(self) -> &'static str {
+        match self {
+            LlmProvider::Openai => "gpt-4o-mini",
+            LlmProvider::Anthropic => "claude-sonnet-4-5",
+        }
+    }
+
+    fn default_key_env(self) -> &'static str {
+        match self {
+            LlmProvider::Openai => "OPENAI_API_KEY",
+            LlmProvider::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
+/// The `llm` planner's model, key and limits. The key itself never goes in this file: name the
+/// environment variable that holds it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmSection {
+    #[serde(default)]
+    pub provider: LlmProvider,
+    /// Base URL without `/v1`; default `https://api.openai.com` or `https://api.anthropic.com`.
+    /// A local OpenAI-compatible server: `http://127.0.0.1:8080`.
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// Model name sent with each request; default `gpt-4o-mini` or `claude-sonnet-4-5`.
+    #[serde(default)]
+    pub model: Option<String>,
+    /// Environment variable holding the API key; default `OPENAI_API_KEY` or `ANTHROPIC_API_KEY`.
+    /// `""` sends no key (a local server that needs none).
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// Calls, tokens and dollars the planner may spend in one session.
+    #[serde(default)]
+    pub budget: LlmBudgetConfig,
+    /// Seconds per request, connect to last byte.
+    #[serde(default = "default_llm_timeout")]
+    pub timeout_s: f64,
+    /// The planner (any but `llm`) that plans whenever the model's plan is rejected, a call fails
+    /// or the budget is spent.
+    #[serde(default = "default_llm_fallback")]
+    pub fallback: PlannerKind,
+}
+
+fn default_llm_timeout() -> f64 {
+    60.0
+}
+
+fn default_llm_fallback() -> PlannerKind {
+    PlannerKind::Rules
+}
+
+/// Limits of the `llm` planner; an unset field keeps the default shown.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LlmBudgetConfig {
+    /// Model calls per session (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_calls: Option<u32>,
+    /// Completion tokens asked for per call, `max_tokens` (default 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens_per_call: Option<u32>,
+    /// Dollars the session may spend on planning (default 2.0); a call whose worst case would
+    /// pass it is not made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Price of 1000 prompt tokens in dollars (default 0.003).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_1k_input_tokens: Option<f64>,
+    /// Price of 1000 completion tokens in dollars (default 0.015).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usd_per_1k_output_tokens: Option<f64>,
+}
+
+impl LlmSection {
+    /// What serde cannot check; the reason says which field and what to do.
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.fallback == PlannerKind::Llm {
+            return Err(
+                "`fallback: llm` would ask the same model again; pick rules, hybrid, bayes, grid, random or oat".into(),
+            );
+        }
+        if !(self.timeout_s.is_finite() && self.timeout_s > 0.0) {
+            return Err(format!("`timeout_s` is {}; give a positive number of seconds", self.timeout_s));
+        }
+        if let Some(url) = &self.base_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(format!("`base_url` {url} is not an http(s) URL; write e.g. http://127.0.0.1:8080"));
+        }
+        if let Some(cost) = self.budget.max_cost_usd
+            && !(cost.is_finite() && cost >= 0.0)
+        {
+            return Err(format!("`budget.max_cost_usd` is {cost}; give a non-negative number of dollars"));
+        }
+        Ok(())
+    }
+}
+
+impl LlmBudgetConfig {
+    pub fn budget(&self) -> LlmBudget {
+        let default = LlmBudget::default();
+        LlmBudget {
+            max_tokens_per_call: self.max_tokens_per_call.unwrap_or(default.max_tokens_per_call),
+            max_calls: self.max_calls.unwrap_or(default.max_calls),
+            max_cost_usd: self.max_cost_usd.unwrap_or(default.max_cost_usd),
+            usd_per_1k_input_tokens: self.usd_per_1k_input_tokens.unwrap_or(default.usd_per_1k_input_tokens),
+            usd_per_1k_output_tokens: self.usd_per_1k_output_tokens.unwrap_or(default.usd_per_1k_output_tokens),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -307,12 +474,23 @@ impl RunConfig {
         if let DeployerConfig::Local { program, .. } = &mut config.deployer {
             *program = PathBuf::from(expand_home(&program.to_string_lossy()));
         }
-        if let DeployerConfig::Dstack { base_file: Some(f), .. } | DeployerConfig::Kubernetes { base_file: Some(f), .. } = &mut config.deployer {
+        if let DeployerConfig::Dstack { base_file: Some(f), .. }
+        | DeployerConfig::Kubernetes { base_file: Some(f), .. } = &mut config.deployer
+        {
             *f = PathBuf::from(expand_home(&f.to_string_lossy()));
         }
         config.service.model = expand_home(&config.service.model);
         config.sessions_dir = PathBuf::from(expand_home(&config.sessions_dir.to_string_lossy()));
         config.objective().map_err(|e| Error::config(format!("{} objective", path.display()), e.to_string()))?;
+        let dir = path.parent().unwrap_or(Path::new(""));
+        for rules in &mut config.rules {
+            let expanded = PathBuf::from(expand_home(&rules.to_string_lossy()));
+            *rules = if expanded.is_relative() { dir.join(expanded) } else { expanded };
+        }
+        if let Some(llm) = &config.llm {
+            llm.check().map_err(|why| Error::config(format!("{} llm", path.display()), why))?;
+        }
+        config.origin = Some(path.to_path_buf());
         if config.bench.is_empty() {
             return Err(Error::config(format!("{} bench", path.display()), "add at least one benchmark plan"));
         }
@@ -365,10 +543,75 @@ impl RunConfig {
                 constraints: vec!["chat.error_rate == 0".into(), "concurrent.error_rate == 0".into()],
             },
             planner: PlannerKind::Rules,
+            llm: None,
+            rules: Vec::new(),
             budget: BudgetConfig { iterations, wall_time_s: None },
             telemetry: default_telemetry(),
             render_as: None,
+            origin: None,
         }
+    }
+
+    /// Where errors about this configuration point: its file, or `autodebug.yaml` for a built one.
+    fn location(&self, field: &str) -> String {
+        let file = self.origin.as_deref().map(|p| p.display().to_string()).unwrap_or_else(|| "autodebug.yaml".into());
+        format!("{file} {field}")
+    }
+
+    /// The shipped rules plus the user's `rules` files, in order; errors name the file and the rule.
+    pub fn knowledge_base(&self) -> Result<KnowledgeBase> {
+        let mut kb = KnowledgeBase::builtin();
+        for path in &self.rules {
+            let user = KnowledgeBase::load(path).map_err(|e| match e {
+                Error::Io { path, source } => Error::config(
+                    self.location("rules"),
+                    format!("cannot read the rules file {}: {source}; fix the path (relative paths start at the config file's directory)", path.display()),
+                ),
+                other => other,
+            })?;
+            kb.extend(user);
+        }
+        Ok(kb)
+    }
+
+    /// The `llm` planner's client configuration, with the API key read from the environment now.
+    pub fn llm_config(&self) -> Result<LlmConfig> {
+        let section = self.llm.clone().unwrap_or_else(|| LlmSection {
+            timeout_s: default_llm_timeout(),
+            fallback: default_llm_fallback(),
+            ..LlmSection::default()
+        });
+        section.check().map_err(|why| Error::config(self.location("llm"), why))?;
+        let provider = section.provider;
+        let base_url = section.base_url.clone().unwrap_or_else(|| provider.default_base_url().to_string());
+        let model = section.model.clone().unwrap_or_else(|| provider.default_model().to_string());
+        let dialect = match provider {
+            LlmProvider::Openai => Provider::OpenAi,
+            LlmProvider::Anthropic => Provider::Anthropic,
+        };
+        let mut config = LlmConfig::new(dialect, base_url, model)
+            .with_budget(section.budget.budget())
+            .with_timeout(Duration::from_secs_f64(section.timeout_s));
+        let key_env = section.api_key_env.clone().unwrap_or_else(|| provider.default_key_env().to_string());
+        let key_env = key_env.trim();
+        if !key_env.is_empty() {
+            let key = Secret::from_env(key_env).ok_or_else(|| {
+                Error::config(
+                    self.location("llm.api_key_env"),
+                    format!(
+                        "the environment variable {key_env} holding the API key for {} is not set; export {key_env}=<your key>, or name another variable in `llm.api_key_env` (\"\" for a server that needs no key)",
+                        config.url()
+                    ),
+                )
+            })?;
+            config = config.with_key(key);
+        }
+        Ok(config)
+    }
+
+    /// The `llm` planner's fallback (the rule planner unless the file names another).
+    pub fn llm_fallback(&self) -> PlannerKind {
+        self.llm.as_ref().map(|l| l.fallback).unwrap_or_else(default_llm_fallback)
     }
 
     pub fn objective(&self) -> Result<Objective> {
@@ -389,7 +632,9 @@ impl RunConfig {
         let s = &self.service;
         let from_file = match &self.deployer {
             DeployerConfig::Dstack { base_file: Some(path), .. } => Some(DstackDeployer::base_spec_from_file(path)?),
-            DeployerConfig::Kubernetes { base_file: Some(path), .. } => Some(KubernetesDeployer::base_spec_from_file(path)?),
+            DeployerConfig::Kubernetes { base_file: Some(path), .. } => {
+                Some(KubernetesDeployer::base_spec_from_file(path)?)
+            }
             _ => None,
         };
         let mut spec = ServiceSpec::new(s.name.clone(), s.engine, s.model.clone());

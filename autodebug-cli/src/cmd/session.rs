@@ -42,6 +42,9 @@ pub struct RunArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Plan with this planner instead of the file's `planner` (`llm` reads the file's `llm:` section).
+    #[arg(long, value_enum)]
+    planner: Option<crate::config::PlannerKind>,
 }
 
 pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
@@ -51,7 +54,10 @@ pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Res
 }
 
 pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
-    let config = RunConfig::load(&args.config)?;
+    let mut config = RunConfig::load(&args.config)?;
+    if let Some(planner) = args.planner {
+        config.planner = planner;
+    }
     run_session(config, args.session, args.resume, args.iterations, args.json, global.quiet).await
 }
 
