@@ -96,8 +96,40 @@ pub struct SelfCheckOptions {
     /// would) instead of the fast one: in fast mode the whole machine is saturated by design, so
     /// the TTFT error measures queueing in the server's HTTP layer rather than the client.
     pub ttft_paced: bool,
+    /// Where the simulators run.
+    pub simulator: SimulatorHost,
     /// Label of the run in the report's `mode`.
     pub label: String,
+}
+
+/// Where the self-check's simulators run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum SimulatorHost {
+    /// On a runtime in this process: needs no executable (tests, embedding), but client and
+    /// server then share this process's descriptor limit (two per stream) and its cores' queues.
+    InProcess,
+    /// One child process per simulator, started as `program args… --engine sglang --gpu H100
+    /// --model qwen1.5-0.5b --host 127.0.0.1 --port P [--fast] --quiet -- --served-model-name …`:
+    /// the client's process then holds only its own sockets, as it does against a real server.
+    /// `autodebug bench --self-check` passes its own executable with `sim serve`.
+    Child { program: std::path::PathBuf, args: Vec<String> },
+}
+
+impl SimulatorHost {
+    fn descriptors_per_stream(&self) -> u64 {
+        match self {
+            SimulatorHost::InProcess => 2,
+            SimulatorHost::Child { .. } => 1,
+        }
+    }
+
+    fn describe(&self) -> &'static str {
+        match self {
+            SimulatorHost::InProcess => "in-process",
+            SimulatorHost::Child { .. } => "in a child process",
+        }
+    }
 }
 
 impl Default for SelfCheckOptions {
@@ -115,6 +147,7 @@ impl Default for SelfCheckOptions {
             request_timeout: Duration::from_secs(60),
             phase_limit: Duration::from_secs(180),
             ttft_paced: true,
+            simulator: SimulatorHost::InProcess,
             label: "full".to_string(),
         }
     }
@@ -136,6 +169,7 @@ impl SelfCheckOptions {
             request_timeout: Duration::from_secs(30),
             phase_limit: Duration::from_secs(60),
             ttft_paced: true,
+            simulator: SimulatorHost::InProcess,
             label: "quick".to_string(),
         }
     }
@@ -155,6 +189,16 @@ impl SelfCheckOptions {
         }
         Ok(())
     }
+}
+
+/// Mean and p99 of the two legs of a TTFT error, ms (the Unix clocks of client and server are
+/// the same kernel clock; each process anchors it once, so a leg can read a few µs negative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct TtftLegs {
+    pub request_mean_ms: f64,
+    pub request_p99_ms: f64,
+    pub response_mean_ms: f64,
+    pub response_p99_ms: f64,
 }
 
 /// The measured figures (field names are the `--json` schema) and their context.
@@ -179,8 +223,8 @@ pub struct SelfCheckReport {
     pub chunks_measured: u64,
     /// How it ran: label, server, clocks.
     pub mode: String,
-    /// SSE events per wall-clock second in the CPU phase (bounded by the in-process server
-    /// sharing the machine; context, not the target).
+    /// SSE events per wall-clock second in the CPU phase (bounded by the server sharing the
+    /// machine; context, not the target).
     pub chunks_per_sec_wall: f64,
     /// Content chunks (tokens) among `chunks_measured`.
     pub content_chunks_measured: u64,
@@ -199,6 +243,10 @@ pub struct SelfCheckReport {
     pub ttft_err_mean_ms_c1000: f64,
     pub ttft_concurrency_high: usize,
     pub ttft_concurrency_low: usize,
+    /// Where the TTFT error arises, per concurrency: the request leg (request written → the
+    /// server's arrival stamp) and the response leg (first chunk sent → read by the client).
+    pub ttft_legs_c8: TtftLegs,
+    pub ttft_legs_c1000: TtftLegs,
     /// Requests with a TTFT error sample (successful, with server stamps), per concurrency.
     pub ttft_samples_c8: usize,
     pub ttft_samples_c1000: usize,
@@ -258,7 +306,7 @@ impl SelfCheckReport {
             out.push_str(&format!("{name:<28} {value:>14}  {target:<14} {result}\n"));
         }
         out.push_str(&format!(
-            "context: {:.0} chunks/s wall-clock (server in the same process); TTFT against the {} simulator, samples {} at c={}, {} at c={}; fd limit {}\n",
+            "context: {:.0} chunks/s wall-clock (the server shares the machine); TTFT against the {} simulator, samples {} at c={}, {} at c={}; fd limit {}\n",
             self.chunks_per_sec_wall,
             self.ttft_server_mode,
             self.ttft_samples_c8,
@@ -267,6 +315,14 @@ impl SelfCheckReport {
             self.ttft_concurrency_high,
             self.fd_limit
         ));
+        for (concurrency, legs) in
+            [(self.ttft_concurrency_low, &self.ttft_legs_c8), (self.ttft_concurrency_high, &self.ttft_legs_c1000)]
+        {
+            out.push_str(&format!(
+                "TTFT error legs, c={concurrency}: request written -> server arrival mean {:.3} ms p99 {:.3} ms; first chunk sent -> read mean {:.3} ms p99 {:.3} ms\n",
+                legs.request_mean_ms, legs.request_p99_ms, legs.response_mean_ms, legs.response_p99_ms
+            ));
+        }
         if let Some(note) = &self.streams_note {
             out.push_str(&format!("streams: {note}\n"));
         }
@@ -317,23 +373,42 @@ fn task_error(message: String) -> BenchError {
 
 fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchError> {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
-    let wanted_fds = 2 * options.streams_to_hold as u64 + SPARE_FDS;
-    let fd_limit = raise_fd_limit(wanted_fds);
+    let per_stream = options.simulator.descriptors_per_stream();
+    // Raised before any child starts, so a child simulator inherits the same limit.
+    let fd_limit = raise_fd_limit(per_stream * options.streams_to_hold as u64 + SPARE_FDS);
 
-    let server_runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(cores.saturating_sub(1).max(1))
-        .thread_name("self-check-sim")
-        .enable_all()
-        .build()
-        .map_err(|e| task_error(format!("could not start the simulator's runtime: {e}")))?;
     let client_runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| task_error(format!("could not start the client's runtime: {e}")))?;
-
-    let base_url = server_runtime.block_on(start_simulator(true))?;
-    let ttft_base_url =
-        if options.ttft_paced { server_runtime.block_on(start_simulator(false))? } else { base_url.clone() };
+    let mut server_runtime = None;
+    let mut children = Vec::new();
+    let mut start = |fast: bool| -> Result<String, BenchError> {
+        match &options.simulator {
+            SimulatorHost::InProcess => {
+                if server_runtime.is_none() {
+                    let runtime = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(cores.saturating_sub(1).max(1))
+                        .thread_name("self-check-sim")
+                        .enable_all()
+                        .build()
+                        .map_err(|e| task_error(format!("could not start the simulator's runtime: {e}")))?;
+                    server_runtime = Some(runtime);
+                }
+                let runtime = server_runtime.as_ref().ok_or_else(|| task_error("no simulator runtime".into()))?;
+                runtime.block_on(start_simulator(fast))
+            }
+            SimulatorHost::Child { program, args } => {
+                let child = ChildSimulator::start(program, args, fast)?;
+                client_runtime.block_on(child.wait_healthy(Duration::from_secs(30)))?;
+                let url = child.base_url.clone();
+                children.push(child);
+                Ok(url)
+            }
+        }
+    };
+    let base_url = start(true)?;
+    let ttft_base_url = if options.ttft_paced { start(false)? } else { base_url.clone() };
     // One client per phase: the hold phase leaves thousands of idle pooled connections that
     // would use up the descriptors the next phase needs.
     let new_client = || {
@@ -354,7 +429,7 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     let cpu = client_runtime.block_on(cpu_phase(&client, &url, options));
     merge_errors(&mut errors, "cpu", &cpu.errors);
 
-    let streams_allowed = (fd_limit.saturating_sub(SPARE_FDS) / 2) as usize;
+    let streams_allowed = (fd_limit.saturating_sub(SPARE_FDS) / per_stream) as usize;
     // (c) TTFT error at low and high concurrency.
     let ttft_url = format!("{ttft_base_url}/v1/chat/completions");
     let low = client_runtime.block_on(ttft_phase(
@@ -374,7 +449,8 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     let streams_requested = options.streams_to_hold.min(streams_allowed);
     let mut streams_note = (streams_requested < options.streams_to_hold).then(|| {
         format!(
-            "RLIMIT_NOFILE is {fd_limit} and client and server share this process (2 descriptors a stream), so only {streams_requested} of {} were attempted; raise the hard limit (ulimit -Hn) to hold more",
+            "RLIMIT_NOFILE is {fd_limit} ({per_stream} descriptor(s) a stream with the simulator {}), so only {streams_requested} of {} were attempted; raise the hard limit (ulimit -Hn) to hold more",
+            options.simulator.describe(),
             options.streams_to_hold
         )
     });
@@ -388,8 +464,11 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     }
 
     drop(client);
+    drop(children);
     client_runtime.shutdown_timeout(Duration::from_secs(1));
-    server_runtime.shutdown_background();
+    if let Some(runtime) = server_runtime {
+        runtime.shutdown_background();
+    }
 
     let cpu_us_per_chunk = if cpu.events > 0 { cpu.cpu_s * 1e6 / cpu.events as f64 } else { 0.0 };
     let (low_mean, low_p99) = mean_and_p99(&low.errors_ms);
@@ -405,8 +484,9 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
         client_version: CLIENT.to_string(),
         chunks_measured: cpu.events,
         mode: format!(
-            "{}: simulator in-process on 127.0.0.1 (fast mode; TTFT phases {}), sglang/H100/qwen1.5-0.5b; client on one current-thread runtime; CPU from {}",
+            "{}: simulator {} on 127.0.0.1 (fast mode; TTFT phases {}), sglang/H100/qwen1.5-0.5b; client on one current-thread runtime; CPU from {}",
             options.label,
+            options.simulator.describe(),
             if options.ttft_paced { "paced" } else { "fast" },
             CPU_CLOCK
         ),
@@ -421,6 +501,8 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
         ttft_err_mean_ms_c1000: high_mean,
         ttft_concurrency_high: high_concurrency,
         ttft_concurrency_low: options.ttft_concurrency_low,
+        ttft_legs_c8: low.legs(),
+        ttft_legs_c1000: high.legs(),
         ttft_samples_c8: low.errors_ms.len(),
         ttft_samples_c1000: high.errors_ms.len(),
         errors,
@@ -448,6 +530,78 @@ async fn start_simulator(fast: bool) -> Result<String, BenchError> {
     Ok(format!("http://{address}"))
 }
 
+/// A simulator in a child process, killed when dropped (and by the kernel should this thread die
+/// first: `PR_SET_PDEATHSIG`).
+struct ChildSimulator {
+    child: std::process::Child,
+    command: String,
+    base_url: String,
+}
+
+impl ChildSimulator {
+    fn start(program: &std::path::Path, args: &[String], fast: bool) -> Result<ChildSimulator, BenchError> {
+        // The port is chosen here, not by the child, so no log has to be parsed to learn it.
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|listener| listener.local_addr())
+            .map_err(|e| task_error(format!("could not find a free loopback port for the simulator: {e}")))?
+            .port();
+        let mut command = std::process::Command::new(program);
+        command.args(args).args(["--engine", "sglang", "--gpu", "H100", "--model", "qwen1.5-0.5b", "--seed", "7"]);
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string(), "--quiet"]);
+        if fast {
+            command.arg("--fast");
+        }
+        command.args(["--", "--served-model-name", SERVED_MODEL]);
+        command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
+        // The server gets the cores the client's thread leaves, as in-process; read by Tokio.
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        command.env("TOKIO_WORKER_THREADS", cores.saturating_sub(1).max(1).to_string());
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+            unsafe {
+                command.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+        }
+        let shown = format!("{} {} (port {port})", program.display(), args.join(" "));
+        let child = command
+            .spawn()
+            .map_err(|e| task_error(format!("could not start the simulator `{shown}`: {e}")))?;
+        Ok(ChildSimulator { child, command: shown, base_url: format!("http://127.0.0.1:{port}") })
+    }
+
+    async fn wait_healthy(&self, within: Duration) -> Result<(), BenchError> {
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .map_err(BenchError::Client)?;
+        let url = format!("{}/health", self.base_url);
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Err(task_error(format!(
+            "the simulator `{}` did not answer {url} within {} s; run it by hand to see why",
+            self.command,
+            within.as_secs()
+        )))
+    }
+}
+
+impl Drop for ChildSimulator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn merge_errors(into: &mut BTreeMap<String, u64>, phase: &str, from: &BTreeMap<&'static str, u64>) {
     for (class, count) in from {
         *into.entry(format!("{phase}/{class}")).or_default() += count;
@@ -473,7 +627,28 @@ fn mean_and_p99(samples: &[f64]) -> (f64, f64) {
 #[derive(Deserialize)]
 struct SimStamps {
     sim_ts_ns: Option<u64>,
+    /// When the chunk left the server's HTTP layer; older simulators lack it.
+    sim_sent_ns: Option<u64>,
     sim_arrival_ns: Option<u64>,
+}
+
+impl SimStamps {
+    fn first_byte_ns(&self) -> Option<u64> {
+        self.sim_sent_ns.or(self.sim_ts_ns)
+    }
+
+    /// Arrival to the moment the first chunk was sent (else produced): what a client with no
+    /// error of its own would read as TTFT.
+    fn server_ttft_ns(&self) -> Option<u64> {
+        Some(self.first_byte_ns()?.saturating_sub(self.sim_arrival_ns?))
+    }
+}
+
+/// Now on the Unix clock the simulator stamps with, ns.
+fn unix_now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64)
 }
 
 #[derive(Debug, Default)]
@@ -483,8 +658,12 @@ struct StreamResult {
     content_chunks: u64,
     /// Client TTFT: request written → first content chunk read.
     client_ttft_ns: Option<u64>,
-    /// Server TTFT: first content chunk's `sim_ts_ns` − `sim_arrival_ns`.
+    /// Server TTFT: first content chunk's `sim_sent_ns` − `sim_arrival_ns`.
     server_ttft_ns: Option<u64>,
+    /// The TTFT error split by the shared Unix clock: request written → arrival stamp (the
+    /// request leg), first chunk sent → read (the response leg), ns; may be negative by the
+    /// clocks' anchoring error.
+    legs_ns: Option<(i64, i64)>,
     error: Option<ErrorClass>,
 }
 
@@ -510,6 +689,7 @@ async fn one_stream(
         .header(reqwest::header::ACCEPT, "text/event-stream")
         .body(body);
     let sent_at = Instant::now();
+    let sent_unix_ns = unix_now_ns();
     let sent = tokio::time::timeout(timeout, request.send()).await;
     // The permit only spaces out connects: the next stream may connect once this one resolved.
     drop(connect_permit);
@@ -549,10 +729,13 @@ async fn one_stream(
             if !had_content && account.has_content() {
                 result.client_ttft_ns = Some(now_ns);
                 // Once per request, after the arrival was stamped: not on the measured path.
-                if let Ok(SimStamps { sim_ts_ns: Some(produced), sim_arrival_ns: Some(arrived) }) =
-                    serde_json::from_slice::<SimStamps>(data)
-                {
-                    result.server_ttft_ns = Some(produced.saturating_sub(arrived));
+                if let Ok(stamps) = serde_json::from_slice::<SimStamps>(data) {
+                    result.server_ttft_ns = stamps.server_ttft_ns();
+                    if let (Some(arrived), Some(first_byte)) = (stamps.sim_arrival_ns, stamps.first_byte_ns()) {
+                        let read_unix_ns = sent_unix_ns + now_ns;
+                        result.legs_ns =
+                            Some((arrived as i64 - sent_unix_ns as i64, read_unix_ns as i64 - first_byte as i64));
+                    }
                 }
             }
             match flow {
@@ -666,6 +849,9 @@ struct Tally {
     errors: BTreeMap<&'static str, u64>,
     /// TTFT errors in ms.
     errors_ms: Vec<f64>,
+    /// Their request and response legs in ms.
+    request_legs_ms: Vec<f64>,
+    response_legs_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -676,6 +862,10 @@ impl Tally {
             *self.errors.entry(class.as_str()).or_default() += 1;
         } else if measured && let (Some(client), Some(server)) = (result.client_ttft_ns, result.server_ttft_ns) {
             self.errors_ms.push((client as f64 - server as f64) / 1e6);
+            if let Some((request, response)) = result.legs_ns {
+                self.request_legs_ms.push(request as f64 / 1e6);
+                self.response_legs_ms.push(response as f64 / 1e6);
+            }
         }
     }
 }
@@ -773,7 +963,18 @@ async fn hold_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOpti
 
 struct TtftFigures {
     errors_ms: Vec<f64>,
+    request_legs_ms: Vec<f64>,
+    response_legs_ms: Vec<f64>,
     errors: BTreeMap<&'static str, u64>,
+}
+
+impl TtftFigures {
+    /// Mean and p99 of the request leg, then of the response leg, ms.
+    fn legs(&self) -> TtftLegs {
+        let (request_mean_ms, request_p99_ms) = mean_and_p99(&self.request_legs_ms);
+        let (response_mean_ms, response_p99_ms) = mean_and_p99(&self.response_legs_ms);
+        TtftLegs { request_mean_ms, request_p99_ms, response_mean_ms, response_p99_ms }
+    }
 }
 
 async fn ttft_phase(
@@ -806,7 +1007,12 @@ async fn ttft_phase(
     }
     while workers.join_next().await.is_some() {}
     let tally = std::mem::take(&mut *lock(&tally));
-    TtftFigures { errors_ms: tally.errors_ms, errors: tally.errors }
+    TtftFigures {
+        errors_ms: tally.errors_ms,
+        request_legs_ms: tally.request_legs_ms,
+        response_legs_ms: tally.response_legs_ms,
+        errors: tally.errors,
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use autodebug_bench::self_check::{SelfCheckOptions, SelfCheckReport, run};
+use autodebug_bench::self_check::{SelfCheckOptions, SelfCheckReport, SimulatorHost, run};
 
 fn tiny() -> SelfCheckOptions {
     SelfCheckOptions {
@@ -20,6 +20,7 @@ fn tiny() -> SelfCheckOptions {
         request_timeout: Duration::from_secs(20),
         phase_limit: Duration::from_secs(40),
         ttft_paced: true,
+        simulator: SimulatorHost::InProcess,
         label: "test".into(),
     }
 }

@@ -39,7 +39,7 @@ enum Command {
     #[command(after_help = "Example:\n  autodebug demo --iterations 4 --out /tmp/demo --json")]
     Demo(cmd::session::DemoArgs),
     /// Run a configured session (deployer, baseline, benchmarks, objective, planner, budget).
-    #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3")]
+    #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3\n  autodebug run -c examples/llm-planner.yaml\n  autodebug run -c autodebug.yaml --planner llm   # reads the file's `llm:` section; key from OPENAI_API_KEY")]
     Run(cmd::session::RunArgs),
     /// Write a self-contained HTML report of a session (SVG charts inline), and its charts as
     /// SVG or PNG files for slides.
@@ -55,7 +55,7 @@ enum Command {
     #[command(after_help = "Examples:\n  autodebug config-reference > docs/config-reference.md\n  autodebug config-reference --json > autodebug.schema.json")]
     ConfigReference(cmd::config_reference::Args),
     /// Benchmark an OpenAI-compatible endpoint: load modes, workloads, trials, sweeps, A/B.
-    #[command(after_help = "Examples:\n  autodebug bench --url http://127.0.0.1:30000 --model qwen --concurrency 8 --requests 64 --isl 512 --osl 128\n  autodebug bench --url URL --model M --rate 4 --arrival gamma --burstiness 0.5 --duration 60s --json report.json --jsonl requests.jsonl\n  autodebug bench --url URL --model M --sweep-concurrency 1,2,4,8 --trials 3\n  autodebug bench --url URL_A --compare-url URL_B --model M --concurrency 4 --trials 5 --metric output_throughput\n  autodebug bench --url URL --model M --dataset sharegpt.jsonl --tokenizer tokenizer.json\n  autodebug bench --self-check --json\n\nThe bearer token comes from --token-env VAR, --token-file FILE, AUTODEBUG_BENCH_TOKEN or OPENAI_API_KEY; it is never printed.")]
+    #[command(after_help = "Examples:\n  autodebug bench --url http://127.0.0.1:30000 --model qwen --concurrency 8 --requests 64 --isl 512 --osl 128\n  autodebug bench --url URL --model M --rate 4 --arrival gamma --burstiness 0.5 --duration 60s --json report.json --jsonl requests.jsonl\n  autodebug bench --url URL --model M --sweep-concurrency 1,2,4,8 --trials 3\n  autodebug bench --url URL_A --compare-url URL_B --model M --concurrency 4 --trials 5 --metric output_throughput\n  autodebug bench --url URL --model M --dataset sharegpt.jsonl --tokenizer tokenizer.json\n  autodebug bench --self-check --json\n  autodebug bench --self-check --quick --json self-check.json\n\nThe bearer token comes from --token-env VAR, --token-file FILE, AUTODEBUG_BENCH_TOKEN or OPENAI_API_KEY; it is never printed.")]
     Bench(cmd::bench::Args),
     /// Analyze a PyTorch-profiler (Kineto) trace: kernel classes, GPU busy/idle, stream overlap,
     /// operators and steps.

@@ -233,3 +233,31 @@ fn bench_prints_json_for_a_sweep_and_refuses_bad_lengths() {
         "{stderr}"
     );
 }
+
+/// `--self-check --quick` with the simulators as `autodebug sim serve` children of the client:
+/// every phase measures, no request fails, and no child outlives the run.
+#[test]
+fn quick_self_check_runs_the_simulators_as_children() {
+    let dir = std::env::temp_dir().join(format!("autodebug-self-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let json_path = dir.join("self-check.json");
+    let output = Command::new(BIN)
+        .args(["bench", "--self-check", "--quick", "--json"])
+        .arg(&json_path)
+        .output()
+        .expect("run autodebug");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("concurrent streams held"), "the table is printed: {stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json_path).expect("JSON written")).expect("JSON");
+    assert!(report["mode"].as_str().is_some_and(|m| m.contains("child process")), "{report}");
+    assert_eq!(report["streams_held"], report["streams_requested"], "{report}");
+    assert!(report["ttft_samples_c8"].as_u64().is_some_and(|n| n > 0), "{report}");
+    assert!(report["ttft_samples_c1000"].as_u64().is_some_and(|n| n > 0), "{report}");
+    assert!(report["cpu_us_per_chunk"].as_f64().is_some_and(|us| us > 0.0), "{report}");
+    assert_eq!(report["errors"], serde_json::json!({}), "{report}");
+    // Both legs of the error are measured (the simulator stamps `sim_sent_ns`).
+    assert!(report["ttft_legs_c8"]["response_p99_ms"].as_f64().is_some_and(|ms| ms != 0.0), "{report}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

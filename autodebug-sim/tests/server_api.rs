@@ -56,6 +56,10 @@ async fn sglang_chat_stream_has_the_engine_chunk_shape_and_usage() {
             "sim_ts_ns {ts} outside the request [{before}, {after}]"
         );
         assert!(ts >= previous_ts, "sim_ts_ns goes backwards");
+        if chunk["choices"].as_array().is_some_and(|c| !c.is_empty()) {
+            let sent = chunk["sim_sent_ns"].as_u64().expect("every choice chunk carries sim_sent_ns");
+            assert!(sent >= ts && sent <= after, "sim_sent_ns {sent} not in [sim_ts_ns {ts}, {after}]");
+        }
         previous_ts = ts;
         assert_eq!(chunk["id"], first["id"], "one id per response");
     }

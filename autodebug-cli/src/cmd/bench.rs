@@ -125,11 +125,14 @@ pub struct Args {
     /// Measure this client's own overhead and accuracy against the built-in simulator.
     #[arg(long)]
     self_check: bool,
+    /// With --self-check: a seconds-long reduced run with the same phases (noisier figures).
+    #[arg(long, requires = "self_check")]
+    quick: bool,
 }
 
 pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
     if args.self_check {
-        return self_check(args.json.is_some()).await;
+        return self_check(args.quick, args.json.as_deref()).await;
     }
     let url = args.url.clone().unwrap_or_default();
     let token = token(&args)?;
@@ -212,16 +215,24 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
     })
 }
 
-async fn self_check(json: bool) -> autodebug_core::Result<ExitCode> {
-    use autodebug_bench::self_check::{SelfCheckOptions, run};
-    let report = run(SelfCheckOptions::default()).await?;
-    if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&report).map_err(|e| Error::Bench(e.to_string()))?
-        );
-    } else {
-        print!("{}", report.to_table());
+async fn self_check(quick: bool, json: Option<&std::path::Path>) -> autodebug_core::Result<ExitCode> {
+    use autodebug_bench::self_check::{SelfCheckOptions, SimulatorHost, run};
+    // The simulators run as `autodebug sim serve` children: the client then holds only its own
+    // sockets and shares no runtime with the server, as against a real engine.
+    let simulator = match std::env::current_exe() {
+        Ok(program) => SimulatorHost::Child { program, args: vec!["sim".into(), "serve".into()] },
+        Err(_) => SimulatorHost::InProcess,
+    };
+    let options = if quick { SelfCheckOptions::quick() } else { SelfCheckOptions::default() };
+    let report = run(SelfCheckOptions { simulator, ..options }).await?;
+    let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Bench(e.to_string()))?;
+    match json {
+        Some(path) if path != std::path::Path::new("-") => {
+            std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+            print!("{}", report.to_table());
+        }
+        Some(_) => println!("{text}"),
+        None => print!("{}", report.to_table()),
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,11 @@
 //! The OpenAI-compatible API: `POST /v1/chat/completions`, `POST /v1/completions` (streaming SSE
 //! and non-streaming) and `GET /v1/models`, shaped like SGLang's and vLLM's responses.
 //!
-//! Every chunk carries an extra `sim_ts_ns` field: the server's Unix-nanosecond timestamp of when
-//! the chunk's tokens were produced, and `sim_arrival_ns`, when the request arrived, so a benchmark
-//! client can measure its own timing error.
+//! Every chunk carries extra Unix-nanosecond stamps so a benchmark client can measure its own
+//! timing error: `sim_ts_ns`, when the chunk's tokens were produced (the engine step's end);
+//! `sim_sent_ns`, when the chunk was serialized for the wire (after any queueing in this server's
+//! HTTP layer, so a client compares its receive time with the moment the bytes left); and
+//! `sim_arrival_ns`, when the request reached the handler.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -558,7 +560,7 @@ impl ChunkWriter {
         json!({
             "id": self.response_id, "object": self.object(true), "created": self.created, "model": self.model,
             "system_fingerprint": null, "choices": [choice], "sim_ts_ns": sim_ts_ns,
-            "sim_arrival_ns": self.arrived_unix_ns,
+            "sim_arrival_ns": self.arrived_unix_ns, "sim_sent_ns": self.clock.now_unix_ns(),
         })
     }
 
