@@ -2,22 +2,29 @@
 //!
 //! A load generator is only as good as its timing and its headroom: if it burns a core per few
 //! thousand chunks or stamps tokens late, it measures itself instead of the server. [`run`]
-//! starts the simulator's OpenAI-compatible server in this process on 127.0.0.1 in *fast* mode
-//! (tokens as fast as the client takes them; every chunk carries the server's own `sim_ts_ns`
-//! and `sim_arrival_ns`) and measures this crate's SSE hot path — the same parser
-//! ([`crate::sse`]) and per-stream accounting ([`crate::stream`]) every benchmark uses — against
-//! the targets of issue 3:
+//! starts the simulator's OpenAI-compatible server on 127.0.0.1 — as child processes
+//! ([`SimulatorHost::Child`], what the CLI does) or on a runtime in this process
+//! ([`SimulatorHost::InProcess`]) — in *fast* mode (tokens as fast as the client takes them)
+//! and measures this crate's SSE hot path — the same parser ([`crate::sse`]) and per-stream
+//! accounting ([`crate::stream`]) every benchmark uses — against the targets of issue 3:
 //!
 //! | figure | how | target |
 //! |---|---|---|
 //! | `cpu_us_per_chunk` | client thread CPU (`getrusage(RUSAGE_THREAD)`) / SSE events received, over a long run on a current-thread runtime | ≤ 10 µs |
 //! | `chunks_per_sec` | SSE events received and accounted per second of that one thread's CPU (one core's capacity) | ≥ 100,000 |
 //! | `streams_held` | streams simultaneously open (headers in, body not yet read), then all read to the end without an error | ≥ 10,000 |
-//! | `ttft_err_*` | per request, client TTFT (clock started right before the request is written) − server TTFT (first content chunk's `sim_ts_ns` − `sim_arrival_ns`), against a second simulator that paces its steps in real time (`ttft_paced`; fast mode saturates the machine, so it would measure the server's queueing) | mean ≤ 0.3 ms, p99 ≤ 2 ms at c=8; p99 ≤ 2 ms at c=1000 |
+//! | `ttft_err_*` | per request, client TTFT (clock started right before the request is sent) − server TTFT, against a second simulator that paces its steps in real time (`ttft_paced`; fast mode saturates the machine by design, so it would measure the server's queueing) | mean ≤ 0.3 ms, p99 ≤ 2 ms at c=8; p99 ≤ 2 ms at c=1000 |
 //!
-//! The client runs on a dedicated OS thread with a current-thread Tokio runtime, so its CPU time
-//! is its own; the server runs on a separate runtime in the same process. Wall-clock rates on a
-//! shared machine are reported as context (`chunks_per_sec_wall`), never asserted.
+//! The server TTFT comes from the stamps the simulator puts on every chunk: `sim_arrival_ns`,
+//! the kernel's receive time of the request's first bytes (`SO_TIMESTAMPNS`, so the server's own
+//! queueing before its handler is not charged to the client), and `sim_sent_ns`, when the first
+//! content chunk left its HTTP layer. The report splits each error into the request leg (sent →
+//! arrival) and the response leg (chunk sent → read by the client), on the shared Unix clock.
+//!
+//! The CPU phase runs on a dedicated OS thread with a current-thread Tokio runtime, so its CPU
+//! time is its own; the TTFT phases run on a multi-thread runtime with a worker per core, as
+//! `autodebug bench` and the loop run the benchmarker. Wall-clock rates on a shared machine are
+//! reported as context (`chunks_per_sec_wall`), never asserted.
 //!
 //! [`replay_sse`] feeds recorded bytes through the same parser and accounting without a network,
 //! for microbenchmarks and fuzzing.
@@ -399,7 +406,7 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
                 runtime.block_on(start_simulator(fast))
             }
             SimulatorHost::Child { program, args } => {
-                let child = ChildSimulator::start(program, args, fast)?;
+                let child = ChildSimulator::start(program, args, fast, cores)?;
                 client_runtime.block_on(child.wait_healthy(Duration::from_secs(30)))?;
                 let url = child.base_url.clone();
                 children.push(child);
@@ -430,10 +437,19 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     merge_errors(&mut errors, "cpu", &cpu.errors);
 
     let streams_allowed = (fd_limit.saturating_sub(SPARE_FDS) / per_stream) as usize;
-    // (c) TTFT error at low and high concurrency.
+    // (c) TTFT error at low and high concurrency, on a multi-thread runtime with a worker per
+    // core, as `autodebug bench` and the loop run the benchmarker (a fresh client: pooled
+    // connections stay with the runtime that opened them).
+    let ttft_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores)
+        .thread_name("self-check-client")
+        .enable_all()
+        .build()
+        .map_err(|e| task_error(format!("could not start the client's runtime: {e}")))?;
+    let ttft_client = new_client()?;
     let ttft_url = format!("{ttft_base_url}/v1/chat/completions");
-    let low = client_runtime.block_on(ttft_phase(
-        &client,
+    let low = ttft_runtime.block_on(ttft_phase(
+        &ttft_client,
         &ttft_url,
         options,
         options.ttft_concurrency_low,
@@ -441,9 +457,16 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     ));
     merge_errors(&mut errors, &format!("ttft_c{}", options.ttft_concurrency_low), &low.errors);
     let high_concurrency = options.ttft_concurrency_high.min(streams_allowed.max(1));
-    let high =
-        client_runtime.block_on(ttft_phase(&client, &ttft_url, options, high_concurrency, options.ttft_requests_high));
+    let high = ttft_runtime.block_on(ttft_phase(
+        &ttft_client,
+        &ttft_url,
+        options,
+        high_concurrency,
+        options.ttft_requests_high,
+    ));
     merge_errors(&mut errors, &format!("ttft_c{high_concurrency}"), &high.errors);
+    drop(ttft_client);
+    ttft_runtime.shutdown_timeout(Duration::from_secs(1));
 
     // (b) Streams held open at once; last, since it leaves thousands of sockets closing.
     let streams_requested = options.streams_to_hold.min(streams_allowed);
@@ -484,10 +507,11 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
         client_version: CLIENT.to_string(),
         chunks_measured: cpu.events,
         mode: format!(
-            "{}: simulator {} on 127.0.0.1 (fast mode; TTFT phases {}), sglang/H100/qwen1.5-0.5b; client on one current-thread runtime; CPU from {}",
+            "{}: simulator {} on 127.0.0.1 (fast mode; TTFT phases {}), sglang/H100/qwen1.5-0.5b; client: CPU phase on one current-thread runtime, TTFT phases on a {}-worker runtime; CPU from {}",
             options.label,
             options.simulator.describe(),
             if options.ttft_paced { "paced" } else { "fast" },
+            cores,
             CPU_CLOCK
         ),
         chunks_per_sec_wall: if cpu.wall_s > 0.0 { cpu.events as f64 / cpu.wall_s } else { 0.0 },
@@ -539,7 +563,7 @@ struct ChildSimulator {
 }
 
 impl ChildSimulator {
-    fn start(program: &std::path::Path, args: &[String], fast: bool) -> Result<ChildSimulator, BenchError> {
+    fn start(program: &std::path::Path, args: &[String], fast: bool, cores: usize) -> Result<ChildSimulator, BenchError> {
         // The port is chosen here, not by the child, so no log has to be parsed to learn it.
         let port = std::net::TcpListener::bind(("127.0.0.1", 0))
             .and_then(|listener| listener.local_addr())
@@ -553,8 +577,8 @@ impl ChildSimulator {
         }
         command.args(["--", "--served-model-name", SERVED_MODEL]);
         command.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::null());
-        // The server gets the cores the client's thread leaves, as in-process; read by Tokio.
-        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // The server's HTTP layer gets the cores the client's busiest thread leaves, as it does
+        // in-process (pinning the two apart measured worse on a shared machine); read by Tokio.
         command.env("TOKIO_WORKER_THREADS", cores.saturating_sub(1).max(1).to_string());
         #[cfg(target_os = "linux")]
         {

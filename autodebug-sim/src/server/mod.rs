@@ -31,6 +31,7 @@ mod engine_log;
 mod graphsignal;
 mod metrics;
 mod openai;
+mod rx_stamp;
 mod telemetry;
 
 use std::collections::HashMap;
@@ -42,7 +43,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use serde_json::{Value, json};
 
 pub use cli::run_cli;
@@ -232,13 +232,8 @@ pub async fn serve_engine(
             engine_log::emit(engine_kind, Level::Info, &line);
         }
     }
-    let listener = listener.tap_io(|stream| {
-        // Tokens are written one small chunk at a time; Nagle would batch them and skew timings.
-        if let Err(error) = stream.set_nodelay(true) {
-            tracing::debug!(%error, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, router(state))
+    let listener = rx_stamp::StampedListener::new(listener);
+    axum::serve(listener, router(state).into_make_service_with_connect_info::<rx_stamp::RxStamp>())
         .await
         .map_err(ServerError::Http)
 }

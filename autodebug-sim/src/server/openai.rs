@@ -5,7 +5,8 @@
 //! timing error: `sim_ts_ns`, when the chunk's tokens were produced (the engine step's end);
 //! `sim_sent_ns`, when the chunk was serialized for the wire (after any queueing in this server's
 //! HTTP layer, so a client compares its receive time with the moment the bytes left); and
-//! `sim_arrival_ns`, when the request reached the handler.
+//! `sim_arrival_ns`, when the request's first bytes reached this host (the kernel's receive stamp,
+//! see `rx_stamp`; else when the handler saw it).
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -14,11 +15,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::Extension;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
+use super::rx_stamp::RxStamp;
 use super::clock::{Delivery, DeliveryReceiver, EngineHandle, Submission};
 use super::{AppState, EngineKind, SimRequest, tokenize};
 
@@ -196,20 +199,24 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
 
 pub async fn chat_completions(
     State(state): State<Arc<AppState>>,
+    rx: Option<Extension<ConnectInfo<RxStamp>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    generate(state, headers, body, Api::Chat)
+    let received_unix_ns = rx.and_then(|Extension(ConnectInfo(stamp))| stamp.take());
+    generate(state, received_unix_ns, headers, body, Api::Chat)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn completions(
     State(state): State<Arc<AppState>>,
+    rx: Option<Extension<ConnectInfo<RxStamp>>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    generate(state, headers, body, Api::Completion)
+    let received_unix_ns = rx.and_then(|Extension(ConnectInfo(stamp))| stamp.take());
+    generate(state, received_unix_ns, headers, body, Api::Completion)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }
@@ -402,8 +409,10 @@ impl Drop for CancelOnDrop {
     }
 }
 
+/// `received_unix_ns`: the kernel's receive stamp of the request, when the listener has one.
 async fn generate(
     state: Arc<AppState>,
+    received_unix_ns: Option<u64>,
     headers: HeaderMap,
     body: Bytes,
     api: Api,
@@ -471,12 +480,22 @@ async fn generate(
         id,
         requested,
         request.include_usage,
-        state.clock.unix_ns(arrived),
+        arrival_unix_ns(state.clock.unix_ns(arrived), received_unix_ns),
     );
     if request.stream {
         Ok(stream_response(writer, deliveries, guard))
     } else {
         Ok(collect_response(writer, deliveries, guard).await)
+    }
+}
+
+/// The kernel's stamp when it is plausible (not after the handler saw the request, nor seconds
+/// before it), else the handler's own.
+fn arrival_unix_ns(handler_unix_ns: u64, received_unix_ns: Option<u64>) -> u64 {
+    const PLAUSIBLE_WAIT_NS: u64 = 10_000_000_000;
+    match received_unix_ns {
+        Some(received) if received <= handler_unix_ns && handler_unix_ns - received < PLAUSIBLE_WAIT_NS => received,
+        _ => handler_unix_ns,
     }
 }
 
