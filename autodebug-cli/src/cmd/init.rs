@@ -227,8 +227,11 @@ objective:
     - concurrent.error_rate == 0
     # - concurrent.ttft.p99 <= 200ms
 
-# How the next configuration is chosen; the default is listed in docs/config-reference.md.
+# How the next configuration is chosen: hybrid (the default), rules, bayes, grid, random, oat, or
+# llm with an `llm:` section (see examples/llm-planner.yaml; the key comes from the environment).
 # planner: rules
+# Your own YAML rules, added to the shipped knowledge base (paths relative to this file).
+# rules: [my-rules.yaml]
 
 # When to stop.
 budget:
