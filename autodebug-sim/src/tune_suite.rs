@@ -22,7 +22,7 @@
 //!     seeds: 1,
 //!     budget: 3,
 //!     scenarios: vec!["qwen-chat-latency".into()],
-//!     limit_space: Some(4),
+//!     limit_space: Some(2),
 //! };
 //! let report = run_suite(&options).unwrap();
 //! assert_eq!(report.rows.len(), 1);
@@ -35,7 +35,8 @@ use std::sync::{Arc, Mutex};
 use autodebug_core::canonical as c;
 use autodebug_core::rules::{RuleAnalyzer, RulePlanner};
 use autodebug_core::search::{
-    BayesPlanner, Dimension, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner, TuneSpace,
+    BayesPlanner, Config, Dimension, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner,
+    TuneSpace,
 };
 use autodebug_core::{
     Analysis, Analyzer, BenchContext, BenchPlan, BenchReport, BenchSummary, Distribution, Error,
@@ -62,19 +63,35 @@ pub struct Scenario {
     pub workload: SimWorkload,
     pub objective: Objective,
     pub space: TuneSpace,
-    /// The starting configuration: the first level of every knob (the engine's defaults).
+    /// The starting configuration: the first value listed for every knob (mostly the engine's
+    /// defaults; the TP degree the GPUs were bought for).
     pub base: ServiceSpec,
 }
 
-fn dims(levels: &[(&str, &[&str])]) -> TuneSpace {
+/// A space and its starting point: each knob's ladder, starting at the first value listed
+/// (the ladder itself is sorted, so `["4", "2", "8"]` starts a TP search at 4).
+struct Ladders {
+    space: TuneSpace,
+    start: Config,
+}
+
+fn dims(levels: &[(&str, &[&str])]) -> Ladders {
     let catalog = SearchSpace::for_engine(EngineKind::Sglang);
-    TuneSpace::new(
-        levels
-            .iter()
-            // The ladders below are written against the catalog; a typo is a programming error.
-            .filter_map(|(flag, l)| Dimension::new(&catalog, flag, l).ok())
-            .collect(),
-    )
+    // The ladders below are written against the catalog; a typo is a programming error.
+    let dims: Vec<(Dimension, usize)> = levels
+        .iter()
+        .filter_map(|(flag, l)| {
+            let dim = Dimension::new(&catalog, flag, l).ok()?;
+            let first = l.first().copied().filter(|v| *v != "default");
+            let start = dim.level_of(first).unwrap_or(0);
+            Some((dim, start))
+        })
+        .collect();
+    let start = dims.iter().map(|(_, s)| *s).collect();
+    Ladders {
+        space: TuneSpace::new(dims.into_iter().map(|(d, _)| d).collect()),
+        start,
+    }
 }
 
 fn constraint(text: &str) -> autodebug_core::Constraint {
@@ -92,13 +109,13 @@ fn scenario(
     model: &'static str,
     workload: SimWorkload,
     objective: Objective,
-    space: TuneSpace,
+    ladders: Ladders,
 ) -> Scenario {
     let catalog = SearchSpace::for_engine(EngineKind::Sglang);
     let bare = ServiceSpec::new(name, EngineKind::Sglang, model).with_gpu(gpu);
-    let base = space
-        .to_spec(&catalog, &bare, &vec![0; space.dims.len()])
-        .unwrap_or(bare);
+    let Ladders { space, start } = ladders;
+    let start = space.canonical(start);
+    let base = space.to_spec(&catalog, &bare, &start).unwrap_or(bare);
     Scenario {
         name,
         description,
@@ -112,63 +129,77 @@ fn scenario(
 }
 
 /// The six built-in scenarios.
+///
+/// Each space is chosen so the within-2% region is sparse: every knob has levels that cost
+/// more than 2% under the scenario's workload (through the engine model's own mechanisms: CPU
+/// overhead per round trip, CUDA-graph batch limits, KV capacity and retraction, chunked prefill
+/// against decode, prefix reuse, tensor-parallel memory), and several knobs interact.
 pub fn scenarios() -> Vec<Scenario> {
     let no_errors = || constraint("error_rate == 0");
     vec![
         scenario(
             "qwen-chat-latency",
-            "Qwen1.5-0.5B on 1x H100, latency-bound chat at concurrency 4: minimize mean e2e",
+            "Qwen1.5-0.5B on 1x H100, latency-bound chat at concurrency 8: minimize mean e2e",
             "H100",
             "qwen1.5-0.5b",
-            SimWorkload::sequential(48, 200, 150).with_concurrency(4),
+            SimWorkload::sequential(48, 200, 150).with_concurrency(8),
             Objective::minimize("e2e.mean").with_constraint(no_errors()),
             dims(&[
-                ("--num-continuous-decode-steps", &["1", "2", "4", "8", "16"]),
+                (
+                    "--num-continuous-decode-steps",
+                    &["1", "2", "4", "8", "16", "32", "64"],
+                ),
                 ("--disable-overlap-schedule", &["false", "true"]),
                 ("--disable-cuda-graph", &["false", "true"]),
-                ("--cuda-graph-max-bs", &["default", "8", "64"]),
-                ("--schedule-policy", &["fcfs", "lpm"]),
-                ("--enable-mixed-chunk", &["false", "true"]),
-                ("--schedule-conservativeness", &["1.0", "0.3"]),
+                ("--cuda-graph-max-bs", &["default", "2", "4"]),
+                ("--max-running-requests", &["default", "2", "4", "6", "8"]),
+                ("--chunked-prefill-size", &["default", "64", "128", "256"]),
             ]),
         ),
         scenario(
             "llama8b-throughput-ttft",
-            "Llama-3.1-8B on 1x A100, concurrency 16: maximize output throughput with ttft.p99 <= 500ms",
+            "Llama-3.1-8B on 1x A100, 512-token prompts, concurrency 8: maximize output throughput with ttft.p99 <= 500ms",
             "A100",
             "llama-3.1-8b",
-            SimWorkload::sequential(128, 256, 128).with_concurrency(16),
+            SimWorkload::sequential(96, 512, 256).with_concurrency(8),
             Objective::maximize("output_throughput")
                 .with_constraint(no_errors())
                 .with_constraint(constraint("ttft.p99 <= 500ms")),
             dims(&[
-                ("--max-running-requests", &["default", "16", "32", "64"]),
+                ("--max-running-requests", &["default", "2", "4", "6", "8"]),
                 (
                     "--chunked-prefill-size",
-                    &["default", "1024", "2048", "4096"],
+                    &["default", "256", "512", "1024", "2048"],
                 ),
-                ("--num-continuous-decode-steps", &["1", "4", "8"]),
-                ("--mem-fraction-static", &["default", "0.8", "0.95"]),
+                ("--num-continuous-decode-steps", &["1", "2", "4", "8"]),
                 ("--enable-mixed-chunk", &["false", "true"]),
-                ("--schedule-conservativeness", &["1.0", "0.3"]),
+                ("--disable-overlap-schedule", &["false", "true"]),
+                ("--attention-backend", &["default", "flashinfer", "triton"]),
             ]),
         ),
         scenario(
             "llama70b-tp",
-            "Llama-3.1-70B on H100s (as many as the TP degree), concurrency 32: minimize mean e2e",
+            "Llama-3.1-70B on H100s (as many as the TP degree), 1024-token prompts, 512-token answers, concurrency 32: minimize mean e2e with ttft.p99 <= 2s",
             "H100",
             "llama-3.1-70b",
-            SimWorkload::sequential(96, 512, 128).with_concurrency(32),
+            SimWorkload::sequential(96, 1024, 512).with_concurrency(32),
             Objective::minimize("e2e.mean")
                 .with_constraint(no_errors())
                 .with_constraint(constraint("ttft.p99 <= 2s")),
             dims(&[
                 ("--tp-size", &["4", "2", "8"]),
-                ("--mem-fraction-static", &["default", "0.8", "0.95"]),
-                ("--max-running-requests", &["default", "16", "64"]),
-                ("--chunked-prefill-size", &["default", "2048", "8192"]),
-                ("--num-continuous-decode-steps", &["1", "4", "8"]),
+                (
+                    "--attention-backend",
+                    &["default", "flashinfer", "triton", "torch_native"],
+                ),
+                ("--max-running-requests", &["default", "16", "32", "64"]),
+                (
+                    "--chunked-prefill-size",
+                    &["default", "1024", "2048", "4096", "8192"],
+                ),
+                ("--enable-mixed-chunk", &["false", "true"]),
                 ("--disable-cuda-graph", &["false", "true"]),
+                ("--disable-overlap-schedule", &["false", "true"]),
             ]),
         ),
         scenario(
@@ -181,13 +212,18 @@ pub fn scenarios() -> Vec<Scenario> {
                 .with_concurrency(16),
             Objective::minimize("ttft.mean").with_constraint(no_errors()),
             dims(&[
-                ("--schedule-policy", &["fcfs", "lpm", "dfs-weight"]),
+                (
+                    "--schedule-policy",
+                    &["fcfs", "lpm", "dfs-weight", "random"],
+                ),
                 ("--disable-radix-cache", &["false", "true"]),
-                ("--chunked-prefill-size", &["default", "2048", "8192"]),
-                ("--max-running-requests", &["default", "8", "32"]),
+                (
+                    "--chunked-prefill-size",
+                    &["default", "1024", "2048", "4096", "8192"],
+                ),
+                ("--max-running-requests", &["default", "8", "16", "32"]),
                 ("--enable-mixed-chunk", &["false", "true"]),
-                ("--num-continuous-decode-steps", &["1", "4"]),
-                ("--schedule-conservativeness", &["1.0", "0.3"]),
+                ("--num-continuous-decode-steps", &["1", "2", "4"]),
             ]),
         ),
         scenario(
@@ -202,13 +238,13 @@ pub fn scenarios() -> Vec<Scenario> {
             dims(&[
                 (
                     "--chunked-prefill-size",
-                    &["default", "2048", "4096", "16384"],
+                    &["default", "1024", "2048", "4096", "8192", "16384"],
                 ),
                 ("--enable-mixed-chunk", &["false", "true"]),
-                ("--mem-fraction-static", &["default", "0.7", "0.95"]),
-                ("--max-running-requests", &["default", "4", "16"]),
-                ("--num-continuous-decode-steps", &["1", "4"]),
+                ("--max-running-requests", &["default", "2", "4", "8"]),
+                ("--num-continuous-decode-steps", &["1", "2", "4"]),
                 ("--attention-backend", &["default", "flashinfer", "triton"]),
+                ("--disable-overlap-schedule", &["false", "true"]),
             ]),
         ),
         scenario(
@@ -221,12 +257,18 @@ pub fn scenarios() -> Vec<Scenario> {
             dims(&[
                 (
                     "--mem-fraction-static",
-                    &["default", "0.7", "0.8", "0.9", "0.95"],
+                    &["default", "0.7", "0.75", "0.8", "0.95"],
                 ),
-                ("--max-running-requests", &["default", "8", "16", "32"]),
-                ("--schedule-conservativeness", &["1.0", "0.3", "1.3"]),
-                ("--chunked-prefill-size", &["default", "1024", "4096"]),
-                ("--num-continuous-decode-steps", &["1", "4"]),
+                (
+                    "--max-running-requests",
+                    &["default", "8", "16", "24", "32", "48"],
+                ),
+                ("--schedule-conservativeness", &["1.0", "0.3"]),
+                (
+                    "--chunked-prefill-size",
+                    &["default", "512", "1024", "4096"],
+                ),
+                ("--num-continuous-decode-steps", &["1", "2", "4", "8"]),
                 ("--enable-mixed-chunk", &["false", "true"]),
             ]),
         ),
@@ -309,7 +351,7 @@ impl Default for SuiteOptions {
                 PlannerChoice::Hybrid,
             ],
             seeds: 5,
-            budget: 60,
+            budget: 150,
             scenarios: Vec::new(),
             limit_space: None,
         }
@@ -328,6 +370,11 @@ pub struct SuiteRow {
     pub best_after_10: Option<f64>,
     pub best_after_20: Option<f64>,
     pub optimum: f64,
+    /// Share of the scenario's space within 2% of the optimum (context: how sparse it is).
+    pub within_2pct_share: f64,
+    /// This planner's median evaluations to within 2% over random search's (random's budget + 1
+    /// standing in when random did not get there).
+    pub vs_random: Option<f64>,
     /// Median count of evaluations that failed to start or broke a constraint.
     pub failed_evals: f64,
     /// Proposals that failed the catalog's validation (always 0 for a correct planner).
@@ -347,9 +394,133 @@ pub struct ScenarioSummary {
     pub knobs: usize,
     pub configurations: usize,
     pub infeasible_configurations: usize,
+    /// Configurations whose reference value is within 2% of the optimum (the optimum included).
+    pub within_2pct_configurations: usize,
+    /// Their share of all configurations: how sparse the target is (a uniform random draw
+    /// lands there with this probability).
+    pub within_2pct_share: f64,
+    /// Expected evaluations of a uniform random search without repeats to first hit the
+    /// within-2% region, `(N + 1) / (K + 1)`: the yardstick the measured random median estimates.
+    pub random_expected_evals: f64,
     pub optimum: f64,
     pub optimum_config: String,
     pub baseline: Option<f64>,
+    /// Hybrid's median evaluations to within 2% over random's (see [`Target`]).
+    pub hybrid_vs_random: Option<f64>,
+}
+
+/// Every configuration of a scenario's space with its reference value (`None`: it failed to
+/// start or broke a constraint).
+#[derive(Debug, Clone, Default)]
+pub struct Landscape {
+    pub points: Vec<(Config, Option<f64>)>,
+}
+
+impl Landscape {
+    /// The best feasible configuration and its value.
+    pub fn optimum(&self, objective: &Objective) -> Option<(&Config, f64)> {
+        self.points
+            .iter()
+            .filter_map(|(c, v)| v.map(|v| (c, v)))
+            .reduce(|a, b| {
+                if objective.better_value(b.1, a.1) {
+                    b
+                } else {
+                    a
+                }
+            })
+    }
+
+    pub fn within_count(&self, objective: &Objective, optimum: f64) -> usize {
+        self.points
+            .iter()
+            .filter(|(_, v)| v.is_some_and(|v| within(objective, optimum, v)))
+            .count()
+    }
+
+    pub fn within_share(&self, objective: &Objective, optimum: f64) -> f64 {
+        self.within_count(objective, optimum) as f64 / self.points.len().max(1) as f64
+    }
+}
+
+/// Measures every configuration of `scenario`'s space in virtual time (on a few threads).
+pub fn landscape(scenario: &Scenario) -> Landscape {
+    let bench = Bench::new(scenario);
+    measure_all(std::slice::from_ref(scenario), std::slice::from_ref(&bench))
+        .pop()
+        .unwrap_or_default()
+}
+
+fn measure_all(chosen: &[Scenario], benches: &[Bench<'_>]) -> Vec<Landscape> {
+    let catalog = SearchSpace::for_engine(EngineKind::Sglang);
+    let points: Vec<(usize, Config, ServiceSpec)> = chosen
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| {
+            s.space
+                .enumerate()
+                .filter_map(|c| {
+                    s.space
+                        .to_spec(&catalog, &s.base, &c)
+                        .ok()
+                        .map(|spec| (c, spec))
+                })
+                .map(move |(c, spec)| (i, c, spec))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let values = parallel(
+        points.iter().map(|(i, _, spec)| (*i, spec)).collect(),
+        |(i, spec)| benches[i].value(spec),
+    );
+    let mut maps = vec![Landscape::default(); chosen.len()];
+    for ((i, config, _), value) in points.into_iter().zip(values) {
+        maps[i].points.push((config, value));
+    }
+    maps
+}
+
+/// The targets for one scenario: hybrid's median evaluations to within 2% at most 12,
+/// and at most 20% of random search's.
+#[derive(Debug, Clone, Serialize)]
+pub struct Target {
+    pub scenario: String,
+    pub hybrid: Option<f64>,
+    pub random: Option<f64>,
+    /// Random never got there in over half its runs: `random` is the budget + 1, a lower bound.
+    pub random_is_lower_bound: bool,
+    pub hybrid_vs_random: Option<f64>,
+    pub within_12: bool,
+    pub within_20pct_of_random: bool,
+}
+
+impl SuiteReport {
+    /// One [`Target`] per scenario that ran both hybrid and random.
+    pub fn targets(&self) -> Vec<Target> {
+        self.scenarios
+            .iter()
+            .filter_map(|s| {
+                let row = |p: &str| {
+                    self.rows
+                        .iter()
+                        .find(|r| r.scenario == s.name && r.planner == p)
+                };
+                let (h, r) = (row("hybrid")?, row("random")?);
+                let random_is_lower_bound = r.evals_to_within_2pct.is_none();
+                let random = r.evals_to_within_2pct.or(Some(r.budget as f64 + 1.0));
+                let ratio = h.evals_to_within_2pct.zip(random).map(|(h, r)| h / r);
+                Some(Target {
+                    scenario: s.name.clone(),
+                    hybrid: h.evals_to_within_2pct,
+                    random,
+                    random_is_lower_bound,
+                    hybrid_vs_random: ratio,
+                    within_12: h.evals_to_within_2pct.is_some_and(|h| h <= 12.0),
+                    within_20pct_of_random: ratio.is_some_and(|q| q <= 0.2),
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -827,42 +998,12 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             }
         }
     }
-    let catalog = SearchSpace::for_engine(EngineKind::Sglang);
     let benches: Vec<Bench<'_>> = chosen.iter().map(Bench::new).collect();
-
-    // The TRUE optimum: every configuration of every scenario, in virtual time.
-    let points: Vec<(usize, ServiceSpec)> = chosen
-        .iter()
-        .enumerate()
-        .flat_map(|(i, s)| {
-            s.space
-                .enumerate()
-                .filter_map(|c| s.space.to_spec(&catalog, &s.base, &c).ok())
-                .map(move |spec| (i, spec))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let values = parallel(points.clone(), |(i, spec)| benches[i].value(&spec));
+    let maps = measure_all(&chosen, &benches);
     let mut summaries = Vec::new();
     let mut optima = Vec::new();
-    for (i, s) in chosen.iter().enumerate() {
-        let mine: Vec<(&ServiceSpec, Option<f64>)> = points
-            .iter()
-            .zip(&values)
-            .filter(|((j, _), _)| *j == i)
-            .map(|((_, spec), v)| (spec, *v))
-            .collect();
-        let best = mine
-            .iter()
-            .filter_map(|(spec, v)| v.map(|v| (spec, v)))
-            .reduce(|a, b| {
-                if s.objective.better_value(b.1, a.1) {
-                    b
-                } else {
-                    a
-                }
-            });
-        let Some((best_spec, optimum)) = best else {
+    for ((s, bench), map) in chosen.iter().zip(&benches).zip(&maps) {
+        let Some((best, optimum)) = map.optimum(&s.objective) else {
             return Err(Error::Plan(format!(
                 "scenario `{}`: no configuration of its space is feasible; loosen its constraints",
                 s.name
@@ -874,15 +1015,16 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             description: s.description.to_string(),
             objective: s.objective.describe(),
             knobs: s.space.dims.len(),
-            configurations: mine.len(),
-            infeasible_configurations: mine.iter().filter(|(_, v)| v.is_none()).count(),
+            configurations: map.points.len(),
+            infeasible_configurations: map.points.iter().filter(|(_, v)| v.is_none()).count(),
+            within_2pct_configurations: map.within_count(&s.objective, optimum),
+            within_2pct_share: map.within_share(&s.objective, optimum),
+            random_expected_evals: (map.points.len() as f64 + 1.0)
+                / (map.within_count(&s.objective, optimum) as f64 + 1.0),
             optimum,
-            optimum_config: s
-                .space
-                .encode(&catalog, &best_spec.flags)
-                .map(|c| s.space.describe(&c))
-                .unwrap_or_else(|| best_spec.flags.to_command_line()),
-            baseline: benches[i].value(&s.base),
+            optimum_config: s.space.describe(best),
+            baseline: bench.value(&s.base),
+            hybrid_vs_random: None,
         });
     }
 
@@ -952,6 +1094,8 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
                 best_after_10: median(after_10),
                 best_after_20: median(after_20),
                 optimum: optima[i],
+                within_2pct_share: summaries[i].within_2pct_share,
+                vs_random: None,
                 failed_evals: median(failed).unwrap_or(0.0),
                 invalid_proposals: invalid,
                 evals_per_seed: reached,
@@ -960,8 +1104,28 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             });
         }
     }
-    Ok(SuiteReport {
+    for row in 0..rows.len() {
+        let random = rows
+            .iter()
+            .find(|r| r.scenario == rows[row].scenario && r.planner == "random")
+            .map(|r| r.evals_to_within_2pct.unwrap_or(r.budget as f64 + 1.0));
+        rows[row].vs_random = rows[row]
+            .evals_to_within_2pct
+            .zip(random)
+            .map(|(a, b)| a / b);
+    }
+    let mut report = SuiteReport {
         scenarios: summaries,
         rows,
-    })
+    };
+    for target in report.targets() {
+        if let Some(s) = report
+            .scenarios
+            .iter_mut()
+            .find(|s| s.name == target.scenario)
+        {
+            s.hybrid_vs_random = target.hybrid_vs_random;
+        }
+    }
+    Ok(report)
 }

@@ -69,6 +69,8 @@ fn a_reduced_suite_runs_every_planner_and_fills_every_field() {
             "best_after_20",
             "optimum",
             "failed_evals",
+            "within_2pct_share",
+            "vs_random",
         ] {
             assert!(json.get(field).is_some(), "missing field {field}");
         }
@@ -94,5 +96,57 @@ fn a_reduced_suite_runs_every_planner_and_fills_every_field() {
             row.scenario,
             row.planner
         );
+    }
+}
+
+#[test]
+fn the_within_2pct_region_is_a_small_share_even_of_a_narrowed_space() {
+    // Three levels per knob: hundreds of configurations, of which only a few are near the best.
+    let options = SuiteOptions {
+        planners: vec![PlannerChoice::Random, PlannerChoice::Hybrid],
+        seeds: 1,
+        budget: 12,
+        scenarios: vec!["qwen-chat-latency".into(), "long-prompt".into()],
+        limit_space: Some(3),
+    };
+    let report = run_suite(&options).unwrap();
+    for s in &report.scenarios {
+        assert!(
+            s.configurations >= 200,
+            "{}: {} configurations",
+            s.name,
+            s.configurations
+        );
+        assert!(
+            s.within_2pct_share > 0.0 && s.within_2pct_share <= 0.05,
+            "{}: {:.1}% of the space is within 2% of the optimum",
+            s.name,
+            100.0 * s.within_2pct_share
+        );
+        assert_eq!(
+            s.within_2pct_share,
+            s.within_2pct_configurations as f64 / s.configurations as f64
+        );
+    }
+    // Virtual time and fixed seeds make this deterministic: the hybrid's rules and local search
+    // reach the sparse optimum of the latency scenario within the small budget.
+    let hybrid = report
+        .rows
+        .iter()
+        .find(|r| r.scenario == "qwen-chat-latency" && r.planner == "hybrid")
+        .unwrap();
+    assert!(
+        hybrid.evals_per_seed[0].is_some_and(|n| n <= 12),
+        "hybrid: {:?}",
+        hybrid.evals_per_seed
+    );
+    let targets = report.targets();
+    assert_eq!(targets.len(), 2);
+    for t in &targets {
+        let random = t.random.unwrap();
+        assert!(random >= 1.0);
+        if let Some(h) = t.hybrid {
+            assert_eq!(t.hybrid_vs_random, Some(h / random));
+        }
     }
 }

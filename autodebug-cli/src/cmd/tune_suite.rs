@@ -20,7 +20,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     pub seeds: u64,
     /// Evaluations per planner run, the baseline included.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, default_value_t = 150)]
     pub budget: usize,
     /// Only these scenarios (comma-separated names); all by default.
     #[arg(long, value_delimiter = ',')]
@@ -41,13 +41,15 @@ fn table(report: &SuiteReport) -> String {
     let mut out = String::new();
     for s in &report.scenarios {
         out.push_str(&format!(
-            "\n{} — {}\n  {}; {} knobs, {} configurations ({} infeasible or failing); optimum {} [{}]; baseline {}\n",
+            "\n{} — {}\n  {}; {} knobs, {} configurations ({} infeasible or failing, {} within 2% of the optimum: {:.2}%); optimum {} [{}]; baseline {}\n",
             s.name,
             s.description,
             s.objective,
             s.knobs,
             s.configurations,
             s.infeasible_configurations,
+            s.within_2pct_configurations,
+            100.0 * s.within_2pct_share,
             autodebug_core::format_number(s.optimum),
             s.optimum_config,
             fmt(s.baseline)
@@ -64,6 +66,47 @@ fn table(report: &SuiteReport) -> String {
                 fmt(r.best_after_10),
                 fmt(r.best_after_20),
                 autodebug_core::format_number(r.failed_evals)
+            ));
+        }
+    }
+    let targets = report.targets();
+    if !targets.is_empty() {
+        out.push_str(&format!(
+            "\ntargets (hybrid: median evaluations to within 2% <= 12, and <= 20% of random's; random-exp: (N+1)/(K+1), what random needs on average)\n  {:<24} {:>8} {:>8} {:>8} {:>10} {:>7} {:>7} {:>6} {:>6}\n",
+            "scenario", "within2%", "hybrid", "random", "random-exp", "ratio", "bayes", "<=12", "<=20%"
+        ));
+        for t in &targets {
+            let summary = report.scenarios.iter().find(|s| s.name == t.scenario);
+            let share = summary.map_or(0.0, |s| 100.0 * s.within_2pct_share);
+            let expected = summary.map(|s| s.random_expected_evals);
+            let bayes = report
+                .rows
+                .iter()
+                .find(|r| r.scenario == t.scenario && r.planner == "bayes")
+                .and_then(|r| r.evals_to_within_2pct);
+            let random = match t.random {
+                Some(r) if t.random_is_lower_bound => {
+                    format!(">={}", autodebug_core::format_number(r))
+                }
+                other => fmt(other),
+            };
+            let ratio = match t.hybrid_vs_random {
+                Some(q) if t.random_is_lower_bound => format!("<={q:.2}"),
+                Some(q) => format!("{q:.2}"),
+                None => "-".into(),
+            };
+            let verdict = |ok: bool| if ok { "pass" } else { "FAIL" };
+            out.push_str(&format!(
+                "  {:<24} {:>7.2}% {:>8} {:>8} {:>10} {:>7} {:>7} {:>6} {:>6}\n",
+                t.scenario,
+                share,
+                fmt(t.hybrid),
+                random,
+                expected.map_or("-".into(), |e| format!("{e:.0}")),
+                ratio,
+                fmt(bayes),
+                verdict(t.within_12),
+                verdict(t.within_20pct_of_random)
             ));
         }
     }

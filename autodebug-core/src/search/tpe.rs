@@ -4,7 +4,9 @@
 //! the constraints); the best `gamma` share forms the "good" density l(x), the rest the "bad"
 //! density g(x), each a Parzen mixture over level indices (Gaussian kernels on numeric ladders,
 //! sticky kernels on categories) plus a uniform prior. Candidates are drawn from l(x) and scored
-//! by l(x)/g(x). Configurations that never ran (startup OOM, crash) are not scored as zero: they
+//! by l(x)/g(x). Two proposals in three instead refine the incumbent: among its one-step
+//! neighbours (one knob changed; numeric knobs to an adjacent level), the one whose per-knob
+//! l/g marginals are best, with a bonus for levels no measured configuration has tried. Configurations that never ran (startup OOM, crash) are not scored as zero: they
 //! train a separate failure classifier — per knob and level, the smoothed share of measured
 //! configurations that failed — and each candidate's score is weighted by its odds of starting
 //! at all; one more likely to fail than to start is proposed only when nothing else is left.
@@ -28,6 +30,9 @@ const PRIOR_WEIGHT: f64 = 1.0;
 const CATEGORICAL_SPREAD: f64 = 0.2;
 /// Score handicap of a candidate the failure classifier says will more likely fail than start.
 const GATED: f64 = 1e6;
+/// Log-score bonus of a one-knob move to a level no measured configuration has (an unknown
+/// effect ranks like a move the model favours twice over).
+const NOVELTY_BONUS: f64 = std::f64::consts::LN_2;
 /// Spaces up to this size are scanned in full when sampling finds nothing new.
 const ENUMERATION_LIMIT: usize = 200_000;
 
@@ -178,24 +183,33 @@ impl BayesPlanner {
                 let good: Vec<Config> = ranked[..n_good].iter().map(|r| r.0.clone()).collect();
                 let mut bad: Vec<Config> = ranked[n_good..].iter().map(|r| r.0.clone()).collect();
                 bad.extend(pending.iter().cloned());
-                let l = Parzen::new(&tune, good, true);
-                let g = Parzen::new(&tune, bad, true);
+                let l = Parzen::new(&tune, good.clone(), true);
+                let g = Parzen::new(&tune, bad.clone(), true);
+                // Per-knob marginals rank one-knob moves: which level of each knob the good
+                // points favour, free of the joint kernel's pull towards the nearest point.
+                let l_marginal = Parzen::new(&tune, good, false);
+                let g_marginal = Parzen::new(&tune, bad, false);
                 let fail_model = (!failed.is_empty())
                     .then(|| FailureModel::new(&tune, &failed, ranked.iter().map(|r| &r.0)));
-                let score = |c: &Config| {
-                    let mut s = l.density(c).ln() - g.density(c).ln();
-                    if let Some(model) = &fail_model {
-                        let p_fail = model.p_fail(c);
-                        s += (1.0 - p_fail).max(1e-6).ln();
-                        // More likely to fail than to start: only as a last resort.
-                        if p_fail > 0.5 {
-                            s -= GATED;
-                        }
-                    }
-                    s
+                let fail_penalty = |c: &Config| {
+                    let Some(model) = &fail_model else { return 0.0 };
+                    let p_fail = model.p_fail(c);
+                    // More likely to fail than to start: only as a last resort.
+                    (1.0 - p_fail).max(1e-6).ln() - if p_fail > 0.5 { GATED } else { 0.0 }
                 };
-                let mut best: Option<(Config, ServiceSpec, f64)> = None;
-                let consider = |c: Config, best: &mut Option<(Config, ServiceSpec, f64)>| {
+                let score = |c: &Config| l.density(c).ln() - g.density(c).ln() + fail_penalty(c);
+                // A knob level no measured configuration has tried is worth a look: its effect is
+                // unknown, whereas a level seen only among the bad points is known to hurt.
+                let seen = |d: usize, level: usize| ranked.iter().any(|r| r.0[d] == level);
+                let local_score = |c: &Config| {
+                    let novel = c.iter().enumerate().filter(|(d, l)| !seen(*d, **l)).count();
+                    l_marginal.density(c).ln() - g_marginal.density(c).ln()
+                        + fail_penalty(c)
+                        + NOVELTY_BONUS * novel as f64
+                };
+                let consider = |c: Config,
+                                best: &mut Option<(Config, ServiceSpec, f64)>,
+                                score: &dyn Fn(&Config) -> f64| {
                     if taken(&c, &pending) || best.as_ref().is_some_and(|b| b.0 == c) {
                         return;
                     }
@@ -207,14 +221,29 @@ impl BayesPlanner {
                         *best = Some((c, spec, s));
                     }
                 };
-                for _ in 0..self.candidates {
-                    let c = tune.canonical(l.sample(&mut rng));
-                    consider(c, &mut best);
+                let mut best: Option<(Config, ServiceSpec, f64)> = None;
+                // Two proposals in three refine the incumbent: the most promising one-knob move
+                // from the best point. Knob effects are mostly local, so the next better point
+                // is usually one knob away; the third proposal searches the whole space.
+                let exploit = (history.iterations.len() + out.len()) % 3 != 0;
+                if exploit {
+                    for c in neighbours(&tune, &ranked[0].0) {
+                        consider(c, &mut best, &local_score);
+                    }
+                    if best.as_ref().is_some_and(|b| b.2 < -GATED / 2.0) {
+                        best = None;
+                    }
+                }
+                if best.is_none() {
+                    for _ in 0..self.candidates {
+                        let c = tune.canonical(l.sample(&mut rng));
+                        consider(c, &mut best, &score);
+                    }
                 }
                 // Sampling found nothing new, or only points likely to fail: scan the space.
                 if best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0) {
                     for c in tune.enumerate().take(ENUMERATION_LIMIT) {
-                        consider(c, &mut best);
+                        consider(c, &mut best, &score);
                     }
                 }
                 best.map(|(c, s, _)| (c, s, rule::TPE))
@@ -288,6 +317,25 @@ impl BayesPlanner {
         }
         best.map(|(c, s, _)| (c, s))
     }
+}
+
+/// The configurations one step away from `config`: one knob changed, a numeric knob to an
+/// adjacent level, a categorical knob to any other value (canonical, so inactive knobs stay put).
+fn neighbours(tune: &TuneSpace, config: &[usize]) -> Vec<Config> {
+    let mut out = Vec::new();
+    for (d, dim) in tune.dims.iter().enumerate() {
+        for level in 0..dim.len() {
+            if level != config[d] && (!dim.ordinal || level.abs_diff(config[d]) == 1) {
+                let mut c = config.to_vec();
+                c[d] = level;
+                let c = tune.canonical(c);
+                if c != config && !out.contains(&c) {
+                    out.push(c);
+                }
+            }
+        }
+    }
+    out
 }
 
 /// The failure classifier: per knob and level, the smoothed share of measured configurations
