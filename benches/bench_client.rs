@@ -16,7 +16,7 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use autodebug_bench::self_check::{self, ReplayEnd, SelfCheckOptions, SelfCheckReport, replay_sse};
+use autodebug_bench::self_check::{self, ReplayEnd, SelfCheckOptions, SelfCheckReport, SimulatorHost, replay_sse};
 use autodebug_sim::server::{ServeOptions, serve};
 use autodebug_sim::{EngineKind, SimConfig};
 
@@ -27,10 +27,18 @@ struct Args {
     quick: bool,
     parse_only: bool,
     json: bool,
+    /// An `autodebug` executable to run the simulators as `sim serve` children.
+    simulator: Option<std::path::PathBuf>,
+}
+
+/// `autodebug` in this program's own directory (`target/release` after a release build).
+fn sibling_autodebug() -> Option<std::path::PathBuf> {
+    let program = std::env::current_exe().ok()?.with_file_name("autodebug");
+    program.is_file().then_some(program)
 }
 
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args { runs: 3, quick: false, parse_only: false, json: false };
+    let mut args = Args { runs: 3, quick: false, parse_only: false, json: false, simulator: sibling_autodebug() };
     let mut it = std::env::args().skip(1);
     while let Some(arg) = it.next() {
         match arg.as_str() {
@@ -44,8 +52,13 @@ fn parse_args() -> Result<Args, String> {
             "--quick" => args.quick = true,
             "--parse-only" => args.parse_only = true,
             "--json" => args.json = true,
+            "--simulator" => {
+                let value = it.next().ok_or("--simulator needs the path of an autodebug executable")?;
+                args.simulator = Some(value.into());
+            }
+            "--in-process" => args.simulator = None,
             "-h" | "--help" => {
-                return Err("usage: bench_client [--runs N] [--quick] [--parse-only] [--json]".into());
+                return Err("usage: bench_client [--runs N] [--quick] [--parse-only] [--json] [--simulator PATH | --in-process]\n(default: the simulators run as children of the `autodebug` built next to this program, else in-process)".into());
             }
             other => return Err(format!("unknown argument `{other}`; see --help")),
         }
@@ -159,6 +172,14 @@ fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
     base.ttft_err_p99_ms_c8 = pick(&reports, |r| r.ttft_err_p99_ms_c8);
     base.ttft_err_mean_ms_c1000 = pick(&reports, |r| r.ttft_err_mean_ms_c1000);
     base.ttft_err_p99_ms_c1000 = pick(&reports, |r| r.ttft_err_p99_ms_c1000);
+    base.ttft_legs_c8.request_mean_ms = pick(&reports, |r| r.ttft_legs_c8.request_mean_ms);
+    base.ttft_legs_c8.request_p99_ms = pick(&reports, |r| r.ttft_legs_c8.request_p99_ms);
+    base.ttft_legs_c8.response_mean_ms = pick(&reports, |r| r.ttft_legs_c8.response_mean_ms);
+    base.ttft_legs_c8.response_p99_ms = pick(&reports, |r| r.ttft_legs_c8.response_p99_ms);
+    base.ttft_legs_c1000.request_mean_ms = pick(&reports, |r| r.ttft_legs_c1000.request_mean_ms);
+    base.ttft_legs_c1000.request_p99_ms = pick(&reports, |r| r.ttft_legs_c1000.request_p99_ms);
+    base.ttft_legs_c1000.response_mean_ms = pick(&reports, |r| r.ttft_legs_c1000.response_mean_ms);
+    base.ttft_legs_c1000.response_p99_ms = pick(&reports, |r| r.ttft_legs_c1000.response_p99_ms);
     base.chunks_measured = reports.iter().map(|r| r.chunks_measured).sum();
     base.mode = format!("{} (median of {} runs)", base.mode, reports.len());
     for report in reports.drain(1..) {
@@ -198,6 +219,11 @@ async fn main() -> ExitCode {
     if !args.parse_only {
         for run in 0..args.runs {
             let options = if args.quick { SelfCheckOptions::quick() } else { SelfCheckOptions::default() };
+            let simulator = match &args.simulator {
+                Some(program) => SimulatorHost::Child { program: program.clone(), args: vec!["sim".into(), "serve".into()] },
+                None => SimulatorHost::InProcess,
+            };
+            let options = SelfCheckOptions { simulator, ..options };
             match self_check::run(options).await {
                 Ok(report) => reports.push(report),
                 Err(error) => {
