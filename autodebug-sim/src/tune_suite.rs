@@ -6,8 +6,9 @@
 //! every configuration of the space in virtual time, then drives each planner through the
 //! [`Planner`] trait with a [`History`] it builds itself, exactly as the loop would: every
 //! iteration carries the metrics of [`simulate`], a `DeployFailed` status when the engine
-//! would not start, and an [`Analysis`] made by the [`RuleAnalyzer`] from evidence synthesized
-//! out of the [`SimResult`] under the telemetry crate's canonical names, so the rule planner
+//! would not start, and an [`Analysis`](autodebug_core::Analysis) made by the [`RuleAnalyzer`]
+//! from evidence synthesized out of the [`SimResult`] under the telemetry crate's canonical
+//! names (for a failed start, from the engine's error lines as log lines), so the rule planner
 //! sees what it sees in the loop.
 //!
 //! A configuration's value is its measurement with the reference seed, so "within 2% of the
@@ -39,8 +40,8 @@ use autodebug_core::search::{
     TuneSpace,
 };
 use autodebug_core::{
-    Analysis, Analyzer, BenchContext, BenchPlan, BenchReport, BenchSummary, Distribution, Error,
-    Evidence, History, Iteration, IterationStatus, Load, Objective, PlanInput, Planner, Result,
+    Analyzer, BenchContext, BenchPlan, BenchReport, BenchSummary, Distribution, Error, Evidence,
+    History, Iteration, IterationStatus, Load, LogLine, Objective, PlanInput, Planner, Result,
     SearchSpace, ServiceSpec, Signal, SignalKind, TelemetrySnapshot, TimeWindow, Workload,
 };
 use serde::Serialize;
@@ -350,7 +351,7 @@ impl Default for SuiteOptions {
                 PlannerChoice::Bayes,
                 PlannerChoice::Hybrid,
             ],
-            seeds: 5,
+            seeds: 10,
             budget: 150,
             scenarios: Vec::new(),
             limit_space: None,
@@ -832,18 +833,29 @@ async fn run_planner(
         let ok = m.failure.is_none();
         let report = bench_report(scenario, &m);
         let snapshot = telemetry(scenario, &m);
-        let mut analysis = if ok {
-            let evidence = Evidence {
-                spec: &current,
-                bench: std::slice::from_ref(&report),
-                logs: &[],
-                telemetry: std::slice::from_ref(&snapshot),
-                history: &history,
-            };
-            analyzer.analyze(&evidence).await?
-        } else {
-            Analysis::default()
+        // A failed start leaves only the engine's log: the analyzer reads it as the loop would
+        // read the deployer's logs, so startup rules (out of memory...) can fire.
+        let logs: Vec<LogLine> = m
+            .failure
+            .iter()
+            .flat_map(|f| f.lines())
+            .map(|text| LogLine {
+                time_ns: 0,
+                text: text.to_string(),
+            })
+            .collect();
+        let evidence = Evidence {
+            spec: &current,
+            bench: if ok {
+                std::slice::from_ref(&report)
+            } else {
+                &[]
+            },
+            logs: &logs,
+            telemetry: std::slice::from_ref(&snapshot),
+            history: &history,
         };
+        let mut analysis = analyzer.analyze(&evidence).await?;
         analysis.metrics = m.metrics.clone();
         let value = bench.value(&current);
         if value.is_none() {
@@ -871,13 +883,16 @@ async fn run_planner(
         if number == budget {
             break;
         }
-        // As the session does: plan from the champion, with the latest analysis that ran.
-        let last = history.iterations.last().filter(|i| i.is_ok());
+        // As the session does: plan from the champion, with the latest analysis that ran; when
+        // nothing has run yet, from the configuration that failed, with what its log said.
+        let last = history.iterations.last();
         let champion = history.champion(objective).or_else(|| history.last_ok());
         let from = champion
+            .or(last)
             .map(|i| i.spec.clone())
             .unwrap_or_else(|| scenario.base.clone());
         let analysis = last
+            .filter(|i| i.is_ok() || champion.is_none())
             .or(champion)
             .map(|i| i.analysis.clone())
             .unwrap_or_default();

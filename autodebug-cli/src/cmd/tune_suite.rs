@@ -17,7 +17,7 @@ pub struct Args {
     )]
     pub planners: Vec<String>,
     /// Planner seeds per scenario; results are medians over them.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 10)]
     pub seeds: u64,
     /// Evaluations per planner run, the baseline included.
     #[arg(long, default_value_t = 150)]

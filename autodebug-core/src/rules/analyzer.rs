@@ -330,7 +330,7 @@ impl Analyzer for RuleAnalyzer {
         code_checks(ev, &signals, &mut out);
 
         let space = SearchSpace::for_engine(ev.spec.engine);
-        let facts = Facts { signals: signals.clone(), logs: ev.logs, spec: ev.spec, space: &space };
+        let facts = Facts { signals: signals.clone(), logs: ev.logs, spec: ev.spec, space: &space, slo: None };
         for rule in &self.kb.rules {
             if let Some(finding) = evaluate(rule, &facts) {
                 out.findings.push(finding);

@@ -1,6 +1,8 @@
 //! Evaluates knowledge-base conditions against what the loop knows: signals, logs, a spec.
 
-use crate::{LogLine, SearchSpace, ServiceSpec, Signal, SignalKind, SignalValue};
+use std::collections::BTreeMap;
+
+use crate::{Comparison, LogLine, Objective, SearchSpace, ServiceSpec, Signal, SignalKind, SignalValue, format_number};
 
 use super::kb::{Condition, Op, scalar_text};
 
@@ -10,6 +12,9 @@ pub(crate) struct Facts<'a> {
     pub logs: &'a [LogLine],
     pub spec: &'a ServiceSpec,
     pub space: &'a SearchSpace,
+    /// The objective and what the configuration planned from measured, for `slo` conditions
+    /// (`None` in the analyzer, which does not know the objective).
+    pub slo: Option<(&'a Objective, &'a BTreeMap<String, f64>)>,
 }
 
 /// What a selector read: a value, and the signal to cite when there is one.
@@ -49,6 +54,33 @@ impl Facts<'_> {
                 .space
                 .effective(&self.spec.flags, flag)
                 .map(|v| Reading { value: SignalValue::Text(v), signal: None });
+        }
+        if let Some(prefix) = &cond.slo {
+            let (objective, metrics) = self.slo?;
+            return objective
+                .constraints
+                .iter()
+                .filter(|c| c.metric == *prefix || c.metric.starts_with(&format!("{prefix}.")))
+                .filter(|c| c.bound.is_finite() && c.bound > 0.0)
+                .filter_map(|c| {
+                    let measured = *metrics.get(&c.metric).filter(|v| v.is_finite())?;
+                    let ratio = match c.op {
+                        Comparison::AtMost => measured / c.bound,
+                        Comparison::AtLeast => c.bound / measured.max(f64::MIN_POSITIVE),
+                        Comparison::Equal => return None,
+                    };
+                    Some((c, measured, ratio))
+                })
+                .max_by(|a, b| a.2.total_cmp(&b.2))
+                .map(|(c, measured, ratio)| {
+                    let signal = Signal::number("objective", SignalKind::Bench, &format!("slo.{}", c.metric), ratio, "x bound")
+                        .with_detail(format!(
+                            "{} measured {} against the objective's `{c}` ({ratio:.2}x the bound)",
+                            c.metric,
+                            format_number(measured)
+                        ));
+                    Reading { value: SignalValue::Number(ratio), signal: Some(signal) }
+                });
         }
         if let Some(text) = &cond.log {
             let needle = text.to_ascii_lowercase();

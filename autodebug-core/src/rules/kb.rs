@@ -80,6 +80,14 @@ pub struct Rule {
     pub source: Option<String>,
 }
 
+impl Rule {
+    /// Whether a condition reads the objective (`slo`), so the planner, not the analyzer,
+    /// decides whether the rule fires.
+    pub fn reads_objective(&self) -> bool {
+        self.when.iter().chain(&self.any).any(|c| c.slo.is_some())
+    }
+}
+
 fn default_severity() -> Severity {
     Severity::Warning
 }
@@ -119,8 +127,12 @@ pub enum Op {
 ///
 /// Exactly one selector is set: `signal` (a canonical name, max over matches), `name` (an exact
 /// signal name), `profile` (a profile whose name ends with one of the suffixes), `attribute` (a
-/// startup attribute `<engine>.startup.<key>`), `flag` (the launch flag's effective value) or
-/// `log` (how many log lines contain the text).
+/// startup attribute `<engine>.startup.<key>`), `flag` (the launch flag's effective value),
+/// `log` (how many log lines contain the text) or `slo` (how many times over its bound the
+/// configuration planned from measured a constraint of the objective on a metric starting with
+/// the text, e.g. `ttft` for `ttft.p99 <= 2s`: `1.14` is 14% over, below 1 within the bound).
+/// Only the planner knows the objective, so a rule that reads `slo` fires when a plan is made,
+/// not in the analyzer's findings.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Condition {
@@ -136,6 +148,8 @@ pub struct Condition {
     pub flag: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub op: Option<Op>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -163,6 +177,9 @@ impl Condition {
         if let Some(s) = &self.flag {
             return s.clone();
         }
+        if let Some(s) = &self.slo {
+            return format!("slo.{s}");
+        }
         self.log.clone().unwrap_or_default()
     }
 
@@ -174,6 +191,7 @@ impl Condition {
             self.attribute.is_some(),
             self.flag.is_some(),
             self.log.is_some(),
+            self.slo.is_some(),
         ]
         .iter()
         .filter(|b| **b)
@@ -316,7 +334,7 @@ impl KnowledgeBase {
             for cond in conditions.chain(rule.then.iter().flat_map(|a| a.only_if.iter())) {
                 if cond.selectors_set() != 1 {
                     return Err(at(format!(
-                        "condition {cond:?} must set exactly one of signal, name, profile, attribute, flag, log"
+                        "condition {cond:?} must set exactly one of signal, name, profile, attribute, flag, log, slo"
                     )));
                 }
                 match (cond.op, &cond.value) {

@@ -43,6 +43,11 @@ pub mod rule {
     pub const OOM_DECODE: &str = "sglang.oom.decode";
     pub const MEM_HEADROOM_HIGH: &str = "sglang.mem.headroom_high";
     pub const MEM_HEADROOM_LOW: &str = "sglang.mem.headroom_low";
+    /// The engine ran out of GPU memory while starting (weights, KV pool).
+    pub const STARTUP_OOM: &str = "startup.out_of_memory";
+    pub const STARTUP_CUDA_GRAPH_OOM: &str = "startup.cuda_graph_oom";
+    /// Read by the planner: a latency bound of the objective is broken.
+    pub const SLO_LATENCY_PARALLELISM: &str = "slo.latency.parallelism";
     /// The planner's own: no rule fired, so one untried catalog value is measured.
     pub const EXPLORE: &str = "explore.one_knob";
     /// Kept in code: an asked-for flag the engine reports otherwise.
@@ -79,8 +84,99 @@ mod tests {
             rule::OOM_DECODE,
             rule::MEM_HEADROOM_HIGH,
             rule::MEM_HEADROOM_LOW,
+            rule::STARTUP_OOM,
+            rule::STARTUP_CUDA_GRAPH_OOM,
+            rule::SLO_LATENCY_PARALLELISM,
         ] {
             assert!(kb.rule(id).is_some(), "shipped rules lack {id}");
         }
+    }
+
+    use crate::{
+        Analysis, Analyzer, EngineKind, Evidence, History, Iteration, IterationStatus, LogLine, Objective, Plan,
+        PlanInput, Planner, SearchSpace, ServiceSpec,
+    };
+
+    fn spec_with_tp(tp: &str) -> ServiceSpec {
+        let mut spec = ServiceSpec::new("t", EngineKind::Sglang, "llama-3.1-70b");
+        let space = SearchSpace::for_engine(EngineKind::Sglang);
+        space.apply(&mut spec.flags, "--tp-size", Some(tp)).expect("tp 4 is in the catalog");
+        spec
+    }
+
+    fn ran(spec: &ServiceSpec, ttft_p99: f64) -> History {
+        History {
+            iterations: vec![Iteration {
+                number: 1,
+                spec: spec.clone(),
+                artifact: None,
+                status: IterationStatus::Ok,
+                metrics: [("ttft.p99".to_string(), ttft_p99), ("e2e.mean".to_string(), 9000.0)].into(),
+                bench: Default::default(),
+                analysis: Analysis::default(),
+                plan: None,
+                error: None,
+                started_ns: 0,
+                finished_ns: 0,
+                timings: Default::default(),
+            }],
+        }
+    }
+
+    async fn plan(history: &History, analysis: &Analysis, spec: &ServiceSpec, objective: &Objective) -> Plan {
+        let space = SearchSpace::for_engine(EngineKind::Sglang);
+        RulePlanner::new()
+            .plan(PlanInput { history, analysis, space: &space, current: spec, objective })
+            .await
+            .expect("the rule planner plans")
+    }
+
+    #[tokio::test]
+    async fn a_broken_latency_bound_raises_tensor_parallelism_only_when_the_objective_sets_one() {
+        let spec = spec_with_tp("4");
+        let bound = Objective::minimize("e2e.mean").with_constraint("ttft.p99 <= 2s".parse().expect("constraint"));
+        let over = plan(&ran(&spec, 2270.0), &Analysis::default(), &spec, &bound).await;
+        let change = over.changes.iter().find(|c| c.knob == "--tp-size").expect("TP is raised");
+        assert_eq!(change.to.as_deref(), Some("8"));
+        assert_eq!(change.rule, rule::SLO_LATENCY_PARALLELISM);
+        assert!(change.evidence.iter().any(|s| s.name == "slo.ttft.p99"), "{:?}", change.evidence);
+
+        let within = plan(&ran(&spec, 1500.0), &Analysis::default(), &spec, &bound).await;
+        assert!(within.changes.iter().all(|c| c.knob != "--tp-size"), "{:?}", within.changes);
+        let unbounded = Objective::minimize("e2e.mean");
+        let free = plan(&ran(&spec, 2270.0), &Analysis::default(), &spec, &unbounded).await;
+        assert!(free.changes.iter().all(|c| c.knob != "--tp-size"), "{:?}", free.changes);
+    }
+
+    #[tokio::test]
+    async fn a_startup_out_of_memory_raises_tensor_parallelism_and_a_graph_capture_oom_lowers_the_fraction() {
+        let spec = spec_with_tp("2");
+        let history = History::default();
+        let analyze = |text: &str| {
+            let logs: Vec<LogLine> =
+                text.lines().map(|l| LogLine { time_ns: 0, text: l.to_string() }).collect();
+            let spec = spec.clone();
+            async move {
+                let evidence =
+                    Evidence { spec: &spec, bench: &[], logs: &logs, telemetry: &[], history: &History::default() };
+                RuleAnalyzer::new().analyze(&evidence).await.expect("analysis")
+            }
+        };
+        let objective = Objective::minimize("e2e.mean");
+        let empty_pool = analyze("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.").await;
+        assert!(empty_pool.findings.iter().any(|f| f.rule == rule::STARTUP_OOM), "{:?}", empty_pool.findings);
+        let next = plan(&history, &empty_pool, &spec, &objective).await;
+        let tp = next.changes.iter().find(|c| c.knob == "--tp-size").expect("TP is raised");
+        assert_eq!(tp.to.as_deref(), Some("4"));
+
+        let graphs = analyze(
+            "Capture cuda graph failed: CUDA out of memory. Tried to allocate 2.00 GiB.\nPossible solutions:\n1. set --mem-fraction-static to a smaller value",
+        )
+        .await;
+        assert!(graphs.findings.iter().all(|f| f.rule != rule::STARTUP_OOM), "{:?}", graphs.findings);
+        let next = plan(&history, &graphs, &spec, &objective).await;
+        let fraction = next.changes.iter().find(|c| c.knob == "--mem-fraction-static").expect("fraction lowered");
+        assert_eq!(fraction.rule, rule::STARTUP_CUDA_GRAPH_OOM);
+        assert_eq!(fraction.to.as_deref(), Some("0.83"));
     }
 }

@@ -1,6 +1,6 @@
 //! [`RulePlanner`]: findings to knob changes through the knowledge base's actions.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -10,7 +10,7 @@ use crate::{
     Change, Domain, Finding, History, LaunchFlags, Plan, PlanInput, Planner, Result, SearchSpace, ServiceSpec, Signal,
 };
 
-use super::analyzer::not_applied_flag;
+use super::analyzer::{evaluate, not_applied_flag};
 use super::eval::Facts;
 use super::kb::{Action, ApplyMode, Direction, KnowledgeBase, scalar_text};
 use super::rule;
@@ -166,13 +166,26 @@ impl Planner for RulePlanner {
             changes: Vec::new(),
             ignored: &ignored,
         };
-        let mut ordered: Vec<(&Finding, &super::kb::Rule)> =
-            input.analysis.findings.iter().filter_map(|f| self.kb.rule(&f.rule).map(|r| (f, r))).collect();
+        let measured = measured_metrics(&input);
+        let objective_findings = self.objective_findings(&input, measured);
+        let mut ordered: Vec<(&Finding, &super::kb::Rule)> = input
+            .analysis
+            .findings
+            .iter()
+            .chain(&objective_findings)
+            .filter_map(|f| self.kb.rule(&f.rule).map(|r| (f, r)))
+            .collect();
         ordered.sort_by_key(|(_, r)| r.priority);
         for (finding, rule) in ordered {
             // Guards read the configuration planned from and what this finding and the analysis cite.
             let signals: Vec<&Signal> = finding.evidence.iter().chain(input.analysis.cited.iter()).collect();
-            let facts = Facts { signals, logs: &[], spec: input.current, space: input.space };
+            let facts = Facts {
+                signals,
+                logs: &[],
+                spec: input.current,
+                space: input.space,
+                slo: Some((input.objective, measured)),
+            };
             for action in &rule.then {
                 if !action.only_if.iter().all(|c| facts.check(c).0) {
                     continue;
@@ -232,6 +245,42 @@ impl Planner for RulePlanner {
                 })
             }
         }
+    }
+}
+
+/// What the configuration planned from measured: its latest run in the history, else the
+/// analysis' metrics.
+fn measured_metrics<'a>(input: &PlanInput<'a>) -> &'a BTreeMap<String, f64> {
+    input
+        .history
+        .iterations
+        .iter()
+        .rev()
+        .find(|i| i.is_ok() && i.spec.flags == input.current.flags && i.spec.resources == input.current.resources)
+        .map(|i| &i.metrics)
+        .unwrap_or(&input.analysis.metrics)
+}
+
+impl RulePlanner {
+    /// Findings of the rules that read the objective (`slo` conditions), which only the planner
+    /// can evaluate: the analyzer does not know what the user asked for.
+    fn objective_findings(&self, input: &PlanInput<'_>, measured: &BTreeMap<String, f64>) -> Vec<Finding> {
+        let signals: Vec<&Signal> =
+            input.analysis.findings.iter().flat_map(|f| f.evidence.iter()).chain(input.analysis.cited.iter()).collect();
+        let facts = Facts {
+            signals,
+            logs: &[],
+            spec: input.current,
+            space: input.space,
+            slo: Some((input.objective, measured)),
+        };
+        self.kb
+            .rules
+            .iter()
+            .filter(|r| r.reads_objective())
+            .filter(|r| !input.analysis.findings.iter().any(|f| f.rule == r.id))
+            .filter_map(|r| evaluate(r, &facts))
+            .collect()
     }
 }
 

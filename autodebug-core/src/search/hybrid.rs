@@ -45,7 +45,9 @@ impl HybridPlanner {
     pub fn new(seed: u64) -> Self {
         HybridPlanner {
             rules: Box::new(RulePlanner::new()),
-            bayes: BayesPlanner::new(seed),
+            // The rule phase's measurements are the warm start: the search models them at once
+            // instead of first spending evaluations on space-filling random points.
+            bayes: BayesPlanner::new(seed).with_startup(2),
             space: None,
             max_rule_steps: 6,
         }

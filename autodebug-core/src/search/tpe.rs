@@ -33,6 +33,19 @@ const GATED: f64 = 1e6;
 /// Log-score bonus of a one-knob move to a level no measured configuration has (an unknown
 /// effect ranks like a move the model favours twice over).
 const NOVELTY_BONUS: f64 = std::f64::consts::LN_2;
+/// Log-score handicap of a one-knob move that an earlier pair of measurements, differing only in
+/// that knob between the same two levels, showed to change nothing at all (a running-request cap
+/// above the client's concurrency, a switch that only matters with another knob set): it would
+/// most likely measure the incumbent again. Kept finite, since knobs interact.
+const INERT_PENALTY: f64 = 2.0 * std::f64::consts::LN_2;
+/// Measured configurations at most this many knobs away from the incumbent train the marginals
+/// that rank one-knob moves, once there are at least [`LOCAL_MIN_POINTS`] of them.
+const LOCAL_RADIUS: usize = 2;
+const LOCAL_MIN_POINTS: usize = 3;
+/// The most (relative) a configuration must gain to become the one that one-knob moves start from.
+const MAX_EXPLOIT_MARGIN: f64 = 0.005;
+/// Values this close (relative) count as the same measurement.
+const SAME_VALUE: f64 = 1e-9;
 /// Spaces up to this size are scanned in full when sampling finds nothing new.
 const ENUMERATION_LIMIT: usize = 200_000;
 
@@ -154,7 +167,17 @@ impl BayesPlanner {
                 }
             })
             .collect();
-        // Feasible before infeasible; then by loss or by violation.
+        // Moves already seen to change nothing, before the ranking reorders the observations.
+        let inert = InertMoves::new(&ranked);
+        let failed_ranked: Vec<(Config, f64, bool)> = observations
+            .iter()
+            .filter(|o| o.outcome == Outcome::Failed)
+            .filter_map(|o| Some((o.config.clone()?, f64::INFINITY, false)))
+            .collect();
+        // Feasible before infeasible; then by loss or by violation; on an exact tie the later
+        // configuration first: it carries the changes made since (a rule's, the model's) that
+        // cost nothing here and may pay off together with a next one.
+        ranked.reverse();
         ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.total_cmp(&b.1)));
         let failed: Vec<Config> = observations
             .iter()
@@ -178,6 +201,31 @@ impl BayesPlanner {
                 self.space_filling(&tune, &mut rng, &tried, &pending, &usable)
                     .map(|(c, s)| (c, s, rule::STARTUP))
             } else {
+                let (incumbent, previous, first) = exploit_from(&observations, input.objective)
+                    .unwrap_or_else(|| (ranked[0].0.clone(), None, 0));
+                // The incumbent came from a jump of several knobs that the search drew: undoing
+                // each change tells which ones the gain needed (an ablation), and a hitchhiking
+                // change that costs a little is the likeliest next gain. A rule's changes come
+                // with their reasons and are left alone.
+                let searched = first
+                    .checked_sub(1)
+                    .and_then(|i| history.iterations.get(i))
+                    .and_then(|i| i.plan.as_ref())
+                    .is_some_and(|p| {
+                        !p.changes.is_empty()
+                            && p.changes.iter().all(|c| c.rule.starts_with("search."))
+                    });
+                let jumped: Vec<(usize, usize)> = previous
+                    .filter(|_| searched)
+                    .filter(|p| p.iter().zip(&incumbent).filter(|(a, b)| a != b).count() >= 2)
+                    .map(|p| {
+                        p.iter()
+                            .enumerate()
+                            .filter(|(d, l)| incumbent[*d] != **l)
+                            .map(|(d, l)| (d, *l))
+                            .collect()
+                    })
+                    .unwrap_or_default();
                 let n_good =
                     ((ranked.len() as f64 * self.gamma).ceil() as usize).clamp(1, ranked.len() - 1);
                 let good: Vec<Config> = ranked[..n_good].iter().map(|r| r.0.clone()).collect();
@@ -187,6 +235,20 @@ impl BayesPlanner {
                 let g = Parzen::new(&tune, bad.clone(), true);
                 // Per-knob marginals rank one-knob moves: which level of each knob the good
                 // points favour, free of the joint kernel's pull towards the nearest point.
+                // Knobs interact, so the marginals learn from the incumbent's surroundings when
+                // enough was measured there: a level that hurt far away says little here.
+                let near = |c: &Config| {
+                    c.iter().zip(&incumbent).filter(|(a, b)| a != b).count() <= LOCAL_RADIUS
+                };
+                let (local_good, local_bad): (Vec<Config>, Vec<Config>) = (
+                    good.iter().filter(|c| near(c)).cloned().collect(),
+                    bad.iter().filter(|c| near(c)).cloned().collect(),
+                );
+                let (good, bad) = if local_good.len() + local_bad.len() >= LOCAL_MIN_POINTS {
+                    (local_good, local_bad)
+                } else {
+                    (good, bad)
+                };
                 let l_marginal = Parzen::new(&tune, good, false);
                 let g_marginal = Parzen::new(&tune, bad, false);
                 let fail_model = (!failed.is_empty())
@@ -198,14 +260,28 @@ impl BayesPlanner {
                     (1.0 - p_fail).max(1e-6).ln() - if p_fail > 0.5 { GATED } else { 0.0 }
                 };
                 let score = |c: &Config| l.density(c).ln() - g.density(c).ln() + fail_penalty(c);
-                // A knob level no measured configuration has tried is worth a look: its effect is
-                // unknown, whereas a level seen only among the bad points is known to hurt.
-                let seen = |d: usize, level: usize| ranked.iter().any(|r| r.0[d] == level);
+                // A knob level not measured near the incumbent is worth a look: its effect here is
+                // unknown (knobs interact: a level that hurt elsewhere may pay off with this
+                // incumbent's other settings), whereas a level that hurt close by is known to.
+                // Near: the other knobs as the incumbent's, but for at most one.
+                let seen = |d: usize, level: usize| {
+                    ranked.iter().chain(failed_ranked.iter()).any(|r| {
+                        r.0[d] == level
+                            && r.0
+                                .iter()
+                                .zip(&incumbent)
+                                .enumerate()
+                                .filter(|(k, (a, b))| *k != d && a != b)
+                                .count()
+                                <= 1
+                    })
+                };
                 let local_score = |c: &Config| {
                     let novel = c.iter().enumerate().filter(|(d, l)| !seen(*d, **l)).count();
                     l_marginal.density(c).ln() - g_marginal.density(c).ln()
                         + fail_penalty(c)
                         + NOVELTY_BONUS * novel as f64
+                        - INERT_PENALTY * inert.count(&incumbent, c) as f64
                 };
                 let consider = |c: Config,
                                 best: &mut Option<(Config, ServiceSpec, f64)>,
@@ -226,8 +302,17 @@ impl BayesPlanner {
                 // from the best point. Knob effects are mostly local, so the next better point
                 // is usually one knob away; the third proposal searches the whole space.
                 let exploit = (history.iterations.len() + out.len()) % 3 != 0;
-                if exploit {
-                    for c in neighbours(&tune, &ranked[0].0) {
+                // Undoing one change of the jump comes first, whatever the turn.
+                for c in neighbours(&tune, &incumbent) {
+                    if jumped.iter().any(|(d, l)| c[*d] == *l) {
+                        consider(c, &mut best, &local_score);
+                    }
+                }
+                if best.as_ref().is_some_and(|b| b.2 < -GATED / 2.0) {
+                    best = None;
+                }
+                if exploit && best.is_none() {
+                    for c in neighbours(&tune, &incumbent) {
                         consider(c, &mut best, &local_score);
                     }
                     if best.as_ref().is_some_and(|b| b.2 < -GATED / 2.0) {
@@ -316,6 +401,79 @@ impl BayesPlanner {
             }
         }
         best.map(|(c, s, _)| (c, s))
+    }
+}
+
+/// The configuration one-knob moves start from: the first feasible one, replaced in order of
+/// discovery by one better outside the objective's noise (a gain inside it may be luck, and
+/// following it would walk away from what the rules set up), or by one that measured exactly the
+/// same (its extra changes cost nothing and may pay off with a next one).
+///
+/// Returns it with the one it replaced last, if any, and the index of its first trial.
+fn exploit_from(
+    observations: &[super::Observation],
+    objective: &crate::Objective,
+) -> Option<(Config, Option<Config>, usize)> {
+    let margin = (objective.noise_pct.max(0.0) / 100.0).min(MAX_EXPLOIT_MARGIN);
+    let mut incumbent: Option<(Config, f64, usize)> = None;
+    let mut previous: Option<Config> = None;
+    for o in observations {
+        let (Outcome::Feasible { loss }, Some(config)) = (o.outcome, &o.config) else {
+            continue;
+        };
+        let replace = match &incumbent {
+            None => true,
+            Some((_, best, _)) => {
+                let scale = best.abs().max(1e-12);
+                loss < best - margin * scale || (loss - best).abs() <= SAME_VALUE * scale
+            }
+        };
+        if replace {
+            previous = incumbent.take().map(|(c, _, _)| c);
+            incumbent = Some((config.clone(), loss, o.first));
+        }
+    }
+    incumbent.map(|(c, _, first)| (c, previous, first))
+}
+
+/// Knob moves (knob, two levels) seen to change nothing: two measured configurations that
+/// differ only in that knob and measured exactly the same.
+struct InertMoves {
+    moves: Vec<(usize, usize, usize)>,
+}
+
+impl InertMoves {
+    fn new(ranked: &[(Config, f64, bool)]) -> Self {
+        let mut moves = Vec::new();
+        for (i, a) in ranked.iter().enumerate() {
+            for b in &ranked[i + 1..] {
+                if a.2 != b.2
+                    || (a.1 - b.1).abs() > SAME_VALUE * a.1.abs().max(b.1.abs()).max(1e-12)
+                {
+                    continue;
+                }
+                let mut differing =
+                    a.0.iter()
+                        .zip(&b.0)
+                        .enumerate()
+                        .filter(|(_, (x, y))| x != y);
+                if let (Some((d, (x, y))), None) = (differing.next(), differing.next()) {
+                    moves.push((d, *x.min(y), *x.max(y)));
+                }
+            }
+        }
+        InertMoves { moves }
+    }
+
+    /// How many of the knob changes from `from` to `to` are known to change nothing.
+    fn count(&self, from: &[usize], to: &[usize]) -> usize {
+        from.iter()
+            .zip(to)
+            .enumerate()
+            .filter(|(d, (x, y))| {
+                x != y && self.moves.contains(&(*d, *(*x).min(*y), *(*x).max(*y)))
+            })
+            .count()
     }
 }
 
@@ -519,5 +677,33 @@ impl Planner for BayesPlanner {
                 plan
             }
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_knob_move_is_inert_only_where_two_runs_differing_in_it_alone_measured_the_same() {
+        let ranked: Vec<(Config, f64, bool)> = vec![
+            (vec![0, 0, 1], 100.0, true),
+            // Knob 0 from level 0 to 2: exactly the same value.
+            (vec![2, 0, 1], 100.0, true),
+            // Knob 1 changed, and so did the value.
+            (vec![0, 1, 1], 99.0, true),
+            // Same value as the first, but two knobs differ: says nothing about either.
+            (vec![1, 1, 0], 100.0, true),
+        ];
+        let inert = InertMoves::new(&ranked);
+        assert_eq!(inert.count(&[0, 1, 1], &[2, 1, 1]), 1);
+        assert_eq!(inert.count(&[2, 5, 5], &[0, 5, 5]), 1, "either direction");
+        assert_eq!(inert.count(&[0, 0, 1], &[0, 1, 1]), 0);
+        assert_eq!(
+            inert.count(&[0, 0, 1], &[1, 0, 1]),
+            0,
+            "a level never paired"
+        );
+        assert_eq!(inert.count(&[0, 0, 0], &[0, 0, 1]), 0);
     }
 }
