@@ -442,6 +442,10 @@ impl Session {
                 iteration.error = Some(message.clone());
                 if status != IterationStatus::Interrupted {
                     iteration.analysis.findings.push(failure_finding(status, &message, &logs));
+                    if status == IterationStatus::DeployFailed && !logs.is_empty() {
+                        let failed = self.analyze_failed_start(&iteration.spec, &logs, &cursor.history).await;
+                        iteration.analysis.merge(failed);
+                    }
                 }
             }
         }
@@ -586,13 +590,32 @@ impl Session {
         }
     }
 
-    /// Asks the planner for the next configuration, from the champion (the last good config).
+    /// The analyzers' reading of a start that failed: only the engine's log exists, but it
+    /// says why (out of memory, a bad flag), and the startup rules turn that into a change.
+    async fn analyze_failed_start(&self, spec: &ServiceSpec, logs: &[LogLine], history: &History) -> Analysis {
+        let evidence = Evidence { spec, bench: &[], logs, telemetry: &[], history };
+        let mut analysis = Analysis::default();
+        for analyzer in &self.analyzers {
+            match analyzer.analyze(&evidence).await {
+                Ok(a) => analysis.merge(a),
+                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed on a failed start"),
+            }
+        }
+        analysis
+    }
+
+    /// Asks the planner for the next configuration, from the champion (the last good config);
+    /// while nothing has run yet (a baseline that does not start), from the failed config and
+    /// its analysis, so a startup rule can repair it instead of redeploying it unchanged.
     /// A plan that fails validation is recorded as a note and replaced by a rollback.
     async fn plan_next(&self, iteration: &Iteration, history: &History, objective: &Objective) -> Option<Plan> {
         let mut full = history.clone();
         full.iterations.retain(|i| i.number != iteration.number);
         full.iterations.push(iteration.clone());
-        let current = full.champion(objective).or_else(|| full.last_ok()).map(|i| i.spec.clone())?;
+        let current = full
+            .champion(objective)
+            .or_else(|| full.last_ok())
+            .map_or_else(|| iteration.spec.clone(), |i| i.spec.clone());
         let space = self.space_for(&current);
         let analysis = match full.champion(objective) {
             Some(champion) if !iteration.is_ok() => champion.analysis.clone(),

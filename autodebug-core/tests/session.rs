@@ -259,3 +259,76 @@ async fn an_invalid_plan_is_rejected_and_a_broken_telemetry_source_is_skipped() 
     assert_eq!(plan.next.flags, baseline().flags, "the rejected plan was not applied");
     assert!(!outcome.history.iterations[1].spec.flags.contains("--rm-rf"));
 }
+
+/// A model that does not fit one GPU: the start fails with the engine's out-of-memory line
+/// unless `--tp-size` is at least 2.
+struct NeedsTwoGpus {
+    live: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Deployer for NeedsTwoGpus {
+    fn name(&self) -> &str {
+        "needs-two-gpus"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        StandInDeployer { live: self.live.clone() }.render(spec)
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        StandInDeployer { live: self.live.clone() }.deploy(spec).await
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
+        let tp: u32 = deployment.spec.flags.get("--tp-size").flatten().and_then(|v| v.parse().ok()).unwrap_or(1);
+        if tp < 2 {
+            return Err(Error::Deploy("the engine exited during start-up (exit status 1)".into()));
+        }
+        Ok(Endpoint::new("http://127.0.0.1:9", "m"))
+    }
+
+    async fn logs(&self, deployment: &Deployment, _since: Option<i128>) -> Result<Vec<LogLine>> {
+        let tp = deployment.spec.flags.get("--tp-size").flatten().unwrap_or("1").to_string();
+        let line = if tp == "1" {
+            "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 1.75 GiB. GPU 0 has a total capacity of 79.19 GiB"
+        } else {
+            "The server is fired up and ready to roll!"
+        };
+        Ok(vec![LogLine { time_ns: 0, text: line.into() }])
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        StandInDeployer { live: self.live.clone() }.teardown(deployment).await
+    }
+}
+
+#[tokio::test]
+async fn a_baseline_that_runs_out_of_memory_at_start_is_repaired_by_the_startup_rule() {
+    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let live = Arc::new(AtomicUsize::new(0));
+    let outcome = Session::builder()
+        .deployer(NeedsTwoGpus { live: live.clone() })
+        .benchmarker(StandInBench)
+        .analyzer(rules::RuleAnalyzer::new())
+        .planner(rules::RulePlanner::new())
+        .build(config(dir.path(), 2))
+        .unwrap()
+        .run(baseline())
+        .await
+        .unwrap();
+
+    let statuses: Vec<_> = outcome.history.iterations.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [IterationStatus::DeployFailed, IterationStatus::Ok]);
+    let failed = &outcome.history.iterations[0];
+    assert!(
+        failed.analysis.findings.iter().any(|f| f.rule == "startup.out_of_memory"),
+        "the failed start's log was analyzed: {:?}",
+        failed.analysis.findings.iter().map(|f| &f.rule).collect::<Vec<_>>()
+    );
+    let plan = failed.plan.as_ref().expect("a plan from the failed baseline");
+    assert!(plan.changes.iter().any(|c| c.knob == "--tp-size" && c.rule == "startup.out_of_memory"), "{plan:?}");
+    assert_eq!(outcome.history.iterations[1].spec.flags.get("--tp-size"), Some(Some("2")));
+    assert_eq!(live.load(Ordering::SeqCst), 0, "every deployment was torn down");
+}
