@@ -341,20 +341,32 @@ impl Benchmarker for NeverBench {
     }
 }
 
-/// Plans are only made from a configuration that ran; none does here.
-struct NeverPlanner;
+/// While nothing has run, the session plans from the failed baseline with the failure's
+/// analysis; this planner checks that and proposes no change (there is no fix for "no fleets").
+struct NoFixPlanner(Arc<AtomicUsize>);
 
 #[async_trait]
-impl Planner for NeverPlanner {
+impl Planner for NoFixPlanner {
     fn name(&self) -> &str {
-        "never"
+        "no-fix"
     }
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
-        Err(Error::Plan(format!(
-            "asked to plan from `{}`, which never ran",
-            input.current.name
-        )))
+        self.0.fetch_add(1, Ordering::SeqCst);
+        let failed = input.history.iterations.last().map(|i| &i.spec);
+        if failed != Some(input.current) {
+            return Err(Error::Plan("expected to plan from the failed baseline".into()));
+        }
+        if !input.analysis.findings.iter().any(|f| f.rule == "session.deploy_failed") {
+            return Err(Error::Plan("expected the deploy failure among the findings".into()));
+        }
+        Ok(Plan {
+            planner: "no-fix".into(),
+            changes: Vec::new(),
+            next: input.current.clone(),
+            exhausted: false,
+            notes: vec!["nothing to change for a missing fleet".into()],
+        })
     }
 }
 
@@ -363,6 +375,7 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
     let server = server_or_skip!();
     let dir = tempfile::tempdir().unwrap();
     let benchmarked = Arc::new(AtomicUsize::new(0));
+    let planned = Arc::new(AtomicUsize::new(0));
     let config = SessionConfig {
         name: "dstack-no-fleets".into(),
         objective: Objective::minimize("e2e.mean"),
@@ -380,7 +393,7 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
     let session = Session::builder()
         .deployer(deployer(server))
         .benchmarker(NeverBench(benchmarked.clone()))
-        .planner(NeverPlanner)
+        .planner(NoFixPlanner(planned.clone()))
         .build(config)
         .unwrap();
     let baseline = spec_named("session");
@@ -410,7 +423,10 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
                 .is_some_and(|a| a.target == "dstack")
         );
     }
-    // Nothing ever ran, so the session rolls back to the baseline rather than planning on air.
+    // Nothing ever ran: the planner saw the failed baseline and its failure, found no fix, and
+    // the baseline was deployed again.
+    assert_eq!(planned.load(Ordering::SeqCst), 2);
+    assert!(outcome.history.iterations.iter().all(|i| i.plan.as_ref().is_some_and(|p| !p.exhausted)));
     assert_eq!(outcome.history.iterations[1].spec.flags, baseline.flags);
     assert_eq!(benchmarked.load(Ordering::SeqCst), 0);
     let files: Vec<String> = std::fs::read_dir(dir.path())
