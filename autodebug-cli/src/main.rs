@@ -39,7 +39,7 @@ enum Command {
     #[command(after_help = "Example:\n  autodebug demo --iterations 4 --out /tmp/demo --json")]
     Demo(cmd::session::DemoArgs),
     /// Run a configured session (deployer, baseline, benchmarks, objective, planner, budget).
-    #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3\n  autodebug run -c examples/llm-planner.yaml\n  autodebug run -c autodebug.yaml --planner llm   # reads the file's `llm:` section; key from OPENAI_API_KEY")]
+    #[command(after_help = "Examples:\n  autodebug run -c autodebug.yaml\n  autodebug run -c autodebug.yaml --resume --iterations 3\n  autodebug run -c autodebug.yaml --from-known-good   # start from the last champion on this model and GPU\n  autodebug run -c examples/llm-planner.yaml\n  autodebug run -c autodebug.yaml --planner llm   # reads the file's `llm:` section; key from OPENAI_API_KEY")]
     Run(cmd::session::RunArgs),
     /// Write a self-contained HTML report of a session (SVG charts inline), and its charts as
     /// SVG or PNG files for slides.

@@ -5,6 +5,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use autodebug_core::ServiceSpec;
+
 use crate::config::RunConfig;
 use crate::{compose, output};
 
@@ -45,12 +47,24 @@ pub struct RunArgs {
     /// Plan with this planner instead of the file's `planner` (`llm` reads the file's `llm:` section).
     #[arg(long, value_enum)]
     planner: Option<crate::config::PlannerKind>,
+    /// Start from the champion of the latest finished session on the same model and GPU type in
+    /// this store (the known-good config) instead of the file's baseline, when there is one.
+    #[arg(long, conflicts_with = "resume")]
+    from_known_good: bool,
 }
 
 pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
     let mut config = RunConfig::demo(&args.out, args.iterations);
     config.render_as = args.render_as;
-    run_session(config, None, false, None, args.json, global.quiet).await
+    run_session(config, None, Start::Baseline, None, args.json, global.quiet).await
+}
+
+/// Where a session's first iteration comes from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Start {
+    Baseline,
+    KnownGood,
+    Resume,
 }
 
 pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
@@ -58,13 +72,48 @@ pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Resul
     if let Some(planner) = args.planner {
         config.planner = planner;
     }
-    run_session(config, args.session, args.resume, args.iterations, args.json, global.quiet).await
+    let start = match (args.resume, args.from_known_good) {
+        (true, _) => Start::Resume,
+        (false, true) => Start::KnownGood,
+        (false, false) => Start::Baseline,
+    };
+    run_session(config, args.session, start, args.iterations, args.json, global.quiet).await
+}
+
+/// The file's baseline, or the known-good config of an earlier session on the same model and GPU
+/// type (its name kept from the file); says on stderr which it is.
+fn first_spec(config: &RunConfig, start: Start) -> autodebug_core::Result<ServiceSpec> {
+    let baseline = config.baseline()?;
+    if start != Start::KnownGood {
+        return Ok(baseline);
+    }
+    let db = config.sessions_dir.join("autodebug.db");
+    let gpu = baseline.resources.gpu_name_and_count().map(|(name, _)| name).unwrap_or_default();
+    let known = if db.exists() { autodebug_core::store::Store::open(&db)?.known_good(&baseline.model, &gpu)? } else { None };
+    match known {
+        Some(spec) => {
+            eprintln!(
+                "starting from the known-good config of an earlier session on {} / {gpu}: {}",
+                baseline.model,
+                spec.flags.to_command_line()
+            );
+            Ok(ServiceSpec { name: baseline.name, ..spec })
+        }
+        None => {
+            eprintln!(
+                "no finished session on {} / {gpu} in {}; starting from the file's baseline",
+                baseline.model,
+                db.display()
+            );
+            Ok(baseline)
+        }
+    }
 }
 
 async fn run_session(
     config: RunConfig,
     session: Option<String>,
-    resume: bool,
+    start: Start,
     iterations: Option<u32>,
     json: bool,
     quiet: bool,
@@ -78,7 +127,10 @@ async fn run_session(
     let progress = output::Progress::new(quiet || json);
     let session_config = config.session_config(name, iterations)?;
     let session = compose::session(&config, session_config, stop, progress.observer())?;
-    let outcome = if resume { session.resume(given_name.as_deref()).await? } else { session.run(config.baseline()?).await? };
+    let outcome = match start {
+        Start::Resume => session.resume(given_name.as_deref()).await?,
+        Start::Baseline | Start::KnownGood => session.run(first_spec(&config, start)?).await?,
+    };
     progress.finish();
     if json {
         println!("{}", output::outcome_json(&outcome, &config.sessions_dir));
