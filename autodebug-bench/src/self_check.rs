@@ -393,16 +393,17 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     let mut start = |fast: bool| -> Result<String, BenchError> {
         match &options.simulator {
             SimulatorHost::InProcess => {
-                if server_runtime.is_none() {
-                    let runtime = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(cores.saturating_sub(1).max(1))
-                        .thread_name("self-check-sim")
-                        .enable_all()
-                        .build()
-                        .map_err(|e| task_error(format!("could not start the simulator's runtime: {e}")))?;
-                    server_runtime = Some(runtime);
-                }
-                let runtime = server_runtime.as_ref().ok_or_else(|| task_error("no simulator runtime".into()))?;
+                let runtime = match &mut server_runtime {
+                    Some(runtime) => runtime,
+                    none => none.insert(
+                        tokio::runtime::Builder::new_multi_thread()
+                            .worker_threads(cores.saturating_sub(1).max(1))
+                            .thread_name("self-check-sim")
+                            .enable_all()
+                            .build()
+                            .map_err(|e| task_error(format!("could not start the simulator's runtime: {e}")))?,
+                    ),
+                };
                 runtime.block_on(start_simulator(fast))
             }
             SimulatorHost::Child { program, args } => {

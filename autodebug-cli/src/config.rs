@@ -308,26 +308,11 @@ pub enum LlmProvider {
     Anthropic,
 }
 
-impl LlmProvider {
-    fn default_base_url(self) -> &'static str {
-        match self {
-            LlmProvider::Openai => "https://api.openai.com",
-            LlmProvider::Anthropic => "https://api.anthropic.com",
-        }
-    }
-
-    // Same defaults as `autodebug_llm::LlmConfig::from_env`.
-    fn default_model(self) -> &'static str {
-        match self {
-            LlmProvider::Openai => "gpt-4o-mini",
-            LlmProvider::Anthropic => "claude-sonnet-4-5",
-        }
-    }
-
-    fn default_key_env(self) -> &'static str {
-        match self {
-            LlmProvider::Openai => "OPENAI_API_KEY",
-            LlmProvider::Anthropic => "ANTHROPIC_API_KEY",
+impl From<LlmProvider> for Provider {
+    fn from(provider: LlmProvider) -> Provider {
+        match provider {
+            LlmProvider::Openai => Provider::OpenAi,
+            LlmProvider::Anthropic => Provider::Anthropic,
         }
     }
 }
@@ -582,14 +567,10 @@ impl RunConfig {
             ..LlmSection::default()
         });
         section.check().map_err(|why| Error::config(self.location("llm"), why))?;
-        let provider = section.provider;
+        let provider = Provider::from(section.provider);
         let base_url = section.base_url.clone().unwrap_or_else(|| provider.default_base_url().to_string());
         let model = section.model.clone().unwrap_or_else(|| provider.default_model().to_string());
-        let dialect = match provider {
-            LlmProvider::Openai => Provider::OpenAi,
-            LlmProvider::Anthropic => Provider::Anthropic,
-        };
-        let mut config = LlmConfig::new(dialect, base_url, model)
+        let mut config = LlmConfig::new(provider, base_url, model)
             .with_budget(section.budget.budget())
             .with_timeout(Duration::from_secs_f64(section.timeout_s));
         let key_env = section.api_key_env.clone().unwrap_or_else(|| provider.default_key_env().to_string());

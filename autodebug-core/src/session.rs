@@ -442,8 +442,17 @@ impl Session {
                 iteration.error = Some(message.clone());
                 if status != IterationStatus::Interrupted {
                     iteration.analysis.findings.push(failure_finding(status, &message, &logs));
+                    // A start that failed leaves only the engine's log, but it says why (out of
+                    // memory, a bad flag), and the startup rules turn that into a change.
                     if status == IterationStatus::DeployFailed && !logs.is_empty() {
-                        let failed = self.analyze_failed_start(&iteration.spec, &logs, &cursor.history).await;
+                        let evidence = Evidence {
+                            spec: &iteration.spec,
+                            bench: &[],
+                            logs: &logs,
+                            telemetry: &[],
+                            history: &cursor.history,
+                        };
+                        let failed = self.analyze(&evidence).await;
                         iteration.analysis.merge(failed);
                     }
                 }
@@ -572,12 +581,7 @@ impl Session {
         let step = Instant::now();
         let evidence = Evidence { spec: &iteration.spec, bench: &reports, logs: &logs, telemetry: &snapshots, history };
         let mut analysis = Analysis { metrics: iteration.metrics.clone(), ..Default::default() };
-        for analyzer in &self.analyzers {
-            match analyzer.analyze(&evidence).await {
-                Ok(a) => analysis.merge(a),
-                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing"),
-            }
-        }
+        analysis.merge(self.analyze(&evidence).await);
         iteration.metrics = analysis.metrics.clone();
         iteration.analysis = analysis;
         iteration.timings.insert("analyze".into(), step.elapsed().as_secs_f64());
@@ -590,15 +594,13 @@ impl Session {
         }
     }
 
-    /// The analyzers' reading of a start that failed: only the engine's log exists, but it
-    /// says why (out of memory, a bad flag), and the startup rules turn that into a change.
-    async fn analyze_failed_start(&self, spec: &ServiceSpec, logs: &[LogLine], history: &History) -> Analysis {
-        let evidence = Evidence { spec, bench: &[], logs, telemetry: &[], history };
+    /// Every analyzer's reading of `evidence`, merged; one that fails is logged and skipped.
+    async fn analyze(&self, evidence: &Evidence<'_>) -> Analysis {
         let mut analysis = Analysis::default();
         for analyzer in &self.analyzers {
-            match analyzer.analyze(&evidence).await {
+            match analyzer.analyze(evidence).await {
                 Ok(a) => analysis.merge(a),
-                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed on a failed start"),
+                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing"),
             }
         }
         analysis

@@ -14,6 +14,32 @@ pub enum Provider {
     Anthropic,
 }
 
+impl Provider {
+    /// The hosted API's base URL.
+    pub fn default_base_url(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "https://api.openai.com",
+            Provider::Anthropic => "https://api.anthropic.com",
+        }
+    }
+
+    /// The model asked when none is named.
+    pub fn default_model(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "gpt-4o-mini",
+            Provider::Anthropic => "claude-sonnet-4-5",
+        }
+    }
+
+    /// The environment variable the key is read from by default.
+    pub fn default_key_env(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "OPENAI_API_KEY",
+            Provider::Anthropic => "ANTHROPIC_API_KEY",
+        }
+    }
+}
+
 /// Everything the planner needs to reach a model.
 #[derive(Debug, Clone)]
 pub struct LlmConfig {
@@ -26,9 +52,6 @@ pub struct LlmConfig {
     /// Per request, connect to last byte.
     pub timeout: Duration,
 }
-
-const DEFAULT_ANTHROPIC_MODEL: &str = "claude-sonnet-4-5";
-const DEFAULT_OPENAI_MODEL: &str = "gpt-4o-mini";
 
 impl LlmConfig {
     pub fn new(provider: Provider, base_url: impl Into<String>, model: impl Into<String>) -> Self {
@@ -64,16 +87,12 @@ impl LlmConfig {
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let model = var("AUTODEBUG_LLM_MODEL");
-        if let Some(key) = Secret::from_env("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) {
-            let base = var("ANTHROPIC_BASE_URL").unwrap_or_else(|| "https://api.anthropic.com".into());
-            return Ok(Self::new(Provider::Anthropic, base, model.unwrap_or_else(|| DEFAULT_ANTHROPIC_MODEL.into()))
-                .with_key(key));
-        }
-        if let Some(key) = Secret::from_env("OPENAI_API_KEY").filter(|k| !k.is_empty()) {
-            let base = var("OPENAI_BASE_URL").unwrap_or_else(|| "https://api.openai.com".into());
-            return Ok(
-                Self::new(Provider::OpenAi, base, model.unwrap_or_else(|| DEFAULT_OPENAI_MODEL.into())).with_key(key)
-            );
+        for (provider, base_var) in [(Provider::Anthropic, "ANTHROPIC_BASE_URL"), (Provider::OpenAi, "OPENAI_BASE_URL")] {
+            if let Some(key) = Secret::from_env(provider.default_key_env()).filter(|k| !k.is_empty()) {
+                let base = var(base_var).unwrap_or_else(|| provider.default_base_url().into());
+                let model = model.unwrap_or_else(|| provider.default_model().into());
+                return Ok(Self::new(provider, base, model).with_key(key));
+            }
         }
         if let Some(base) = var("AUTODEBUG_LLM_BASE_URL") {
             return Ok(Self::new(Provider::OpenAi, base, model.unwrap_or_else(|| "default".into())));

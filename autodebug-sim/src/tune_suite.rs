@@ -438,10 +438,6 @@ impl Landscape {
             .filter(|(_, v)| v.is_some_and(|v| within(objective, optimum, v)))
             .count()
     }
-
-    pub fn within_share(&self, objective: &Objective, optimum: f64) -> f64 {
-        self.within_count(objective, optimum) as f64 / self.points.len().max(1) as f64
-    }
 }
 
 /// Measures every configuration of `scenario`'s space in virtual time (on a few threads).
@@ -495,29 +491,36 @@ pub struct Target {
     pub within_20pct_of_random: bool,
 }
 
+impl SuiteRow {
+    /// Median evaluations to within 2%, or the budget + 1 (a lower bound) when it never got there.
+    fn evals_or_past_budget(&self) -> f64 {
+        self.evals_to_within_2pct
+            .unwrap_or(self.budget as f64 + 1.0)
+    }
+}
+
 impl SuiteReport {
+    /// The row of `planner` on `scenario`, when it ran.
+    pub fn row(&self, scenario: &str, planner: &str) -> Option<&SuiteRow> {
+        self.rows
+            .iter()
+            .find(|r| r.scenario == scenario && r.planner == planner)
+    }
+
     /// One [`Target`] per scenario that ran both hybrid and random.
     pub fn targets(&self) -> Vec<Target> {
         self.scenarios
             .iter()
             .filter_map(|s| {
-                let row = |p: &str| {
-                    self.rows
-                        .iter()
-                        .find(|r| r.scenario == s.name && r.planner == p)
-                };
-                let (h, r) = (row("hybrid")?, row("random")?);
-                let random_is_lower_bound = r.evals_to_within_2pct.is_none();
-                let random = r.evals_to_within_2pct.or(Some(r.budget as f64 + 1.0));
-                let ratio = h.evals_to_within_2pct.zip(random).map(|(h, r)| h / r);
+                let (h, r) = (self.row(&s.name, "hybrid")?, self.row(&s.name, "random")?);
                 Some(Target {
                     scenario: s.name.clone(),
                     hybrid: h.evals_to_within_2pct,
-                    random,
-                    random_is_lower_bound,
-                    hybrid_vs_random: ratio,
+                    random: Some(r.evals_or_past_budget()),
+                    random_is_lower_bound: r.evals_to_within_2pct.is_none(),
+                    hybrid_vs_random: h.vs_random,
                     within_12: h.evals_to_within_2pct.is_some_and(|h| h <= 12.0),
-                    within_20pct_of_random: ratio.is_some_and(|q| q <= 0.2),
+                    within_20pct_of_random: h.vs_random.is_some_and(|q| q <= 0.2),
                 })
             })
             .collect()
@@ -1025,6 +1028,7 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             )));
         };
         optima.push(optimum);
+        let within = map.within_count(&s.objective, optimum);
         summaries.push(ScenarioSummary {
             name: s.name.to_string(),
             description: s.description.to_string(),
@@ -1032,10 +1036,9 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             knobs: s.space.dims.len(),
             configurations: map.points.len(),
             infeasible_configurations: map.points.iter().filter(|(_, v)| v.is_none()).count(),
-            within_2pct_configurations: map.within_count(&s.objective, optimum),
-            within_2pct_share: map.within_share(&s.objective, optimum),
-            random_expected_evals: (map.points.len() as f64 + 1.0)
-                / (map.within_count(&s.objective, optimum) as f64 + 1.0),
+            within_2pct_configurations: within,
+            within_2pct_share: within as f64 / map.points.len().max(1) as f64,
+            random_expected_evals: (map.points.len() as f64 + 1.0) / (within as f64 + 1.0),
             optimum,
             optimum_config: s.space.describe(best),
             baseline: bench.value(&s.base),
@@ -1119,28 +1122,27 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
             });
         }
     }
-    for row in 0..rows.len() {
-        let random = rows
-            .iter()
-            .find(|r| r.scenario == rows[row].scenario && r.planner == "random")
-            .map(|r| r.evals_to_within_2pct.unwrap_or(r.budget as f64 + 1.0));
-        rows[row].vs_random = rows[row]
-            .evals_to_within_2pct
-            .zip(random)
-            .map(|(a, b)| a / b);
-    }
     let mut report = SuiteReport {
         scenarios: summaries,
         rows,
     };
-    for target in report.targets() {
-        if let Some(s) = report
-            .scenarios
-            .iter_mut()
-            .find(|s| s.name == target.scenario)
-        {
-            s.hybrid_vs_random = target.hybrid_vs_random;
-        }
+    let vs_random: Vec<Option<f64>> = report
+        .rows
+        .iter()
+        .map(|row| {
+            let random = report.row(&row.scenario, "random")?.evals_or_past_budget();
+            row.evals_to_within_2pct.map(|evals| evals / random)
+        })
+        .collect();
+    for (row, ratio) in report.rows.iter_mut().zip(vs_random) {
+        row.vs_random = ratio;
+    }
+    for s in &mut report.scenarios {
+        s.hybrid_vs_random = report
+            .rows
+            .iter()
+            .find(|r| r.scenario == s.name && r.planner == "hybrid")
+            .and_then(|r| r.vs_random);
     }
     Ok(report)
 }

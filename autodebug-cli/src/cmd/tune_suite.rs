@@ -79,11 +79,7 @@ fn table(report: &SuiteReport) -> String {
             let summary = report.scenarios.iter().find(|s| s.name == t.scenario);
             let share = summary.map_or(0.0, |s| 100.0 * s.within_2pct_share);
             let expected = summary.map(|s| s.random_expected_evals);
-            let bayes = report
-                .rows
-                .iter()
-                .find(|r| r.scenario == t.scenario && r.planner == "bayes")
-                .and_then(|r| r.evals_to_within_2pct);
+            let bayes = report.row(&t.scenario, "bayes").and_then(|r| r.evals_to_within_2pct);
             let random = match t.random {
                 Some(r) if t.random_is_lower_bound => {
                     format!(">={}", autodebug_core::format_number(r))

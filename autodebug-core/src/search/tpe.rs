@@ -6,7 +6,8 @@
 //! sticky kernels on categories) plus a uniform prior. Candidates are drawn from l(x) and scored
 //! by l(x)/g(x). Two proposals in three instead refine the incumbent: among its one-step
 //! neighbours (one knob changed; numeric knobs to an adjacent level), the one whose per-knob
-//! l/g marginals are best, with a bonus for levels no measured configuration has tried. Configurations that never ran (startup OOM, crash) are not scored as zero: they
+//! l/g marginals are best, with a bonus for levels no measured configuration has tried.
+//! Configurations that never ran (startup OOM, crash) are not scored as zero: they
 //! train a separate failure classifier — per knob and level, the smoothed share of measured
 //! configurations that failed — and each candidate's score is weighted by its odds of starting
 //! at all; one more likely to fail than to start is proposed only when nothing else is left.
@@ -297,36 +298,35 @@ impl BayesPlanner {
                         *best = Some((c, spec, s));
                     }
                 };
+                // Only points likely to fail: as good as nothing found.
+                let hopeless = |best: &Option<(Config, ServiceSpec, f64)>| {
+                    best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0)
+                };
                 let mut best: Option<(Config, ServiceSpec, f64)> = None;
                 // Two proposals in three refine the incumbent: the most promising one-knob move
                 // from the best point. Knob effects are mostly local, so the next better point
                 // is usually one knob away; the third proposal searches the whole space.
                 let exploit = (history.iterations.len() + out.len()) % 3 != 0;
+                let moves = neighbours(&tune, &incumbent);
                 // Undoing one change of the jump comes first, whatever the turn.
-                for c in neighbours(&tune, &incumbent) {
-                    if jumped.iter().any(|(d, l)| c[*d] == *l) {
-                        consider(c, &mut best, &local_score);
-                    }
+                for c in moves.iter().filter(|c| jumped.iter().any(|(d, l)| c[*d] == *l)) {
+                    consider(c.clone(), &mut best, &local_score);
                 }
-                if best.as_ref().is_some_and(|b| b.2 < -GATED / 2.0) {
+                if exploit && hopeless(&best) {
                     best = None;
-                }
-                if exploit && best.is_none() {
-                    for c in neighbours(&tune, &incumbent) {
+                    for c in moves {
                         consider(c, &mut best, &local_score);
                     }
-                    if best.as_ref().is_some_and(|b| b.2 < -GATED / 2.0) {
-                        best = None;
-                    }
                 }
-                if best.is_none() {
+                if hopeless(&best) {
+                    best = None;
                     for _ in 0..self.candidates {
                         let c = tune.canonical(l.sample(&mut rng));
                         consider(c, &mut best, &score);
                     }
                 }
                 // Sampling found nothing new, or only points likely to fail: scan the space.
-                if best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0) {
+                if hopeless(&best) {
                     for c in tune.enumerate().take(ENUMERATION_LIMIT) {
                         consider(c, &mut best, &score);
                     }

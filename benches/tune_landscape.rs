@@ -1,12 +1,12 @@
-//! The landscape of every tuning-suite scenario: how sparse the within-2% region is and what
-//! each knob level costs. `cargo test --release -p autodebug-sim --test tune_suite_landscape --
-//! --ignored --nocapture` prints it (it measures every configuration: release build only).
+//! The landscape of every tuning-suite scenario: how many configurations, how sparse the
+//! within-2% region is, and what each knob level costs (the best value with that level, and the
+//! optimum with only that knob changed). It measures every configuration in virtual time.
+//!
+//! `cargo run --release -p autodebug-benches --bin tune_landscape` (`SCENARIO=<name>` for one).
 
 use autodebug_sim::tune_suite::{landscape, scenarios};
 
-#[test]
-#[ignore = "measures every configuration of every scenario; run in release with --nocapture"]
-fn print_each_scenarios_landscape() {
+fn main() {
     let only = std::env::var("SCENARIO").ok();
     for s in scenarios() {
         if only.as_deref().is_some_and(|o| o != s.name) {
