@@ -151,7 +151,9 @@ pub fn free_port() -> u16 {
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    // Longer than the fake engine's own 5 s read timeout: it answers one connection at a time,
+    // so on a loaded machine a probe can wait behind an idle one.
+    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
     let mut head = [0u8; 64];
     let n = stream.read(&mut head).ok()?;
