@@ -151,11 +151,17 @@ pub fn free_port() -> u16 {
 pub fn http_status(port: u16, path: &str) -> Option<u16> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    // Longer than the fake engine's own 5 s read timeout: it answers one connection at a time,
-    // so on a loaded machine a probe can wait behind an idle one.
-    stream.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
-    let mut head = [0u8; 64];
-    let n = stream.read(&mut head).ok()?;
-    String::from_utf8_lossy(&head[..n]).split_whitespace().nth(1)?.parse().ok()
+    // Up to the end of the status line: a server may send it in several writes (the fake
+    // engine's `write!` does), and one read can return just `HTTP/1.1 `.
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") && head.len() < 256 {
+        if stream.read(&mut byte).ok()? == 0 {
+            break;
+        }
+        head.push(byte[0]);
+    }
+    String::from_utf8_lossy(&head).split_whitespace().nth(1)?.parse().ok()
 }
