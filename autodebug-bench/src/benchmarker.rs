@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::error::BenchError;
 use crate::prompt::Message;
-use crate::request::{Outcome, Prepared, RequestContext, WallClock, execute};
+use crate::request::{Outcome, Prepared, RequestContext, Transport, WallClock, execute};
 use crate::rng::SplitMix64;
 use crate::summary::summarize;
 use crate::workloads::{Conversation, RequestSource};
@@ -172,23 +172,29 @@ impl SseBenchmarker {
             _ => plan.load.concurrency(),
         }
         .max(1);
-        let mut client = reqwest::Client::builder()
-            .connect_timeout(plan.timeouts.connect)
-            .pool_max_idle_per_host(pool)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .tcp_nodelay(true)
-            .user_agent(CLIENT);
-        if let Some(timeout) = self.client_timeout {
-            client = client.timeout(timeout);
-        }
         let path = if plan.chat {
             "/v1/chat/completions"
         } else {
             "/v1/completions"
         };
+        let url = endpoint.url(path);
+        let transport = Transport::for_url(&url, plan.timeouts.connect, || {
+            let mut client = reqwest::Client::builder()
+                .connect_timeout(plan.timeouts.connect)
+                .pool_max_idle_per_host(pool)
+                .pool_idle_timeout(Duration::from_secs(90))
+                .tcp_nodelay(true)
+                .user_agent(CLIENT);
+            if let Some(timeout) = self.client_timeout {
+                client = client.timeout(timeout);
+            }
+            client.build()
+        })
+        .map_err(BenchError::Client)?;
         let ctx = Arc::new(RequestContext {
-            client: client.build().map_err(BenchError::Client)?,
-            url: endpoint.url(path),
+            transport,
+            url,
+            client_timeout: self.client_timeout,
             token: endpoint
                 .token
                 .clone()

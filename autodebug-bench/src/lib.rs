@@ -9,7 +9,10 @@
 //! It avoids the usual faults of LLM load clients: latencies count from the *scheduled* send
 //! time (no coordinated omission), inter-token latency is per token even when a server packs
 //! several tokens into one SSE chunk, there is no hidden connection cap below the requested
-//! concurrency, and every wait has a timeout, so one stalled stream cannot hang a run.
+//! concurrency, every wait has a timeout, so one stalled stream cannot hang a run, and tokens are
+//! timed by when they reached the host, not by when a busy client got round to reading them.
+//! Plain `http://` goes through the crate's own lean HTTP/1.1 client (keep-alive, each stream's
+//! task reading its own socket, kernel receive stamps); `https://` through reqwest.
 //!
 //! ```no_run
 //! use autodebug_bench::SseBenchmarker;
@@ -89,6 +92,15 @@
 //! start (for closed loops, where nothing waits: its actual send), and stamped per network read:
 //! every SSE event in one read shares that read's arrival time.
 //!
+//! - **send**: the clock starts right before the request is written; on a pooled connection
+//!   nothing but the pool checkout lies between, and a new connection's connect counts in TTFT.
+//! - **arrival** of a read: on plain `http://` endpoints on Linux, the kernel's receive stamp
+//!   (`SO_TIMESTAMPNS`) of the last packet the read took, so a token is timed when it reached
+//!   this host even while the client was busy with other streams (on two cores at 1,000 streams
+//!   a read returns up to ~4 ms after its bytes arrived; see `autodebug bench --self-check`).
+//!   Otherwise (`https://`, other systems, or before the kernel stamps) the moment the read
+//!   returned.
+//!
 //! - **queue delay**: actual send − scheduled start (client-side queueing; open loop only).
 //! - **content chunk**: an SSE event whose `choices[].delta.content` (chat) or `choices[].text`
 //!   (completions) is non-empty. Role-only chunks (`content: null`), finish chunks and the
@@ -146,6 +158,7 @@ mod stats;
 mod stream;
 mod summary;
 mod tokenizer;
+mod wire;
 mod workloads;
 
 pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};

@@ -10,11 +10,14 @@ use tokio::time::timeout_at;
 use crate::prompt::{Message, conversation_body};
 use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
+use crate::wire::{WireClient, WireError, WireResponse};
 
 /// Everything the requests of one run share.
 pub(crate) struct RequestContext {
-    pub client: reqwest::Client,
+    pub transport: Transport,
     pub url: String,
+    /// The builder's cap on every request, on top of `timeouts.total`.
+    pub client_timeout: Option<Duration>,
     pub token: Option<Secret>,
     pub model: String,
     pub ignore_eos: bool,
@@ -135,6 +138,133 @@ pub(crate) async fn execute(
 /// After `[DONE]`, how long to wait for the body's end so the connection can be reused.
 /// Not part of any latency: the end was already stamped.
 const DRAIN_AFTER_DONE: Duration = Duration::from_millis(50);
+/// At most this much of a body is read after `[DONE]` to free its connection.
+const DRAIN_BUDGET_BYTES: usize = 64 * 1024;
+
+/// How requests reach the server: the lean HTTP/1.1 client for `http://` (its reads carry the
+/// kernel's receive stamps; see [`crate::wire`]), reqwest for everything else.
+pub(crate) enum Transport {
+    Wire(WireClient),
+    Reqwest(reqwest::Client),
+}
+
+impl Transport {
+    /// The transport for `url`; `reqwest` is built only when the URL needs it.
+    pub(crate) fn for_url(
+        url: &str,
+        connect_timeout: Duration,
+        reqwest: impl FnOnce() -> Result<reqwest::Client, reqwest::Error>,
+    ) -> Result<Transport, reqwest::Error> {
+        match WireClient::for_url(url, connect_timeout, crate::CLIENT) {
+            Some(wire) => Ok(Transport::Wire(wire)),
+            None => Ok(Transport::Reqwest(reqwest()?)),
+        }
+    }
+
+    async fn send<'a>(&'a self, url: &'a str, body: Vec<u8>, token: Option<&Secret>) -> Result<Response<'a>, Failure> {
+        match self {
+            Transport::Wire(client) => client
+                .post(&body, token)
+                .await
+                .map(|response| Response::Wire { response, url })
+                .map_err(|e| classify_wire_error(e, url)),
+            Transport::Reqwest(client) => {
+                let mut request = client
+                    .post(url)
+                    .header(CONTENT_TYPE, "application/json")
+                    .header(ACCEPT, "text/event-stream")
+                    .body(body);
+                if let Some(token) = token {
+                    request = request.bearer_auth(token.expose());
+                }
+                let response = request.send().await.map_err(|e| classify_send_error(&e, url))?;
+                Ok(Response::Reqwest { response, body: Vec::new(), url })
+            }
+        }
+    }
+}
+
+/// A response whose head arrived.
+enum Response<'a> {
+    Wire { response: WireResponse<'a>, url: &'a str },
+    Reqwest { response: reqwest::Response, body: Vec<u8>, url: &'a str },
+}
+
+impl Response<'_> {
+    fn status(&self) -> reqwest::StatusCode {
+        match self {
+            Response::Wire { response, .. } => {
+                reqwest::StatusCode::from_u16(response.status()).unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
+            }
+            Response::Reqwest { response, .. } => response.status(),
+        }
+    }
+
+    /// When the head arrived (the kernel's stamp on the wire transport).
+    fn head_arrived(&self) -> Instant {
+        match self {
+            Response::Wire { response, .. } => response.head_arrived(),
+            Response::Reqwest { .. } => Instant::now(),
+        }
+    }
+
+    /// Waits for body bytes: `Some(arrival)` with the bytes in [`Response::body`]; `None` at
+    /// the end of the body.
+    async fn read(&mut self) -> Result<Option<Instant>, Failure> {
+        match self {
+            Response::Wire { response, url } => response.read().await.map_err(|e| classify_wire_error(e, url)),
+            Response::Reqwest { response, body, url } => {
+                body.clear();
+                match response.chunk().await {
+                    Ok(Some(bytes)) => {
+                        body.extend_from_slice(&bytes);
+                        Ok(Some(Instant::now()))
+                    }
+                    Ok(None) => Ok(None),
+                    Err(e) => Err(classify_body_error(&e, url)),
+                }
+            }
+        }
+    }
+
+    fn body(&self) -> &[u8] {
+        match self {
+            Response::Wire { response, .. } => response.body(),
+            Response::Reqwest { body, .. } => body,
+        }
+    }
+
+    /// Reads what is left of a finished stream for a moment, so the connection can be reused.
+    async fn drain(self) {
+        let deadline = Instant::now() + DRAIN_AFTER_DONE;
+        match self {
+            Response::Wire { response, .. } => response.finish(deadline, DRAIN_BUDGET_BYTES).await,
+            Response::Reqwest { mut response, .. } => {
+                let mut budget = DRAIN_BUDGET_BYTES;
+                while let Ok(Ok(Some(bytes))) = timeout_at(deadline.into(), response.chunk()).await {
+                    budget = budget.saturating_sub(bytes.len());
+                    if budget == 0 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The start of an error response body, for the error message.
+    async fn snippet(&mut self, total_deadline: Instant) -> String {
+        let deadline = total_deadline.min(Instant::now() + Duration::from_secs(1));
+        let mut text = Vec::new();
+        while text.len() < 300 {
+            match timeout_at(deadline.into(), self.read()).await {
+                Ok(Ok(Some(_))) => text.extend_from_slice(self.body()),
+                _ => break,
+            }
+        }
+        let text = String::from_utf8_lossy(&text[..text.len().min(300)]).trim().to_string();
+        if text.is_empty() { "(empty body)".to_string() } else { text }
+    }
+}
 
 async fn stream(
     ctx: &RequestContext,
@@ -146,42 +276,27 @@ async fn stream(
 ) -> Result<Instant, Failure> {
     let t = &ctx.timeouts;
     let url = ctx.url.as_str();
-    let total_deadline = sent_at + t.total;
+    let total_deadline = sent_at + ctx.client_timeout.map_or(t.total, |cap| cap.min(t.total));
     let (first_deadline, first_class) = if sent_at + t.first_token < total_deadline {
         (sent_at + t.first_token, ErrorClass::TimeoutFirstToken)
     } else {
         (total_deadline, ErrorClass::TimeoutTotal)
     };
-    let mut request = ctx
-        .client
-        .post(url)
-        .header(CONTENT_TYPE, "application/json")
-        .header(ACCEPT, "text/event-stream")
-        .body(body);
-    if let Some(token) = &ctx.token {
-        request = request.bearer_auth(token.expose());
-    }
-    let mut response = match timeout_at(first_deadline.into(), request.send()).await {
+    let mut response = match timeout_at(first_deadline.into(), ctx.transport.send(url, body, ctx.token.as_ref())).await {
         Err(_) => {
             return Err((
                 first_class,
-                format!(
-                    "no response headers from {url} within {:?}",
-                    first_deadline - sent_at
-                ),
+                format!("no response headers from {url} within {:?}", first_deadline - sent_at),
             ));
         }
-        Ok(Err(e)) => return Err(classify_send_error(&e, url)),
+        Ok(Err(failure)) => return Err(failure),
         Ok(Ok(response)) => response,
     };
-    *last_byte_at = Instant::now();
+    *last_byte_at = response.head_arrived();
     let status = response.status();
     if !status.is_success() {
-        let snippet = read_snippet(&mut response, total_deadline).await;
-        return Err((
-            ErrorClass::HttpStatus,
-            format!("HTTP {status} from {url}: {snippet}"),
-        ));
+        let snippet = response.snippet(total_deadline).await;
+        return Err((ErrorClass::HttpStatus, format!("HTTP {status} from {url}: {snippet}")));
     }
 
     let mut parser = SseParser::default();
@@ -189,29 +304,19 @@ async fn stream(
         let (deadline, class) = if !account.has_content() {
             (first_deadline, first_class)
         } else if *last_byte_at + t.idle_between_chunks < total_deadline {
-            (
-                *last_byte_at + t.idle_between_chunks,
-                ErrorClass::TimeoutIdle,
-            )
+            (*last_byte_at + t.idle_between_chunks, ErrorClass::TimeoutIdle)
         } else {
             (total_deadline, ErrorClass::TimeoutTotal)
         };
-        let read = match timeout_at(deadline.into(), response.chunk()).await {
+        let arrived = match timeout_at(deadline.into(), response.read()).await {
             Err(_) => return Err((class, timeout_message(class, url, t))),
-            Ok(Err(e)) => return Err(classify_body_error(&e, url)),
-            Ok(Ok(read)) => read,
+            Ok(Err(failure)) => return Err(failure),
+            Ok(Ok(arrived)) => arrived,
         };
-        let now = Instant::now();
-        let now_ns = ns_between(scheduled, now);
         let mut stop = None;
-        let mut on_event = |data: &[u8]| match account.on_event(data, now_ns) {
-            ControlFlow::Break(reason) => {
-                stop = Some(reason);
-                ControlFlow::Break(())
-            }
-            ControlFlow::Continue(()) => ControlFlow::Continue(()),
-        };
-        let Some(bytes) = read else {
+        let Some(now) = arrived else {
+            let now = Instant::now().max(*last_byte_at);
+            let mut on_event = |data: &[u8]| on_event(account, &mut stop, data, ns_between(scheduled, now));
             parser
                 .finish(&mut on_event)
                 .map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
@@ -229,12 +334,14 @@ async fn stream(
             };
         };
         *last_byte_at = now;
+        let now_ns = ns_between(scheduled, now);
+        let mut on_event = |data: &[u8]| on_event(account, &mut stop, data, now_ns);
         parser
-            .feed(&bytes, &mut on_event)
+            .feed(response.body(), &mut on_event)
             .map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
         match stop {
             Some(Stop::Done) => {
-                drain(&mut response).await;
+                response.drain().await;
                 return Ok(now);
             }
             Some(Stop::Failed(class, message)) => return Err((class, message)),
@@ -243,35 +350,14 @@ async fn stream(
     }
 }
 
-/// Reads what is left of a finished stream for a moment, so the connection returns to the pool.
-async fn drain(response: &mut reqwest::Response) {
-    let deadline = Instant::now() + DRAIN_AFTER_DONE;
-    let mut budget = 64 * 1024usize;
-    while let Ok(Ok(Some(bytes))) = timeout_at(deadline.into(), response.chunk()).await {
-        budget = budget.saturating_sub(bytes.len());
-        if budget == 0 {
-            break;
+/// Hands one event to the account; a stop is kept in `stop` and ends the parse.
+fn on_event(account: &mut StreamAccount, stop: &mut Option<Stop>, data: &[u8], now_ns: u64) -> ControlFlow<()> {
+    match account.on_event(data, now_ns) {
+        ControlFlow::Break(reason) => {
+            *stop = Some(reason);
+            ControlFlow::Break(())
         }
-    }
-}
-
-/// The start of an error response body, for the error message.
-async fn read_snippet(response: &mut reqwest::Response, total_deadline: Instant) -> String {
-    let deadline = total_deadline.min(Instant::now() + Duration::from_secs(1));
-    let mut body = Vec::new();
-    while body.len() < 300 {
-        match timeout_at(deadline.into(), response.chunk()).await {
-            Ok(Ok(Some(bytes))) => body.extend_from_slice(&bytes),
-            _ => break,
-        }
-    }
-    let text = String::from_utf8_lossy(&body[..body.len().min(300)])
-        .trim()
-        .to_string();
-    if text.is_empty() {
-        "(empty body)".to_string()
-    } else {
-        text
+        ControlFlow::Continue(()) => ControlFlow::Continue(()),
     }
 }
 
@@ -315,6 +401,14 @@ fn classify_send_error(error: &reqwest::Error, url: &str) -> Failure {
         ErrorClass::EarlyClose
     };
     (class, format!("request to {url} failed: {}", chain(error)))
+}
+
+fn classify_wire_error(error: WireError, url: &str) -> Failure {
+    match error {
+        WireError::Connect(why) => (ErrorClass::Connect, format!("request to {url} failed: {why}")),
+        WireError::Closed(why) => (ErrorClass::EarlyClose, format!("stream from {url} broke: {why}")),
+        WireError::Malformed(why) => (ErrorClass::EarlyClose, format!("{url} answered with broken HTTP: {why}")),
+    }
 }
 
 fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {

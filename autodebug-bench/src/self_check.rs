@@ -5,8 +5,9 @@
 //! starts the simulator's OpenAI-compatible server on 127.0.0.1 — as child processes
 //! ([`SimulatorHost::Child`], what the CLI does) or on a runtime in this process
 //! ([`SimulatorHost::InProcess`]) — in *fast* mode (tokens as fast as the client takes them)
-//! and measures this crate's SSE hot path — the same parser ([`crate::sse`]) and per-stream
-//! accounting ([`crate::stream`]) every benchmark uses — against the targets of issue 3:
+//! and measures this crate's SSE hot path — the same HTTP/1.1 client ([`crate::wire`]), parser
+//! ([`crate::sse`]) and per-stream accounting ([`crate::stream`]) every benchmark of an
+//! `http://` endpoint uses — against the targets of issue 3:
 //!
 //! | figure | how | target |
 //! |---|---|---|
@@ -18,8 +19,12 @@
 //! The server TTFT comes from the stamps the simulator puts on every chunk: `sim_arrival_ns`,
 //! the kernel's receive time of the request's first bytes (`SO_TIMESTAMPNS`, so the server's own
 //! queueing before its handler is not charged to the client), and `sim_sent_ns`, when the first
-//! content chunk left its HTTP layer. The report splits each error into the request leg (sent →
-//! arrival) and the response leg (chunk sent → read by the client), on the shared Unix clock.
+//! content chunk left its HTTP layer. The client times the first chunk by its arrival (the
+//! kernel's receive stamp on the client's socket), as every benchmark does. The report splits
+//! each error into the request leg (sent → arrival at the server) and the response leg (chunk
+//! sent → arrival at the client), on the shared Unix clock, and gives as context the **read
+//! lag**: arrival → the read returning to the stream's task, what a client that clocks tokens
+//! when its reads return would add to its TTFT.
 //!
 //! The CPU phase runs on a dedicated OS thread with a current-thread Tokio runtime, so its CPU
 //! time is its own; the TTFT phases run on a multi-thread runtime with a worker per core, as
@@ -56,6 +61,7 @@ use crate::BenchError;
 use crate::benchmarker::CLIENT;
 use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
+use crate::wire::{WireClient, WireError};
 
 /// The targets of issue 3; [`SelfCheckReport::to_table`] marks each figure against them.
 pub mod targets {
@@ -206,6 +212,13 @@ pub struct TtftLegs {
     pub request_p99_ms: f64,
     pub response_mean_ms: f64,
     pub response_p99_ms: f64,
+    /// First chunk's arrival (the kernel's receive stamp) → the read returning to its task: the
+    /// error a client that clocks tokens when its read returns would add on top (context; not in
+    /// the TTFT error, which uses the stamps).
+    #[serde(default)]
+    pub read_lag_mean_ms: f64,
+    #[serde(default)]
+    pub read_lag_p99_ms: f64,
 }
 
 /// The measured figures (field names are the `--json` schema) and their context.
@@ -326,8 +339,13 @@ impl SelfCheckReport {
             [(self.ttft_concurrency_low, &self.ttft_legs_c8), (self.ttft_concurrency_high, &self.ttft_legs_c1000)]
         {
             out.push_str(&format!(
-                "TTFT error legs, c={concurrency}: request written -> server arrival mean {:.3} ms p99 {:.3} ms; first chunk sent -> read mean {:.3} ms p99 {:.3} ms\n",
-                legs.request_mean_ms, legs.request_p99_ms, legs.response_mean_ms, legs.response_p99_ms
+                "TTFT error legs, c={concurrency}: request written -> server arrival mean {:.3} ms p99 {:.3} ms; first chunk sent -> arrived mean {:.3} ms p99 {:.3} ms; (not in the error) arrived -> read by its task mean {:.3} ms p99 {:.3} ms\n",
+                legs.request_mean_ms,
+                legs.request_p99_ms,
+                legs.response_mean_ms,
+                legs.response_p99_ms,
+                legs.read_lag_mean_ms,
+                legs.read_lag_p99_ms
             ));
         }
         if let Some(note) = &self.streams_note {
@@ -419,22 +437,17 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     let ttft_base_url = if options.ttft_paced { start(false)? } else { base_url.clone() };
     // One client per phase: the hold phase leaves thousands of idle pooled connections that
     // would use up the descriptors the next phase needs.
-    let new_client = || {
-        reqwest::Client::builder()
-            .tcp_nodelay(true)
-            .pool_max_idle_per_host(usize::MAX)
-            .pool_idle_timeout(Duration::from_secs(90))
-            .connect_timeout(options.request_timeout)
-            .user_agent(CLIENT)
-            .build()
-            .map_err(BenchError::Client)
+    let new_client = |base_url: &str| {
+        let url = format!("{base_url}/v1/chat/completions");
+        WireClient::for_url(&url, options.request_timeout, CLIENT)
+            .map(Arc::new)
+            .ok_or_else(|| task_error(format!("the simulator's URL {url} is not plain http")))
     };
-    let client = new_client()?;
-    let url = format!("{base_url}/v1/chat/completions");
+    let client = new_client(&base_url)?;
     let mut errors = BTreeMap::new();
 
     // (a) CPU per chunk and chunks per CPU-second.
-    let cpu = client_runtime.block_on(cpu_phase(&client, &url, options));
+    let cpu = client_runtime.block_on(cpu_phase(&client, options));
     merge_errors(&mut errors, "cpu", &cpu.errors);
 
     let streams_allowed = (fd_limit.saturating_sub(SPARE_FDS) / per_stream) as usize;
@@ -447,11 +460,9 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
         .enable_all()
         .build()
         .map_err(|e| task_error(format!("could not start the client's runtime: {e}")))?;
-    let ttft_client = new_client()?;
-    let ttft_url = format!("{ttft_base_url}/v1/chat/completions");
+    let ttft_client = new_client(&ttft_base_url)?;
     let low = ttft_runtime.block_on(ttft_phase(
         &ttft_client,
-        &ttft_url,
         options,
         options.ttft_concurrency_low,
         options.ttft_requests_low,
@@ -460,7 +471,6 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
     let high_concurrency = options.ttft_concurrency_high.min(streams_allowed.max(1));
     let high = ttft_runtime.block_on(ttft_phase(
         &ttft_client,
-        &ttft_url,
         options,
         high_concurrency,
         options.ttft_requests_high,
@@ -479,8 +489,8 @@ fn run_blocking(options: &SelfCheckOptions) -> Result<SelfCheckReport, BenchErro
         )
     });
     drop(client);
-    let client = new_client()?;
-    let held = client_runtime.block_on(hold_phase(&client, &url, options, streams_requested));
+    let client = new_client(&base_url)?;
+    let held = client_runtime.block_on(hold_phase(&client, options, streams_requested));
     merge_errors(&mut errors, "hold", &held.errors);
     if held.opened < streams_requested && streams_note.is_none() {
         streams_note =
@@ -689,6 +699,8 @@ struct StreamResult {
     /// request leg), first chunk sent → read (the response leg), ns; may be negative by the
     /// clocks' anchoring error.
     legs_ns: Option<(i64, i64)>,
+    /// The first content chunk's arrival → its read returning, ns.
+    read_lag_ns: Option<u64>,
     error: Option<ErrorClass>,
 }
 
@@ -700,22 +712,16 @@ struct HoldGate {
 }
 
 async fn one_stream(
-    client: &reqwest::Client,
-    url: &str,
+    client: &WireClient,
     body: Vec<u8>,
     timeout: Duration,
     gate: Option<&HoldGate>,
     connect_permit: Option<tokio::sync::OwnedSemaphorePermit>,
 ) -> StreamResult {
     let mut result = StreamResult::default();
-    let request = client
-        .post(url)
-        .header(reqwest::header::CONTENT_TYPE, "application/json")
-        .header(reqwest::header::ACCEPT, "text/event-stream")
-        .body(body);
     let sent_at = Instant::now();
     let sent_unix_ns = unix_now_ns();
-    let sent = tokio::time::timeout(timeout, request.send()).await;
+    let sent = tokio::time::timeout(timeout, client.post(&body, None)).await;
     // The permit only spaces out connects: the next stream may connect once this one resolved.
     drop(connect_permit);
     if let Some(gate) = gate {
@@ -723,9 +729,11 @@ async fn one_stream(
     }
     let mut response = match sent {
         Err(_) => return failed(result, ErrorClass::TimeoutFirstToken),
-        Ok(Err(e)) if e.is_connect() => return failed(result, ErrorClass::Connect),
+        Ok(Err(WireError::Connect(_))) => return failed(result, ErrorClass::Connect),
         Ok(Err(_)) => return failed(result, ErrorClass::EarlyClose),
-        Ok(Ok(response)) if !response.status().is_success() => return failed(result, ErrorClass::HttpStatus),
+        Ok(Ok(response)) if !(200..300).contains(&response.status()) => {
+            return failed(result, ErrorClass::HttpStatus);
+        }
         Ok(Ok(response)) => response,
     };
     if let Some(gate) = gate {
@@ -740,19 +748,21 @@ async fn one_stream(
     let mut account = StreamAccount::new();
     let mut stop = None;
     loop {
-        let read = match tokio::time::timeout(timeout, response.chunk()).await {
+        let read = match tokio::time::timeout(timeout, response.read()).await {
             Err(_) => return failed(result, ErrorClass::TimeoutIdle),
             Ok(Err(_)) => return failed(result, ErrorClass::EarlyClose),
             Ok(Ok(read)) => read,
         };
-        let now = Instant::now();
-        let now_ns = nanos_since(sent_at, now);
+        let read_at = Instant::now();
+        let arrived = read.unwrap_or(read_at);
+        let now_ns = nanos_since(sent_at, arrived);
         let mut on_event = |data: &[u8]| {
             result.events += 1;
             let had_content = account.has_content();
             let flow = account.on_event(data, now_ns);
             if !had_content && account.has_content() {
                 result.client_ttft_ns = Some(now_ns);
+                result.read_lag_ns = Some(nanos_since(arrived, read_at));
                 // Once per request, after the arrival was stamped: not on the measured path.
                 if let Ok(stamps) = serde_json::from_slice::<SimStamps>(data) {
                     result.server_ttft_ns = stamps.server_ttft_ns();
@@ -771,9 +781,8 @@ async fn one_stream(
                 ControlFlow::Continue(()) => ControlFlow::Continue(()),
             }
         };
-        let ended = read.is_none();
         let parsed = match read {
-            Some(bytes) => parser.feed(&bytes, &mut on_event),
+            Some(_) => parser.feed(response.body(), &mut on_event),
             None => parser.finish(&mut on_event),
         };
         result.content_chunks = account.content_chunks() as u64;
@@ -784,12 +793,11 @@ async fn one_stream(
             Some(Stop::Done) => {
                 // Read the body's end so the connection goes back to the pool: otherwise the next
                 // request of this worker would pay (and its TTFT include) a new connect.
-                let drain_until = Instant::now() + Duration::from_millis(50);
-                while let Ok(Ok(Some(_))) = tokio::time::timeout_at(drain_until.into(), response.chunk()).await {}
+                response.finish(Instant::now() + Duration::from_millis(50), 64 * 1024).await;
                 return result;
             }
             Some(Stop::Failed(class, _)) => return failed(result, class),
-            None if ended => {
+            None if read.is_none() => {
                 return if account.saw_finish_reason() { result } else { failed(result, ErrorClass::EarlyClose) };
             }
             None => {}
@@ -877,6 +885,7 @@ struct Tally {
     /// Their request and response legs in ms.
     request_legs_ms: Vec<f64>,
     response_legs_ms: Vec<f64>,
+    read_lags_ms: Vec<f64>,
 }
 
 impl Tally {
@@ -891,6 +900,9 @@ impl Tally {
                 self.request_legs_ms.push(request as f64 / 1e6);
                 self.response_legs_ms.push(response as f64 / 1e6);
             }
+            if let Some(lag) = result.read_lag_ns {
+                self.read_lags_ms.push(lag as f64 / 1e6);
+            }
         }
     }
 }
@@ -903,7 +915,7 @@ struct CpuFigures {
     errors: BTreeMap<&'static str, u64>,
 }
 
-async fn cpu_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOptions) -> CpuFigures {
+async fn cpu_phase(client: &Arc<WireClient>, options: &SelfCheckOptions) -> CpuFigures {
     let requests = options.cpu_tokens.div_ceil(u64::from(options.cpu_tokens_per_request)) as usize;
     let tally = Arc::new(Mutex::new(Tally::default()));
     let next = Arc::new(AtomicUsize::new(0));
@@ -912,7 +924,7 @@ async fn cpu_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOptio
     let started = Instant::now();
     let mut workers = JoinSet::new();
     for _ in 0..options.cpu_streams.min(requests) {
-        let (client, url, tally, next) = (client.clone(), url.to_string(), tally.clone(), next.clone());
+        let (client, tally, next) = (client.clone(), tally.clone(), next.clone());
         let (tokens, timeout) = (options.cpu_tokens_per_request, options.request_timeout);
         workers.spawn(async move {
             loop {
@@ -920,7 +932,7 @@ async fn cpu_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOptio
                 if index >= requests || Instant::now() >= deadline {
                     return;
                 }
-                let result = one_stream(&client, &url, chat_body(16, tokens, index), timeout, None, None).await;
+                let result = one_stream(&client, chat_body(16, tokens, index), timeout, None, None).await;
                 lock(&tally).add(&result, true);
             }
         });
@@ -938,7 +950,7 @@ struct HoldFigures {
     errors: BTreeMap<&'static str, u64>,
 }
 
-async fn hold_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOptions, streams: usize) -> HoldFigures {
+async fn hold_phase(client: &Arc<WireClient>, options: &SelfCheckOptions, streams: usize) -> HoldFigures {
     if streams == 0 {
         return HoldFigures { opened: 0, held: 0, errors: BTreeMap::new() };
     }
@@ -950,12 +962,12 @@ async fn hold_phase(client: &reqwest::Client, url: &str, options: &SelfCheckOpti
     let connecting = Arc::new(tokio::sync::Semaphore::new(256));
     let mut streams_set = JoinSet::new();
     for index in 0..streams {
-        let (client, url, gate, tally, completed, connecting) =
-            (client.clone(), url.to_string(), gate.clone(), tally.clone(), completed.clone(), connecting.clone());
+        let (client, gate, tally, completed, connecting) =
+            (client.clone(), gate.clone(), tally.clone(), completed.clone(), connecting.clone());
         let timeout = options.request_timeout;
         streams_set.spawn(async move {
             let permit = connecting.acquire_owned().await.ok();
-            let result = one_stream(&client, &url, chat_body(8, 8, index), timeout, Some(&gate), permit).await;
+            let result = one_stream(&client, chat_body(8, 8, index), timeout, Some(&gate), permit).await;
             if result.error.is_none() {
                 completed.fetch_add(1, Ordering::Relaxed);
             }
@@ -990,6 +1002,7 @@ struct TtftFigures {
     errors_ms: Vec<f64>,
     request_legs_ms: Vec<f64>,
     response_legs_ms: Vec<f64>,
+    read_lags_ms: Vec<f64>,
     errors: BTreeMap<&'static str, u64>,
 }
 
@@ -998,13 +1011,20 @@ impl TtftFigures {
     fn legs(&self) -> TtftLegs {
         let (request_mean_ms, request_p99_ms) = mean_and_p99(&self.request_legs_ms);
         let (response_mean_ms, response_p99_ms) = mean_and_p99(&self.response_legs_ms);
-        TtftLegs { request_mean_ms, request_p99_ms, response_mean_ms, response_p99_ms }
+        let (read_lag_mean_ms, read_lag_p99_ms) = mean_and_p99(&self.read_lags_ms);
+        TtftLegs {
+            request_mean_ms,
+            request_p99_ms,
+            response_mean_ms,
+            response_p99_ms,
+            read_lag_mean_ms,
+            read_lag_p99_ms,
+        }
     }
 }
 
 async fn ttft_phase(
-    client: &reqwest::Client,
-    url: &str,
+    client: &Arc<WireClient>,
     options: &SelfCheckOptions,
     concurrency: usize,
     requests: usize,
@@ -1014,18 +1034,18 @@ async fn ttft_phase(
     let deadline = Instant::now() + options.phase_limit;
     let mut workers = JoinSet::new();
     for worker in 0..concurrency {
-        let (client, url, tally, next) = (client.clone(), url.to_string(), tally.clone(), next.clone());
+        let (client, tally, next) = (client.clone(), tally.clone(), next.clone());
         let timeout = options.request_timeout;
         workers.spawn(async move {
             // One unmeasured request per worker opens its connection: TTFT must not include connects.
-            let warmup = one_stream(&client, &url, chat_body(32, 16, 1_000_000 + worker), timeout, None, None).await;
+            let warmup = one_stream(&client, chat_body(32, 16, 1_000_000 + worker), timeout, None, None).await;
             lock(&tally).add(&warmup, false);
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
                 if index >= requests || Instant::now() >= deadline {
                     return;
                 }
-                let result = one_stream(&client, &url, chat_body(32, 16, index), timeout, None, None).await;
+                let result = one_stream(&client, chat_body(32, 16, index), timeout, None, None).await;
                 lock(&tally).add(&result, true);
             }
         });
@@ -1036,6 +1056,7 @@ async fn ttft_phase(
         errors_ms: tally.errors_ms,
         request_legs_ms: tally.request_legs_ms,
         response_legs_ms: tally.response_legs_ms,
+        read_lags_ms: tally.read_lags_ms,
         errors: tally.errors,
     }
 }

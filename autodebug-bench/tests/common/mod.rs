@@ -21,6 +21,10 @@ pub async fn serve(router: Router) -> String {
         .await
         .expect("bind loopback");
     let address = listener.local_addr().expect("local address");
+    // As the engines' servers do: small token writes go out at once, not after a delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+        let _ = stream.set_nodelay(true);
+    });
     tokio::spawn(async move {
         let _ = axum::serve(listener, router).await;
     });

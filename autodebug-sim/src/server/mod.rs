@@ -31,7 +31,7 @@ mod engine_log;
 mod graphsignal;
 mod metrics;
 mod openai;
-mod rx_stamp;
+pub mod rx_stamp;
 mod telemetry;
 
 use std::collections::HashMap;

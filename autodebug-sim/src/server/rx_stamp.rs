@@ -142,8 +142,10 @@ impl AsyncWrite for StampedStream {
     }
 }
 
+/// Asks the kernel to stamp every packet `socket` receives (`SO_TIMESTAMPNS`); false where it
+/// cannot (then reads carry no stamp).
 #[cfg(target_os = "linux")]
-fn enable_rx_stamps(socket: &impl std::os::fd::AsRawFd) -> bool {
+pub fn enable_rx_stamps(socket: &impl std::os::fd::AsRawFd) -> bool {
     let on: libc::c_int = 1;
     // SAFETY: setsockopt reads one c_int we own, on a descriptor the stream keeps open.
     let result = unsafe {
@@ -158,14 +160,17 @@ fn enable_rx_stamps(socket: &impl std::os::fd::AsRawFd) -> bool {
     result == 0
 }
 
+/// Asks the kernel to stamp every packet `socket` receives: not on this platform.
 #[cfg(not(target_os = "linux"))]
-fn enable_rx_stamps<T>(_socket: &T) -> bool {
+pub fn enable_rx_stamps<T>(_socket: &T) -> bool {
     false
 }
 
-/// One `recvmsg` into `buf`: the bytes read and the kernel's receive stamp (Unix ns), if any.
+/// One non-blocking `recvmsg` into `buf`: the bytes read and the kernel's receive stamp (Unix ns)
+/// of the last packet read, if any. Call it inside `TcpStream::try_io` so a `WouldBlock` clears
+/// the socket's readiness.
 #[cfg(target_os = "linux")]
-fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+pub fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
     use std::os::fd::AsRawFd;
     // Room for one SCM_TIMESTAMPNS (a timespec) with its header, aligned for cmsghdr.
     let mut control = [0u64; 8];
@@ -191,7 +196,9 @@ fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option
                 stamp = u64::try_from(time.tv_sec)
                     .ok()
                     .and_then(|s| s.checked_mul(1_000_000_000))
-                    .and_then(|ns| ns.checked_add(u64::try_from(time.tv_nsec).ok()?));
+                    .and_then(|ns| ns.checked_add(u64::try_from(time.tv_nsec).ok()?))
+                    // A packet that came in before stamping was on carries 0.
+                    .filter(|&ns| ns > 0);
             }
             header = libc::CMSG_NXTHDR(&message, header);
         }
@@ -199,8 +206,9 @@ fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option
     Ok((read as usize, stamp))
 }
 
+/// One non-blocking read into `buf`; no stamps on this platform.
 #[cfg(not(target_os = "linux"))]
-fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+pub fn recv_stamped(stream: &TcpStream, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
     stream.try_read(buf).map(|read| (read, None))
 }
 
