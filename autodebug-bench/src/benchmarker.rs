@@ -31,12 +31,25 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 /// The random stream arrival gaps are drawn from (prompts use the request index).
 const ARRIVAL_STREAM: u64 = u64::MAX - 1;
 
+/// Which HTTP client carries a run's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpClient {
+    /// The crate's own HTTP/1.1 client for `http://` endpoints (each stream's task reads its
+    /// socket; reads are timed by the kernel's receive stamps), unless a proxy variable applies
+    /// to a non-loopback host; reqwest for everything else.
+    #[default]
+    Auto,
+    /// reqwest for every endpoint (TLS, proxies; reads timed when they return).
+    Reqwest,
+}
+
 /// Streams OpenAI-compatible completions and measures them; implements [`Benchmarker`].
 ///
 /// One HTTP/1.1 client per run with keep-alive, TCP_NODELAY and an idle pool at least as large as
-/// the load's concurrency, and no cap on connections below it.
+/// the load's concurrency, and no cap on connections below it ([`HttpClient`] says which).
 #[derive(Debug, Clone)]
 pub struct SseBenchmarker {
+    http_client: HttpClient,
     client_timeout: Option<Duration>,
     default_token: Option<Secret>,
     max_in_flight: usize,
@@ -59,6 +72,12 @@ impl SseBenchmarkerBuilder {
     /// [`Timeouts`](autodebug_core::Timeouts); hitting it counts as `timeout_total`. Unset by default.
     pub fn client_timeout(mut self, timeout: Duration) -> Self {
         self.inner.client_timeout = Some(timeout);
+        self
+    }
+
+    /// Which HTTP client sends the requests; default [`HttpClient::Auto`].
+    pub fn http_client(mut self, client: HttpClient) -> Self {
+        self.inner.http_client = client;
         self
     }
 
@@ -94,6 +113,7 @@ impl SseBenchmarker {
     pub fn builder() -> SseBenchmarkerBuilder {
         SseBenchmarkerBuilder {
             inner: SseBenchmarker {
+                http_client: HttpClient::Auto,
                 client_timeout: None,
                 default_token: None,
                 max_in_flight: DEFAULT_MAX_IN_FLIGHT,
@@ -178,7 +198,7 @@ impl SseBenchmarker {
             "/v1/completions"
         };
         let url = endpoint.url(path);
-        let transport = Transport::for_url(&url, plan.timeouts.connect, || {
+        let transport = Transport::for_url(&url, self.http_client, plan.timeouts.connect, || {
             let mut client = reqwest::Client::builder()
                 .connect_timeout(plan.timeouts.connect)
                 .pool_max_idle_per_host(pool)

@@ -12,7 +12,8 @@
 //! concurrency, every wait has a timeout, so one stalled stream cannot hang a run, and tokens are
 //! timed by when they reached the host, not by when a busy client got round to reading them.
 //! Plain `http://` goes through the crate's own lean HTTP/1.1 client (keep-alive, each stream's
-//! task reading its own socket, kernel receive stamps); `https://` through reqwest.
+//! task reading its own socket, kernel receive stamps); `https://`, a proxied host, or
+//! [`HttpClient::Reqwest`] through reqwest.
 //!
 //! ```no_run
 //! use autodebug_bench::SseBenchmarker;
@@ -161,7 +162,7 @@ mod tokenizer;
 mod wire;
 mod workloads;
 
-pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
+pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, HttpClient, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
 pub use error::BenchError;
 pub use prompt::{Message, synthetic_prompt};
 pub use tokenizer::{Tokenizer, VocabTokenizer};

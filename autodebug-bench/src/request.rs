@@ -7,6 +7,7 @@ use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts};
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::timeout_at;
 
+use crate::benchmarker::HttpClient;
 use crate::prompt::{Message, conversation_body};
 use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
@@ -149,13 +150,18 @@ pub(crate) enum Transport {
 }
 
 impl Transport {
-    /// The transport for `url`; `reqwest` is built only when the URL needs it.
+    /// The transport for `url`; `reqwest` is built only when it is used.
     pub(crate) fn for_url(
         url: &str,
+        choice: HttpClient,
         connect_timeout: Duration,
         reqwest: impl FnOnce() -> Result<reqwest::Client, reqwest::Error>,
     ) -> Result<Transport, reqwest::Error> {
-        match WireClient::for_url(url, connect_timeout, crate::CLIENT) {
+        let wire = match choice {
+            HttpClient::Auto => WireClient::for_url(url, connect_timeout, crate::CLIENT),
+            HttpClient::Reqwest => None,
+        };
+        match wire {
             Some(wire) => Ok(Transport::Wire(wire)),
             None => Ok(Transport::Reqwest(reqwest()?)),
         }

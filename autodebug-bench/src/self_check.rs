@@ -5,8 +5,8 @@
 //! starts the simulator's OpenAI-compatible server on 127.0.0.1 — as child processes
 //! ([`SimulatorHost::Child`], what the CLI does) or on a runtime in this process
 //! ([`SimulatorHost::InProcess`]) — in *fast* mode (tokens as fast as the client takes them)
-//! and measures this crate's SSE hot path — the same HTTP/1.1 client ([`crate::wire`]), parser
-//! ([`crate::sse`]) and per-stream accounting ([`crate::stream`]) every benchmark of an
+//! and measures this crate's SSE hot path — the same HTTP/1.1 client (`wire.rs`), parser
+//! (`sse.rs`) and per-stream accounting (`stream.rs`) every benchmark of an
 //! `http://` endpoint uses — against the targets of issue 3:
 //!
 //! | figure | how | target |

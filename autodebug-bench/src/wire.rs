@@ -63,14 +63,18 @@ pub(crate) struct WireClient {
 }
 
 impl WireClient {
-    /// A client for `url` when it is plain `http://` with no credentials in it; `None` otherwise
-    /// (the caller uses reqwest).
+    /// A client for `url` when it is plain `http://` with no credentials in it and no proxy
+    /// variable applies to it; `None` otherwise (the caller uses reqwest, which speaks TLS and
+    /// proxies).
     pub(crate) fn for_url(url: &str, connect_timeout: Duration, user_agent: &str) -> Option<WireClient> {
         let parsed = reqwest::Url::parse(url).ok()?;
         if parsed.scheme() != "http" || !parsed.username().is_empty() || parsed.password().is_some() {
             return None;
         }
         let host = parsed.host_str()?;
+        if proxy_may_apply(&parsed) {
+            return None;
+        }
         let port = parsed.port_or_known_default()?;
         let host_header = match parsed.port() {
             Some(port) => format!("{host}:{port}"),
@@ -161,6 +165,23 @@ impl WireClient {
         enable_rx_stamps(&stream);
         Ok(Connection::new(stream))
     }
+}
+
+/// Whether a proxy variable reqwest honours (`http_proxy`, `all_proxy`, either case) is set for
+/// a host that is not loopback: reqwest then decides, `NO_PROXY` included. Loopback is never
+/// sent through a proxy.
+fn proxy_may_apply(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    let loopback = host.eq_ignore_ascii_case("localhost")
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !loopback
+        && ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"]
+            .iter()
+            .any(|var| std::env::var_os(var).is_some_and(|value| !value.is_empty()))
 }
 
 /// One TCP connection and the bytes read from it but not yet consumed (`buf[start..end]`).

@@ -1,10 +1,11 @@
-//! Fault servers: every misbehaviour ends as its own error class, and the run always finishes.
+//! Fault servers: every misbehaviour ends as its own error class, and the run always finishes,
+//! through both HTTP clients (the crate's own for `http://`, and reqwest, used for `https://`).
 
 mod common;
 
 use std::time::Duration;
 
-use autodebug_bench::SseBenchmarker;
+use autodebug_bench::{HttpClient, SseBenchmarker};
 use autodebug_core::{BenchReport, ErrorClass, Load};
 use axum::Router;
 use axum::body::Bytes;
@@ -15,28 +16,41 @@ use common::*;
 
 const REQUESTS: usize = 3;
 
-/// Runs REQUESTS sequential requests against `router` and checks the run ends in bounded time.
-async fn run_against(router: Router) -> BenchReport {
+const CLIENTS: [HttpClient; 2] = [HttpClient::Auto, HttpClient::Reqwest];
+
+/// Runs REQUESTS sequential requests against `router` with each HTTP client and checks each run
+/// ends in bounded time.
+async fn run_against(router: Router) -> Vec<BenchReport> {
     let base = serve(router).await;
-    let bench = SseBenchmarker::builder().build();
-    let plan = plan(Load::Sequential, REQUESTS);
-    tokio::time::timeout(RUN_LIMIT, bench.run_plan(&endpoint(&base), &plan))
+    let mut reports = Vec::new();
+    for client in CLIENTS {
+        let bench = SseBenchmarker::builder().http_client(client).build();
+        reports.push(run_bounded(&bench, &base, Load::Sequential, REQUESTS).await);
+    }
+    reports
+}
+
+async fn run_bounded(bench: &SseBenchmarker, base: &str, load: Load, requests: usize) -> BenchReport {
+    tokio::time::timeout(RUN_LIMIT, bench.run_plan(&endpoint(base), &plan(load, requests)))
         .await
         .expect("the run finished instead of hanging")
         .expect("the run itself succeeded; requests fail individually")
 }
 
-fn assert_all_failed_with(report: &BenchReport, class: ErrorClass) {
-    assert_eq!(report.records.len(), REQUESTS);
-    for record in &report.records {
-        assert_eq!(record.error, Some(class), "record {record:?}");
-        assert!(record.error_message.as_deref().is_some_and(|m| !m.is_empty()));
-        assert!(record.e2e_ns.is_none(), "failed requests have no e2e");
+fn assert_all_failed_with(reports: &[BenchReport], class: ErrorClass) {
+    assert!(!reports.is_empty());
+    for report in reports {
+        assert_eq!(report.records.len(), REQUESTS);
+        for record in &report.records {
+            assert_eq!(record.error, Some(class), "record {record:?}");
+            assert!(record.error_message.as_deref().is_some_and(|m| !m.is_empty()));
+            assert!(record.e2e_ns.is_none(), "failed requests have no e2e");
+        }
+        assert_eq!(report.summary.failed, REQUESTS as u64);
+        assert_eq!(report.summary.errors.get(class.as_str()), Some(&(REQUESTS as u64)));
+        assert_eq!(report.summary.ttft_ms.count, 0, "failed requests stay out of latency figures");
+        assert!(report.warnings.iter().any(|w| w.contains(class.as_str())), "warnings: {:?}", report.warnings);
     }
-    assert_eq!(report.summary.failed, REQUESTS as u64);
-    assert_eq!(report.summary.errors.get(class.as_str()), Some(&(REQUESTS as u64)));
-    assert_eq!(report.summary.ttft_ms.count, 0, "failed requests stay out of latency figures");
-    assert!(report.warnings.iter().any(|w| w.contains(class.as_str())), "warnings: {:?}", report.warnings);
 }
 
 fn route(handler: axum::routing::MethodRouter) -> Router {
@@ -73,9 +87,11 @@ async fn stall_mid_stream() {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         })
     }));
-    let report = run_against(router).await;
-    assert_all_failed_with(&report, ErrorClass::TimeoutIdle);
-    assert!(report.records.iter().all(|r| r.chunks == 2 && r.ttft_ns.is_some()), "partial progress is kept");
+    let reports = run_against(router).await;
+    assert_all_failed_with(&reports, ErrorClass::TimeoutIdle);
+    for report in &reports {
+        assert!(report.records.iter().all(|r| r.chunks == 2 && r.ttft_ns.is_some()), "partial progress is kept");
+    }
 }
 
 #[tokio::test]
@@ -90,9 +106,11 @@ async fn trickle_past_the_total_timeout() {
             }
         })
     }));
-    let report = run_against(router).await;
-    assert_all_failed_with(&report, ErrorClass::TimeoutTotal);
-    assert!(report.records.iter().all(|r| r.chunks >= 5), "tokens kept flowing until the total timeout");
+    let reports = run_against(router).await;
+    assert_all_failed_with(&reports, ErrorClass::TimeoutTotal);
+    for report in &reports {
+        assert!(report.records.iter().all(|r| r.chunks >= 5), "tokens kept flowing until the total timeout");
+    }
 }
 
 #[tokio::test]
@@ -141,18 +159,22 @@ async fn data_that_is_not_json() {
 #[tokio::test]
 async fn too_many_requests() {
     let router = route(post(|| async { (StatusCode::TOO_MANY_REQUESTS, "rate limited, retry later").into_response() }));
-    let report = run_against(router).await;
-    assert_all_failed_with(&report, ErrorClass::HttpStatus);
-    let message = report.records[0].error_message.clone().unwrap_or_default();
-    assert!(message.contains("429") && message.contains("rate limited"), "{message}");
+    let reports = run_against(router).await;
+    assert_all_failed_with(&reports, ErrorClass::HttpStatus);
+    for report in &reports {
+        let message = report.records[0].error_message.clone().unwrap_or_default();
+        assert!(message.contains("429") && message.contains("rate limited"), "{message}");
+    }
 }
 
 #[tokio::test]
 async fn internal_server_error() {
     let router = route(post(|| async { (StatusCode::INTERNAL_SERVER_ERROR, "").into_response() }));
-    let report = run_against(router).await;
-    assert_all_failed_with(&report, ErrorClass::HttpStatus);
-    assert!(report.records[0].error_message.as_deref().unwrap_or_default().contains("500"));
+    let reports = run_against(router).await;
+    assert_all_failed_with(&reports, ErrorClass::HttpStatus);
+    for report in &reports {
+        assert!(report.records[0].error_message.as_deref().unwrap_or_default().contains("500"));
+    }
 }
 
 #[tokio::test]
@@ -163,9 +185,11 @@ async fn error_object_in_the_stream() {
             send_all(&sender, vec![content_event("partial"), error], Duration::ZERO).await;
         })
     }));
-    let report = run_against(router).await;
-    assert_all_failed_with(&report, ErrorClass::ServerError);
-    assert_eq!(report.records[0].error_message.as_deref(), Some("KV cache exhausted"));
+    let reports = run_against(router).await;
+    assert_all_failed_with(&reports, ErrorClass::ServerError);
+    for report in &reports {
+        assert_eq!(report.records[0].error_message.as_deref(), Some("KV cache exhausted"));
+    }
 }
 
 #[tokio::test]
@@ -174,13 +198,12 @@ async fn nothing_listening() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = listener.local_addr().expect("address");
     drop(listener);
-    let bench = SseBenchmarker::builder().build();
-    let plan = plan(Load::Sequential, REQUESTS);
-    let report = tokio::time::timeout(RUN_LIMIT, bench.run_plan(&endpoint(&format!("http://{address}")), &plan))
-        .await
-        .expect("finished")
-        .expect("ran");
-    assert_all_failed_with(&report, ErrorClass::Connect);
+    let mut reports = Vec::new();
+    for client in CLIENTS {
+        let bench = SseBenchmarker::builder().http_client(client).build();
+        reports.push(run_bounded(&bench, &format!("http://{address}"), Load::Sequential, REQUESTS).await);
+    }
+    assert_all_failed_with(&reports, ErrorClass::Connect);
 }
 
 /// Byte soups that are not valid streams: each must end as some failure class, never a panic
@@ -210,14 +233,13 @@ async fn arbitrary_bytes_never_panic_the_client() {
         }
     }));
     let base = serve(router).await;
-    let plan = plan(Load::Concurrent { concurrency: 2 }, soups.len());
-    let report = tokio::time::timeout(RUN_LIMIT, SseBenchmarker::default().run_plan(&endpoint(&base), &plan))
-        .await
-        .expect("finished")
-        .expect("ran");
-    assert_eq!(report.records.len(), soups.len());
-    assert_eq!(report.summary.succeeded + report.summary.failed, soups.len() as u64);
-    assert!(report.summary.failed >= 7, "most soups are failures: {:?}", report.summary.errors);
+    for client in CLIENTS {
+        let bench = SseBenchmarker::builder().http_client(client).build();
+        let report = run_bounded(&bench, &base, Load::Concurrent { concurrency: 2 }, soups.len()).await;
+        assert_eq!(report.records.len(), soups.len());
+        assert_eq!(report.summary.succeeded + report.summary.failed, soups.len() as u64);
+        assert!(report.summary.failed >= 7, "{client:?}: most soups are failures: {:?}", report.summary.errors);
+    }
 }
 
 #[tokio::test]
@@ -233,15 +255,17 @@ async fn client_timeout_caps_every_request() {
         })
     }));
     let base = serve(router).await;
-    let bench = SseBenchmarker::builder().client_timeout(Duration::from_millis(300)).build();
-    let report = tokio::time::timeout(RUN_LIMIT, bench.run_plan(&endpoint(&base), &plan(Load::Sequential, REQUESTS)))
-        .await
-        .expect("finished")
-        .expect("ran");
-    assert_all_failed_with(&report, ErrorClass::TimeoutTotal);
-    let streamed_ns: Vec<u64> = report.records.iter().map(|r| r.chunk_gaps_ns.iter().sum::<u64>()).collect();
-    assert!(
-        streamed_ns.iter().all(|&ns| ns < 1_500_000_000),
-        "stopped well before the plan's 3 s total: {streamed_ns:?}"
-    );
+    let mut reports = Vec::new();
+    for client in CLIENTS {
+        let bench = SseBenchmarker::builder().http_client(client).client_timeout(Duration::from_millis(300)).build();
+        reports.push(run_bounded(&bench, &base, Load::Sequential, REQUESTS).await);
+    }
+    assert_all_failed_with(&reports, ErrorClass::TimeoutTotal);
+    for report in &reports {
+        let streamed_ns: Vec<u64> = report.records.iter().map(|r| r.chunk_gaps_ns.iter().sum::<u64>()).collect();
+        assert!(
+            streamed_ns.iter().all(|&ns| ns < 1_500_000_000),
+            "stopped well before the plan's 3 s total: {streamed_ns:?}"
+        );
+    }
 }
