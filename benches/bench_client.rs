@@ -16,7 +16,9 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use autodebug_bench::self_check::{self, ReplayEnd, SelfCheckOptions, SelfCheckReport, SimulatorHost, replay_sse};
+use autodebug_bench::self_check::{
+    self, ReplayEnd, SelfCheckOptions, SelfCheckReport, SimulatorHost, TtftLegs, replay_sse,
+};
 use autodebug_sim::server::{ServeOptions, serve};
 use autodebug_sim::{EngineKind, SimConfig};
 
@@ -172,14 +174,8 @@ fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
     base.ttft_err_p99_ms_c8 = pick(&reports, |r| r.ttft_err_p99_ms_c8);
     base.ttft_err_mean_ms_c1000 = pick(&reports, |r| r.ttft_err_mean_ms_c1000);
     base.ttft_err_p99_ms_c1000 = pick(&reports, |r| r.ttft_err_p99_ms_c1000);
-    base.ttft_legs_c8.request_mean_ms = pick(&reports, |r| r.ttft_legs_c8.request_mean_ms);
-    base.ttft_legs_c8.request_p99_ms = pick(&reports, |r| r.ttft_legs_c8.request_p99_ms);
-    base.ttft_legs_c8.response_mean_ms = pick(&reports, |r| r.ttft_legs_c8.response_mean_ms);
-    base.ttft_legs_c8.response_p99_ms = pick(&reports, |r| r.ttft_legs_c8.response_p99_ms);
-    base.ttft_legs_c1000.request_mean_ms = pick(&reports, |r| r.ttft_legs_c1000.request_mean_ms);
-    base.ttft_legs_c1000.request_p99_ms = pick(&reports, |r| r.ttft_legs_c1000.request_p99_ms);
-    base.ttft_legs_c1000.response_mean_ms = pick(&reports, |r| r.ttft_legs_c1000.response_mean_ms);
-    base.ttft_legs_c1000.response_p99_ms = pick(&reports, |r| r.ttft_legs_c1000.response_p99_ms);
+    base.ttft_legs_c8 = median_legs(&reports, |r| &r.ttft_legs_c8);
+    base.ttft_legs_c1000 = median_legs(&reports, |r| &r.ttft_legs_c1000);
     base.chunks_measured = reports.iter().map(|r| r.chunks_measured).sum();
     base.mode = format!("{} (median of {} runs)", base.mode, reports.len());
     for report in reports.drain(1..) {
@@ -188,6 +184,22 @@ fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
         }
     }
     Some(base)
+}
+
+/// Each figure of the legs, median over the reports.
+fn median_legs(reports: &[SelfCheckReport], legs: fn(&SelfCheckReport) -> &TtftLegs) -> TtftLegs {
+    let pick = |figure: fn(&TtftLegs) -> f64| {
+        let mut values: Vec<f64> = reports.iter().map(|r| figure(legs(r))).collect();
+        median(&mut values)
+    };
+    TtftLegs {
+        request_mean_ms: pick(|l| l.request_mean_ms),
+        request_p99_ms: pick(|l| l.request_p99_ms),
+        response_mean_ms: pick(|l| l.response_mean_ms),
+        response_p99_ms: pick(|l| l.response_p99_ms),
+        read_lag_mean_ms: pick(|l| l.read_lag_mean_ms),
+        read_lag_p99_ms: pick(|l| l.read_lag_p99_ms),
+    }
 }
 
 #[tokio::main]

@@ -292,6 +292,8 @@ async fn exchange(mut connection: Connection, request: &[u8]) -> Result<Head, Ex
     let fail = |error: WireError, got_bytes: bool| {
         if reused && !got_bytes { Exchange::Stale(error) } else { Exchange::Failed(error) }
     };
+    // No byte of the response arrives before the request is sent (a clock step cannot say so).
+    let sending = Instant::now();
     if let Err(e) = connection.stream.write_all(request).await {
         return Err(fail(WireError::Closed(format!("could not send the request: {e}")), false));
     }
@@ -321,7 +323,7 @@ async fn exchange(mut connection: Connection, request: &[u8]) -> Result<Head, Ex
                 status: parsed.status,
                 framing: parsed.framing,
                 keep_alive: parsed.keep_alive,
-                arrived,
+                arrived: arrived.max(sending),
             });
         }
     }
@@ -347,10 +349,10 @@ pub(crate) enum Framing {
 
 /// Parses a response head at the start of `bytes`: `None` while it is incomplete.
 pub(crate) fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, WireError> {
-    let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4).or_else(|| {
-        // Bare-LF heads are rare but legal to tolerate.
-        bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2)
-    }) else {
+    // The first blank line ends the head; bare-LF heads are rare but tolerated.
+    let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4);
+    let lf = bytes.windows(2).position(|w| w == b"\n\n").map(|at| at + 2);
+    let Some(end) = crlf.into_iter().chain(lf).min() else {
         if bytes.len() > MAX_HEAD_BYTES {
             return Err(WireError::Malformed(format!("response head longer than {MAX_HEAD_BYTES} bytes")));
         }
@@ -692,6 +694,9 @@ mod tests {
         assert_eq!((head.status, head.keep_alive, head.framing), (429, false, Framing::Length(12)));
         let head = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!((head.keep_alive, head.framing), (false, Framing::UntilClose));
+        let bare = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n0\r\n\r\n";
+        let head = parse_head(bare).unwrap().unwrap();
+        assert_eq!(&bare[head.length..head.length + 3], b"5\r\n", "the head ends at its own blank line, not the body's");
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None, "incomplete");
         assert!(parse_head(b"<html>hello</html>\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
