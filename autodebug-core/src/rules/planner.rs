@@ -178,14 +178,7 @@ impl Planner for RulePlanner {
         ordered.sort_by_key(|(_, r)| r.priority);
         for (finding, rule) in ordered {
             // Guards read the configuration planned from and what this finding and the analysis cite.
-            let signals: Vec<&Signal> = finding.evidence.iter().chain(input.analysis.cited.iter()).collect();
-            let facts = Facts {
-                signals,
-                logs: &[],
-                spec: input.current,
-                space: input.space,
-                slo: Some((input.objective, measured)),
-            };
+            let facts = planning_facts(&input, measured, finding.evidence.iter());
             for action in &rule.then {
                 if !action.only_if.iter().all(|c| facts.check(c).0) {
                     continue;
@@ -261,19 +254,28 @@ fn measured_metrics<'a>(input: &PlanInput<'a>) -> &'a BTreeMap<String, f64> {
         .unwrap_or(&input.analysis.metrics)
 }
 
+/// What the planner's guards and `slo` conditions read: `evidence` plus what the analysis
+/// cites, about the configuration planned from and what it measured.
+fn planning_facts<'a>(
+    input: &PlanInput<'a>,
+    measured: &'a BTreeMap<String, f64>,
+    evidence: impl Iterator<Item = &'a Signal>,
+) -> Facts<'a> {
+    Facts {
+        signals: evidence.chain(input.analysis.cited.iter()).collect(),
+        logs: &[],
+        spec: input.current,
+        space: input.space,
+        slo: Some((input.objective, measured)),
+    }
+}
+
 impl RulePlanner {
     /// Findings of the rules that read the objective (`slo` conditions), which only the planner
     /// can evaluate: the analyzer does not know what the user asked for.
     fn objective_findings(&self, input: &PlanInput<'_>, measured: &BTreeMap<String, f64>) -> Vec<Finding> {
-        let signals: Vec<&Signal> =
-            input.analysis.findings.iter().flat_map(|f| f.evidence.iter()).chain(input.analysis.cited.iter()).collect();
-        let facts = Facts {
-            signals,
-            logs: &[],
-            spec: input.current,
-            space: input.space,
-            slo: Some((input.objective, measured)),
-        };
+        let evidence = input.analysis.findings.iter().flat_map(|f| f.evidence.iter());
+        let facts = planning_facts(input, measured, evidence);
         self.kb
             .rules
             .iter()
