@@ -410,11 +410,12 @@ fn classify_send_error(error: &reqwest::Error, url: &str) -> Failure {
 }
 
 fn classify_wire_error(error: WireError, url: &str) -> Failure {
-    match error {
-        WireError::Connect(why) => (ErrorClass::Connect, format!("request to {url} failed: {why}")),
-        WireError::Closed(why) => (ErrorClass::EarlyClose, format!("stream from {url} broke: {why}")),
-        WireError::Malformed(why) => (ErrorClass::EarlyClose, format!("{url} answered with broken HTTP: {why}")),
-    }
+    let message = match &error {
+        WireError::Connect(why) => format!("request to {url} failed: {why}"),
+        WireError::Closed(why) => format!("stream from {url} broke: {why}"),
+        WireError::Malformed(why) => format!("{url} answered with broken HTTP: {why}"),
+    };
+    (error.class(), message)
 }
 
 fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {

@@ -61,7 +61,7 @@ use crate::BenchError;
 use crate::benchmarker::CLIENT;
 use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
-use crate::wire::{WireClient, WireError};
+use crate::wire::WireClient;
 
 /// The targets of issue 3; [`SelfCheckReport::to_table`] marks each figure against them.
 pub mod targets {
@@ -729,8 +729,7 @@ async fn one_stream(
     }
     let mut response = match sent {
         Err(_) => return failed(result, ErrorClass::TimeoutFirstToken),
-        Ok(Err(WireError::Connect(_))) => return failed(result, ErrorClass::Connect),
-        Ok(Err(_)) => return failed(result, ErrorClass::EarlyClose),
+        Ok(Err(error)) => return failed(result, error.class()),
         Ok(Ok(response)) if !(200..300).contains(&response.status()) => {
             return failed(result, ErrorClass::HttpStatus);
         }
@@ -750,7 +749,7 @@ async fn one_stream(
     loop {
         let read = match tokio::time::timeout(timeout, response.read()).await {
             Err(_) => return failed(result, ErrorClass::TimeoutIdle),
-            Ok(Err(_)) => return failed(result, ErrorClass::EarlyClose),
+            Ok(Err(error)) => return failed(result, error.class()),
             Ok(Ok(read)) => read,
         };
         let read_at = Instant::now();

@@ -21,7 +21,7 @@ use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use autodebug_core::Secret;
+use autodebug_core::{ErrorClass, Secret, TimeWindow};
 use autodebug_sim::server::rx_stamp::{enable_rx_stamps, recv_stamped};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
@@ -42,6 +42,17 @@ pub(crate) enum WireError {
     Closed(String),
     /// The server's bytes are not HTTP/1.1 as this client reads it.
     Malformed(String),
+}
+
+impl WireError {
+    /// The error class a request that failed this way counts under.
+    pub(crate) fn class(&self) -> ErrorClass {
+        match self {
+            WireError::Connect(_) => ErrorClass::Connect,
+            // Broken or unreadable HTTP ends the stream early, as reqwest's errors do.
+            WireError::Closed(_) | WireError::Malformed(_) => ErrorClass::EarlyClose,
+        }
+    }
 }
 
 impl std::fmt::Display for WireError {
@@ -266,10 +277,8 @@ impl Connection {
 fn arrival(stamp: Option<u64>) -> Instant {
     let now = Instant::now();
     let Some(stamp) = stamp else { return now };
-    let wall = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos().min(u128::from(u64::MAX)) as u64);
-    now.checked_sub(Duration::from_nanos(wall.saturating_sub(stamp))).unwrap_or(now)
+    let lag_ns = (TimeWindow::now_ns() - i128::from(stamp)).clamp(0, i128::from(u64::MAX)) as u64;
+    now.checked_sub(Duration::from_nanos(lag_ns)).unwrap_or(now)
 }
 
 /// How an exchange failed: on a stale pooled connection (retry on a fresh one), or for good.

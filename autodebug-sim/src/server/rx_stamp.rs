@@ -7,6 +7,9 @@
 //! (loopback) wire, and [`StampedListener`] reads those stamps with `recvmsg`: the arrival is then
 //! the moment the request's first bytes reached this host, whatever the server did meanwhile.
 //! Elsewhere than Linux, or when the kernel gives no stamp, the handler's clock is used.
+//!
+//! [`enable_rx_stamps`] and [`recv_stamped`] also time the reads of autodebug-bench's own HTTP
+//! client, from the other end of the same kind of socket.
 
 use std::io;
 use std::net::SocketAddr;
