@@ -76,5 +76,5 @@ fn forced_engine_and_unknown_logs() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Capacity plan") && text.contains("engine.error.cuda_out_of_memory"), "{text}");
+    assert!(text.contains("Capacity plan") && text.contains("engine.error.out_of_memory"), "{text}");
 }

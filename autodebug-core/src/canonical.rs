@@ -44,3 +44,13 @@ pub const MAX_TOTAL_TOKENS: &str = "max_total_tokens";
 pub const CACHED_TOKENS: &str = "cached_tokens";
 /// An error the engine logged (OOM, CUDA error, bad argument).
 pub const ENGINE_ERROR: &str = "engine_error";
+/// Mean tokens per engine step (batch fill) in the window.
+pub const TOKENS_PER_STEP: &str = "tokens_per_step";
+/// Time a request spent in its prefill phase, seconds.
+pub const PREFILL_TIME_S: &str = "prefill_time_s";
+/// Time a request spent in its decode phase, seconds.
+pub const DECODE_TIME_S: &str = "decode_time_s";
+/// Time a request spent running (prefill and decode, queue excluded), seconds.
+pub const INFERENCE_TIME_S: &str = "inference_time_s";
+/// CPU kernels the engine could not use and replaced by a slower path (vLLM's oneDNN fallback).
+pub const CPU_KERNEL_FALLBACKS: &str = "cpu_kernel_fallbacks";

@@ -168,7 +168,7 @@ async fn vllm_lines_through_the_source() {
     assert_eq!(value(&snapshot, canonical::PREEMPTIONS), 1.0);
     // The OOM after the window still ends the run: errors count regardless of the window.
     let oom = snapshot.canonical(canonical::ENGINE_ERROR).unwrap();
-    assert_eq!(oom.name, "engine.error.cuda_out_of_memory");
+    assert_eq!(oom.name, "engine.error.out_of_memory");
     assert!(oom.value.as_text().contains("Tried to allocate 2.00 GiB"));
 }
 
@@ -187,8 +187,8 @@ fn fatal_lines_become_engine_errors() {
     let errors: Vec<_> =
         snapshot.signals.iter().filter(|s| s.canonical.as_deref() == Some(canonical::ENGINE_ERROR)).collect();
     assert_eq!(errors.len(), 2, "{errors:?}");
-    assert_eq!(errors[0].name, "engine.error.unrecognized_arguments");
+    assert_eq!(errors[0].name, "engine.error.unknown_flag");
     assert!(errors[0].value.as_text().contains("--enable-magic"));
-    assert_eq!(errors[1].name, "engine.error.illegal_memory_access");
+    assert_eq!(errors[1].name, "engine.error.crashed");
     assert_eq!(errors[1].count, Some(2.0));
 }

@@ -155,8 +155,12 @@ pub fn capacity_plan(engine: EngineKind, snapshot: &TelemetrySnapshot, request: 
         }
         EngineKind::Vllm => {
             plan.weights_gb = value(snapshot, "vllm.log.model_loading.memory_gib").map(|g| g * GIB_IN_GB);
-            plan.kv_pool_gb = value(snapshot, "vllm.log.available_kv_cache_memory_gib").map(|g| g * GIB_IN_GB);
-            plan.kv_tokens = value(snapshot, "vllm.log.gpu_kv_cache_tokens");
+            // The CPU build states the pool it was given (VLLM_CPU_KVCACHE_SPACE) instead of what was left.
+            plan.kv_pool_gb = value(snapshot, "vllm.log.available_kv_cache_memory_gib")
+                .or_else(|| value(snapshot, "vllm.log.cpu_kv_cache_space_gib"))
+                .map(|g| g * GIB_IN_GB);
+            plan.kv_tokens = value(snapshot, "vllm.log.gpu_kv_cache_tokens")
+                .or_else(|| value(snapshot, "vllm.log.kv_cache_tokens"));
             plan.cuda_graph_gb = value(snapshot, "vllm.log.cuda_graph.memory_gib").map(|g| g * GIB_IN_GB);
             // vLLM states its per-request length in the concurrency line: `for 32,768 tokens per request`.
             plan.context_len = snapshot

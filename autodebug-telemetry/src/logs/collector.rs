@@ -32,6 +32,8 @@ struct Observed {
     quoted: String,
     /// For a weighted mean: the weights' sum (0 when unweighted).
     weight: f64,
+    /// Counted over the whole log (startup included), not only the window.
+    whole_log: bool,
 }
 
 /// Collects signals in first-seen order.
@@ -41,6 +43,8 @@ pub(crate) struct Collector {
     startup: BTreeMap<String, Signal>,
     observed: BTreeMap<String, Observed>,
     errors: BTreeMap<String, (Signal, u64)>,
+    /// The server was asked to stop; errors after that are the stop's doing.
+    pub(crate) shutting_down: bool,
 }
 
 pub(crate) fn quote(line: &str) -> String {
@@ -74,6 +78,15 @@ impl Collector {
     pub(crate) fn startup_text(&mut self, name: &str, value: &str, line: &str) {
         self.remember(name);
         let signal = Signal::text(SOURCE, SignalKind::LogLine, name, value)
+            .with_detail(format!("{value} from «{}»", quote(line)));
+        self.startup.insert(name.to_string(), signal);
+    }
+
+    /// A setting the engine reports at startup (`vllm.startup.max_num_seqs`), as a span attribute
+    /// the way Graphsignal reports SGLang's `sglang.startup.*`.
+    pub(crate) fn startup_attribute(&mut self, name: &str, value: &str, line: &str) {
+        self.remember(name);
+        let signal = Signal::text(SOURCE, SignalKind::SpanAttribute, name, value)
             .with_detail(format!("{value} from «{}»", quote(line)));
         self.startup.insert(name.to_string(), signal);
     }
@@ -116,6 +129,7 @@ impl Collector {
             n: 0,
             quoted: String::new(),
             weight: 0.0,
+            whole_log: false,
         });
         let weighted = weight > 0.0;
         entry.sum += if weighted { value * weight } else { value };
@@ -125,6 +139,21 @@ impl Collector {
             entry.quoted = quote(line);
         }
         entry.max = entry.max.max(value);
+    }
+
+    /// One occurrence of a line that counts over the whole log, window or not (a warning printed
+    /// at startup that holds for every step served).
+    pub(crate) fn count_whole_log(
+        &mut self,
+        name: &str,
+        unit: &'static str,
+        canonical: Option<&'static str>,
+        line: &str,
+    ) {
+        self.observe(name, 1.0, unit, Reduce::Count, canonical, line);
+        if let Some(entry) = self.observed.get_mut(name) {
+            entry.whole_log = true;
+        }
     }
 
     /// An error line; repeats of the same message are counted, not repeated.
@@ -173,9 +202,10 @@ impl Observed {
         let mut signal =
             Signal::number(SOURCE, SignalKind::LogLine, name, value, self.unit).with_count(self.n as f64).with_detail(
                 format!(
-                    "{how} {} {} over {lines} in the window; {example} «{}»",
+                    "{how} {} {} over {lines} in the {}; {example} «{}»",
                     format_number(value),
                     self.unit,
+                    if self.whole_log { "whole log" } else { "window" },
                     self.quoted
                 )
                 .replace("  ", " "),

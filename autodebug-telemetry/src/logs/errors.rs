@@ -1,45 +1,28 @@
-//! Lines that mean the engine failed: out of memory, CUDA faults, rejected arguments.
+//! Lines that mean the engine failed: out of memory, rejected arguments, faults. The table that
+//! classifies them is the core's ([`autodebug_core::failure::classify_line`]), so an error signal
+//! and a failed deploy's root cause name the same class.
 
 use autodebug_core::canonical;
+use autodebug_core::failure::{FailureClass, classify_line};
 
 use super::collector::Collector;
 
-/// `(class, what the line contains)`, most specific first; the first match names the class.
-const PATTERNS: &[(&str, &str)] = &[
-    ("cuda_out_of_memory", "CUDA out of memory"),
-    ("cuda_out_of_memory", "OutOfMemoryError"),
-    ("illegal_memory_access", "illegal memory access"),
-    ("cuda_error", "CUDA error"),
-    ("unrecognized_arguments", "unrecognized arguments"),
-    ("not_enough_memory", "Not enough memory"),
-    ("kv_cache_too_small", "larger than the maximum number of tokens that can be stored in KV cache"),
-];
-
-/// Reports an error class when `text` is one of the lines that end a run.
+/// Reports an error signal `engine.error.<class>` when `text` is one of the lines that end a run.
 pub(crate) fn read(text: &str, collector: &mut Collector) {
-    if let Some((class, _)) = PATTERNS.iter().find(|(_, needle)| text.contains(needle)) {
-        collector.error(class, text, canonical::ENGINE_ERROR);
+    if is_shutdown(text) {
+        collector.shutting_down = true;
+    }
+    let Some((class, _flag)) = classify_line(text) else { return };
+    // Once the server was asked to stop, a dead engine is the stop's doing, not a failure.
+    if collector.shutting_down && class == FailureClass::Crashed {
         return;
     }
-    if is_argparse_error(text) {
-        collector.error("invalid_arguments", text, canonical::ENGINE_ERROR);
-        return;
-    }
-    // The last line of a Python traceback: `ValueError: ...`, `RuntimeError: ...`.
-    let trimmed = text.trim_start();
-    for exception in ["ValueError:", "RuntimeError:", "AssertionError:", "torch.OutOfMemoryError:"] {
-        if trimmed.starts_with(exception) {
-            collector.error("python_exception", text, canonical::ENGINE_ERROR);
-            return;
-        }
-    }
+    collector.error(class.as_str(), text, canonical::ENGINE_ERROR);
 }
 
-/// argparse and llama.cpp print `prog: error: ...` or `error: ...` before exiting.
-fn is_argparse_error(text: &str) -> bool {
-    let trimmed = text.trim_start();
-    trimmed.starts_with("error: ")
-        || text.find(": error: ").is_some_and(|i| !text[..i].contains(' ') || text[..i].ends_with(".py"))
+/// vLLM's `[shutdown] API server: shutdown triggered`, uvicorn's `Shutting down`.
+fn is_shutdown(text: &str) -> bool {
+    text.contains("shutdown triggered") || text.contains("INFO:     Shutting down")
 }
 
 #[cfg(test)]
@@ -68,12 +51,25 @@ mod tests {
         assert_eq!(
             found,
             [
-                "engine.error.cuda_out_of_memory",
-                "engine.error.illegal_memory_access",
-                "engine.error.unrecognized_arguments",
-                "engine.error.invalid_arguments",
-                "engine.error.invalid_arguments"
+                "engine.error.out_of_memory",
+                "engine.error.crashed",
+                "engine.error.unknown_flag",
+                "engine.error.invalid_value",
+                "engine.error.unknown_flag"
             ]
         );
+    }
+
+    #[test]
+    fn a_dead_engine_after_a_requested_shutdown_is_not_an_error() {
+        let found = classes(&[
+            "(APIServer pid=1) INFO 12-06 12:28:23 [launcher.py:254] [shutdown] API server: shutdown triggered",
+            "(APIServer pid=1) ERROR 12-06 12:28:23 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue. See stack trace (above) for the root cause.",
+        ]);
+        assert!(found.is_empty(), "{found:?}");
+        let found = classes(&[
+            "(APIServer pid=1) ERROR 12-06 12:28:23 [async_llm.py:906] vllm.v1.engine.exceptions.EngineDeadError: EngineCore encountered an issue.",
+        ]);
+        assert_eq!(found, ["engine.error.crashed"]);
     }
 }

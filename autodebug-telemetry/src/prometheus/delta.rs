@@ -186,6 +186,11 @@ pub fn window_signals(
                     }
                 }
             }
+            _ if family.metric_type == MetricType::Info || names::is_info_metric(&family.name) => {
+                for s in &series {
+                    emit.info(&mut out.signals, s);
+                }
+            }
             _ => {
                 for s in &series {
                     let key = (family.name.clone(), s.labels.clone());
@@ -312,6 +317,7 @@ impl Emitter<'_> {
             TaggedStat::All => true,
             TaggedStat::Increase => stat == "increase",
             TaggedStat::Rate => stat == "rate",
+            TaggedStat::Mean => stat == "mean",
         });
         match mapping {
             Some(m) => signal.with_canonical(m.canonical),
@@ -374,6 +380,30 @@ impl Emitter<'_> {
                 .with_detail(format!("{stat} {} {unit} {detail_tail}", format_number(value)).replace("  ", " "));
             out.push(self.tag(signal, name, stat, tagged));
         }
+    }
+
+    /// A settings report such as `vllm:cache_config_info`: one signal with every label, so a
+    /// reader can look a setting up by its key (`enable_prefix_caching`, `block_size`).
+    fn info(&self, out: &mut Vec<Signal>, series: &Series) {
+        let name = match self.family.metric_type {
+            // OpenMetrics names the family `foo` and its sample `foo_info`.
+            MetricType::Info if !self.family.name.ends_with("_info") => format!("{}_info", self.family.name),
+            _ => self.family.name.clone(),
+        };
+        let mut signal = Signal::number(SOURCE, SignalKind::Metric, &name, series.value.unwrap_or(1.0), "");
+        for (k, v) in &series.labels {
+            signal = signal.with_label(k, v);
+        }
+        let shown: Vec<String> = series
+            .labels
+            .iter()
+            .filter(|(k, v)| !k.starts_with('_') && !matches!(v.as_str(), "None" | "[]" | ""))
+            .take(12)
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let more = series.labels.len().saturating_sub(shown.len());
+        let tail = if more > 0 { format!(" (+{more} more labels)") } else { String::new() };
+        out.push(signal.with_label("stat", "info").with_detail(format!("{}{tail}", shown.join(", "))));
     }
 
     fn distribution(&self, out: &mut Vec<Signal>, labels: &SeriesLabels, delta: &Series, tagged: bool) {

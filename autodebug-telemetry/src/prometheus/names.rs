@@ -16,6 +16,9 @@ pub enum TaggedStat {
     Increase,
     /// Only the counter's per-second rate over the window.
     Rate,
+    /// Only the histogram's window mean (Δsum/Δcount), for a distribution whose quantiles are
+    /// not the quantity (tokens per engine step: the mean is the batch fill).
+    Mean,
 }
 
 /// How several series of one metric (per rank, per `is_streaming`, per cache source) combine
@@ -43,7 +46,7 @@ const fn map(metric: &'static str, canonical: &'static str, stat: TaggedStat, co
 }
 
 use Combine::{Mean, Sum};
-use TaggedStat::{All, Increase, Rate};
+use TaggedStat::{All, Increase, Mean as WindowMean, Rate};
 
 /// Every known mapping. A metric may appear twice with different statistics
 /// (`vllm:generation_tokens_total` is both the window's generation tokens and its throughput).
@@ -61,6 +64,10 @@ pub const NAME_MAP: &[NameMapping] = &[
     map("vllm:generation_tokens_total", canonical::GENERATION_TOKENS, Increase, Sum),
     map("vllm:generation_tokens_total", canonical::GEN_THROUGHPUT, Rate, Sum),
     map("vllm:prompt_tokens_cached_total", canonical::CACHED_TOKENS, Increase, Sum),
+    map("vllm:iteration_tokens_total", canonical::TOKENS_PER_STEP, WindowMean, Sum),
+    map("vllm:request_prefill_time_seconds", canonical::PREFILL_TIME_S, All, Sum),
+    map("vllm:request_decode_time_seconds", canonical::DECODE_TIME_S, All, Sum),
+    map("vllm:request_inference_time_seconds", canonical::INFERENCE_TIME_S, All, Sum),
     // vLLM, older names (V0 engine and early V1).
     map("vllm:gpu_cache_usage_perc", canonical::KV_USAGE, All, Mean),
     map("vllm:time_per_output_token_seconds", canonical::ITL_S, All, Sum),
@@ -97,6 +104,18 @@ pub const HIT_RATE_PAIRS: &[(&str, &str)] = &[
     ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_queries_total"),
     ("vllm:gpu_prefix_cache_hits_total", "vllm:gpu_prefix_cache_queries_total"),
 ];
+
+/// Whether a metric reports settings in its labels (`vllm:cache_config_info`): its signal keeps
+/// every label, since the labels are the information.
+///
+/// ```
+/// use autodebug_telemetry::prometheus::names::is_info_metric;
+/// assert!(is_info_metric("vllm:cache_config_info"));
+/// assert!(!is_info_metric("vllm:num_requests_running"));
+/// ```
+pub fn is_info_metric(metric: &str) -> bool {
+    metric.ends_with("_info")
+}
 
 /// The mappings for one engine metric (counters by their `_total` name).
 ///
