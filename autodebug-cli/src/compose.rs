@@ -9,7 +9,8 @@ use autodebug_core::Planner;
 use autodebug_core::rules::{KnowledgeBase, RuleAnalyzer, RulePlanner};
 use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner};
 use autodebug_core::session::{Session, SessionConfig, SessionEvent};
-use autodebug_core::{Error, Result};
+use autodebug_core::{EngineArgs, EngineKind, Error, Platform, Result, SearchSpace};
+use autodebug_deploy::engine_args::{default_cache_dir, probe};
 use autodebug_deploy::dstack::DstackDeployer;
 use autodebug_deploy::local::LocalDeployer;
 use autodebug_deploy::template::engine_command;
@@ -18,9 +19,6 @@ use autodebug_llm::LlmPlanner;
 use autodebug_telemetry::{EngineLogSource, GraphsignalSource, PrometheusScrape};
 
 use crate::config::{DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
-
-/// Seed of the search planners, fixed so a session replays the same proposals.
-const PLANNER_SEED: u64 = 0x5EED;
 
 pub fn session(
     config: &RunConfig,
@@ -90,7 +88,10 @@ pub fn session(
     // Built before anything is deployed, so a broken rules file or a missing key stops the run early.
     let kb = config.knowledge_base()?;
     let planner = planner(config.planner, config, &kb)?;
+    let baseline = config.baseline()?;
+    let platform = Platform::of(&baseline);
     let mut builder = Session::builder()
+        .search_space(SearchSpace::for_platform(baseline.engine, &platform))
         .deployer_boxed(deployer)
         .benchmarker(SseBenchmarker::from_env())
         .analyzer(RuleAnalyzer::from_kb(kb.clone()))
@@ -109,20 +110,48 @@ pub fn session(
             TelemetryKind::Logs => builder.telemetry(EngineLogSource::new()),
         };
     }
+    if let Some(args) = installed_engine_args(config) {
+        builder = builder.engine_args(args);
+    }
     builder = builder.planner_boxed(planner);
     builder.build(session_config)
 }
 
+/// The local engine's own argument list (its help, cached), so plans are checked against the
+/// installed version before any deploy. `None` (with a warning) when the help cannot be read:
+/// the deploy then says what is wrong.
+fn installed_engine_args(config: &RunConfig) -> Option<EngineArgs> {
+    let DeployerConfig::Local { program, args, .. } = &config.deployer else { return None };
+    if config.service.engine == EngineKind::Sglang {
+        return None;
+    }
+    match probe(config.service.engine, program, args, default_cache_dir().as_deref()) {
+        Ok(installed) => {
+            tracing::info!(
+                engine = %config.service.engine,
+                version = installed.version.as_deref().unwrap_or("unknown"),
+                "plans are checked against the installed engine's arguments"
+            );
+            Some(installed)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "the installed engine's arguments could not be read; plans are checked against the catalog only");
+            None
+        }
+    }
+}
+
 /// The planner `kind` names, its rules drawn from `kb` (the shipped rules plus the user's).
 fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<Box<dyn Planner>> {
+    let seed = config.seed;
     let rules = || RulePlanner::from_kb(kb.clone());
-    let hybrid = || HybridPlanner::new(PLANNER_SEED).with_rules(rules());
+    let hybrid = || HybridPlanner::new(seed).with_rules(rules());
     Ok(match kind {
         PlannerKind::Rules => Box::new(rules()),
         PlannerKind::Hybrid => Box::new(hybrid()),
-        PlannerKind::Bayes => Box::new(BayesPlanner::new(PLANNER_SEED)),
+        PlannerKind::Bayes => Box::new(BayesPlanner::new(seed)),
         PlannerKind::Grid => Box::new(GridPlanner::new()),
-        PlannerKind::Random => Box::new(RandomPlanner::new(PLANNER_SEED)),
+        PlannerKind::Random => Box::new(RandomPlanner::new(seed)),
         PlannerKind::Oat => Box::new(OneKnobPlanner::new()),
         PlannerKind::Llm => {
             let llm_config = config.llm_config()?;
@@ -137,9 +166,9 @@ fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<
             Box::new(match config.llm_fallback() {
                 PlannerKind::Rules | PlannerKind::Llm => llm.with_fallback(rules()),
                 PlannerKind::Hybrid => llm.with_fallback(hybrid()),
-                PlannerKind::Bayes => llm.with_fallback(BayesPlanner::new(PLANNER_SEED)),
+                PlannerKind::Bayes => llm.with_fallback(BayesPlanner::new(seed)),
                 PlannerKind::Grid => llm.with_fallback(GridPlanner::new()),
-                PlannerKind::Random => llm.with_fallback(RandomPlanner::new(PLANNER_SEED)),
+                PlannerKind::Random => llm.with_fallback(RandomPlanner::new(seed)),
                 PlannerKind::Oat => llm.with_fallback(OneKnobPlanner::new()),
             })
         }

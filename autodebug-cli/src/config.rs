@@ -37,6 +37,9 @@ pub struct RunConfig {
     #[serde(default)]
     /// How the next configuration is chosen.
     pub planner: PlannerKind,
+    /// Seed of the search planners (random, bayes, hybrid): the same seed replays the same proposals.
+    #[serde(default = "default_planner_seed")]
+    pub seed: u64,
     /// The model the `llm` planner asks, its key and its limits; read only when `planner: llm`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSection>,
@@ -207,6 +210,11 @@ pub struct ServiceConfig {
     #[serde(default)]
     #[schemars(schema_with = "crate::cmd::config_reference::flags_schema")]
     pub flags: LaunchFlags,
+    /// The engine's environment that is not tuned (`HF_HUB_OFFLINE: "1"`); variables that are
+    /// knobs (`VLLM_CPU_KVCACHE_SPACE`) go under `flags` so a plan can change them. Values of
+    /// credential-like names are never written to the trail or the store.
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
 }
 
 fn default_service_name() -> String {
@@ -435,6 +443,14 @@ pub struct BudgetConfig {
     #[serde(default)]
     /// Stop after this many seconds (checked between steps).
     pub wall_time_s: Option<f64>,
+    #[serde(default)]
+    /// After the search, re-run the baseline and the champion this many times each, interleaved,
+    /// and judge the champion on those trials (3 gives p = 0.05 when every trial is better).
+    pub confirm_trials: u32,
+}
+
+fn default_planner_seed() -> u64 {
+    0x5EED
 }
 
 fn default_iterations() -> u32 {
@@ -443,7 +459,7 @@ fn default_iterations() -> u32 {
 
 impl Default for BudgetConfig {
     fn default() -> Self {
-        BudgetConfig { iterations: default_iterations(), wall_time_s: None }
+        BudgetConfig { iterations: default_iterations(), wall_time_s: None, confirm_trials: 0 }
     }
 }
 
@@ -497,6 +513,7 @@ impl RunConfig {
                 gpu: Some("H100:1".to_string()),
                 image: Some("lmsysorg/sglang:latest".to_string()),
                 flags: LaunchFlags::new(),
+                env: Default::default(),
             },
             bench: vec![
                 BenchConfig {
@@ -528,9 +545,10 @@ impl RunConfig {
                 constraints: vec!["chat.error_rate == 0".into(), "concurrent.error_rate == 0".into()],
             },
             planner: PlannerKind::Rules,
+            seed: default_planner_seed(),
             llm: None,
             rules: Vec::new(),
-            budget: BudgetConfig { iterations, wall_time_s: None },
+            budget: BudgetConfig { iterations, ..Default::default() },
             telemetry: default_telemetry(),
             render_as: None,
             origin: None,
@@ -635,6 +653,12 @@ impl RunConfig {
         for (name, value) in s.flags.iter() {
             spec.flags.set(name, value);
         }
+        for (name, value) in &s.env {
+            match spec.env.iter_mut().find(|(n, _)| n == name) {
+                Some(slot) => slot.1 = value.clone(),
+                None => spec.env.push((name.clone(), value.clone())),
+            }
+        }
         Ok(spec)
     }
 
@@ -664,12 +688,13 @@ impl RunConfig {
             max_wall: self.budget.wall_time_s.map(|s| Duration::from_secs_f64(s.max(0.0))),
             ready_timeout: self.deployer.ready_timeout(),
             sessions_dir: self.sessions_dir.clone(),
+            confirm_trials: self.budget.confirm_trials,
         })
     }
 }
 
 /// `~/x` → `$HOME/x`; anything else unchanged.
-fn expand_home(text: &str) -> String {
+pub fn expand_home(text: &str) -> String {
     match (text.strip_prefix("~/"), std::env::var("HOME")) {
         (Some(rest), Ok(home)) if !home.is_empty() => format!("{}/{rest}", home.trim_end_matches('/')),
         _ => text.to_string(),

@@ -130,6 +130,10 @@ pub fn outcome_table(outcome: &SessionOutcome, dir: &Path) -> String {
         )),
         _ => out.push_str("champion: none (no iteration met the objective's constraints)\n"),
     }
+    if let Some(confirmation) = &outcome.confirmation {
+        out.push_str(&confirmation.describe());
+        out.push('\n');
+    }
     out.push_str(&format!("stopped: {}\ntrail and store: {}\n", outcome.stop_reason.as_str(), dir.display()));
     out
 }
@@ -175,6 +179,7 @@ pub fn outcome_json(outcome: &SessionOutcome, dir: &Path) -> String {
         "baseline": iteration_ref(outcome, outcome.baseline()),
         "champion": iteration_ref(outcome, outcome.champion()),
         "improvement_pct": outcome.improvement_pct(),
+        "confirmation": outcome.confirmation,
         "stop_reason": outcome.stop_reason.as_str(),
         "sessions_dir": dir,
     });

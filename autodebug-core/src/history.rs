@@ -71,6 +71,20 @@ impl Iteration {
     }
 }
 
+/// A flag value that made a start fail for a reason that still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlamedSetting {
+    pub flag: String,
+    /// The value as set (`true` for a switch).
+    pub value: String,
+    /// The iteration that failed with it.
+    pub iteration: u32,
+    /// Its failure class (`hardware`, `invalid_value`, ...).
+    pub class: String,
+    /// The engine's own line that says why.
+    pub line: String,
+}
+
 /// Everything a planner may learn from earlier iterations.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
@@ -93,6 +107,30 @@ impl History {
             }
         }
         best
+    }
+
+    /// Settings that made a start fail for a reason that holds whatever else changes, read from the
+    /// failed iterations' root-cause citations (see [`session::ROOT_CAUSE_SIGNAL`](crate::session::ROOT_CAUSE_SIGNAL)).
+    pub fn blamed_settings(&self) -> Vec<BlamedSetting> {
+        let mut out: Vec<BlamedSetting> = Vec::new();
+        for it in self.iterations.iter().filter(|i| !i.is_ok()) {
+            let causes = it.analysis.findings.iter().flat_map(|f| f.evidence.iter());
+            for signal in causes.filter(|s| s.name == crate::session::ROOT_CAUSE_SIGNAL) {
+                let label = |k: &str| signal.labels.get(k).cloned();
+                let (Some(flag), Some(value)) = (label("flag"), label("value")) else { continue };
+                if label("deterministic").as_deref() != Some("true") || out.iter().any(|b| b.flag == flag && b.value == value) {
+                    continue;
+                }
+                out.push(BlamedSetting {
+                    flag,
+                    value,
+                    iteration: it.number,
+                    class: label("class").unwrap_or_default(),
+                    line: signal.value.as_text(),
+                });
+            }
+        }
+        out
     }
 
     /// Whether a configuration with exactly these flags was already tried.

@@ -21,11 +21,12 @@ mod analysis;
 mod bench;
 pub mod canonical;
 mod error;
+pub mod failure;
 mod history;
 pub mod knobs;
 mod objective;
 mod plan;
-mod secret;
+pub mod secret;
 mod signal;
 mod spec;
 mod traits;
@@ -37,13 +38,16 @@ pub use bench::{
     Timeouts, Workload, duration_ms,
 };
 pub use error::{Error, Result};
-pub use history::{History, Iteration, IterationStatus};
-pub use knobs::{Domain, Knob, SearchSpace};
+pub use failure::{FailureClass, RootCause};
+pub use history::{BlamedSetting, History, Iteration, IterationStatus};
+pub use knobs::{Domain, EngineArgs, Knob, Platform, SearchSpace};
 pub use objective::{Comparison, Constraint, Direction, Objective};
 pub use plan::{Change, Plan};
 pub use secret::Secret;
 pub use signal::{Signal, SignalKind, SignalValue, TelemetrySnapshot, format_number};
-pub use spec::{Artifact, Deployment, Endpoint, EngineKind, LaunchFlags, LogLine, Resources, ServiceSpec, shell_quote};
+pub use spec::{
+    Artifact, Deployment, Endpoint, EngineKind, LaunchFlags, LogLine, Resources, ServiceSpec, is_env_knob, shell_quote,
+};
 pub use traits::{Analyzer, Benchmarker, Deployer, PlanInput, Planner, Target, TelemetrySource};
 pub use window::TimeWindow;
 

@@ -139,6 +139,7 @@ fn choice_knob(name: &str, values: &[String], description: &str) -> Knob {
         candidates: values.to_vec(),
         quality_risk: false,
         requires: None,
+        negation: None,
         description: description.to_string(),
     }
 }

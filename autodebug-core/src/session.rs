@@ -16,12 +16,14 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::failure::{RootCause, root_cause};
 use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
 use crate::trail::Trail;
 use crate::{
     Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Bottleneck, Deployer, Deployment, Error,
-    Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan, PlanInput, Planner, Result,
+    EngineArgs, Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan, PlanInput, Planner,
+    Result,
     SearchSpace, ServiceSpec, Severity, Signal, SignalKind, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
 };
 
@@ -42,6 +44,11 @@ pub struct SessionConfig {
     pub ready_timeout: Duration,
     /// Where the store (`autodebug.db`) and the trail (`debug-*.md`, configs) are written.
     pub sessions_dir: PathBuf,
+    /// After the budget, re-measure the baseline and the champion this many times each, interleaved
+    /// (baseline, champion, baseline, ...), and judge the champion on those trials alone
+    /// ([`Confirmation`]); 0 skips it.
+    #[serde(default)]
+    pub confirm_trials: u32,
 }
 
 mod secs {
@@ -112,6 +119,73 @@ impl StopReason {
     }
 }
 
+/// The champion against the baseline on interleaved re-runs of both, after the search.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Confirmation {
+    /// The iterations whose configurations were re-run.
+    pub baseline_iteration: u32,
+    pub champion_iteration: u32,
+    /// The objective's value in each trial, in the order they ran.
+    pub baseline_values: Vec<f64>,
+    pub champion_values: Vec<f64>,
+    /// Champion median over baseline median (for a minimized objective, baseline over champion):
+    /// above 1 is better.
+    pub ratio: f64,
+    /// Chance of a separation at least this clean if both were the same configuration: the exact
+    /// one-sided Mann-Whitney probability that every champion trial beats every baseline trial.
+    pub p_value: f64,
+    /// Every champion trial beat every baseline trial, and the medians differ by more than the
+    /// objective's noise margin.
+    pub confirmed: bool,
+}
+
+impl Confirmation {
+    fn judge(baseline_iteration: u32, champion_iteration: u32, base: Vec<f64>, champ: Vec<f64>, objective: &Objective) -> Self {
+        let median = |v: &[f64]| {
+            let mut v = v.to_vec();
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n == 0 { f64::NAN } else if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+        };
+        let (mb, mc) = (median(&base), median(&champ));
+        let maximize = objective.direction == crate::Direction::Maximize;
+        let ratio = if maximize { mc / mb } else { mb / mc };
+        let better = |c: f64, b: f64| if maximize { c > b } else { c < b };
+        let separated = !base.is_empty() && !champ.is_empty() && champ.iter().all(|&c| base.iter().all(|&b| better(c, b)));
+        // 1 / C(n+m, n): the only ordering out of all equally likely ones that separates this cleanly.
+        let (n, m) = (champ.len() as f64, base.len() as f64);
+        let p_value = if separated { 1.0 / binomial(n + m, n) } else { 1.0 };
+        let confirmed = separated && objective.improvement_pct(mb, mc) > objective.noise_pct;
+        Confirmation {
+            baseline_iteration,
+            champion_iteration,
+            baseline_values: base,
+            champion_values: champ,
+            ratio,
+            p_value,
+            confirmed,
+        }
+    }
+
+    /// One line for people: `CONFIRMED: 1.62x over the baseline in 3 interleaved trials each (p = 0.05)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "{}: champion (iteration {}) {:.2}x the baseline (iteration {}) on medians of {} interleaved trials each, p = {:.3}{}",
+            if self.confirmed { "CONFIRMED" } else { "NOT CONFIRMED" },
+            self.champion_iteration,
+            self.ratio,
+            self.baseline_iteration,
+            self.champion_values.len().min(self.baseline_values.len()),
+            self.p_value,
+            if self.confirmed { "" } else { " (some baseline trial matched or beat a champion trial, or the gap is within the noise)" }
+        )
+    }
+}
+
+fn binomial(n: f64, k: f64) -> f64 {
+    (0..k as u32).fold(1.0, |acc, i| acc * (n - f64::from(i)) / (f64::from(i) + 1.0))
+}
+
 /// What a finished session reports.
 #[derive(Debug, Clone)]
 pub struct SessionOutcome {
@@ -119,6 +193,8 @@ pub struct SessionOutcome {
     /// Every finished iteration of the session (earlier runs included when resumed).
     pub history: History,
     pub stop_reason: StopReason,
+    /// The champion re-run against the baseline, when `confirm_trials` asked for it.
+    pub confirmation: Option<Confirmation>,
 }
 
 impl SessionOutcome {
@@ -151,6 +227,7 @@ pub struct SessionBuilder {
     observer: Option<Observer>,
     stop: Option<Arc<AtomicBool>>,
     prices: Option<PriceTable>,
+    engine_args: Option<EngineArgs>,
 }
 
 impl SessionBuilder {
@@ -200,6 +277,13 @@ impl SessionBuilder {
         self
     }
 
+    /// The installed engine's own argument list: the baseline and every plan are checked against
+    /// it before anything is deployed, so a flag that version lacks is refused, not deployed.
+    pub fn engine_args(mut self, args: EngineArgs) -> Self {
+        self.engine_args = Some(args);
+        self
+    }
+
     /// GPU prices for the derived `cost_per_mtok` metrics (default: the shipped table).
     pub fn price_table(mut self, prices: PriceTable) -> Self {
         self.prices = Some(prices);
@@ -230,6 +314,7 @@ impl SessionBuilder {
             observer: self.observer,
             stop: self.stop.unwrap_or_default(),
             prices: self.prices.unwrap_or_default(),
+            engine_args: self.engine_args,
             config,
             store: Mutex::new(store),
             trail,
@@ -248,6 +333,7 @@ pub struct Session {
     observer: Option<Observer>,
     stop: Arc<AtomicBool>,
     prices: PriceTable,
+    engine_args: Option<EngineArgs>,
     config: SessionConfig,
     store: Mutex<Store>,
     trail: Trail,
@@ -273,6 +359,7 @@ impl Session {
             observer: None,
             stop: None,
             prices: None,
+            engine_args: None,
         }
     }
 
@@ -284,6 +371,9 @@ impl Session {
     pub async fn run(&self, baseline: ServiceSpec) -> Result<SessionOutcome> {
         let space = self.space_for(&baseline);
         space.validate(&baseline).map_err(|e| Error::config("baseline", e.to_string()))?;
+        if let Some(args) = &self.engine_args {
+            args.check_flags(&baseline.flags).map_err(|e| Error::config("baseline", e.to_string()))?;
+        }
         let config_json = serde_json::to_value(&self.config).unwrap_or_default();
         let record = self.with_store(|s| {
             s.create_session(
@@ -302,7 +392,13 @@ impl Session {
     /// Continues the stored session `name` (the latest when `None`) where it stopped: finished
     /// iterations are kept, an iteration left running by a killed process is redone.
     pub async fn resume(&self, name: Option<&str>) -> Result<SessionOutcome> {
-        let (record, history, unfinished) = self.with_store(|s| {
+        self.resume_with(name, None).await
+    }
+
+    /// [`resume`](Self::resume), with the secrets the store masked (`***`) filled back from
+    /// `source`, the user's configuration, so a resumed run deploys real values.
+    pub async fn resume_with(&self, name: Option<&str>, source: Option<&ServiceSpec>) -> Result<SessionOutcome> {
+        let (record, mut history, unfinished) = self.with_store(|s| {
             let record = match name {
                 Some(n) => s.session_by_name(n)?,
                 None => s.latest_session()?,
@@ -318,6 +414,14 @@ impl Session {
             let unfinished = s.unfinished(record.id)?;
             Ok((record, history, unfinished))
         })?;
+        if let Some(source) = source {
+            for it in &mut history.iterations {
+                it.spec = crate::secret::restore_spec(&it.spec, source);
+                if let Some(plan) = &mut it.plan {
+                    plan.next = crate::secret::restore_spec(&plan.next, source);
+                }
+            }
+        }
         let last = history.iterations.last().ok_or_else(|| Error::Store {
             path: self.config.sessions_dir.join("autodebug.db"),
             message: format!("session `{}` has no finished iteration to resume from; start it again", record.name),
@@ -389,9 +493,58 @@ impl Session {
                 break StopReason::PlannerExhausted;
             }
         };
-        self.with_store(|s| s.finish_session(cursor.record.id, TimeWindow::now_ns(), stop_reason.as_str()))?;
-        self.emit(SessionEvent::Stopped { reason: stop_reason.as_str().to_string() });
-        Ok(SessionOutcome { session: cursor.record, history: cursor.history, stop_reason })
+        let confirmation = match stop_reason {
+            StopReason::Iterations | StopReason::PlannerExhausted | StopReason::WallTime => {
+                self.confirm(&mut cursor).await?
+            }
+            StopReason::Interrupted => None,
+        };
+        let note = match &confirmation {
+            Some(c) => format!("{}; {}", stop_reason.as_str(), c.describe()),
+            None => stop_reason.as_str().to_string(),
+        };
+        self.with_store(|s| s.finish_session(cursor.record.id, TimeWindow::now_ns(), &note))?;
+        self.emit(SessionEvent::Stopped { reason: note });
+        Ok(SessionOutcome { session: cursor.record, history: cursor.history, stop_reason, confirmation })
+    }
+
+    /// Re-runs the baseline and the champion `confirm_trials` times each, interleaved so drift hits
+    /// both alike, and judges the champion on those trials alone. Each trial is a recorded
+    /// iteration (no plan is made from it).
+    async fn confirm(&self, cursor: &mut Cursor) -> Result<Option<Confirmation>> {
+        let trials = self.config.confirm_trials;
+        let objective = cursor.record.objective.clone();
+        let (Some(baseline), Some(champion)) =
+            (cursor.history.iterations.iter().find(|i| i.is_ok()).cloned(), cursor.history.champion(&objective).cloned())
+        else {
+            return Ok(None);
+        };
+        if trials == 0 || champion.spec.flags == baseline.spec.flags {
+            return Ok(None);
+        }
+        let (mut base, mut champ) = (Vec::new(), Vec::new());
+        for trial in 1..=trials {
+            for (which, of) in [("baseline", &baseline), ("champion", &champion)] {
+                if self.stopping() {
+                    return Ok(None);
+                }
+                let note = format!("confirmation trial {trial} of {trials}: the {which} (iteration {}) again", of.number);
+                cursor.next_spec = of.spec.clone();
+                let iteration = self.iterate_as(cursor, Some(note)).await?;
+                let value = iteration.is_ok().then(|| objective.value(&iteration.metrics)).flatten();
+                cursor.history.iterations.push(iteration.clone());
+                cursor.next_number = iteration.number + 1;
+                self.emit(SessionEvent::IterationFinished { iteration: Box::new(iteration) });
+                match (which, value) {
+                    ("baseline", Some(v)) => base.push(v),
+                    (_, Some(v)) => champ.push(v),
+                    // A trial that failed to run counts against the configuration it ran.
+                    ("baseline", None) => {}
+                    (_, None) => champ.push(if objective.direction == crate::Direction::Maximize { 0.0 } else { f64::INFINITY }),
+                }
+            }
+        }
+        Ok(Some(Confirmation::judge(baseline.number, champion.number, base, champ, &objective)))
     }
 
     /// The configuration to go back to after a failure: the champion, else the last that ran.
@@ -405,6 +558,11 @@ impl Session {
 
     /// Runs one iteration and records it; errors here are store/trail errors only.
     async fn iterate(&self, cursor: &Cursor) -> Result<Iteration> {
+        self.iterate_as(cursor, None).await
+    }
+
+    /// [`iterate`](Self::iterate); a `confirmation` note makes it a re-run that plans nothing.
+    async fn iterate_as(&self, cursor: &Cursor, confirmation: Option<String>) -> Result<Iteration> {
         let number = cursor.next_number;
         let spec = cursor.next_spec.clone();
         let objective = &cursor.record.objective;
@@ -441,7 +599,7 @@ impl Session {
                 iteration.status = status;
                 iteration.error = Some(message.clone());
                 if status != IterationStatus::Interrupted {
-                    iteration.analysis.findings.push(failure_finding(status, &message, &logs));
+                    iteration.analysis.findings.push(failure_finding(status, &message, &logs, &iteration.spec));
                     // A start that failed leaves only the engine's log, but it says why (out of
                     // memory, a bad flag), and the startup rules turn that into a change.
                     if status == IterationStatus::DeployFailed && !logs.is_empty() {
@@ -459,7 +617,15 @@ impl Session {
             }
         }
 
-        if iteration.status != IterationStatus::Interrupted && !self.stopping() {
+        if let Some(note) = confirmation {
+            iteration.plan = Some(Plan {
+                planner: "confirmation".into(),
+                changes: Vec::new(),
+                next: spec.clone(),
+                exhausted: false,
+                notes: vec![note],
+            });
+        } else if iteration.status != IterationStatus::Interrupted && !self.stopping() {
             let step = Instant::now();
             iteration.plan = self.plan_next(&iteration, &cursor.history, objective).await;
             iteration.timings.insert("plan".into(), step.elapsed().as_secs_f64());
@@ -624,9 +790,10 @@ impl Session {
             _ => iteration.analysis.clone(),
         };
         let input = PlanInput { history: &full, analysis: &analysis, space: &space, current: &current, objective };
+        let installed = |plan: &Plan| self.engine_args.as_ref().map_or(Ok(()), |a| a.check_flags(&plan.next.flags));
         match self.planner.plan(input).await {
-            Ok(plan) => match space.validate(&plan.next) {
-                Ok(()) => Some(plan),
+            Ok(plan) => match space.validate(&plan.next).and_then(|()| installed(&plan)) {
+                Ok(()) => Some(without_blamed_settings(plan, &current, &full, &space)),
                 Err(e) => Some(Plan {
                     planner: self.planner.name().to_string(),
                     changes: Vec::new(),
@@ -674,17 +841,86 @@ pub fn bench_metrics(reports: &[BenchReport]) -> BTreeMap<String, f64> {
     metrics
 }
 
-fn failure_finding(status: IterationStatus, message: &str, logs: &[LogLine]) -> Finding {
-    let mut evidence = vec![Signal::text("session", SignalKind::LogLine, "iteration.error", message)];
-    let error_words = ["error", "Error", "OOM", "out of memory", "Traceback", "unrecognized"];
-    if let Some(line) = logs.iter().rev().find(|l| error_words.iter().any(|w| l.text.contains(w))) {
-        evidence.push(Signal::text("logs", SignalKind::LogLine, "engine.log", line.text.clone()));
-    }
+/// The finding a failed iteration records: the engine's own root-cause line (found in the log,
+/// not the traceback's last lines) with its failure class and the flag it names, so the trail
+/// says why and the planner can keep away from a setting that fails for a reason that holds.
+fn failure_finding(status: IterationStatus, message: &str, logs: &[LogLine], spec: &ServiceSpec) -> Finding {
+    let mut evidence = vec![Signal::text("session", SignalKind::LogLine, "iteration.error", first_line(message))];
+    let cause = root_cause(logs, message);
+    let summary = match &cause {
+        Some(cause) => {
+            evidence.push(root_cause_signal(cause, spec));
+            // The header of a validation error says little; its field lines say what was wrong.
+            let detail: Vec<&str> = cause.detail.iter().map(|d| d.trim()).filter(|d| !d.is_empty()).take(2).collect();
+            let detail = if detail.is_empty() { String::new() } else { format!(": {}", detail.join("; ")) };
+            format!("{} ({}): {}{detail}", status.as_str(), cause.class.as_str(), cause.line.trim())
+        }
+        None => format!("{}: {}", status.as_str(), first_line(message)),
+    };
     Finding {
         rule: format!("session.{}", status.as_str()),
         bottleneck: Bottleneck::Errors,
         severity: Severity::Critical,
-        summary: format!("{}: {message}", status.as_str()),
+        summary,
         evidence,
     }
+}
+
+fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or(text)
+}
+
+/// Name of the signal a failure finding cites for its root cause; its labels carry `class`,
+/// `deterministic`, and the `flag` and `value` it blames when the configuration set that flag.
+pub const ROOT_CAUSE_SIGNAL: &str = "engine.root_cause";
+
+fn root_cause_signal(cause: &RootCause, spec: &ServiceSpec) -> Signal {
+    let mut detail = cause.line.trim().to_string();
+    for line in &cause.detail {
+        detail.push_str(" | ");
+        detail.push_str(line.trim());
+    }
+    if !cause.hint.is_empty() {
+        detail.push_str(" -> ");
+        detail.push_str(&cause.hint);
+    }
+    let mut signal = Signal::text("logs", SignalKind::LogLine, ROOT_CAUSE_SIGNAL, cause.line.trim())
+        .with_detail(detail)
+        .with_label("class", cause.class.as_str())
+        .with_label("deterministic", if cause.class.is_deterministic() { "true" } else { "false" });
+    if let Some(flag) = &cause.flag
+        && let Some(value) = spec.flags.get(flag)
+    {
+        signal = signal.with_label("flag", flag).with_label("value", value.unwrap_or("true"));
+    }
+    signal
+}
+
+/// Drops from a plan every change back to a setting that already made a start fail for a reason
+/// that still holds (an unknown flag, a value the engine refuses, hardware it lacks): such a
+/// change fails again, whatever the planner thinks of it.
+fn without_blamed_settings(mut plan: Plan, current: &ServiceSpec, history: &History, space: &SearchSpace) -> Plan {
+    for blamed in history.blamed_settings() {
+        let proposed = plan.next.flags.get(&blamed.flag).map(|v| v.unwrap_or("true"));
+        if proposed != Some(blamed.value.as_str()) {
+            continue;
+        }
+        let before = current.flags.get(&blamed.flag).map(|v| v.unwrap_or("true"));
+        if before == Some(blamed.value.as_str()) {
+            continue;
+        }
+        match current.flags.get(&blamed.flag) {
+            Some(value) => plan.next.flags.set(&blamed.flag, value),
+            None => {
+                plan.next.flags.remove(&blamed.flag);
+            }
+        }
+        let knob = space.knob_for(&blamed.flag).map_or(blamed.flag.as_str(), |k| k.flag.as_str());
+        plan.changes.retain(|c| c.knob != knob && c.knob != blamed.flag);
+        plan.notes.push(format!(
+            "not retried: `{} {}` made iteration {} fail ({}: {})",
+            blamed.flag, blamed.value, blamed.iteration, blamed.class, blamed.line
+        ));
+    }
+    plan
 }

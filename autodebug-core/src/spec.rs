@@ -123,9 +123,10 @@ impl LaunchFlags {
         self.0.is_empty()
     }
 
+    /// The command-line arguments: every flag but the [environment knobs](is_env_knob).
     pub fn to_args(&self) -> Vec<String> {
         let mut out = Vec::with_capacity(self.0.len() * 2);
-        for (name, value) in &self.0 {
+        for (name, value) in self.0.iter().filter(|(n, _)| !is_env_knob(n)) {
             out.push(name.clone());
             if let Some(v) = value {
                 out.push(v.clone());
@@ -134,10 +135,32 @@ impl LaunchFlags {
         out
     }
 
-    /// The flags as one shell-ready string (values quoted when they need it).
-    pub fn to_command_line(&self) -> String {
-        self.to_args().iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+    /// The environment knobs (`VLLM_CPU_KVCACHE_SPACE=4`) as `(name, value)`; a knob without a
+    /// value is left to the engine's default.
+    pub fn env_knobs(&self) -> Vec<(String, String)> {
+        self.0.iter().filter(|(n, _)| is_env_knob(n)).filter_map(|(n, v)| Some((n.clone(), v.clone()?))).collect()
     }
+
+    /// The flags as one shell-ready string (values quoted when they need it), environment knobs
+    /// first as `NAME=value`, the way a shell line sets them.
+    pub fn to_command_line(&self) -> String {
+        let env = self.env_knobs().into_iter().map(|(n, v)| format!("{n}={}", shell_quote(&v)));
+        env.chain(self.to_args().iter().map(|a| shell_quote(a))).collect::<Vec<_>>().join(" ")
+    }
+}
+
+/// Whether a knob is an environment variable of the engine (`VLLM_CPU_KVCACHE_SPACE`) rather than
+/// a command-line flag: upper-case letters, digits and `_`, no leading dash. Deployers put such
+/// knobs into the engine's environment.
+///
+/// ```
+/// use autodebug_core::is_env_knob;
+/// assert!(is_env_knob("VLLM_CPU_KVCACHE_SPACE"));
+/// assert!(!is_env_knob("--max-num-seqs"));
+/// ```
+pub fn is_env_knob(name: &str) -> bool {
+    name.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && name.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// Quotes an argument for a POSIX shell when it holds anything but safe characters.
@@ -180,7 +203,7 @@ impl<'de> Deserialize<'de> for LaunchFlags {
                             )));
                         }
                     };
-                    let name = if name.starts_with('-') { name } else { format!("--{name}") };
+                    let name = if name.starts_with('-') || is_env_knob(&name) { name } else { format!("--{name}") };
                     flags.set(&name, value);
                 }
                 Ok(flags)
@@ -263,6 +286,16 @@ impl ServiceSpec {
     pub fn with_gpu(mut self, gpu: impl Into<String>) -> Self {
         self.resources.gpu = Some(gpu.into());
         self
+    }
+
+    /// The engine's environment: `env` plus the environment knobs among the flags (a knob wins
+    /// over a plain variable of the same name).
+    pub fn launch_env(&self) -> Vec<(String, String)> {
+        let knobs = self.flags.env_knobs();
+        let mut env: Vec<(String, String)> =
+            self.env.iter().filter(|(n, _)| !knobs.iter().any(|(k, _)| k == n)).cloned().collect();
+        env.extend(knobs);
+        env
     }
 }
 

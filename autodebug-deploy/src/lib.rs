@@ -38,6 +38,7 @@
 
 pub mod decorators;
 pub mod dstack;
+pub mod engine_args;
 mod health;
 pub mod kubernetes;
 pub mod local;

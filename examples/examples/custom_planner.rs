@@ -60,6 +60,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
         max_wall: None,
         ready_timeout: std::time::Duration::from_secs(30),
         sessions_dir: dir.clone(),
+        confirm_trials: 0,
     };
     let session = Session::builder()
         .deployer(SimDeployer::new())

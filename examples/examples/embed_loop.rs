@@ -21,6 +21,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         max_wall: None,
         ready_timeout: std::time::Duration::from_secs(30),
         sessions_dir: dir.clone(),
+        confirm_trials: 0,
     };
     let session = Session::builder()
         .deployer(SimDeployer::new()) // the simulated engine, in this process

@@ -47,6 +47,9 @@ pub struct RunArgs {
     /// Plan with this planner instead of the file's `planner` (`llm` reads the file's `llm:` section).
     #[arg(long, value_enum)]
     planner: Option<crate::config::PlannerKind>,
+    /// Seed of the search planners instead of the file's `seed` (repeated runs of one planner).
+    #[arg(long)]
+    seed: Option<u64>,
     /// Start from the champion of the latest finished session on the same model and GPU type in
     /// this store (the known-good config) instead of the file's baseline, when there is one.
     #[arg(long, conflicts_with = "resume")]
@@ -71,6 +74,9 @@ pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Resul
     let mut config = RunConfig::load(&args.config)?;
     if let Some(planner) = args.planner {
         config.planner = planner;
+    }
+    if let Some(seed) = args.seed {
+        config.seed = seed;
     }
     let start = match (args.resume, args.from_known_good) {
         (true, _) => Start::Resume,
@@ -128,7 +134,7 @@ async fn run_session(
     let session_config = config.session_config(name, iterations)?;
     let session = compose::session(&config, session_config, stop, progress.observer())?;
     let outcome = match start {
-        Start::Resume => session.resume(given_name.as_deref()).await?,
+        Start::Resume => session.resume_with(given_name.as_deref(), Some(&config.baseline()?)).await?,
         Start::Baseline | Start::KnownGood => session.run(first_spec(&config, start)?).await?,
     };
     progress.finish();

@@ -1,8 +1,16 @@
-//! Typed knob catalogs: which launch flags each engine has, their domains, defaults and risks.
+//! Typed knob catalogs: which launch flags each engine has, their domains, defaults and risks,
+//! for the platform the engine runs on ([`Platform`]), checked against the installed engine's own
+//! argument list where it can be read ([`EngineArgs`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{EngineKind, Error, LaunchFlags, ServiceSpec};
+
+mod engine_args;
+mod platform;
+
+pub use engine_args::{ArgCheck, EngineArg, EngineArgs};
+pub use platform::Platform;
 
 /// The values a knob may take.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -32,6 +40,10 @@ pub struct Knob {
     /// Another knob that must be set for this one to matter, as `(flag, value)`.
     #[serde(default)]
     pub requires: Option<(String, String)>,
+    /// The switch's "off" spelling (`--no-enable-prefix-caching` for `--enable-prefix-caching`):
+    /// the two never appear together, and a switch that is on by default is turned off with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub negation: Option<String>,
     pub description: String,
 }
 
@@ -44,6 +56,7 @@ impl Knob {
             candidates: Vec::new(),
             quality_risk: false,
             requires: None,
+            negation: None,
             description: description.to_string(),
         }
     }
@@ -56,6 +69,16 @@ impl Knob {
     fn risky(mut self) -> Self {
         self.quality_risk = true;
         self
+    }
+
+    fn negated_by(mut self, flag: &str) -> Self {
+        self.negation = Some(flag.to_string());
+        self
+    }
+
+    /// Whether this switch is on when neither spelling is given.
+    fn on_by_default(&self) -> bool {
+        self.domain == Domain::Switch && self.default.as_deref().is_some_and(|d| d.eq_ignore_ascii_case("true"))
     }
 
     fn requires(mut self, flag: &str, value: &str) -> Self {
@@ -113,8 +136,60 @@ impl SearchSpace {
         }
     }
 
+    /// The knobs of `engine` on `platform`: on a CPU, GPU-only knobs are gone, parallelism is bounded
+    /// by the NUMA nodes, thread counts by the cores, and defaults are the engine's CPU defaults.
+    ///
+    /// ```
+    /// use autodebug_core::{EngineKind, Platform, SearchSpace};
+    /// let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    /// let space = SearchSpace::for_platform(EngineKind::Vllm, &cpu);
+    /// assert!(space.knob("--gpu-memory-utilization").is_none());
+    /// assert_eq!(space.knob("--max-num-seqs").unwrap().default.as_deref(), Some("128"));
+    /// let tp = space.knob("--tensor-parallel-size").unwrap();
+    /// assert!(tp.validate(Some("2")).is_err(), "one NUMA node: nothing to split over");
+    /// ```
+    pub fn for_platform(engine: EngineKind, platform: &Platform) -> Self {
+        let mut space = Self::for_engine(engine);
+        if let Platform::Cpu { cores, numa_nodes, .. } = platform {
+            space.fit_cpu(*cores, *numa_nodes);
+        }
+        space
+    }
+
+    fn fit_cpu(&mut self, cores: u32, numa_nodes: u32) {
+        const GPU_ONLY: &[&str] = &[
+            "--gpu-memory-utilization",
+            "--enforce-eager",
+            "--kv-cache-dtype",
+            "--mem-fraction-static",
+            "--cuda-graph-max-bs",
+            "--disable-cuda-graph",
+            "--attention-backend",
+        ];
+        self.knobs.retain(|k| !GPU_ONLY.contains(&k.flag.as_str()));
+        let bound = |knob: &mut Knob, max: i64| {
+            knob.domain = Domain::Int { min: 1, max: max.max(1) };
+            knob.candidates.retain(|c| c.parse::<i64>().is_ok_and(|n| (1..=max.max(1)).contains(&n)));
+        };
+        for knob in &mut self.knobs {
+            match knob.flag.as_str() {
+                "--tensor-parallel-size" | "--tp-size" => bound(knob, i64::from(numa_nodes)),
+                "--threads" | "--threads-batch" => bound(knob, i64::from(cores)),
+                _ => {}
+            }
+        }
+        if self.engine == EngineKind::Vllm {
+            vllm_cpu_defaults(self);
+        }
+    }
+
     pub fn knob(&self, flag: &str) -> Option<&Knob> {
         self.knobs.iter().find(|k| k.flag == flag)
+    }
+
+    /// The knob a flag belongs to, by its own name or its negation.
+    pub fn knob_for(&self, flag: &str) -> Option<&Knob> {
+        self.knobs.iter().find(|k| k.flag == flag || k.negation.as_deref() == Some(flag))
     }
 
     /// Keeps only the knobs named (by flag), e.g. to narrow a search.
@@ -129,7 +204,16 @@ impl SearchSpace {
             if self.fixed.iter().any(|f| f == name) {
                 continue;
             }
-            match self.knob(name) {
+            match self.knob_for(name) {
+                Some(knob) if knob.negation.as_deref() == Some(name) => {
+                    if flags.contains(&knob.flag) {
+                        return Err(Error::Knob {
+                            knob: name.to_string(),
+                            message: format!("contradicts `{}`: a configuration sets a switch one way only", knob.flag),
+                        });
+                    }
+                    knob.validate(value)?
+                }
                 Some(knob) => knob.validate(value)?,
                 None => {
                     return Err(Error::Knob {
@@ -152,10 +236,12 @@ impl SearchSpace {
     /// The value a knob has in `flags`, falling back to its default; switches read `true`/`false`.
     pub fn effective(&self, flags: &LaunchFlags, flag: &str) -> Option<String> {
         let knob = self.knob(flag)?;
+        let negated = knob.negation.as_deref().is_some_and(|n| flags.contains(n));
         match (&knob.domain, flags.get(flag)) {
+            (Domain::Switch, _) if negated => Some("false".into()),
             (Domain::Switch, Some(None)) => Some("true".into()),
             (Domain::Switch, Some(Some(v))) => Some(v.to_ascii_lowercase()),
-            (Domain::Switch, None) => Some("false".into()),
+            (Domain::Switch, None) => Some(knob.on_by_default().to_string()),
             (_, Some(v)) => v.map(str::to_string),
             (_, None) => knob.default.clone(),
         }
@@ -168,9 +254,22 @@ impl SearchSpace {
             message: format!("is not a known {} flag in autodebug's catalog", self.engine),
         })?;
         match (&knob.domain, value) {
-            (Domain::Switch, Some("true")) | (Domain::Switch, None) => flags.set(flag, None::<&str>),
+            (Domain::Switch, Some("true")) | (Domain::Switch, None) => {
+                if let Some(negation) = &knob.negation {
+                    flags.remove(negation);
+                }
+                // On by default: the engine's own default says it, no flag needed.
+                if knob.on_by_default() {
+                    flags.remove(flag);
+                } else {
+                    flags.set(flag, None::<&str>);
+                }
+            }
             (Domain::Switch, Some("false")) => {
                 flags.remove(flag);
+                if let Some(negation) = &knob.negation {
+                    flags.set(negation, None::<&str>);
+                }
             }
             (_, None) => {
                 flags.remove(flag);
@@ -252,9 +351,14 @@ fn vllm_space() -> SearchSpace {
         Knob::new("--gpu-memory-utilization", float(0.3, 0.98), Some("0.9"),
             "Fraction of GPU memory vLLM may use; the rest is headroom.")
             .candidates(&["0.85", "0.9", "0.92", "0.95"]),
-        Knob::new("--enable-prefix-caching", Switch, None, "Automatic prefix caching."),
-        Knob::new("--no-enable-prefix-caching", Switch, None, "Turn prefix caching off."),
-        Knob::new("--enable-chunked-prefill", Switch, None, "Split long prefills into chunks mixed with decode."),
+        // On by default in the V1 engine; `--no-...` turns them off.
+        Knob::new("--enable-prefix-caching", Switch, Some("true"), "Automatic prefix caching.")
+            .negated_by("--no-enable-prefix-caching"),
+        Knob::new("--enable-chunked-prefill", Switch, Some("true"), "Split long prefills into chunks mixed with decode.")
+            .negated_by("--no-enable-chunked-prefill"),
+        Knob::new("--dtype", choice(&["auto", "bfloat16", "float16", "float32"]), Some("auto"),
+            "Weight and activation precision; `auto` takes the model's (downcast to bf16 on a CPU), float32 avoids \
+             emulated bf16 on CPUs without bf16 kernels."),
         Knob::new("--enforce-eager", Switch, None, "Disable CUDA graphs."),
         Knob::new("--tensor-parallel-size", int(1, 8), Some("1"), "Tensor parallel degree.")
             .candidates(&["1", "2", "4", "8"]),
@@ -287,4 +391,39 @@ fn llamacpp_space() -> SearchSpace {
     let mut fixed: Vec<String> = FIXED_COMMON.iter().map(|s| s.to_string()).collect();
     fixed.extend(["-m", "--metrics", "--alias", "--no-webui"].iter().map(|s| s.to_string()));
     SearchSpace { engine: EngineKind::LlamaCpp, knobs, fixed }
+}
+
+/// vLLM's defaults when it runs on a CPU (`vllm-cpu`; the V1 engine picks them per platform and usage
+/// context: 128 sequences and 2048 batched tokens for `vllm serve` on CPU), and the CPU engine's
+/// environment knobs.
+fn vllm_cpu_defaults(space: &mut SearchSpace) {
+    for knob in &mut space.knobs {
+        match knob.flag.as_str() {
+            "--max-num-seqs" => {
+                knob.default = Some("128".into());
+                knob.candidates = ["4", "8", "16", "32", "64", "128", "256"].map(String::from).to_vec();
+            }
+            "--max-num-batched-tokens" => {
+                knob.default = Some("2048".into());
+                knob.candidates = ["512", "1024", "2048", "4096", "8192"].map(String::from).to_vec();
+            }
+            "--dtype" => knob.candidates = ["auto", "float32"].map(String::from).to_vec(),
+            _ => {}
+        }
+    }
+    space.knobs.push(
+        Knob::new(
+            "VLLM_CPU_KVCACHE_SPACE",
+            int(1, 1024),
+            None,
+            "GiB of host memory for the CPU engine's KV cache (an environment variable).",
+        )
+        .candidates(&["1", "2", "4", "8"]),
+    );
+    space.knobs.push(Knob::new(
+        "VLLM_CPU_OMP_THREADS_BIND",
+        choice(&["auto", "nobind"]),
+        Some("auto"),
+        "How the CPU engine pins its OpenMP threads to cores (an environment variable).",
+    ));
 }

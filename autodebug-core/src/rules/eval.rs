@@ -129,8 +129,20 @@ pub(crate) fn normalize(v: &str) -> String {
 pub(crate) fn same_setting(a: &str, b: &str) -> bool {
     match (a.trim().parse::<f64>(), b.trim().parse::<f64>()) {
         (Ok(x), Ok(y)) => (x - y).abs() <= 1e-9 * x.abs().max(1.0),
+        _ if is_structured(a) && is_structured(b) => structured_text(a) == structured_text(b),
         _ => normalize(a).eq_ignore_ascii_case(&normalize(b)),
     }
+}
+
+fn is_structured(v: &str) -> bool {
+    let v = v.trim();
+    (v.starts_with('{') && v.ends_with('}')) || (v.starts_with('[') && v.ends_with(']'))
+}
+
+/// A JSON flag value and the engine's Python echo of it (`{"method":"ngram"}` and
+/// `{'method': 'ngram'}`, `true` and `True`) as one text: no quotes, no spaces, lower-case.
+fn structured_text(v: &str) -> String {
+    v.chars().filter(|c| !c.is_whitespace() && *c != '"' && *c != '\'').collect::<String>().to_ascii_lowercase()
 }
 
 fn compare(value: &SignalValue, op: Op, wanted: &str) -> bool {
@@ -168,4 +180,17 @@ pub(crate) fn render(template: &str, readings: &[(String, SignalValue)]) -> Stri
     }
     out.push_str(rest);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_setting;
+
+    #[test]
+    fn a_json_flag_and_the_engines_python_echo_of_it_are_the_same_setting() {
+        let asked = r#"{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4}"#;
+        let echoed = "{'method': 'ngram', 'num_speculative_tokens': 3, 'prompt_lookup_max': 4}";
+        assert!(same_setting(asked, echoed));
+        assert!(!same_setting(asked, "{'method': 'ngram', 'num_speculative_tokens': 5, 'prompt_lookup_max': 4}"));
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    Change, Domain, Finding, History, LaunchFlags, Plan, PlanInput, Planner, Result, SearchSpace, ServiceSpec, Signal,
+    BlamedSetting, Change, Domain, Finding, History, LaunchFlags, Plan, PlanInput, Planner, Result, SearchSpace, ServiceSpec, Signal,
 };
 
 use super::analyzer::{evaluate, not_applied_flag};
@@ -74,6 +74,8 @@ struct Draft<'a> {
     flags: LaunchFlags,
     changes: Vec<Change>,
     ignored: &'a BTreeSet<String>,
+    /// Settings that made a start fail for a reason that holds: a rule moves on to its next action.
+    blamed: Vec<BlamedSetting>,
 }
 
 impl Draft<'_> {
@@ -91,6 +93,10 @@ impl Draft<'_> {
             (_, v) => v.map(str::to_string),
         };
         if from == wanted {
+            return false;
+        }
+        let value = wanted.as_deref().unwrap_or("true");
+        if self.blamed.iter().any(|b| b.flag == knob && b.value == value) {
             return false;
         }
         let mut flags = self.flags.clone();
@@ -165,6 +171,7 @@ impl Planner for RulePlanner {
             flags: input.current.flags.clone(),
             changes: Vec::new(),
             ignored: &ignored,
+            blamed: input.history.blamed_settings(),
         };
         let measured = measured_metrics(&input);
         let objective_findings = self.objective_findings(&input, measured);
@@ -184,11 +191,17 @@ impl Planner for RulePlanner {
                     continue;
                 }
                 let value = match &action.set {
-                    Some(v) => scalar_text(v),
-                    None => stepped_value(action, input.space, &draft.flags),
+                    _ if action.unset => None,
+                    Some(v) => Some(scalar_text(v)),
+                    None => Some(stepped_value(action, input.space, &draft.flags)),
                 };
-                let Some(value) = value else { continue };
-                let changed = draft.set(&action.knob, Some(&value), &rule.id, &action.reason, &finding.evidence);
+                let changed = match value {
+                    None => draft.set(&action.knob, None, &rule.id, &action.reason, &finding.evidence),
+                    Some(Some(value)) => {
+                        draft.set(&action.knob, Some(&value), &rule.id, &action.reason, &finding.evidence)
+                    }
+                    Some(None) => continue,
+                };
                 if changed && rule.apply == ApplyMode::First {
                     break;
                 }

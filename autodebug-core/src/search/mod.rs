@@ -81,6 +81,8 @@ fn diff(
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
     for flag in flags {
+        // `--no-enable-x` is the knob `--enable-x` turned off: one change, under the knob's name.
+        let flag = space.knob_for(flag).map_or(flag, |k| k.flag.as_str());
         if !seen.insert(flag) || space.fixed.iter().any(|f| f == flag) {
             continue;
         }

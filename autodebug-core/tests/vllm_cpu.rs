@@ -1,0 +1,255 @@
+//! The loop against the failures and the catalog of a REAL vLLM 0.32 on a CPU, replayed from the
+//! engine's own recorded logs and help (`tests/fixtures/vllm_cpu/`, provenance in SOURCES.md): a
+//! stand-in deployer answers with the log the real engine printed for the same flags, so the
+//! session's root-cause finding, its refusal to retry a failed change and its check against the
+//! installed engine's arguments are tested without the engine. The real engine runs the same loop in
+//! `autodebug-cli/tests/vllm_cpu.rs`.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use autodebug_core::session::{Session, SessionConfig};
+use autodebug_core::*;
+
+const NUMA_LOG: &str = include_str!("fixtures/vllm_cpu/vllm_0.32.0_error_tp2_numa.log");
+const HELP: &str = include_str!("fixtures/vllm_cpu/vllm_0.32.0_serve_help_all.txt");
+
+/// A vLLM CPU engine on one NUMA node: `--tensor-parallel-size` above 1 fails at start with the
+/// log the real engine printed for it; anything else starts.
+struct OneNumaNodeVllm {
+    deployed: Mutex<Vec<LaunchFlags>>,
+}
+
+#[async_trait]
+impl Deployer for OneNumaNodeVllm {
+    fn name(&self) -> &str {
+        "one-numa-node"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        Ok(Artifact { target: "local".into(), extension: "sh".into(), content: format!("vllm serve {}\n", spec.flags.to_command_line()) })
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        self.deployed.lock().unwrap_or_else(|e| e.into_inner()).push(spec.flags.clone());
+        Ok(Deployment { id: "1".into(), backend: "local".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
+        if tensor_parallel(&deployment.spec) > 1 {
+            return Err(Error::Deploy("the engine exited during start-up (exit status 1)".into()));
+        }
+        Ok(Endpoint::new("http://127.0.0.1:9", "m"))
+    }
+
+    async fn logs(&self, deployment: &Deployment, _since: Option<i128>) -> Result<Vec<LogLine>> {
+        let text = if tensor_parallel(&deployment.spec) > 1 { NUMA_LOG } else { "INFO Application startup complete." };
+        Ok(text.lines().map(|l| LogLine { time_ns: 0, text: l.to_string() }).collect())
+    }
+
+    async fn teardown(&self, _deployment: &Deployment) -> Result<()> {
+        Ok(())
+    }
+}
+
+fn tensor_parallel(spec: &ServiceSpec) -> u32 {
+    spec.flags.get("--tensor-parallel-size").flatten().and_then(|v| v.parse().ok()).unwrap_or(1)
+}
+
+/// Throughput grows with `--max-num-seqs`, so every measured change is comparable.
+struct Bench;
+
+#[async_trait]
+impl Benchmarker for Bench {
+    fn name(&self) -> &str {
+        "bench"
+    }
+
+    async fn run(&self, _endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport> {
+        let summary = BenchSummary {
+            requests: 8,
+            succeeded: 8,
+            output_throughput: 100.0,
+            e2e_ms: Distribution { count: 8, mean: 100.0, p50: 100.0, p99: 100.0, max: 100.0, min: 100.0, ..Default::default() },
+            ..Default::default()
+        };
+        let now = TimeWindow::now_ns();
+        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+    }
+}
+
+/// Proposes the same flags every time (a planner that has not learnt), plus a scripted extra.
+struct Stubborn {
+    flags: Vec<(&'static str, &'static str)>,
+}
+
+#[async_trait]
+impl Planner for Stubborn {
+    fn name(&self) -> &str {
+        "stubborn"
+    }
+
+    async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
+        let mut next = input.current.clone();
+        let mut changes = Vec::new();
+        for (flag, value) in &self.flags {
+            next.flags.set(flag, Some(*value));
+            changes.push(Change {
+                knob: flag.to_string(),
+                from: input.space.effective(&input.current.flags, flag),
+                to: Some(value.to_string()),
+                rule: "stubborn".into(),
+                reason: "always".into(),
+                evidence: Vec::new(),
+            });
+        }
+        Ok(Plan { planner: "stubborn".into(), changes, next, exhausted: false, notes: Vec::new() })
+    }
+}
+
+fn config(dir: &std::path::Path, iterations: u32) -> SessionConfig {
+    SessionConfig {
+        name: "vllm-cpu".into(),
+        objective: Objective::maximize("output_throughput"),
+        bench: vec![BenchPlan::new("concurrent", Workload::new(128, 64), Load::Concurrent { concurrency: 16 }, 8)],
+        max_iterations: iterations,
+        max_wall: None,
+        ready_timeout: Duration::from_secs(5),
+        sessions_dir: dir.to_path_buf(),
+        confirm_trials: 0,
+    }
+}
+
+fn baseline() -> ServiceSpec {
+    ServiceSpec::new("tiny", EngineKind::Vllm, "/models/tiny-llama")
+}
+
+#[tokio::test]
+async fn a_change_that_failed_on_the_hardware_is_not_retried_and_the_trail_names_the_root_cause() {
+    let dir = tempfile::tempdir().unwrap();
+    // A catalog that believes in two NUMA nodes, on an engine that has one: the first TP 2 is a fair
+    // try, the second would be a repeat.
+    let believed = Platform::Cpu { cores: 2, numa_nodes: 2, bf16: false };
+    let deployer = OneNumaNodeVllm { deployed: Mutex::new(Vec::new()) };
+    let session = Session::builder()
+        .deployer(deployer)
+        .benchmarker(Bench)
+        .planner(Stubborn { flags: vec![("--tensor-parallel-size", "2"), ("--max-num-seqs", "16")] })
+        .search_space(SearchSpace::for_platform(EngineKind::Vllm, &believed))
+        .build(config(dir.path(), 3))
+        .unwrap();
+    let outcome = session.run(baseline()).await.unwrap();
+
+    let statuses: Vec<_> = outcome.history.iterations.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [IterationStatus::Ok, IterationStatus::DeployFailed, IterationStatus::Ok]);
+    let failed = &outcome.history.iterations[1];
+    let finding = failed.analysis.findings.iter().find(|f| f.rule == "session.deploy_failed").unwrap();
+    assert!(finding.summary.contains("Not enough allowed NUMA nodes"), "root cause, not the last line: {}", finding.summary);
+    assert!(finding.summary.contains("hardware"), "{}", finding.summary);
+    assert!(!finding.summary.contains("See root cause above"), "{}", finding.summary);
+
+    let blamed = outcome.history.blamed_settings();
+    assert_eq!(blamed.len(), 1, "{blamed:?}");
+    assert_eq!((blamed[0].flag.as_str(), blamed[0].value.as_str()), ("--tensor-parallel-size", "2"));
+    let replan = failed.plan.as_ref().unwrap();
+    assert!(replan.notes.iter().any(|n| n.starts_with("not retried: `--tensor-parallel-size 2`")), "{:?}", replan.notes);
+    let third = &outcome.history.iterations[2].spec.flags;
+    assert_eq!(third.get("--tensor-parallel-size"), None, "the failed change was not repeated: {third:?}");
+    assert_eq!(third.get("--max-num-seqs"), Some(Some("16")), "the rest of the plan still runs");
+
+    let trail = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("debug-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect::<String>();
+    assert!(trail.contains("Not enough allowed NUMA nodes to bind threads of 2 local CPUWorkers"), "{trail}");
+}
+
+#[tokio::test]
+async fn a_plan_with_a_flag_the_installed_engine_lacks_is_refused_before_deploy_naming_flag_and_version() {
+    let dir = tempfile::tempdir().unwrap();
+    // The installed engine's help, less one argument the catalog has.
+    let help: String = HELP.lines().filter(|l| !l.trim_start().starts_with("--dtype ")).map(|l| format!("{l}\n")).collect();
+    let installed = EngineArgs::parse(EngineKind::Vllm, Some("0.32.0"), &help);
+    assert!(installed.get("--dtype").is_none());
+    let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    let session = Session::builder()
+        .deployer(OneNumaNodeVllm { deployed: Mutex::new(Vec::new()) })
+        .benchmarker(Bench)
+        .planner(Stubborn { flags: vec![("--dtype", "float32")] })
+        .search_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu))
+        .engine_args(installed.clone())
+        .build(config(dir.path(), 2))
+        .unwrap();
+    let outcome = session.run(baseline()).await.unwrap();
+    let plan = outcome.history.iterations[0].plan.as_ref().unwrap();
+    assert!(plan.notes.iter().any(|n| n.contains("--dtype") && n.contains("vllm 0.32.0")), "{:?}", plan.notes);
+    assert!(!outcome.history.iterations[1].spec.flags.contains("--dtype"), "the refused flag was never deployed");
+
+    // A baseline with such a flag stops before anything is deployed.
+    let deployer = OneNumaNodeVllm { deployed: Mutex::new(Vec::new()) };
+    let session = Session::builder()
+        .deployer(deployer)
+        .benchmarker(Bench)
+        .planner(Stubborn { flags: vec![] })
+        .search_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu))
+        .engine_args(installed)
+        .build(config(dir.path(), 1))
+        .unwrap();
+    let err = session.run(baseline().with_flag("--dtype", Some("float32"))).await.unwrap_err().to_string();
+    assert!(err.contains("--dtype") && err.contains("0.32.0") && err.contains("baseline"), "{err}");
+}
+
+#[test]
+fn the_cpu_catalog_has_the_cpu_engines_defaults_and_no_gpu_knobs() {
+    let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    let space = SearchSpace::for_platform(EngineKind::Vllm, &cpu);
+    for gpu_only in ["--gpu-memory-utilization", "--enforce-eager", "--kv-cache-dtype"] {
+        assert!(space.knob(gpu_only).is_none(), "{gpu_only} on a CPU");
+    }
+    assert_eq!(space.knob("--max-num-seqs").unwrap().default.as_deref(), Some("128"));
+    assert_eq!(space.knob("--max-num-batched-tokens").unwrap().default.as_deref(), Some("2048"));
+    assert!(space.knob("VLLM_CPU_KVCACHE_SPACE").is_some(), "the CPU engine's environment knobs are knobs");
+    let tp = space.knob("--tensor-parallel-size").unwrap();
+    assert!(tp.validate(Some("1")).is_ok() && tp.validate(Some("2")).is_err());
+    // The same engine on GPUs keeps its GPU knobs.
+    let gpu = SearchSpace::for_platform(EngineKind::Vllm, &Platform::Gpu { name: "H100".into(), count: 1 });
+    assert!(gpu.knob("--gpu-memory-utilization").is_some());
+    // llama.cpp threads never exceed the cores.
+    let llama = SearchSpace::for_platform(EngineKind::LlamaCpp, &cpu);
+    assert!(llama.knob("--threads").unwrap().candidates.iter().all(|c| c.parse::<u32>().unwrap() <= 2));
+}
+
+#[test]
+fn a_switch_and_its_negation_never_appear_together() {
+    let space = SearchSpace::for_engine(EngineKind::Vllm);
+    let mut flags = LaunchFlags::new();
+    assert_eq!(space.effective(&flags, "--enable-prefix-caching").as_deref(), Some("true"), "on by default in V1");
+    space.apply(&mut flags, "--enable-prefix-caching", Some("false")).unwrap();
+    assert_eq!(flags.to_args(), ["--no-enable-prefix-caching"]);
+    assert_eq!(space.effective(&flags, "--enable-prefix-caching").as_deref(), Some("false"));
+    space.apply(&mut flags, "--enable-prefix-caching", Some("true")).unwrap();
+    assert!(flags.is_empty(), "back to the engine's default: {flags:?}");
+
+    let both = LaunchFlags::parse_args(&["--enable-prefix-caching", "--no-enable-prefix-caching"]).unwrap();
+    let err = space.validate_flags(&both).unwrap_err().to_string();
+    assert!(err.contains("--no-enable-prefix-caching") && err.contains("--enable-prefix-caching"), "{err}");
+}
+
+#[test]
+fn environment_knobs_stay_out_of_the_arguments_and_go_into_the_environment() {
+    let mut spec = baseline().with_flag("--max-num-seqs", Some("16")).with_flag("VLLM_CPU_KVCACHE_SPACE", Some("4"));
+    spec.env.push(("VLLM_CPU_KVCACHE_SPACE".into(), "2".into()));
+    spec.env.push(("HF_HUB_OFFLINE".into(), "1".into()));
+    assert_eq!(spec.flags.to_args(), ["--max-num-seqs", "16"]);
+    assert_eq!(spec.flags.to_command_line(), "VLLM_CPU_KVCACHE_SPACE=4 --max-num-seqs 16");
+    let env = spec.launch_env();
+    assert!(env.contains(&("VLLM_CPU_KVCACHE_SPACE".into(), "4".into())), "the knob wins: {env:?}");
+    assert!(env.contains(&("HF_HUB_OFFLINE".into(), "1".into())));
+    assert_eq!(env.iter().filter(|(n, _)| n == "VLLM_CPU_KVCACHE_SPACE").count(), 1);
+    // A YAML flags map keeps an environment knob's name as it is.
+    let flags: LaunchFlags = serde_yaml::from_str("VLLM_CPU_KVCACHE_SPACE: 4\nmax-num-seqs: 8\n").unwrap();
+    assert_eq!(flags.env_knobs(), [("VLLM_CPU_KVCACHE_SPACE".to_string(), "4".to_string())]);
+    assert_eq!(flags.to_args(), ["--max-num-seqs", "8"]);
+}
