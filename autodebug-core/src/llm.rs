@@ -231,6 +231,10 @@ impl<'a> PlanContext<'a> {
             flags = defuse(&current.flags.to_command_line()),
             ignored = if ignored.is_empty() { "none".to_string() } else { ignored.join(", ") },
         );
+        // Secret flag and env values of every configuration shown (`--api-key`) never reach the provider.
+        crate::secret::register_spec(current);
+        self.input.history.iterations.iter().for_each(|it| crate::secret::register_spec(&it.spec));
+        let user = crate::secret::redact(&crate::secret::redact_command_line(&user)).into_owned();
         Prompt { system: SYSTEM_PROMPT.to_string(), user }
     }
 

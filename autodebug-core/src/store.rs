@@ -66,6 +66,7 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::secret;
 use crate::{
     Analysis, Artifact, BenchSummary, Distribution, Error, History, Iteration, IterationStatus, Objective, Plan,
     RequestRecord, Result, ServiceSpec, Severity, Signal, SignalValue, TimeWindow,
@@ -312,7 +313,7 @@ impl Store {
                 engine,
                 objective.describe(),
                 self.encode_json(objective, "objective")?,
-                self.encode_json(config, "config")?,
+                self.encode_json(&redacted_config(config), "config")?,
             ],
         )
         .map_err(|e| self.error(format!("creating session `{name}`: {e}")))?;
@@ -382,6 +383,8 @@ impl Store {
         artifact: Option<&Artifact>,
         started_ns: i128,
     ) -> Result<()> {
+        // Secrets never reach the file: the stored spec holds `***` where they were.
+        let spec = &secret::redact_spec(spec);
         let tx = self.write_tx()?;
         self.require_session(&tx, session)?;
         let existing: Option<String> = tx
@@ -436,7 +439,7 @@ impl Store {
     /// Bench records saved for the iteration are kept.
     pub fn finish_iteration(&self, session: i64, iteration: &Iteration) -> Result<()> {
         let number = iteration.number;
-        let record = json_safe(iteration);
+        let record = redacted(json_safe(iteration));
         let tx = self.write_tx()?;
         let objective = self
             .query_sessions_in(&tx, "WHERE id = ?1", params![session])?
@@ -508,7 +511,7 @@ impl Store {
                         finding.rule,
                         finding.bottleneck.as_str(),
                         severity_name(finding.severity),
-                        finding.summary,
+                        secret::redact(&finding.summary),
                         self.encode_json(&finding.evidence, "finding evidence")?,
                     ])
                     .map_err(|e| context("findings", e))?;
@@ -673,8 +676,11 @@ impl Store {
         i64::try_from(value).map_err(|_| self.error(format!("{what} {value} ns does not fit in a 64-bit column")))
     }
 
+    /// Every JSON column goes through here: registered secret values are masked in its text (specs
+    /// were redacted by name before; a round trip through `serde_json::Value` would reorder keys).
     fn encode_json<T: Serialize + ?Sized>(&self, value: &T, what: &str) -> Result<String> {
-        serde_json::to_string(value).map_err(|e| self.error(format!("encoding {what} as JSON: {e}")))
+        let json = serde_json::to_string(value).map_err(|e| self.error(format!("encoding {what} as JSON: {e}")))?;
+        Ok(secret::redact(&json).into_owned())
     }
 
     fn decode_json<T: DeserializeOwned>(&self, json: &str, what: &str) -> Result<T> {
@@ -830,6 +836,31 @@ impl IterationRow {
 
 /// A copy of `iteration` that JSON can hold: see the module documentation for what happens to
 /// NaN and infinities.
+/// The session's configuration as it may be stored: strings under secret keys (`api_key`) masked.
+fn redacted_config(config: &serde_json::Value) -> serde_json::Value {
+    let mut config = config.clone();
+    secret::redact_json(&mut config);
+    config
+}
+
+/// `iteration` as it may be stored: its spec and planned spec with secrets masked
+/// ([`secret::redact_spec`]), and registered secret values masked in its free text.
+fn redacted(mut iteration: Iteration) -> Iteration {
+    iteration.spec = secret::redact_spec(&iteration.spec);
+    if let Some(plan) = iteration.plan.as_mut() {
+        plan.next = secret::redact_spec(&plan.next);
+        for change in &mut plan.changes {
+            let secret_knob = secret::is_secret_name(&change.knob);
+            for value in [&mut change.from, &mut change.to].into_iter().flatten() {
+                *value = if secret_knob { secret::MASK.to_string() } else { secret::redact(value).into_owned() };
+            }
+            change.reason = secret::redact(&change.reason).into_owned();
+        }
+    }
+    iteration.error = iteration.error.as_deref().map(|e| secret::redact(e).into_owned());
+    iteration
+}
+
 fn json_safe(iteration: &Iteration) -> Iteration {
     let mut out = iteration.clone();
     finite_map(&mut out.metrics, "metric");

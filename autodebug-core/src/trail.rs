@@ -43,6 +43,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Write as _};
 use std::path::{Path, PathBuf};
 
+use crate::secret::{MASK, is_secret_name};
 use crate::{
     BenchSummary, Error, Iteration, IterationStatus, Objective, Result, ServiceSpec, Severity, Signal, TimeWindow,
     format_number,
@@ -101,7 +102,8 @@ impl Trail {
         debug_file.write_all(text.as_bytes()).map_err(|e| Error::io(&debug_log, e))?;
         let config = match (config, &iteration.artifact) {
             (Some((path, mut file)), Some(artifact)) => {
-                file.write_all(artifact.content.as_bytes()).map_err(|e| Error::io(&path, e))?;
+                let content = crate::secret::redact(&artifact.content);
+                file.write_all(content.as_bytes()).map_err(|e| Error::io(&path, e))?;
                 Some(path)
             }
             _ => None,
@@ -216,7 +218,13 @@ fn render(
     write_plan(&mut out, iteration);
     write_config_diff(&mut out, &iteration.spec, previous.map(|p| &p.spec));
     write_timings(&mut out, iteration);
-    out
+    // The secrets of every spec shown are registered, so no section can print one (a log line
+    // quoting the engine's arguments included).
+    let specs = std::iter::once(&iteration.spec)
+        .chain(previous.map(|p| &p.spec))
+        .chain(iteration.plan.as_ref().map(|p| &p.next));
+    specs.for_each(crate::secret::register_spec);
+    crate::secret::redact(&out).into_owned()
 }
 
 fn write_failure(out: &mut String, status: IterationStatus, iteration: &Iteration, previous: Option<&Iteration>) {
@@ -394,11 +402,23 @@ pub fn config_changes(current: &ServiceSpec, previous: &ServiceSpec) -> Vec<Stri
     diff("engine", Some(previous.engine.as_str()), Some(current.engine.as_str()));
     diff("model", Some(&previous.model), Some(&current.model));
     diff("image", previous.image.as_deref(), current.image.as_deref());
+    // Compared on real values, shown masked: a secret flag's value (`--api-key`) never appears.
+    fn shown<'a>(name: &str, value: Option<&'a str>) -> Option<&'a str> {
+        match value {
+            Some(_) if is_secret_name(name) => Some(MASK),
+            other => other,
+        }
+    }
     for (name, value) in previous.flags.iter() {
-        diff(name, flag_text(Some(value)), flag_text(current.flags.get(name)));
+        let (before, after) = (flag_text(Some(value)), flag_text(current.flags.get(name)));
+        match (shown(name, before), shown(name, after)) {
+            (Some(MASK), Some(MASK)) if before != after => diff(name, Some(MASK), Some("*** (changed)")),
+            (b, a) if before != after => diff(name, b, a),
+            _ => {}
+        }
     }
     for (name, value) in current.flags.iter().filter(|(n, _)| !previous.flags.contains(n)) {
-        diff(name, None, flag_text(Some(value)));
+        diff(name, None, shown(name, flag_text(Some(value))));
     }
     let (before, after) = (&previous.resources, &current.resources);
     diff("resources.gpu", before.gpu.as_deref(), after.gpu.as_deref());
@@ -417,7 +437,7 @@ pub fn config_changes(current: &ServiceSpec, previous: &ServiceSpec) -> Vec<Stri
             continue;
         }
         // Values of credential-like variables stay out of the trail.
-        if looks_secret(key) {
+        if is_secret_name(key) {
             let shown = |v: &Option<String>| v.as_ref().map(|_| "***");
             match (shown(&before), shown(&after)) {
                 (Some(_), Some(_)) => diff(&format!("env.{key}"), Some("***"), Some("*** (changed)")),
@@ -436,11 +456,6 @@ pub fn config_changes(current: &ServiceSpec, previous: &ServiceSpec) -> Vec<Stri
 /// A flag's value as the diff shows it: a switch has no value, so "on" says it is present.
 fn flag_text(value: Option<Option<&str>>) -> Option<&str> {
     value.map(|v| v.unwrap_or("on"))
-}
-
-fn looks_secret(key: &str) -> bool {
-    let key = key.to_ascii_uppercase();
-    ["TOKEN", "KEY", "SECRET", "PASSWORD", "PASSWD", "CREDENTIAL", "AUTH"].iter().any(|w| key.contains(w))
 }
 
 fn write_config_diff(out: &mut String, current: &ServiceSpec, previous: Option<&ServiceSpec>) {

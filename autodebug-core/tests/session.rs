@@ -148,6 +148,7 @@ fn config(dir: &std::path::Path, iterations: u32) -> SessionConfig {
         max_wall: None,
         ready_timeout: Duration::from_secs(5),
         sessions_dir: dir.to_path_buf(),
+        confirm_trials: 0,
     }
 }
 

@@ -458,16 +458,43 @@ fn opening_below_a_file_names_the_path() {
     assert!(shown.contains(&path.display().to_string()), "{shown}");
 }
 
+/// Set in the unprivileged re-run of `opening_a_read_only_directory_names_the_path_as_non_root`.
+const UNPRIVILEGED_RERUN_VAR: &str = "AUTODEBUG_STORE_TEST_UNPRIVILEGED";
+/// `nobody` on Debian and most distributions.
+const NOBODY: u32 = 65_534;
+
 #[test]
-fn opening_a_read_only_directory_names_the_path() {
+#[ignore = "needs a non-root user (as root it re-runs itself as uid 65534): cargo test --workspace -- --include-ignored"]
+fn opening_a_read_only_directory_names_the_path_as_non_root() {
     use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
     let dir = tempfile::tempdir().expect("tempdir");
     let locked = dir.path().join("locked");
     std::fs::create_dir(&locked).expect("mkdir");
     std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o555)).expect("chmod");
     if std::fs::write(locked.join("probe"), "x").is_ok() {
-        // Running as root: permissions do not stop writes, so there is nothing to observe.
-        eprintln!("skipped: this user can write into read-only directories");
+        // This user ignores permissions (root): nothing to observe here, so the test runs again
+        // in a child process as an unprivileged user, and fails if that is not possible.
+        assert!(
+            std::env::var_os(UNPRIVILEGED_RERUN_VAR).is_none(),
+            "needs a non-root user: uid {NOBODY} can still write into a read-only directory"
+        );
+        let name = "opening_a_read_only_directory_names_the_path_as_non_root";
+        let output = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--ignored", "--exact", name, "--test-threads=1"])
+            .env(UNPRIVILEGED_RERUN_VAR, "1")
+            .uid(NOBODY)
+            .gid(NOBODY)
+            .output()
+            .expect("run the test binary as an unprivileged user");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "needs a non-root user: the re-run as uid {NOBODY} failed ({}); run the tests as a non-root user \
+             (the test binary must be readable by it):\n{stdout}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        );
         return;
     }
     let path = locked.join(DEFAULT_FILE_NAME);

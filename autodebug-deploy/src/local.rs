@@ -446,26 +446,10 @@ fn served_model_name(spec: &ServiceSpec) -> String {
     spec.flags.get("--served-model-name").or(alias).flatten().map(str::to_string).unwrap_or_else(|| spec.model.clone())
 }
 
-/// The command for display, with values of credential-like flags (`--api-key`) replaced.
+/// The command for display, with values of secret flags (`--api-key`) and registered secret values
+/// replaced; knob values (`--max-num-batched-tokens 4096`) stay readable.
 fn redacted_command(program: &Path, args: &[String]) -> String {
-    let mut shown = Vec::with_capacity(args.len());
-    let mut hide_next = false;
-    for arg in args {
-        if hide_next {
-            shown.push("***".to_string());
-            hide_next = false;
-            continue;
-        }
-        let name = arg.split('=').next().unwrap_or(arg).trim_start_matches('-').replace('-', "_");
-        let secret_flag = arg.starts_with('-') && looks_secret(&name) || name.eq_ignore_ascii_case("api_key");
-        if secret_flag && arg.contains('=') {
-            shown.push(format!("{}=***", arg.split('=').next().unwrap_or(arg)));
-        } else {
-            hide_next = secret_flag;
-            shown.push(arg.clone());
-        }
-    }
-    CommandTemplate::display(program, &shown)
+    CommandTemplate::display(program, &autodebug_core::secret::redact_args(args))
 }
 
 fn quote_tail(lines: &[String]) -> String {
@@ -499,7 +483,7 @@ impl Deployer for LocalDeployer {
         let shown = redacted_command(&config.template.program, &args);
         let mut command = Command::new(&config.template.program);
         command.args(&args);
-        for (name, value) in &spec.env {
+        for (name, value) in &spec.launch_env() {
             command.env(name, value);
         }
         for var in &config.env {
@@ -743,6 +727,8 @@ mod tests {
             &["--api-key".into(), "sk-1".into(), "--hf-token=abc".into(), "--port".into(), "1".into()],
         );
         assert_eq!(shown, "e --api-key '***' '--hf-token=***' --port 1");
+        let knob = redacted_command(Path::new("e"), &["--max-num-batched-tokens".into(), "4096".into()]);
+        assert_eq!(knob, "e --max-num-batched-tokens 4096", "a knob counting tokens is not a secret");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use autodebug_core::secret;
 use autodebug_core::{
     Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, ServiceSpec, TimeWindow, async_trait, shell_quote,
 };
@@ -231,15 +232,10 @@ impl SlurmDeployer {
     fn tail(lines: &[String], n: usize) -> String {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
-}
 
-#[async_trait]
-impl Deployer for SlurmDeployer {
-    fn name(&self) -> &str {
-        "slurm"
-    }
-
-    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+    /// The sbatch script for `spec`. `reveal` writes secret values in (the file submitted to
+    /// Slurm); otherwise they are read from the environment (the artifact in the trail).
+    fn script(&self, spec: &ServiceSpec, reveal: bool) -> Result<Artifact> {
         let c = &self.config;
         let mut lines = vec![
             "#!/usr/bin/env bash".to_string(),
@@ -264,24 +260,53 @@ impl Deployer for SlurmDeployer {
         }
         lines.extend(c.extra_directives.iter().map(|d| format!("#SBATCH {d}")));
         lines.push("set -euo pipefail".into());
-        for (k, v) in &spec.env {
-            lines.push(format!("export {k}={}", shell_quote(v)));
+        for (k, v) in &spec.launch_env() {
+            if reveal || !secret::is_secret_name(k) {
+                lines.push(format!("export {k}={}", shell_quote(v)));
+            } else {
+                lines.push(format!("export {k}=\"${{{k}:?set {k} in the environment; its value is a secret and is not written here}}\""));
+            }
         }
         lines.push("# A free port on this node; the deployer reads it from the line below.".into());
         lines.push(
             "PORT=${PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind((\"\", 0)); print(s.getsockname()[1])')}".into(),
         );
         lines.push(format!("echo \"{ENDPOINT_MARKER} host=$(hostname) port=$PORT job=${{SLURM_JOB_ID:-none}}\""));
-        let args = self.template.expand_with(spec, &c.bind_host, "__AUTODEBUG_PORT__");
-        let command = CommandTemplate::display(&self.template.program, &args).replace("__AUTODEBUG_PORT__", "\"$PORT\"");
+        const SECRET_MARK: &str = "__AUTODEBUG_SECRET__";
+        let shown = if reveal {
+            spec.clone()
+        } else {
+            secret::redact_spec_with(spec, |name| format!("{SECRET_MARK}{}", secret::env_name_for(name)))
+        };
+        let args = self.template.expand_with(&shown, &c.bind_host, "__AUTODEBUG_PORT__");
+        let mut command =
+            CommandTemplate::display(&self.template.program, &args).replace("__AUTODEBUG_PORT__", "\"$PORT\"");
+        // A secret flag's value comes from the job's environment (sbatch exports the submitter's).
+        while let Some(at) = command.find(SECRET_MARK) {
+            let rest = &command[at + SECRET_MARK.len()..];
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            let reference = format!("\"${{{name}:?set {name} in the environment; its value is a secret}}\"");
+            command.replace_range(at..at + SECRET_MARK.len() + name.len(), &reference);
+        }
         lines.push(format!("exec {command}"));
         Ok(Artifact { target: "slurm".into(), extension: "sbatch".into(), content: lines.join("\n") + "\n" })
+    }
+}
+
+#[async_trait]
+impl Deployer for SlurmDeployer {
+    fn name(&self) -> &str {
+        "slurm"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        self.script(spec, false)
     }
 
     async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
         let dir = &self.config.output_dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let script = self.render(spec)?;
+        let script = self.script(spec, true)?;
         let started_ns = TimeWindow::now_ns();
         let path = dir.join(format!("autodebug-{}-{started_ns}.sbatch", spec.name));
         std::fs::write(&path, &script.content).map_err(|e| Error::io(&path, e))?;

@@ -115,12 +115,10 @@ impl std::fmt::Debug for EnvVar {
     }
 }
 
-/// Whether an environment variable name looks like it holds a credential.
+/// Whether an environment variable name holds a credential: the one decision in
+/// [`autodebug_core::secret::is_secret_name`].
 pub(crate) fn looks_secret(name: &str) -> bool {
-    let upper = name.to_ascii_uppercase();
-    ["TOKEN", "SECRET", "PASSWORD", "PASSWD", "API_KEY", "APIKEY", "CREDENTIAL", "PRIVATE_KEY"]
-        .iter()
-        .any(|word| upper.contains(word))
+    autodebug_core::secret::is_secret_name(name)
 }
 
 /// Renders `template` for `spec` as a complete bash script.
@@ -135,7 +133,12 @@ pub(crate) fn render_script(
 ) -> Result<Artifact> {
     // A marker that cannot occur in user text stands in for the port, then becomes "${PORT}".
     const PORT_MARK: &str = "\u{0}AUTODEBUG_PORT\u{0}";
-    let args = template.expand_with(spec, host, PORT_MARK);
+    // A secret flag's value (`--api-key`) is read from the environment when the script runs.
+    const SECRET_MARK: &str = "\u{0}AUTODEBUG_SECRET\u{0}";
+    let shown = autodebug_core::secret::redact_spec_with(spec, |name| {
+        format!("{SECRET_MARK}{}", autodebug_core::secret::env_name_for(name))
+    });
+    let args = template.expand_with(&shown, host, PORT_MARK);
     let mut script = String::new();
     script.push_str("#!/usr/bin/env bash\n");
     script.push_str(&format!(
@@ -147,12 +150,12 @@ pub(crate) fn render_script(
     script.push_str("set -euo pipefail\n\n");
     script.push_str(&format!("PORT=\"${{PORT:-{RENDERED_DEFAULT_PORT}}}\"\n"));
     let all_env = spec
-        .env
-        .iter()
+        .launch_env()
+        .into_iter()
         .map(|(name, value)| EnvVar {
-            name: name.clone(),
-            value: autodebug_core::Secret::new(value.clone()),
-            secret: looks_secret(name),
+            secret: looks_secret(&name),
+            name,
+            value: autodebug_core::Secret::new(value),
         })
         .chain(env.iter().cloned());
     for var in all_env {
@@ -180,7 +183,12 @@ pub(crate) fn render_script(
     // One flag per line with its value beside it, so the script reads like a launch command.
     for arg in &args {
         script.push_str(if arg.starts_with('-') { " \\\n    " } else { " " });
-        script.push_str(&quote_with_port(arg, PORT_MARK));
+        match arg.strip_prefix(SECRET_MARK) {
+            Some(name) => script.push_str(&format!(
+                "\"${{{name}:?set {name} in the environment; its value is a secret and is not written here}}\""
+            )),
+            None => script.push_str(&autodebug_core::secret::redact(&quote_with_port(arg, PORT_MARK))),
+        }
     }
     script.push('\n');
     Ok(Artifact { target: "local".into(), extension: "sh".into(), content: script })

@@ -28,6 +28,12 @@ pub struct Completion {
 
 fn body_of(config: &LlmConfig, prompt: &Prompt) -> Value {
     let max_tokens = config.budget.max_tokens_per_call;
+    // The last gate before the provider: registered secret values (the LLM key included) are masked.
+    let redacted = Prompt {
+        system: autodebug_core::secret::redact(&prompt.system).into_owned(),
+        user: autodebug_core::secret::redact(&prompt.user).into_owned(),
+    };
+    let prompt = &redacted;
     match config.provider {
         Provider::OpenAi => json!({
             "model": config.model,

@@ -1,5 +1,6 @@
 //! The report of a real session (a store written by `autodebug demo --iterations 3`), checked as
-//! data, as markup, and in a real headless Chromium when one is installed.
+//! data, as markup, and in a real headless Chromium. The Chromium tests are ignored in a plain
+//! `cargo test`; `.ci/setup.sh` installs Chromium and CI includes them, where a missing browser fails.
 
 use std::path::{Path, PathBuf};
 
@@ -121,14 +122,12 @@ fn ink_share(png_path: &Path) -> (f64, u32, u32) {
     (inked as f64 / total as f64, info.width, info.height)
 }
 
-fn chromium_or_skip() -> Option<Chromium> {
-    let found = Chromium::find();
-    if found.is_none() {
-        eprintln!(
-            "SKIPPED: headless Chromium not found at /usr/bin/chromium (install the `chromium` package or set AUTODEBUG_CHROMIUM)"
-        );
-    }
-    found
+const NEEDS_CHROMIUM: &str = "needs Chromium: apt-get install chromium (or set AUTODEBUG_CHROMIUM), \
+    then cargo test --workspace -- --include-ignored";
+
+/// The installed headless Chromium; the test fails, naming what to install, when there is none.
+fn chromium() -> Chromium {
+    Chromium::find().unwrap_or_else(|| panic!("{NEEDS_CHROMIUM} (no Chromium found at the usual paths)"))
 }
 
 fn kept(name: &str) -> PathBuf {
@@ -139,8 +138,9 @@ fn kept(name: &str) -> PathBuf {
 }
 
 #[test]
+#[ignore = "needs Chromium: apt-get install chromium (bash .ci/setup.sh), then cargo test --workspace -- --include-ignored"]
 fn chromium_renders_the_page_without_console_errors() {
-    let Some(chromium) = chromium_or_skip() else { return };
+    let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let report = Report::from_store(&demo_store(dir.path()), None).unwrap();
     let page = kept("report.html");
@@ -161,8 +161,9 @@ fn chromium_renders_the_page_without_console_errors() {
 }
 
 #[test]
+#[ignore = "needs Chromium: apt-get install chromium (bash .ci/setup.sh), then cargo test --workspace -- --include-ignored"]
 fn charts_rasterize_to_png() {
-    let Some(chromium) = chromium_or_skip() else { return };
+    let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let report = Report::from_store(&demo_store(dir.path()), None).unwrap();
     let out = kept("png");
@@ -179,8 +180,9 @@ fn charts_rasterize_to_png() {
 }
 
 #[test]
+#[ignore = "needs Chromium: apt-get install chromium (bash .ci/setup.sh), then cargo test --workspace -- --include-ignored"]
 fn the_console_check_catches_a_broken_page() {
-    let Some(chromium) = chromium_or_skip() else { return };
+    let chromium = chromium();
     let dir = tempfile::tempdir().unwrap();
     let page = dir.path().join("broken.html");
     std::fs::write(&page, "<!DOCTYPE html><html><body><p>x</p><script>notDefinedAnywhere();</script></body></html>")

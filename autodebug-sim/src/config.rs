@@ -243,24 +243,10 @@ impl std::fmt::Debug for SimConfig {
     }
 }
 
-/// `args` with the value of `--api-key` replaced, for anything that prints them.
+/// `args` with the values of secret flags (`--api-key`) replaced, for anything that prints them:
+/// the one decision in [`autodebug_core::secret::redact_args`].
 pub fn redacted_args(args: &[String]) -> Vec<String> {
-    let mut out = Vec::with_capacity(args.len());
-    let mut hide_next = false;
-    for arg in args {
-        if hide_next {
-            out.push("***".to_string());
-            hide_next = false;
-        } else if arg == "--api-key" {
-            out.push(arg.clone());
-            hide_next = true;
-        } else if arg.starts_with("--api-key=") {
-            out.push("--api-key=***".to_string());
-        } else {
-            out.push(arg.clone());
-        }
-    }
-    out
+    autodebug_core::secret::redact_args(args)
 }
 
 #[derive(Clone, Copy)]

@@ -26,6 +26,7 @@ use autodebug_core::{
     Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, Secret, ServiceSpec,
     TimeWindow, async_trait,
 };
+use autodebug_core::secret;
 use base64::Engine as _;
 use serde_yaml::Value;
 
@@ -204,6 +205,68 @@ fn check_run_name(name: &str) -> Result<()> {
     }
 }
 
+/// Stands in for a secret value while a configuration is rendered for the trail.
+const SECRET_REF: &str = "AUTODEBUG_SECRET_REF_";
+
+/// Turns the [`SECRET_REF`] stand-ins of a rendered configuration into references: env entries
+/// without a value (list form) or `${{ secrets.NAME }}` (mapping form), `"$NAME"` in commands,
+/// with an env entry added for each variable a command reads.
+fn reference_secrets(configuration: &mut serde_yaml::Mapping) {
+    let as_mapping = matches!(configuration.get("env"), Some(Value::Mapping(_)));
+    let mut env = render::env_entries(configuration.get("env"));
+    let mut read_by_commands = Vec::new();
+    if let Some(Value::Sequence(commands)) = configuration.get_mut("commands") {
+        for command in commands.iter_mut() {
+            if let Value::String(text) = command {
+                while let Some(at) = text.find(SECRET_REF) {
+                    let rest = &text[at + SECRET_REF.len()..];
+                    let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+                    text.replace_range(at..at + SECRET_REF.len() + name.len(), &format!("\"${name}\""));
+                    read_by_commands.push(name);
+                }
+            }
+        }
+    }
+    for name in &read_by_commands {
+        if !env.iter().any(|(n, _)| n == name) {
+            env.push((name.clone(), Some(SECRET_REF.to_string())));
+        }
+    }
+    let entries: Vec<(String, Option<String>)> = env
+        .into_iter()
+        .map(|(name, value)| match value {
+            Some(v) if v.starts_with(SECRET_REF) && as_mapping => {
+                let reference = format!("${{{{ secrets.{name} }}}}");
+                (name, Some(reference))
+            }
+            Some(v) if v.starts_with(SECRET_REF) => (name, None),
+            other => (name, other),
+        })
+        .collect();
+    if entries.is_empty() {
+        return;
+    }
+    let value = if as_mapping {
+        Value::Mapping(
+            entries
+                .into_iter()
+                .map(|(n, v)| (Value::String(n), v.map(Value::String).unwrap_or(Value::Null)))
+                .collect(),
+        )
+    } else {
+        Value::Sequence(
+            entries
+                .into_iter()
+                .map(|(n, v)| Value::String(match v {
+                    Some(v) => format!("{n}={v}"),
+                    None => n,
+                }))
+                .collect(),
+        )
+    };
+    configuration.insert(Value::String("env".into()), value);
+}
+
 /// Variables listed without a value (`- HF_TOKEN`) are filled from this process's environment,
 /// as the dstack CLI does; only the request carries them, never the rendered file.
 fn resolve_env(configuration: &mut serde_json::Value, spec_name: &str) -> Result<()> {
@@ -344,11 +407,16 @@ impl Deployer for DstackDeployer {
     }
 
     fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
-        let configuration = self.configuration(spec)?;
+        // The file in the trail never holds a secret: secret env entries and flag values become
+        // references that dstack fills at apply time (`- HF_TOKEN` from the client's environment,
+        // or `${{ secrets.HF_TOKEN }}` in a mapping), and the command reads them as `$HF_TOKEN`.
+        let shown = secret::redact_spec_with(spec, |name| format!("{SECRET_REF}{}", secret::env_name_for(name)));
+        let mut configuration = self.configuration(&shown)?;
+        reference_secrets(&mut configuration);
         Ok(Artifact {
             target: "dstack".into(),
             extension: "yml".into(),
-            content: render::to_yaml(spec, &configuration)?,
+            content: secret::redact(&render::to_yaml(&shown, &configuration)?).into_owned(),
         })
     }
 

@@ -201,7 +201,7 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
 
     // env: the user's entries in their order and form, planned values replacing or appended.
     let mut env = env_entries(map.get("env"));
-    for (name, value) in &spec.env {
+    for (name, value) in &spec.launch_env() {
         match env.iter_mut().find(|(n, _)| n == name) {
             Some(slot) => slot.1 = Some(value.clone()),
             None => env.push((name.clone(), Some(value.clone()))),

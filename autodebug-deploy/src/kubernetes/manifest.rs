@@ -699,11 +699,12 @@ fn merge_env(
     options: &RenderOptions,
     location: &str,
 ) -> Result<()> {
-    if spec.env.is_empty() {
+    let launch_env = spec.launch_env();
+    if launch_env.is_empty() {
         return Ok(());
     }
     let env = child_seq(container, "env");
-    for (name, value) in &spec.env {
+    for (name, value) in &launch_env {
         if !is_env_name(name) {
             return Err(Error::config(
                 format!("{location}: env.{name}"),

@@ -548,11 +548,21 @@ impl Deployer for KubernetesDeployer {
     }
 
     fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
-        let rendered = self.manifests(spec)?;
+        // A secret flag's value (`--api-key`) becomes `$(API_KEY)`, which Kubernetes expands from
+        // the container's env, itself read from the Secret like every secret env entry.
+        use autodebug_core::secret;
+        let mut shown = secret::redact_spec_with(spec, |name| format!("$({})", secret::env_name_for(name)));
+        for (flag, _) in spec.flags.iter().filter(|(n, v)| v.is_some() && secret::is_secret_name(n)) {
+            let name = secret::env_name_for(flag);
+            if !shown.env.iter().any(|(n, _)| *n == name) {
+                shown.env.push((name, secret::MASK.to_string()));
+            }
+        }
+        let rendered = self.manifests(&shown)?;
         Ok(Artifact {
             target: "kubernetes".into(),
             extension: "yaml".into(),
-            content: manifest::to_yaml(spec, &rendered)?,
+            content: secret::redact(&manifest::to_yaml(&shown, &rendered)?).into_owned(),
         })
     }
 
