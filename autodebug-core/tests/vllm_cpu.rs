@@ -253,3 +253,113 @@ fn environment_knobs_stay_out_of_the_arguments_and_go_into_the_environment() {
     assert_eq!(flags.env_knobs(), [("VLLM_CPU_KVCACHE_SPACE".to_string(), "4".to_string())]);
     assert_eq!(flags.to_args(), ["--max-num-seqs", "8"]);
 }
+
+/// Output throughput grows with `--max-num-seqs`, plus a small drift per run, so repeated runs differ.
+struct SeqsBench {
+    runs: Mutex<u32>,
+}
+
+#[async_trait]
+impl Benchmarker for SeqsBench {
+    fn name(&self) -> &str {
+        "seqs"
+    }
+
+    async fn run(&self, _endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport> {
+        let mut runs = self.runs.lock().unwrap_or_else(|e| e.into_inner());
+        *runs += 1;
+        let seqs: f64 = CURRENT_SEQS.lock().map(|s| *s).unwrap_or(128.0);
+        let throughput = 100.0 + seqs + f64::from(*runs % 3);
+        let summary = BenchSummary { requests: 8, succeeded: 8, output_throughput: throughput, ..Default::default() };
+        let now = TimeWindow::now_ns();
+        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+    }
+}
+
+static CURRENT_SEQS: Mutex<f64> = Mutex::new(128.0);
+// The tests that use CURRENT_SEQS run one at a time.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Records the `--max-num-seqs` of what it deploys for [`SeqsBench`].
+struct SeqsDeployer;
+
+#[async_trait]
+impl Deployer for SeqsDeployer {
+    fn name(&self) -> &str {
+        "seqs"
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        Ok(Artifact { target: "local".into(), extension: "sh".into(), content: spec.flags.to_command_line() })
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        let seqs = spec.flags.get("--max-num-seqs").flatten().and_then(|v| v.parse().ok()).unwrap_or(128.0);
+        *CURRENT_SEQS.lock().unwrap_or_else(|e| e.into_inner()) = seqs;
+        Ok(Deployment { id: "1".into(), backend: "local".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+    }
+
+    async fn wait_ready(&self, _deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
+        Ok(Endpoint::new("http://127.0.0.1:9", "m"))
+    }
+
+    async fn logs(&self, _deployment: &Deployment, _since: Option<i128>) -> Result<Vec<LogLine>> {
+        Ok(Vec::new())
+    }
+
+    async fn teardown(&self, _deployment: &Deployment) -> Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn the_champion_is_confirmed_against_the_baseline_on_interleaved_re_runs() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 2);
+    config.confirm_trials = 3;
+    let session = Session::builder()
+        .deployer(SeqsDeployer)
+        .benchmarker(SeqsBench { runs: Mutex::new(0) })
+        .planner(Stubborn { flags: vec![("--max-num-seqs", "256")] })
+        .build(config)
+        .unwrap();
+    let outcome = session.run(baseline()).await.unwrap();
+
+    // 2 searched iterations, then baseline/champion alternating three times.
+    let runs: Vec<Option<&str>> =
+        outcome.history.iterations.iter().map(|i| i.spec.flags.get("--max-num-seqs").flatten()).collect();
+    assert_eq!(runs, [None, Some("256"), None, Some("256"), None, Some("256"), None, Some("256")]);
+    for trial in &outcome.history.iterations[2..] {
+        let plan = trial.plan.as_ref().unwrap();
+        assert_eq!(plan.planner, "confirmation");
+        assert!(plan.changes.is_empty() && plan.notes[0].starts_with("confirmation trial"), "{:?}", plan.notes);
+    }
+    let confirmation = outcome.confirmation.expect("a confirmation");
+    assert_eq!((confirmation.baseline_values.len(), confirmation.champion_values.len()), (3, 3));
+    assert!(confirmation.confirmed, "{confirmation:?}");
+    assert!((confirmation.p_value - 0.05).abs() < 1e-9);
+    assert!(confirmation.ratio > 1.5 && confirmation.ratio < 1.7, "{}", confirmation.ratio);
+    let store = autodebug_core::store::Store::open(&dir.path().join("autodebug.db")).unwrap();
+    let stored = store.latest_session().unwrap().unwrap();
+    assert!(stored.stop_reason.as_deref().unwrap_or("").contains("CONFIRMED"), "{:?}", stored.stop_reason);
+}
+
+#[tokio::test]
+async fn no_trials_are_spent_when_nothing_beat_the_baseline_outside_the_noise() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), 2);
+    config.confirm_trials = 3;
+    // `--max-num-seqs 129` is one token per second better: inside the 2% noise margin.
+    let session = Session::builder()
+        .deployer(SeqsDeployer)
+        .benchmarker(SeqsBench { runs: Mutex::new(0) })
+        .planner(Stubborn { flags: vec![("--max-num-seqs", "129")] })
+        .build(config)
+        .unwrap();
+    let outcome = session.run(baseline()).await.unwrap();
+    assert_eq!(outcome.champion().unwrap().number, 1, "the baseline stays champion");
+    assert!(outcome.confirmation.is_none());
+    assert_eq!(outcome.history.iterations.len(), 2, "no confirmation trials were run");
+}
