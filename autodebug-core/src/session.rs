@@ -905,11 +905,9 @@ fn without_blamed_settings(mut plan: Plan, current: &ServiceSpec, history: &Hist
         if proposed != Some(blamed.value.as_str()) {
             continue;
         }
-        let before = current.flags.get(&blamed.flag).map(|v| v.unwrap_or("true"));
-        if before == Some(blamed.value.as_str()) {
-            continue;
-        }
-        match current.flags.get(&blamed.flag) {
+        // Back to what the configuration planned from had, or, when that is the failed setting
+        // itself (a baseline that never started), to the engine's default.
+        match current.flags.get(&blamed.flag).filter(|v| v.unwrap_or("true") != blamed.value) {
             Some(value) => plan.next.flags.set(&blamed.flag, value),
             None => {
                 plan.next.flags.remove(&blamed.flag);
