@@ -106,6 +106,8 @@ pub enum StopReason {
     WallTime,
     Interrupted,
     PlannerExhausted,
+    /// Two iterations in a row measured nothing, for the same reason (see [`nothing_measured`]).
+    SameFailureTwice,
 }
 
 impl StopReason {
@@ -115,6 +117,7 @@ impl StopReason {
             StopReason::WallTime => "wall-time budget spent",
             StopReason::Interrupted => "interrupted",
             StopReason::PlannerExhausted => "planner has nothing left to try",
+            StopReason::SameFailureTwice => "two iterations in a row measured nothing, for the same reason",
         }
     }
 }
@@ -489,6 +492,9 @@ impl Session {
             if interrupted {
                 break StopReason::Interrupted;
             }
+            if same_failure_twice(&cursor.history) {
+                break StopReason::SameFailureTwice;
+            }
             if exhausted {
                 break StopReason::PlannerExhausted;
             }
@@ -497,7 +503,7 @@ impl Session {
             StopReason::Iterations | StopReason::PlannerExhausted | StopReason::WallTime => {
                 self.confirm(&mut cursor).await?
             }
-            StopReason::Interrupted => None,
+            StopReason::Interrupted | StopReason::SameFailureTwice => None,
         };
         let note = match &confirmation {
             Some(c) => format!("{}; {}", stop_reason.as_str(), c.describe()),
@@ -711,6 +717,10 @@ impl Session {
             }
         }
         iteration.timings.insert("bench".into(), step.elapsed().as_secs_f64());
+        if let Some(message) = nothing_measured(&reports, endpoint) {
+            let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
+            return Err((IterationStatus::BenchFailed, message, logs));
+        }
         if reports.len() < self.config.bench.len() {
             return Err((IterationStatus::Interrupted, "interrupted during the benchmark".into(), Vec::new()));
         }
@@ -824,6 +834,50 @@ impl Session {
             .collect();
         format!("Deployer `{}`, model `{}`. Benchmarks: {}.", self.deployer.name(), iteration.spec.model, plans.join("; "))
     }
+}
+
+/// Prefix of the message of an iteration whose benchmark got no answer at all.
+const NOTHING_MEASURED: &str = "no request succeeded";
+
+/// `Some(message)` when a benchmark plan had requests and none succeeded: such a run measured
+/// nothing, so it is a failure (of its most common error), never a result to plan from. The message
+/// says what to do for the failures that have one cause a user can fix.
+fn nothing_measured(reports: &[BenchReport], endpoint: &crate::Endpoint) -> Option<String> {
+    let report = reports.iter().find(|r| r.summary.requests > 0 && r.summary.succeeded == 0)?;
+    let (class, count) = report.summary.errors.iter().max_by_key(|(_, n)| **n).map(|(c, n)| (c.as_str(), *n))?;
+    let sample = report.records.iter().find_map(|r| r.error_message.as_deref()).unwrap_or("");
+    let lower = sample.to_ascii_lowercase();
+    let advice = if lower.contains("401") || lower.contains("403") || lower.contains("unauthorized") {
+        if endpoint.token.is_some() {
+            "the engine refused the key the benchmark sent: check that the service's key and the bench's token are the same"
+        } else {
+            "the engine requires a key: the benchmark sends the service's `--api-key`, or set the bench token's environment variable"
+        }
+    } else if lower.contains("404") {
+        "the engine does not serve this model name: check `--served-model-name` and the model the benchmark asks for"
+    } else if class == "connect" {
+        "nothing answered at the endpoint: check the port and that the engine is still running"
+    } else {
+        "see the engine log below"
+    };
+    Some(format!(
+        "{NOTHING_MEASURED} in `{}`: {count} of {} failed with {class}{}; {advice}",
+        report.plan.name,
+        report.summary.requests,
+        if sample.is_empty() { String::new() } else { format!(" ({})", crate::secret::redact(sample)) },
+    ))
+}
+
+/// Whether the last two iterations both measured nothing, for the same reason.
+fn same_failure_twice(history: &History) -> bool {
+    let reason = |it: &Iteration| {
+        (it.status == IterationStatus::BenchFailed)
+            .then(|| it.error.as_deref().filter(|e| e.starts_with(NOTHING_MEASURED)))
+            .flatten()
+            .map(|e| e.split(';').next().unwrap_or(e).to_string())
+    };
+    let mut last = history.iterations.iter().rev();
+    matches!((last.next().and_then(reason), last.next().and_then(reason)), (Some(a), Some(b)) if a == b)
 }
 
 /// Flat metrics of every report, `<plan>.<metric>`, plus the first (primary) report unprefixed.

@@ -363,3 +363,47 @@ async fn no_trials_are_spent_when_nothing_beat_the_baseline_outside_the_noise() 
     assert!(outcome.confirmation.is_none());
     assert_eq!(outcome.history.iterations.len(), 2, "no confirmation trials were run");
 }
+
+/// An engine started with `--api-key` answers every request without the key with HTTP 401.
+struct UnauthorizedBench;
+
+#[async_trait]
+impl Benchmarker for UnauthorizedBench {
+    fn name(&self) -> &str {
+        "unauthorized"
+    }
+
+    async fn run(&self, _endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport> {
+        let records: Vec<RequestRecord> = (0..8)
+            .map(|index| RequestRecord {
+                index,
+                error: Some(ErrorClass::HttpStatus),
+                error_message: Some("HTTP 401 Unauthorized: {\"error\":\"Unauthorized\"}".into()),
+                ..Default::default()
+            })
+            .collect();
+        let mut summary = BenchSummary { requests: 8, succeeded: 0, failed: 8, ..Default::default() };
+        summary.errors.insert("http_status".into(), 8);
+        let now = TimeWindow::now_ns();
+        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records, window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+    }
+}
+
+#[tokio::test]
+async fn a_run_where_every_request_failed_is_a_failure_and_the_same_failure_twice_stops_the_session() {
+    let _serial = SERIAL.lock().await;
+    let dir = tempfile::tempdir().unwrap();
+    let session = Session::builder()
+        .deployer(SeqsDeployer)
+        .benchmarker(UnauthorizedBench)
+        .planner(Stubborn { flags: vec![("--max-num-seqs", "256")] })
+        .build(config(dir.path(), 5))
+        .unwrap();
+    let outcome = session.run(baseline()).await.unwrap();
+    let statuses: Vec<_> = outcome.history.iterations.iter().map(|i| i.status).collect();
+    assert_eq!(statuses, [IterationStatus::BenchFailed, IterationStatus::BenchFailed], "stopped after the second");
+    assert_eq!(outcome.stop_reason, autodebug_core::session::StopReason::SameFailureTwice);
+    let error = outcome.history.iterations[0].error.as_deref().unwrap();
+    assert!(error.contains("8 of 8 failed with http_status") && error.contains("requires a key"), "{error}");
+    assert!(outcome.champion().is_none(), "a run that measured nothing is never a champion");
+}
