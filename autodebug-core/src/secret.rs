@@ -31,6 +31,13 @@ impl Secret {
         Secret(value)
     }
 
+    /// A value kept behind the same type but known not to be a credential (a plain environment
+    /// variable such as `VLLM_CPU_OMP_THREADS_BIND=nobind`): it is not registered, so [`redact`]
+    /// leaves it readable wherever else it appears.
+    pub fn not_secret(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
     /// Reads a secret from an environment variable; `None` when unset or empty.
     pub fn from_env(var: &str) -> Option<Self> {
         std::env::var(var).ok().filter(|v| !v.is_empty()).map(Secret::new)

@@ -130,7 +130,8 @@ impl LocalDeployerBuilder {
     pub fn env(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         let name = name.into();
         let secret = looks_secret(&name);
-        self.env.push(EnvVar { name, value: Secret::new(value.into()), secret });
+        let value = if secret { Secret::new(value.into()) } else { Secret::not_secret(value.into()) };
+        self.env.push(EnvVar { name, value, secret });
         self
     }
 

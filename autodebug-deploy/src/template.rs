@@ -152,10 +152,11 @@ pub(crate) fn render_script(
     let all_env = spec
         .launch_env()
         .into_iter()
-        .map(|(name, value)| EnvVar {
-            secret: looks_secret(&name),
-            name,
-            value: autodebug_core::Secret::new(value),
+        .map(|(name, value)| {
+            let secret = looks_secret(&name);
+            let value =
+                if secret { autodebug_core::Secret::new(value) } else { autodebug_core::Secret::not_secret(value) };
+            EnvVar { secret, name, value }
         })
         .chain(env.iter().cloned());
     for var in all_env {
@@ -275,6 +276,22 @@ pub fn split_shell_words(text: &str) -> std::result::Result<Vec<String>, String>
         words.push(current);
     }
     Ok(words)
+}
+
+#[cfg(test)]
+mod plain_env_tests {
+    use autodebug_core::{EngineKind, ServiceSpec};
+
+    /// A plain variable's value (`nobind`, six characters) must not become a registered secret and be
+    /// masked in every later text, as it was when every environment value was registered.
+    #[test]
+    fn a_plain_environment_value_stays_readable_everywhere() {
+        let spec = ServiceSpec::new("s", EngineKind::Vllm, "m").with_flag("VLLM_CPU_OMP_THREADS_BIND", Some("nobind"));
+        let template = super::CommandTemplate::new("vllm".into(), vec!["serve".into(), "{flags}".into()], "test").unwrap();
+        let script = super::render_script(&template, &spec, "127.0.0.1", &[], None).unwrap().content;
+        assert!(script.contains("VLLM_CPU_OMP_THREADS_BIND=nobind"), "{script}");
+        assert_eq!(autodebug_core::secret::redact("bind=nobind"), "bind=nobind");
+    }
 }
 
 #[cfg(test)]
