@@ -99,7 +99,7 @@ fn which(program: &Path) -> Option<PathBuf> {
 fn version_in(text: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
         // A local build tag (`0.32.0+cpu`) is not part of the version.
-        .map(|w| w.trim_start_matches('v').split('+').next().unwrap_or(w))
+        .map(|w| w.trim_start_matches('v').split(['+', '-']).next().unwrap_or(w))
         .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
         .map(str::to_string)
 }
@@ -112,6 +112,7 @@ mod tests {
     fn versions_are_read_from_the_engines_own_answers() {
         assert_eq!(version_in("0.32.0\n").as_deref(), Some("0.32.0"));
         assert_eq!(version_in("0.32.0+cpu\n").as_deref(), Some("0.32.0"));
+        assert_eq!(version_in("version: 0.6.0-dev (build 0, commit unknown)").as_deref(), Some("0.6.0"));
         assert_eq!(version_in("version: 7434 (f1e2d3a)\nbuilt with cc").as_deref(), Some("7434"));
         assert_eq!(version_in("no digits here"), None);
     }

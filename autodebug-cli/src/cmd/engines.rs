@@ -80,6 +80,7 @@ fn check(args: CheckArgs) -> autodebug_core::Result<ExitCode> {
             "missing": report.missing,
             "refused_values": report.refused_values,
             "worth_tuning": report.worth_tuning,
+            "different_defaults": report.different_defaults,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
@@ -106,10 +107,13 @@ fn check(args: CheckArgs) -> autodebug_core::Result<ExitCode> {
                 tuned
             );
         }
+        for (flag, ours, theirs) in &report.different_defaults {
+            println!("\ndefault differs: {flag} is {ours} in the catalog, {theirs} in this engine's help");
+        }
         if !report.worth_tuning.is_empty() {
             println!("\nnot in the catalog, named like performance knobs: {}", report.worth_tuning.join(" "));
         }
     }
-    let bad = !report.missing.is_empty() || !report.refused_values.is_empty();
+    let bad = !report.missing.is_empty() || !report.refused_values.is_empty() || !report.different_defaults.is_empty();
     Ok(if bad { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }

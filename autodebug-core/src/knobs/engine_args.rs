@@ -42,6 +42,9 @@ pub struct ArgCheck {
     pub present: Vec<String>,
     /// Engine arguments outside the catalog whose names say they shape performance.
     pub worth_tuning: Vec<String>,
+    /// Catalog knobs whose default differs from the one the engine's help states, as
+    /// `(flag, catalog default, engine default)`; the engine's word is the one that holds.
+    pub different_defaults: Vec<(String, String, String)>,
 }
 
 impl EngineArgs {
@@ -134,6 +137,13 @@ impl EngineArgs {
                 continue;
             };
             check.present.push(knob.flag.clone());
+            if let (Some(ours), Some(theirs)) = (&knob.default, &arg.default) {
+                let theirs_clean = theirs.trim_matches(|c| c == '\'' || c == '"');
+                let undecided = matches!(theirs_clean, "None" | "none" | "-1" | "auto" | "") && knob.domain != crate::Domain::Switch;
+                if !undecided && !crate::rules::same_setting(ours, theirs_clean) && knob.domain != crate::Domain::Switch {
+                    check.different_defaults.push((knob.flag.clone(), ours.clone(), theirs_clean.to_string()));
+                }
+            }
             if let crate::Domain::Choice { values } = &knob.domain
                 && !arg.choices.is_empty()
             {
@@ -255,8 +265,18 @@ mod tests {
         let check = vllm().check_catalog(&SearchSpace::for_platform(EngineKind::Vllm, &cpu));
         assert!(check.missing.is_empty(), "catalog knobs vLLM 0.32 lacks: {:?}", check.missing);
         assert!(check.refused_values.is_empty(), "{:?}", check.refused_values);
+        assert!(check.different_defaults.is_empty(), "{:?}", check.different_defaults);
         assert!(check.present.iter().any(|f| f == "--max-num-seqs"));
         assert!(check.worth_tuning.iter().any(|f| f == "--async-scheduling" || f.contains("batch")), "{:?}", check.worth_tuning);
+    }
+
+    #[test]
+    fn a_catalog_default_the_engine_contradicts_is_reported() {
+        let help = "options:\n  --max-num-seqs MAX_NUM_SEQS\n                        seqs (default: 64)\n";
+        let args = EngineArgs::parse(EngineKind::Vllm, Some("9.9"), help);
+        let cpu = crate::Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+        let check = args.check_catalog(&SearchSpace::for_platform(EngineKind::Vllm, &cpu));
+        assert_eq!(check.different_defaults, [("--max-num-seqs".to_string(), "128".to_string(), "64".to_string())]);
     }
 
     #[test]

@@ -375,15 +375,17 @@ fn vllm_space() -> SearchSpace {
 
 fn llamacpp_space() -> SearchSpace {
     let knobs = vec![
-        Knob::new("--parallel", int(1, 64), Some("1"), "Server slots (concurrent sequences).")
+        // Current llama-server picks its slots itself (`-1` = auto) and sizes the context from the model.
+        Knob::new("--parallel", int(1, 64), None, "Server slots (concurrent sequences).")
             .candidates(&["1", "2", "4", "8"]),
         Knob::new("--threads", int(1, 256), None, "CPU threads for generation.").candidates(&["1", "2", "4"]),
         Knob::new("--threads-batch", int(1, 256), None, "CPU threads for prompt processing.").candidates(&["1", "2", "4"]),
         Knob::new("--batch-size", int(1, 16384), Some("2048"), "Logical batch size.").candidates(&["256", "512", "2048"]),
         Knob::new("--ubatch-size", int(1, 16384), Some("512"), "Physical batch size.").candidates(&["128", "256", "512"]),
-        Knob::new("--ctx-size", int(0, 1048576), Some("4096"), "Context size shared by all slots.")
+        Knob::new("--ctx-size", int(0, 1048576), None, "Context size shared by all slots.")
             .candidates(&["2048", "4096", "8192"]),
-        Knob::new("--cont-batching", Domain::Switch, None, "Continuous batching (on by default in current builds)."),
+        Knob::new("--cont-batching", Domain::Switch, Some("true"), "Continuous batching (on by default in current builds).")
+            .negated_by("--no-cont-batching"),
         Knob::new("--cache-reuse", int(0, 4096), Some("0"), "Min chunk size to reuse from cache via KV shifting.")
             .candidates(&["0", "64", "256"]),
         Knob::new("--flash-attn", choice(&["on", "off", "auto"]), Some("auto"), "Flash attention."),

@@ -24,6 +24,7 @@ mod planner;
 pub use analyzer::{RuleAnalyzer, not_applied_flag};
 pub use kb::{Action, ApplyMode, Condition, KnowledgeBase, Op, Rule, Step};
 pub use planner::{RulePlanner, ignored_flags};
+pub(crate) use eval::same_setting;
 
 /// Rule ids, shared by the analyzer (which raises them) and the planner (which acts on them).
 pub mod rule {
@@ -41,6 +42,10 @@ pub mod rule {
     pub const RETRACT_FREQUENT: &str = "sglang.retract.frequent";
     pub const OOM_PREFILL: &str = "sglang.oom.prefill";
     pub const OOM_DECODE: &str = "sglang.oom.decode";
+    /// vLLM on a CPU whose bf16 matmuls fall back to plain torch: run float32.
+    pub const CPU_BF16_EMULATED: &str = "cpu.bf16_emulated";
+    /// Speculation runs but few drafts are accepted: turn it off.
+    pub const SPEC_LOW_ACCEPTANCE: &str = "spec.low_acceptance";
     pub const MEM_HEADROOM_HIGH: &str = "sglang.mem.headroom_high";
     pub const MEM_HEADROOM_LOW: &str = "sglang.mem.headroom_low";
     /// The engine ran out of GPU memory while starting (weights, KV pool).
@@ -62,6 +67,16 @@ pub mod derived {
     pub const PREFIX_REUSE: &str = "prefix_reuse";
     /// Cached-token ratio of the prefix-reusing plans (client side), else the server's hit rate.
     pub const REUSE_CACHED_RATIO: &str = "reuse_cached_ratio";
+    /// Requests the benchmark kept in flight (closed loop: its concurrency; open loop: rate x
+    /// mean e2e).
+    pub const CLIENT_IN_FLIGHT: &str = "client_in_flight";
+    /// Accepted over proposed speculative draft tokens, from the engine's counters
+    /// (`vllm:spec_decode_num_{accepted,draft}_tokens_total`, llama.cpp's same-named ones).
+    pub const SPEC_ACCEPTANCE_RATE: &str = "spec_acceptance_rate";
+    /// Share of the primary plan's output chunks that an n-gram lookup over the answer so far
+    /// would have predicted (the client's own measurement, with speculation off): the evidence that
+    /// n-gram speculative decoding has drafts worth proposing.
+    pub const OUTPUT_NGRAM_PREDICTABILITY: &str = "output_ngram_predictability";
 }
 
 #[cfg(test)]
