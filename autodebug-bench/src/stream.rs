@@ -32,6 +32,43 @@ pub(crate) struct StreamAccount {
     finished: bool,
     /// The generated text, kept only when a later turn of a conversation needs it.
     answer: Option<String>,
+    predictor: NgramPredictor,
+}
+
+/// Counts the content chunks an n-gram lookup over the answer so far would have predicted: the
+/// three chunks before one occurred earlier and were followed there by the same chunk. Chunks are
+/// kept as hashes, so the cost is one hash and one map probe per chunk.
+#[derive(Debug, Default)]
+struct NgramPredictor {
+    history: Vec<u64>,
+    next_after: std::collections::HashMap<(u64, u64, u64), u64>,
+    predicted: u32,
+    considered: u32,
+}
+
+impl NgramPredictor {
+    const N: usize = 3;
+
+    fn push(&mut self, text: &str) {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut hasher);
+        let token = hasher.finish();
+        let n = self.history.len();
+        if n >= Self::N {
+            let key = (self.history[n - 3], self.history[n - 2], self.history[n - 1]);
+            self.considered += 1;
+            if self.next_after.get(&key) == Some(&token) {
+                self.predicted += 1;
+            }
+            self.next_after.insert(key, token);
+        }
+        self.history.push(token);
+    }
+
+    fn counts(&self) -> Option<(u32, u32)> {
+        (self.considered > 0).then_some((self.predicted, self.considered))
+    }
 }
 
 /// The token split of a finished stream.
@@ -90,6 +127,7 @@ impl StreamAccount {
         }
         if let Some(text) = chunk.text.as_deref().filter(|t| !t.is_empty()) {
             self.chunk_at_ns.push(now_ns);
+            self.predictor.push(text);
             if let Some(answer) = &mut self.answer {
                 answer.push_str(text);
             }
@@ -164,6 +202,7 @@ impl StreamAccount {
         }
         record.cached_tokens = self.usage.cached_tokens;
         record.chunks = self.chunk_at_ns.len() as u32;
+        record.ngram_predicted = self.predictor.counts();
         let Some(&first) = self.chunk_at_ns.first() else {
             return;
         };
@@ -342,5 +381,25 @@ mod tests {
                 "out of memory".into()
             ))
         );
+    }
+
+    #[test]
+    fn a_repeating_answer_is_predictable_and_a_varied_one_is_not() {
+        let feed = |words: &[&str]| {
+            let mut account = StreamAccount::new();
+            for (i, w) in words.iter().enumerate() {
+                let data = format!(r#"{{"choices":[{{"index":0,"delta":{{"content":"{w} "}}}}]}}"#);
+                let _ = account.on_event(data.as_bytes(), i as u64);
+            }
+            let mut record = RequestRecord::default();
+            account.fill(&mut record);
+            record.ngram_predicted.unwrap()
+        };
+        let looping: Vec<&str> = ["a", "b", "c", "d"].iter().cycle().take(40).copied().collect();
+        let (hit, seen) = feed(&looping);
+        assert!(f64::from(hit) / f64::from(seen) > 0.8, "{hit}/{seen}");
+        let varied: Vec<String> = (0..40).map(|i| format!("w{i}")).collect();
+        let varied: Vec<&str> = varied.iter().map(String::as_str).collect();
+        assert_eq!(feed(&varied).0, 0);
     }
 }

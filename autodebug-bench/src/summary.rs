@@ -125,6 +125,7 @@ pub fn summarize(records: &[RequestRecord], window: TimeWindow) -> BenchSummary 
     let mut errors: BTreeMap<String, u64> = BTreeMap::new();
     let (mut succeeded, mut prompt_tokens, mut output_tokens) = (0u64, 0u64, 0u64);
     let (mut cached_sum, mut cached_prompt_sum, mut any_cache_details) = (0u64, 0u64, false);
+    let (mut predicted, mut considered) = (0u64, 0u64);
 
     for record in records {
         queue_delay.record_ns(record.queue_delay_ns as f64);
@@ -136,6 +137,10 @@ pub fn summarize(records: &[RequestRecord], window: TimeWindow) -> BenchSummary 
         let prompt = u64::from(record.prompt_tokens.unwrap_or(0));
         prompt_tokens += prompt;
         output_tokens += u64::from(record.output_tokens.unwrap_or(0));
+        if let Some((hit, seen)) = record.ngram_predicted {
+            predicted += u64::from(hit);
+            considered += u64::from(seen);
+        }
         if let Some(cached) = record.cached_tokens {
             any_cache_details = true;
             cached_sum += u64::from(cached);
@@ -177,6 +182,7 @@ pub fn summarize(records: &[RequestRecord], window: TimeWindow) -> BenchSummary 
         output_tokens,
         cached_token_ratio: (any_cache_details && cached_prompt_sum > 0)
             .then(|| cached_sum as f64 / cached_prompt_sum as f64),
+        output_ngram_predictability: (considered > 0).then(|| predicted as f64 / considered as f64),
         errors,
     }
 }

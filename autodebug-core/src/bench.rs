@@ -271,6 +271,11 @@ pub struct RequestRecord {
     pub error: Option<ErrorClass>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_message: Option<String>,
+    /// How predictable the output was from its own history: `(predicted, considered)` content
+    /// chunks, where a chunk is predicted when the three before it occurred earlier in the answer
+    /// and were followed there by this same chunk (what an n-gram draft would have proposed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ngram_predicted: Option<(u32, u32)>,
 }
 
 impl RequestRecord {
@@ -341,6 +346,11 @@ pub struct BenchSummary {
     /// Share of prompt tokens the server reported as cached, when it reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_token_ratio: Option<f64>,
+    /// Share of output chunks an n-gram lookup over the answer so far would have predicted
+    /// ([`RequestRecord::ngram_predicted`] summed): the evidence that n-gram speculative decoding
+    /// can pay, measured without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_ngram_predictability: Option<f64>,
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
 }
@@ -378,6 +388,9 @@ impl BenchSummary {
         out.insert("error_rate".into(), rate);
         if let Some(r) = self.cached_token_ratio {
             out.insert("cached_token_ratio".into(), r);
+        }
+        if let Some(r) = self.output_ngram_predictability {
+            out.insert("output_ngram_predictability".into(), r);
         }
         out
     }
