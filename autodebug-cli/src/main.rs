@@ -64,6 +64,9 @@ enum Command {
     /// Analyze an engine log (SGLang, vLLM, llama.cpp): signals and a capacity plan.
     #[command(subcommand, after_help = "Examples:\n  autodebug logs analyze server.log\n  autodebug logs analyze server.log --engine vllm --isl 2000 --osl 500 --json")]
     Logs(cmd::logs::Args),
+    /// Hold autodebug's knob catalog against the installed engine's own argument list.
+    #[command(subcommand, after_help = "Examples:\n  autodebug engines check --engine vllm --command \"vllm serve\"\n  autodebug engines check --engine llamacpp --command llama-server --json")]
+    Engines(cmd::engines::Args),
     /// Fetch one telemetry source (Prometheus server, Graphsignal, a live /metrics scrape) for a window.
     #[command(subcommand, after_help = "Examples:\n  autodebug telemetry fetch --source prometheus --url http://prometheus:9090 --start 2026-03-24T20:40:00Z --end 2026-03-24T20:45:00Z\n  autodebug telemetry fetch --source scrape --url http://127.0.0.1:30000 --duration 10s --json")]
     Telemetry(cmd::telemetry::Args),
@@ -97,9 +100,13 @@ enum SimCommand {
         args: Vec<String>,
     },
     /// Measure the planners (rules, grid, random, oat, bayes, hybrid) against the true optimum of
-    /// six simulated scenarios, in virtual time.
-    #[command(after_help = "Examples:\n  autodebug sim tune-suite\n  autodebug sim tune-suite --planners random,hybrid --seeds 3 --json results.json\n  autodebug sim tune-suite --scenarios kv-starved --budget 30 --json -")]
+    /// six hand-written and any number of generated scenarios, with measurement noise, in virtual time.
+    #[command(after_help = "Examples:\n  autodebug sim tune-suite\n  autodebug sim tune-suite --generate 30 --seed 1\n  autodebug sim tune-suite --planners random,hybrid --seeds 3 --json results.json\n  autodebug sim tune-suite --scenarios kv-starved --budget 30 --json -")]
     TuneSuite(cmd::tune_suite::Args),
+    /// Evaluate configurations of the tune-suite's scenarios, one JSON line in, one out: the
+    /// noisy metrics, feasibility and objective value an outside optimizer is measured on.
+    #[command(after_help = "Examples:\n  autodebug sim eval --describe --generate 30 --skip-builtin\n  echo '{\"scenario\": \"kv-starved\", \"config\": {\"--max-running-requests\": \"16\"}, \"seed\": 3}' | autodebug sim eval\n\nEach answer: valid, failed, feasible, value, direction, constraint_violations (> 0 breaks), metrics.\nNoise is drawn per (scenario, seed, eval index); the index counts up per (scenario, seed) unless given as \"eval\".")]
+    Eval(cmd::sim_eval::Args),
 }
 
 fn init_logging(verbose: u8, quiet: bool) {
@@ -147,6 +154,7 @@ fn main() -> ExitCode {
             Command::Bench(args) => cmd::bench::run(args, &global).await,
             Command::Trace(args) => cmd::trace::run(args, &global).await,
             Command::Logs(args) => cmd::logs::run(args, &global).await,
+            Command::Engines(args) => cmd::engines::run(args, &global).await,
             Command::Telemetry(args) => cmd::telemetry::run(args, &global).await,
             Command::History(args) => cmd::history::run(args, &global).await,
             Command::Check(args) => cmd::check::run(args, &global).await,
@@ -154,6 +162,7 @@ fn main() -> ExitCode {
             Command::Ingest(args) => cmd::ingest::run(args, &global).await,
             // -- dispatch: add one arm per sub-command above this line --
             Command::Sim { command: SimCommand::TuneSuite(args) } => cmd::tune_suite::run(args, &global).await,
+            Command::Sim { command: SimCommand::Eval(args) } => cmd::sim_eval::run(args, &global).await,
             Command::Sim { .. } => Ok(ExitCode::SUCCESS),
         }
     });

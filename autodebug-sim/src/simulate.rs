@@ -29,6 +29,10 @@ pub struct SimWorkload {
     pub concurrency: usize,
     /// Open loop: Poisson arrivals at this many requests per second.
     pub arrival_rate: Option<f64>,
+    /// Open loop: draw the arrival times from this seed instead of the run's, so runs with
+    /// different seeds replay one arrival trace (as a benchmark tool replaying a recorded
+    /// trace does) and differ only in the engine's timing and the prompts.
+    pub arrival_seed: Option<u64>,
 }
 
 impl SimWorkload {
@@ -42,6 +46,7 @@ impl SimWorkload {
             repeat_prompt: false,
             concurrency: 1,
             arrival_rate: None,
+            arrival_seed: None,
         }
     }
 
@@ -62,6 +67,12 @@ impl SimWorkload {
 
     pub fn with_arrival_rate(mut self, requests_per_s: f64) -> Self {
         self.arrival_rate = Some(requests_per_s);
+        self
+    }
+
+    /// Replays the arrival trace of `seed` whatever the run's seed (see `arrival_seed`).
+    pub fn with_arrival_seed(mut self, seed: u64) -> Self {
+        self.arrival_seed = Some(seed);
         self
     }
 }
@@ -248,7 +259,7 @@ pub fn simulate(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimRes
     engine.set_logging(false);
     let total = workload.requests;
     let mut prompts = Prompts::new(workload, seed);
-    let mut arrivals_rng = SplitMix64::new(seed ^ 0x6172_7269_7665);
+    let mut arrivals_rng = SplitMix64::new(workload.arrival_seed.unwrap_or(seed) ^ 0x6172_7269_7665);
     let mut flights = vec![Flight::default(); total];
     // (time the engine sees it, request index), in time order.
     let mut pending: VecDeque<(u64, usize)> = VecDeque::new();

@@ -187,7 +187,18 @@ async fn sglang_metrics_use_the_real_names_and_counters_grow() {
     for _ in 0..3 {
         stream(&client, &format!("{base}/v1/chat/completions"), &body, None).await;
     }
-    let after = scrape(&client, &base).await;
+    // A request's counters are recorded as its stream ends, which the client can see a moment
+    // before the server's bookkeeping does under load: wait (bounded) until all three are in.
+    let streaming_requests = |text: &str| sum_of(&parse(text).0, "sglang:num_requests_total", Some(("is_streaming", "true")));
+    let expected = streaming_requests(&before) + 3.0;
+    let mut after = scrape(&client, &base).await;
+    for _ in 0..100 {
+        if streaming_requests(&after) >= expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        after = scrape(&client, &base).await;
+    }
     check_against_fixture(&after, include_str!("fixtures/generated_sglang_0.5.23_multiproc.prom"));
     let (samples, families) = parse(&after);
     check_histograms(&samples, &families);

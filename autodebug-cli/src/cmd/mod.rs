@@ -13,5 +13,7 @@ pub mod history;
 pub mod check;
 pub mod export;
 pub mod ingest;
+pub mod sim_eval;
 pub mod tune_suite;
+pub mod engines;
 // -- modules: add `pub mod <name>;` above this line --

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use autodebug_core::{Error, Result};
-use autodebug_sim::tune_suite::{PlannerChoice, SuiteOptions, SuiteReport, run_suite};
+use autodebug_sim::tune_suite::{ExternalRun, PlannerChoice, SuiteOptions, SuiteReport, run_suite};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -13,12 +13,30 @@ pub struct Args {
     #[arg(
         long,
         value_delimiter = ',',
-        default_value = "rules,grid,random,bayes,hybrid"
+        default_value = "oat,random,bayes,hybrid,rules"
     )]
     pub planners: Vec<String>,
-    /// Planner seeds per scenario; results are medians over them.
+    /// Run seeds per scenario (each seeds the planner and the measurement noise); results are
+    /// medians over them.
     #[arg(long, default_value_t = 10)]
     pub seeds: u64,
+    /// Also draw N scenarios from --seed (`gen-<seed>-<index>`), added to the hand-written six.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub generate: usize,
+    /// The seed the generated scenarios are drawn from.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Leave out the six hand-written scenarios.
+    #[arg(long)]
+    pub skip_builtin: bool,
+    /// Multiplier on the measured measurement noise (1 = as measured, 0 = noise off).
+    #[arg(long, default_value_t = 1.0)]
+    pub noise_scale: f64,
+    /// Score an outside optimizer's runs on the same truth: a JSON-lines file of
+    /// `{"planner", "scenario", "seed", "evals": [{"config": {...}, "failed": bool}]}`
+    /// (what `benches/optuna_tpe.py` writes). Repeatable.
+    #[arg(long, value_name = "FILE")]
+    pub external: Vec<PathBuf>,
     /// Evaluations per planner run, the baseline included.
     #[arg(long, default_value_t = 150)]
     pub budget: usize,
@@ -28,7 +46,8 @@ pub struct Args {
     /// Keep only the first N levels of every knob (a quick, smaller run).
     #[arg(long, value_name = "N")]
     pub max_levels: Option<usize>,
-    /// Write the results as JSON to FILE (`-` for stdout): one object per (scenario, planner).
+    /// Write the results as JSON to FILE (`-` for stdout): `{"rows": [one object per (scenario,
+    /// planner)], "scenarios": [...], "summary": {per planner medians, hybrid's ratios, targets}}`.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 }
@@ -41,7 +60,7 @@ fn table(report: &SuiteReport) -> String {
     let mut out = String::new();
     for s in &report.scenarios {
         out.push_str(&format!(
-            "\n{} — {}\n  {}; {} knobs, {} configurations ({} infeasible or failing, {} within 2% of the optimum: {:.2}%); optimum {} [{}]; baseline {}\n",
+            "\n{} — {}\n  {}; {} knobs, {} configurations ({} infeasible or failing, {} within 2% of the optimum: {:.2}%); optimum {} [{}]; baseline {}; noise sd {:.2}% of the objective\n",
             s.name,
             s.description,
             s.objective,
@@ -52,20 +71,77 @@ fn table(report: &SuiteReport) -> String {
             100.0 * s.within_2pct_share,
             autodebug_core::format_number(s.optimum),
             s.optimum_config,
-            fmt(s.baseline)
+            fmt(s.baseline),
+            100.0 * s.noise_sd
         ));
         out.push_str(&format!(
-            "  {:<8} {:>14} {:>14} {:>14} {:>8}\n",
-            "planner", "evals-to-2%", "best@10", "best@20", "failed"
+            "  {:<10} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8} {:>8}\n",
+            "planner", "evals-to-2%", "best@10", "best@20", "failed", "invalid", "snapped", "stopped"
         ));
         for r in report.rows.iter().filter(|r| r.scenario == s.name) {
             out.push_str(&format!(
-                "  {:<8} {:>14} {:>14} {:>14} {:>8}\n",
+                "  {:<10} {:>14} {:>14} {:>14} {:>8} {:>8} {:>8} {:>8}\n",
                 r.planner,
                 fmt(r.evals_to_within_2pct),
                 fmt(r.best_after_10),
                 fmt(r.best_after_20),
-                autodebug_core::format_number(r.failed_evals)
+                autodebug_core::format_number(r.failed_evals),
+                r.invalid_evals,
+                r.snapped_proposals,
+                r.stopped_early
+            ));
+        }
+    }
+    if let Some(first) = report.scenarios.first() {
+        out.push_str(&format!("\nnoise: {}\n", first.noise_source));
+    }
+    let overall = report.overall();
+    if !overall.is_empty() {
+        out.push_str(&format!(
+            "\nover {} scenarios (medians; a planner that did not get there counts as budget + 1)\n  {:<10} {:>12} {:>9} {:>8} {:>13}\n",
+            report.scenarios.len(),
+            "planner", "median-evals", "reached", "invalid", "median-failed"
+        ));
+        for o in &overall {
+            out.push_str(&format!(
+                "  {:<10} {:>12} {:>5}/{:<3} {:>8} {:>13}\n",
+                o.planner,
+                autodebug_core::format_number(o.median_evals),
+                o.scenarios_reached,
+                o.scenarios,
+                o.invalid_evals,
+                autodebug_core::format_number(o.median_failed_evals)
+            ));
+        }
+        for other in ["random", "optuna-tpe", "oat", "bayes"] {
+            if let Some(c) = report.hybrid_against(other) {
+                out.push_str(&format!(
+                    "  hybrid/{:<10} median ratio {:.2}, worst {:.2} ({}), hybrid needs more on {} of {} scenarios{}\n",
+                    other,
+                    c.median_ratio,
+                    c.worst_ratio,
+                    c.worst_scenario,
+                    c.hybrid_loses.len(),
+                    report.scenarios.len(),
+                    if c.hybrid_loses.is_empty() { String::new() } else { format!(": {}", c.hybrid_loses.join(", ")) }
+                ));
+            }
+        }
+    }
+    let summary = report.summary();
+    if !summary.planners.is_empty() {
+        out.push_str("\nissue 14 targets over all scenarios\n");
+        for t in &summary.targets {
+            out.push_str(&format!(
+                "  {:<36} {:>8} (bound {}) {}\n",
+                t.target,
+                t.measured.map_or("-".into(), |m| format!("{m:.2}")),
+                t.bound,
+                match (t.measured, t.met) {
+                    (None, _) => "not measured",
+                    (_, true) => "met",
+                    (_, false) => "MISSED",
+                }
             ));
         }
     }
@@ -124,19 +200,49 @@ pub async fn run(args: Args, global: &crate::Global) -> Result<ExitCode> {
             })
         })
         .collect::<Result<Vec<_>>>()?;
+    let mut external = Vec::new();
+    for path in &args.external {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let run: ExternalRun = serde_json::from_str(line).map_err(|e| {
+                Error::config(
+                    "--external",
+                    format!(
+                        "{}:{}: not a run ({e}); expected {{\"planner\", \"scenario\", \"seed\", \"evals\": [{{\"config\": {{...}}, \"failed\": false}}]}}",
+                        path.display(),
+                        n + 1
+                    ),
+                )
+            })?;
+            external.push(run);
+        }
+    }
     let options = SuiteOptions {
         planners,
         seeds: args.seeds,
         budget: args.budget,
         scenarios: args.scenarios,
         limit_space: args.max_levels,
+        generate: args.generate,
+        generate_seed: args.seed,
+        noise_scale: args.noise_scale,
+        skip_builtin: args.skip_builtin,
+        external,
     };
+    let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || run_suite(&options))
         .await
         .map_err(|e| Error::Plan(format!("the tuning suite stopped unexpectedly: {e}")))??;
+    let wall = started.elapsed().as_secs_f64();
     match &args.json {
         Some(path) => {
-            let text = serde_json::to_string_pretty(&report.rows)
+            let document = serde_json::json!({
+                "rows": &report.rows,
+                "scenarios": &report.scenarios,
+                "summary": report.summary(),
+                "wall_s": wall,
+            });
+            let text = serde_json::to_string_pretty(&document)
                 .map_err(|e| Error::Plan(format!("cannot encode the results: {e}")))?;
             if path.as_os_str() == "-" {
                 println!("{text}");
@@ -144,10 +250,14 @@ pub async fn run(args: Args, global: &crate::Global) -> Result<ExitCode> {
                 std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
                 if !global.quiet {
                     print!("{}", table(&report));
+                    println!("wall time {wall:.1} s");
                 }
             }
         }
-        None => print!("{}", table(&report)),
+        None => {
+            print!("{}", table(&report));
+            println!("wall time {wall:.1} s");
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

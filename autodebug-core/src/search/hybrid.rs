@@ -91,10 +91,26 @@ impl HybridPlanner {
             }
             None => input.space,
         };
-        let plan = self.rules.plan(PlanInput { space, ..*input }).await.ok()?;
+        let mut plan = self.rules.plan(PlanInput { space, ..*input }).await.ok()?;
         let fired = !plan.exhausted
             && !plan.changes.is_empty()
             && plan.changes.iter().all(|c| c.rule != rules_rule::EXPLORE);
+        // A rule names a value from the catalog; the search space has its own ladder. Move the
+        // proposal to the ladder's nearest levels (a categorical value not on it drops the
+        // proposal), so the rule phase searches the same space as the search phase.
+        if fired && let Some(tune) = &self.space {
+            let config = tune.encode(input.space, &plan.next.flags)?;
+            let snapped = tune.to_spec(input.space, &plan.next, &config).ok()?;
+            if snapped.flags != plan.next.flags {
+                plan.notes.push(format!("rule move snapped to the searched levels: {}", tune.describe(&config)));
+                for change in &mut plan.changes {
+                    if let Some(value) = snapped.flags.get(&change.knob) {
+                        change.to = value.map(str::to_string);
+                    }
+                }
+                plan.next = snapped;
+            }
+        }
         (fired && !input.history.tried(&plan.next) && input.space.validate(&plan.next).is_ok())
             .then_some(plan)
     }
