@@ -60,8 +60,17 @@ fn chat_plan() -> BenchPlan {
 }
 
 async fn analyze_and_plan(spec: &ServiceSpec, telemetry: TelemetrySnapshot, e2e_ms: f64) -> (Analysis, Plan) {
+    analyze_and_plan_under(spec, telemetry, e2e_ms, chat_plan()).await
+}
+
+async fn analyze_and_plan_under(
+    spec: &ServiceSpec,
+    telemetry: TelemetrySnapshot,
+    e2e_ms: f64,
+    bench_plan: BenchPlan,
+) -> (Analysis, Plan) {
     let history = &History::default();
-    let bench = vec![report(chat_plan(), 1.5, e2e_ms, 0.0)];
+    let bench = vec![report(bench_plan, 1.5, e2e_ms, 0.0)];
     let telemetry = vec![telemetry];
     let evidence = Evidence { spec, bench: &bench, logs: &[], telemetry: &telemetry, history };
     let analysis = RuleAnalyzer::new().analyze(&evidence).await.unwrap();
@@ -85,7 +94,11 @@ fn change<'a>(plan: &'a Plan, knob: &str) -> Option<&'a Change> {
 #[tokio::test]
 async fn the_published_first_iteration_yields_the_published_plan_with_citations() {
     let spec = sglang_defaults();
-    let (analysis, plan) = analyze_and_plan(&spec, published_baseline_telemetry(0.62, "fcfs", "False"), 390.0).await;
+    // Eight chats in flight: mixed chunking has decodes to overlap a new prefill with (one chat at
+    // a time it has none, and the rule stays quiet: see rules_negative.rs).
+    let concurrent = BenchPlan { load: Load::Concurrent { concurrency: 8 }, ..chat_plan() };
+    let (analysis, plan) =
+        analyze_and_plan_under(&spec, published_baseline_telemetry(0.62, "fcfs", "False"), 390.0, concurrent).await;
 
     for r in [rule::SCHEDULER_OVERHEAD, rule::MIXED_CHUNK_OFF, rule::PREFIX_CACHE_MISSES] {
         assert!(analysis.has_finding(r), "missing finding {r}: {:?}", analysis.findings);
@@ -117,8 +130,9 @@ async fn once_the_published_flags_are_in_the_planner_goes_beyond_them() {
     // With 30 of 31 prompt tokens cached, decode is nearly all of each request (1.5 ms x 149 of 230 ms).
     let (_, plan) = analyze_and_plan(&spec, published_baseline_telemetry(0.45, "lpm", "True"), 230.0).await;
     assert_eq!(change(&plan, "--num-continuous-decode-steps").unwrap().to.as_deref(), Some("16"));
-    assert_eq!(change(&plan, "--speculative-algorithm").unwrap().to.as_deref(), Some("NGRAM"));
-    assert_eq!(change(&plan, "--speculative-num-draft-tokens").unwrap().to.as_deref(), Some("3"));
+    // Decode-bound, but nothing measured says the outputs are predictable (no acceptance rate while
+    // speculation is off): speculation is not switched on blind.
+    assert!(change(&plan, "--speculative-algorithm").is_none(), "{:?}", plan.changes);
     assert!(change(&plan, "--enable-mixed-chunk").is_none(), "already on: {:?}", plan.changes);
 }
 

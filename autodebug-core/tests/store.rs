@@ -65,6 +65,7 @@ fn summary(e2e_ms: f64, failed: u64) -> BenchSummary {
         prompt_tokens: 51_200,
         output_tokens: 12_800,
         cached_token_ratio: Some(0.25),
+        output_ngram_predictability: Some(0.125),
         errors: BTreeMap::new(),
     };
     if failed > 0 {
@@ -158,6 +159,7 @@ fn records(count: usize) -> Vec<RequestRecord> {
                 chunk_tokens: if failed { vec![] } else { vec![1, 1, 1] },
                 error: failed.then_some(ErrorClass::TimeoutFirstToken),
                 error_message: failed.then(|| format!("no first token after 120 s (request {index})")),
+                ngram_predicted: (!failed).then_some((3, 8)),
             }
         })
         .collect()

@@ -56,6 +56,9 @@ fn bench_signal(name: &str, value: f64, unit: &str) -> Signal {
     Signal::number("bench", SignalKind::Bench, name, value, unit)
 }
 
+/// Fewer draft tokens than this leave the acceptance rate unmeasured.
+const MIN_DRAFT_TOKENS: f64 = 100.0;
+
 /// Signals computed from the benchmark so rules can read them like telemetry.
 fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
     let mut out = Vec::new();
@@ -76,6 +79,61 @@ fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
                     .with_canonical(derived::DECODE_SHARE),
             );
         }
+    }
+    if let Some(primary) = ev.bench.first()
+        && let Some(share) = primary.summary.output_ngram_predictability
+    {
+        out.push(
+            bench_signal(&format!("{}.output_ngram_predictability", primary.plan.name), share, "share")
+                .with_detail(format!(
+                    "{:.0}% of output chunks followed the same three chunks earlier in their answer",
+                    share * 100.0
+                ))
+                .with_canonical(derived::OUTPUT_NGRAM_PREDICTABILITY),
+        );
+    }
+    // One per plan: the configuration serves every workload of the session, and a rule reads the
+    // largest (a sequential chat next to a concurrent mix still has prefills meeting decodes).
+    for primary in ev.bench {
+        let s = &primary.summary;
+        // Requests the client kept in flight: the cap of a closed loop, or by Little's law the
+        // arrival rate times the mean request time of an open loop.
+        let in_flight = match &primary.plan.load {
+            crate::Load::Sequential => Some(1.0),
+            crate::Load::Concurrent { concurrency } => Some(*concurrency as f64),
+            crate::Load::Rate { requests_per_s, .. } => {
+                (s.e2e_ms.count > 0).then(|| requests_per_s * s.e2e_ms.mean / 1000.0)
+            }
+        };
+        if let Some(n) = in_flight {
+            out.push(
+                bench_signal(&format!("{}.in_flight", primary.plan.name), n, "requests")
+                    .with_canonical(derived::CLIENT_IN_FLIGHT),
+            );
+        }
+    }
+    // Accepted over proposed draft tokens, from the counters vLLM (`vllm:`) and llama.cpp
+    // (`llamacpp:`) export while speculation runs; too few drafts say nothing about the rate.
+    // One value per series (the largest, should a scrape repeat it), summed over label sets.
+    let counter = |suffix: &str| {
+        let mut series: std::collections::BTreeMap<String, f64> = std::collections::BTreeMap::new();
+        for s in ev.signals().filter(|s| s.name.ends_with(suffix)) {
+            if let Some(v) = s.as_f64() {
+                let slot = series.entry(format!("{}{:?}", s.name, s.labels)).or_insert(v);
+                *slot = slot.max(v);
+            }
+        }
+        (!series.is_empty()).then(|| series.values().sum::<f64>())
+    };
+    if let (Some(accepted), Some(drafted)) =
+        (counter("spec_decode_num_accepted_tokens_total"), counter("spec_decode_num_draft_tokens_total"))
+        && drafted >= MIN_DRAFT_TOKENS
+    {
+        out.push(
+            Signal::number("telemetry", SignalKind::Metric, "derived.spec_acceptance_rate", accepted / drafted, "ratio")
+                .with_detail(format!("{accepted:.0} of {drafted:.0} draft tokens accepted"))
+                .with_canonical(derived::SPEC_ACCEPTANCE_RATE),
+        );
     }
     let reusing: Vec<_> =
         ev.bench.iter().filter(|r| r.plan.workload.repeat_prompt || r.plan.workload.shared_prefix_tokens > 0).collect();

@@ -218,7 +218,7 @@ pub struct Step {
     pub max: Option<f64>,
 }
 
-/// One knob change; exactly one of `set`, `raise`, `lower`, `multiply`.
+/// One knob change; exactly one of `set`, `unset`, `raise`, `lower`, `multiply`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Action {
@@ -226,6 +226,10 @@ pub struct Action {
     /// A fixed value; `true`/`false` for switches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set: Option<serde_yaml::Value>,
+    /// Remove the flag: the engine's own default (e.g. speculation off). Not for switches, which
+    /// `set: false` turns off.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unset: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raise: Option<Step>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -355,10 +359,10 @@ impl KnowledgeBase {
             };
             for action in &rule.then {
                 let ops =
-                    [action.set.is_some(), action.raise.is_some(), action.lower.is_some(), action.multiply.is_some()];
+                    [action.set.is_some(), action.unset, action.raise.is_some(), action.lower.is_some(), action.multiply.is_some()];
                 if ops.iter().filter(|b| **b).count() != 1 {
                     return Err(at(format!(
-                        "action on `{}` must set exactly one of set, raise, lower, multiply",
+                        "action on `{}` must set exactly one of set, unset, raise, lower, multiply",
                         action.knob
                     )));
                 }
@@ -381,6 +385,14 @@ impl KnowledgeBase {
                         action.knob,
                         names.join(", ")
                     )));
+                }
+                let switch = engines.iter().any(|e| {
+                    SearchSpace::for_engine(*e)
+                        .knob(&action.knob)
+                        .is_some_and(|k| matches!(k.domain, crate::Domain::Switch))
+                });
+                if action.unset && switch {
+                    return Err(at(format!("`{}` is a switch: turn it off with `set: false`, not `unset`", action.knob)));
                 }
                 if let Some(v) = &action.set
                     && scalar_text(v).is_none()
