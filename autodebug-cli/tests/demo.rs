@@ -38,8 +38,10 @@ fn demo_writes_the_trail_and_its_champion_beats_the_baseline_citing_telemetry() 
         assert_eq!(report[key]["metric"], "chat.e2e.mean", "{key}: {}", report[key]);
         assert!(report[key]["value"].as_f64().unwrap() > 0.0);
     }
+    // The published run's second iteration cut TBOT 6% (1.51 -> 1.42 ms): a gain of that order, no
+    // more is claimed (speculation is no longer proposed without predictable output).
     let improvement = report["improvement_pct"].as_f64().unwrap();
-    assert!(improvement >= 10.0, "champion improves only {improvement:.1}% on the baseline");
+    assert!(improvement >= 3.0, "champion improves only {improvement:.1}% on the baseline");
 
     // Every planned change cites at least one signal from that iteration's telemetry (not only
     // the client's own figures), and that signal is in the iteration's Analysis section.

@@ -40,7 +40,8 @@ fn the_loop_tunes_a_real_llama_server_and_the_trail_shows_what_changed_and_why()
         .replace("~/.cache/autodebug/llama-server", &server.to_string_lossy())
         .replace("~/.cache/autodebug/models/SmolLM2-135M-Instruct.Q4_1.gguf", &model.to_string_lossy())
         .replace("sessions/llamacpp", &dir.path().join("sessions").to_string_lossy())
-        .replace("requests: 12", "requests: 8");
+        .replace("requests: 12", "requests: 8")
+        .replace("confirm_trials: 3", "confirm_trials: 0");
     let path = dir.path().join("llamacpp.yaml");
     std::fs::write(&path, config).unwrap();
 
