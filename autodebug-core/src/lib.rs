@@ -62,5 +62,6 @@ pub mod rules;
 pub mod llm;
 pub mod pricing;
 pub mod search;
+pub mod startup_args;
 pub mod report;
 pub mod ingest;

@@ -177,51 +177,6 @@ fn setting_keys(flag: &str) -> Vec<String> {
     keys
 }
 
-/// `key=value` / `'key': value` pairs of a startup line that dumps the engine's arguments
-/// (SGLang `server_args=ServerArgs(...)`, vLLM `non-default args: {...}`).
-fn parse_startup_args(text: &str) -> Vec<(String, String)> {
-    let body = if let Some(i) = text.find("ServerArgs(") {
-        &text[i + "ServerArgs(".len()..]
-    } else if let Some(i) = text.find("non-default args:") {
-        text[i + "non-default args:".len()..].trim().trim_start_matches('{')
-    } else {
-        return Vec::new();
-    };
-    let mut parts = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0usize);
-    for (i, ch) in body.char_indices() {
-        match (quote, ch) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(ch),
-            (None, '(' | '[' | '{') => depth += 1,
-            (None, ')' | ']' | '}') if depth == 0 => {
-                parts.push(&body[start..i]);
-                start = body.len();
-                break;
-            }
-            (None, ')' | ']' | '}') => depth -= 1,
-            (None, ',') if depth == 0 => {
-                parts.push(&body[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    if start < body.len() {
-        parts.push(&body[start..]);
-    }
-    parts
-        .into_iter()
-        .filter_map(|p| {
-            let (k, v) = p.split_once('=').filter(|(k, _)| !k.contains(':')).or_else(|| p.split_once(':'))?;
-            let k = k.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
-            let v = v.trim().trim_matches(|c| c == '\'' || c == '"').to_string();
-            (!k.is_empty() && !k.contains(' ')).then_some((k, v))
-        })
-        .collect()
-}
-
 /// What the engine reports for a setting, and the signal that says so.
 fn reported_setting(ev: &Evidence<'_>, signals: &[&Signal], flag: &str) -> Option<(String, Signal)> {
     let keys = setting_keys(flag);
@@ -238,7 +193,7 @@ fn reported_setting(ev: &Evidence<'_>, signals: &[&Signal], flag: &str) -> Optio
         }
     }
     for line in ev.logs.iter().filter(|l| l.text.contains("ServerArgs(") || l.text.contains("non-default args:")) {
-        let args = parse_startup_args(&line.text);
+        let args = crate::startup_args::from_line(&line.text);
         for key in &keys {
             if let Some((_, v)) = args.iter().find(|(k, _)| k == key) {
                 let signal =
@@ -421,14 +376,14 @@ mod tests {
     #[test]
     fn startup_argument_dumps_of_both_engines_parse() {
         let sglang = "server_args=ServerArgs(model_path='Qwen/Qwen1.5-0.5B-Chat', schedule_policy='fcfs', enable_mixed_chunk=False, json_model_override_args='{}')";
-        let args = parse_startup_args(sglang);
+        let args = crate::startup_args::from_line(sglang);
         assert!(args.contains(&("schedule_policy".into(), "fcfs".into())), "{args:?}");
         assert!(args.contains(&("enable_mixed_chunk".into(), "False".into())), "{args:?}");
         let vllm = "INFO 03-24 non-default args: {'model': 'Qwen/Qwen1.5-0.5B-Chat', 'max_num_seqs': 64, 'gpu_memory_utilization': 0.85}";
-        let args = parse_startup_args(vllm);
+        let args = crate::startup_args::from_line(vllm);
         assert!(args.contains(&("max_num_seqs".into(), "64".into())), "{args:?}");
         assert!(args.contains(&("gpu_memory_utilization".into(), "0.85".into())), "{args:?}");
-        assert!(parse_startup_args("Decode batch. #running-req: 1").is_empty());
+        assert!(crate::startup_args::from_line("Decode batch. #running-req: 1").is_empty());
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(crate) fn read(text: &str, in_window: bool, collector: &mut Collector) {
 
 fn read_startup(text: &str, collector: &mut Collector) {
     if text.contains("non-default args:") {
-        for (key, value) in python_pairs(after(text, "non-default args:")) {
+        for (key, value) in autodebug_core::startup_args::pairs(after(text, "non-default args:")) {
             collector.startup_attribute(&format!("vllm.startup.{key}"), &value, text);
         }
         return;
@@ -50,7 +50,7 @@ fn read_startup(text: &str, collector: &mut Collector) {
         if let Some(version) = text.split("LLM engine (v").nth(1).and_then(|r| r.split(')').next()) {
             collector.startup_attribute("vllm.startup.version", version, text);
         }
-        for (key, value) in python_pairs(after(text, "with config:")) {
+        for (key, value) in autodebug_core::startup_args::pairs(after(text, "with config:")) {
             if ENGINE_CONFIG_KEYS.contains(&key.as_str()) {
                 let value = value.strip_prefix("torch.").unwrap_or(&value);
                 collector.startup_attribute(&format!("vllm.startup.{key}"), value, text);
@@ -137,42 +137,6 @@ fn version_in(text: &str) -> Option<&str> {
     word.starts_with(|c: char| c.is_ascii_digit()).then_some(word)
 }
 
-/// Top-level `key: value` (a Python dict's repr) or `key=value` (a config's repr) pairs, values
-/// unquoted; nested brackets and quoted commas stay inside their value.
-fn python_pairs(body: &str) -> Vec<(String, String)> {
-    let body = body.trim();
-    let body = body.strip_prefix('{').map_or(body, |b| b.strip_suffix('}').unwrap_or(b));
-    let mut parts = Vec::new();
-    let (mut depth, mut quote, mut start) = (0i32, None::<char>, 0usize);
-    for (i, ch) in body.char_indices() {
-        match (quote, ch) {
-            (Some(q), c) if c == q => quote = None,
-            (Some(_), _) => {}
-            (None, '\'' | '"') => quote = Some(ch),
-            (None, '(' | '[' | '{' | '<') => depth += 1,
-            (None, ')' | ']' | '}' | '>') => depth -= 1,
-            (None, ',') if depth == 0 => {
-                parts.push(&body[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&body[start..]);
-    parts
-        .into_iter()
-        .filter_map(|part| {
-            let part = part.trim();
-            // `'key': value` in a dict; `key=value` in a config.
-            let (key, value) =
-                if part.starts_with(['\'', '"']) { part.split_once(':')? } else { part.split_once('=')? };
-            let key = key.trim().trim_matches(['\'', '"']);
-            let value = value.trim().trim_matches(['\'', '"']);
-            let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-            plain.then(|| (key.to_string(), value.to_string()))
-        })
-        .collect()
-}
 
 fn read_stats(text: &str, collector: &mut Collector) {
     // (key, signal name, unit, how lines combine, canonical, scale to the unit)
@@ -217,19 +181,3 @@ fn read_stats(text: &str, collector: &mut Collector) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn python_reprs_split_at_top_level_commas() {
-        let pairs = python_pairs(" {'model_tag': '/m', 'port': 8011, 'max_model_len': 1024, 'x': [1, 2]}");
-        assert_eq!(pairs[0], ("model_tag".to_string(), "/m".to_string()));
-        assert_eq!(pairs[2], ("max_model_len".to_string(), "1024".to_string()));
-        assert_eq!(pairs[3], ("x".to_string(), "[1, 2]".to_string()));
-        let config = python_pairs(" model='/m', dtype=torch.bfloat16, c=Cfg(a=1, b='x,y'), d={'k': <E.V: 2>}, seed=0");
-        let keys: Vec<&str> = config.iter().map(|(k, _)| k.as_str()).collect();
-        assert_eq!(keys, ["model", "dtype", "c", "d", "seed"]);
-        assert_eq!(config[1].1, "torch.bfloat16");
-    }
-}
