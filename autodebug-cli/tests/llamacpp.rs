@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use autodebug_core::store::Store;
 use autodebug_core::{IterationStatus, SignalKind};
 
@@ -14,10 +16,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 
 /// Where `scripts/llama-server.sh` caches (llama-server, model); the test fails when either is missing.
 fn llama_server() -> (PathBuf, PathBuf) {
-    let cache = match std::env::var_os("AUTODEBUG_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/autodebug"),
-    };
+    let cache = support::engine_cache();
     let server = cache.join("llama-server");
     let model = cache.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     for path in [&server, &model] {

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod support;
+
 use autodebug_core::store::Store;
 use autodebug_core::{IterationStatus, SignalKind};
 
@@ -15,10 +17,7 @@ const NEEDS: &str = "needs vLLM CPU: bash scripts/vllm-cpu.sh, then cargo test -
 
 /// Where `scripts/vllm-cpu.sh` caches (the `vllm` launcher, the tiny model, the compile cache).
 fn vllm_cpu() -> (PathBuf, PathBuf, PathBuf) {
-    let cache = match std::env::var_os("AUTODEBUG_CACHE") {
-        Some(dir) => PathBuf::from(dir),
-        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/autodebug"),
-    };
+    let cache = support::engine_cache();
     let vllm = cache.join("vllm-venv/bin/vllm");
     let model = cache.join("models/tiny-llama");
     for path in [&vllm, &model.join("config.json")] {

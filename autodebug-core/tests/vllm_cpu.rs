@@ -312,19 +312,23 @@ impl Deployer for SeqsDeployer {
     }
 }
 
+/// A session of 2 searched iterations and 3 confirmation trials, whose planner sets `--max-num-seqs`.
+fn confirming_session(dir: &std::path::Path, seqs: &'static str) -> Session {
+    let mut config = config(dir, 2);
+    config.confirm_trials = 3;
+    Session::builder()
+        .deployer(SeqsDeployer)
+        .benchmarker(SeqsBench { runs: Mutex::new(0) })
+        .planner(Stubborn { flags: vec![("--max-num-seqs", seqs)] })
+        .build(config)
+        .unwrap()
+}
+
 #[tokio::test]
 async fn the_champion_is_confirmed_against_the_baseline_on_interleaved_re_runs() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), 2);
-    config.confirm_trials = 3;
-    let session = Session::builder()
-        .deployer(SeqsDeployer)
-        .benchmarker(SeqsBench { runs: Mutex::new(0) })
-        .planner(Stubborn { flags: vec![("--max-num-seqs", "256")] })
-        .build(config)
-        .unwrap();
-    let outcome = session.run(baseline()).await.unwrap();
+    let outcome = confirming_session(dir.path(), "256").run(baseline()).await.unwrap();
 
     // 2 searched iterations, then baseline/champion alternating three times.
     let runs: Vec<Option<&str>> =
@@ -349,16 +353,8 @@ async fn the_champion_is_confirmed_against_the_baseline_on_interleaved_re_runs()
 async fn no_trials_are_spent_when_nothing_beat_the_baseline_outside_the_noise() {
     let _serial = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
-    let mut config = config(dir.path(), 2);
-    config.confirm_trials = 3;
     // `--max-num-seqs 129` is one token per second better: inside the 2% noise margin.
-    let session = Session::builder()
-        .deployer(SeqsDeployer)
-        .benchmarker(SeqsBench { runs: Mutex::new(0) })
-        .planner(Stubborn { flags: vec![("--max-num-seqs", "129")] })
-        .build(config)
-        .unwrap();
-    let outcome = session.run(baseline()).await.unwrap();
+    let outcome = confirming_session(dir.path(), "129").run(baseline()).await.unwrap();
     assert_eq!(outcome.champion().unwrap().number, 1, "the baseline stays champion");
     assert!(outcome.confirmation.is_none());
     assert_eq!(outcome.history.iterations.len(), 2, "no confirmation trials were run");

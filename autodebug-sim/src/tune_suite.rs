@@ -981,6 +981,7 @@ fn telemetry(m: &Measured, metrics: &BTreeMap<String, f64>) -> TelemetrySnapshot
 
 /// What one planner run measured, per evaluation: the TRUE value of the configuration
 /// evaluated when it is truly feasible.
+#[derive(Default)]
 pub(crate) struct Trace {
     pub(crate) values: Vec<Option<f64>>,
     /// Evaluations that failed to start or broke a constraint, as measured.
@@ -1071,13 +1072,7 @@ async fn run_planner(
     let analyzer = RuleAnalyzer::new();
     let mut history = History::default();
     let mut current = scenario.base.clone();
-    let mut trace = Trace {
-        values: Vec::new(),
-        failed: 0,
-        invalid: 0,
-        snapped: 0,
-        stopped_early: false,
-    };
+    let mut trace = Trace::default();
     for number in 1..=budget {
         let (m, seen) = bench.measure(&current, run_seed, number as u64);
         let ok = m.failure.is_none();
@@ -1345,13 +1340,7 @@ fn row_from(
 /// Scores an outside optimizer's run against the scenario's truth.
 fn external_trace(bench: &Bench, run: &ExternalRun, budget: usize) -> Trace {
     let catalog = SearchSpace::for_engine(EngineKind::Sglang);
-    let mut trace = Trace {
-        values: Vec::new(),
-        failed: 0,
-        invalid: 0,
-        snapped: 0,
-        stopped_early: false,
-    };
+    let mut trace = Trace::default();
     for e in run.evals.iter().take(budget) {
         if e.failed {
             trace.failed += 1;

@@ -1,4 +1,8 @@
-//! What several CLI test files share: one store filled by a real `autodebug demo` run.
+//! What several CLI test files share: one store filled by a real `autodebug demo` run, and where
+//! the setup scripts cache the real engines.
+
+// Each test binary uses only part of this module.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -19,4 +23,13 @@ pub fn demo_db() -> &'static Path {
         (dir, db)
     });
     db
+}
+
+/// Where `scripts/llama-server.sh` and `scripts/vllm-cpu.sh` cache engines and models
+/// (`$AUTODEBUG_CACHE`, else `~/.cache/autodebug`).
+pub fn engine_cache() -> PathBuf {
+    match std::env::var_os("AUTODEBUG_CACHE") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/autodebug"),
+    }
 }
