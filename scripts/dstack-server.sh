@@ -78,7 +78,8 @@ free_port() {
 start() {
   command -v curl >/dev/null || die "curl not found; it is used to check the server answers"
   mkdir -p "$STATE"
-  # One starter at a time (parallel test binaries share the server).
+  # One starter at a time (parallel test binaries share the server). The server closes this
+  # descriptor, or it would hold the lock for its whole life and block every later start.
   exec 9>"$STATE/lock"
   flock -w "$((WAIT_S + 60))" 9 || die "timed out waiting for another dstack-server.sh holding $STATE/lock"
   if running; then
@@ -107,7 +108,7 @@ start() {
       DSTACK_SERVER_ADMIN_TOKEN="$token" DSTACK_SERVER_LOG_LEVEL=WARNING \
       DSTACK_SERVER_LOG_FORMAT=standard \
       setsid nohup "$VENV/bin/dstack" server --host 127.0.0.1 --port "$port" --yes \
-      >"$STATE/server.log" 2>&1 </dev/null &
+      >"$STATE/server.log" 2>&1 </dev/null 9>&- &
     echo $! >"$STATE/pid"
   )
   echo "$url" >"$STATE/url"
