@@ -17,9 +17,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use autodebug_bench::self_check::{
-    self, ReplayEnd, SelfCheckOptions, SelfCheckReport, SimulatorHost, TtftLegs, replay_sse,
+    self, ReplayEnd, SERVED_MODEL, SelfCheckOptions, SelfCheckReport, SimulatorHost, TtftLegs, replay_sse,
 };
-use autodebug_sim::server::{ServeOptions, serve};
+use autodebug_benches::{median, per_event_reads};
+use autodebug_sim::server::{ServeOptions, serve, serve_reference};
 use autodebug_sim::{EngineKind, SimConfig};
 
 const LLAMACPP_STREAM: &[u8] = include_bytes!("fixtures/llamacpp_smollm2_chat_stream.sse");
@@ -68,34 +69,6 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// Splits an SSE body after each event's blank line: one read per event.
-fn per_event_reads(body: &[u8]) -> Vec<&[u8]> {
-    let mut reads = Vec::new();
-    let mut start = 0;
-    for i in 1..body.len() {
-        if body[i] == b'\n' && body[i - 1] == b'\n' {
-            reads.push(&body[start..=i]);
-            start = i + 1;
-        }
-    }
-    if start < body.len() {
-        reads.push(&body[start..]);
-    }
-    reads
-}
-
-fn median(values: &mut [f64]) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n == 0 {
-        0.0
-    } else if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
-    }
-}
-
 /// SSE events per second replaying `reads` repeatedly for about `budget`; median of `runs`.
 fn parse_rate(reads: &[&[u8]], runs: usize, budget: Duration) -> Result<(f64, u64), String> {
     let check = replay_sse(reads.iter().copied());
@@ -113,7 +86,7 @@ fn parse_rate(reads: &[&[u8]], runs: usize, budget: Duration) -> Result<(f64, u6
         }
         rates.push(events as f64 / started.elapsed().as_secs_f64());
     }
-    Ok((median(&mut rates), check.events))
+    Ok((median(&mut rates).unwrap_or(0.0), check.events))
 }
 
 /// One real response of the in-process simulator (fast mode), as the raw bytes it sent.
@@ -163,10 +136,13 @@ fn run_parse_benchmarks(sim_stream: &[u8], runs: usize, budget: Duration) -> Res
 fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
     let pick = |reports: &[SelfCheckReport], f: fn(&SelfCheckReport) -> f64| {
         let mut values: Vec<f64> = reports.iter().map(f).collect();
-        median(&mut values)
+        median(&mut values).unwrap_or(0.0)
     };
     let mut base = reports.first()?.clone();
     base.cpu_us_per_chunk = pick(&reports, |r| r.cpu_us_per_chunk);
+    base.floor_cpu_us_per_chunk = pick(&reports, |r| r.floor_cpu_us_per_chunk);
+    // The median of the per-run ratios: each run's client and floor shared that run's machine.
+    base.cpu_ratio_to_floor = pick(&reports, |r| r.cpu_ratio_to_floor);
     base.chunks_per_sec = pick(&reports, |r| r.chunks_per_sec);
     base.chunks_per_sec_wall = pick(&reports, |r| r.chunks_per_sec_wall);
     base.streams_held = pick(&reports, |r| r.streams_held as f64) as usize;
@@ -177,6 +153,7 @@ fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
     base.ttft_legs_c8 = median_legs(&reports, |r| &r.ttft_legs_c8);
     base.ttft_legs_c1000 = median_legs(&reports, |r| &r.ttft_legs_c1000);
     base.chunks_measured = reports.iter().map(|r| r.chunks_measured).sum();
+    base.floor_chunks_measured = reports.iter().map(|r| r.floor_chunks_measured).sum();
     base.mode = format!("{} (median of {} runs)", base.mode, reports.len());
     for report in reports.drain(1..) {
         for (class, count) in report.errors {
@@ -190,7 +167,7 @@ fn median_report(mut reports: Vec<SelfCheckReport>) -> Option<SelfCheckReport> {
 fn median_legs(reports: &[SelfCheckReport], legs: fn(&SelfCheckReport) -> &TtftLegs) -> TtftLegs {
     let pick = |figure: fn(&TtftLegs) -> f64| {
         let mut values: Vec<f64> = reports.iter().map(|r| figure(legs(r))).collect();
-        median(&mut values)
+        median(&mut values).unwrap_or(0.0)
     };
     TtftLegs {
         request_mean_ms: pick(|l| l.request_mean_ms),
@@ -232,8 +209,12 @@ async fn main() -> ExitCode {
         for run in 0..args.runs {
             let options = if args.quick { SelfCheckOptions::quick() } else { SelfCheckOptions::default() };
             let simulator = match &args.simulator {
-                Some(program) => SimulatorHost::Child { program: program.clone(), args: vec!["sim".into(), "serve".into()] },
-                None => SimulatorHost::InProcess,
+                Some(program) => {
+                    SimulatorHost::Child { program: program.clone(), args: vec!["sim".into(), "serve".into()] }
+                }
+                None => SimulatorHost::in_process(|listener, fast| async move {
+                    serve_reference(listener, fast, SERVED_MODEL.into()).await.map_err(|e| e.to_string())
+                }),
             };
             let options = SelfCheckOptions { simulator, ..options };
             match self_check::run(options).await {

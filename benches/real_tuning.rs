@@ -14,6 +14,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
+use autodebug_benches::median;
+
 use serde_json::{Value, json};
 
 struct Options {
@@ -132,19 +134,15 @@ fn run_one(o: &Options, template: &str, planner: &str, rep: u32) -> Result<Run, 
     let wall_s = started.elapsed().as_secs_f64();
     std::fs::write(dir.join("stderr.txt"), &output.stderr).ok();
     if !output.status.success() {
-        return Err(format!("{planner} rep {rep}: autodebug exited {}: {}", output.status, String::from_utf8_lossy(&output.stderr)));
+        return Err(format!(
+            "{planner} rep {rep}: autodebug exited {}: {}",
+            output.status,
+            String::from_utf8_lossy(&output.stderr)
+        ));
     }
-    let report: Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("{planner} rep {rep}: not JSON: {e}"))?;
+    let report: Value =
+        serde_json::from_slice(&output.stdout).map_err(|e| format!("{planner} rep {rep}: not JSON: {e}"))?;
     Ok(Run { planner: planner.to_string(), rep, report, wall_s })
-}
-
-fn median(mut v: Vec<f64>) -> Option<f64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
 }
 
 fn main() {
@@ -166,14 +164,10 @@ fn main() {
         }
     }
     let better = |a: f64, b: f64| if maximize { a > b } else { a < b };
-    let best = runs
-        .iter()
-        .flat_map(|r| r.searched(o.deploys))
-        .flatten()
-        .fold(None::<f64>, |acc, v| match acc {
-            Some(a) if !better(v, a) => Some(a),
-            _ => Some(v),
-        });
+    let best = runs.iter().flat_map(|r| r.searched(o.deploys)).flatten().fold(None::<f64>, |acc, v| match acc {
+        Some(a) if !better(v, a) => Some(a),
+        _ => Some(v),
+    });
     let within = |v: f64, best: f64| if maximize { v >= best * 0.98 } else { v <= best * 1.02 };
     let mut rows = Vec::new();
     for planner in &o.planners {
@@ -200,17 +194,20 @@ fn main() {
         rows.push(json!({
             "planner": planner,
             "runs": mine.len(),
-            "median_improvement_pct": median(improvements.clone()),
+            "median_improvement_pct": median(&mut improvements.clone()),
             "improvements_pct": improvements,
             "confirmed_runs": confirmed,
-            "median_deploys_to_within_2pct": median(to_within.clone()),
+            "median_deploys_to_within_2pct": median(&mut to_within.clone()),
             "deploys_to_within_2pct": to_within,
             "failed_deploys": failed,
-            "median_wall_s": median(wall),
+            "median_wall_s": median(&mut wall),
         }));
     }
     println!("best objective any run measured: {}", best.map_or("none".to_string(), |b| format!("{b:.2}")));
-    println!("{:<8} {:>4}  {:>22}  {:>10}  {:>26}  {:>7}  {:>10}", "planner", "runs", "improvement (median)", "confirmed", "deploys to within 2%", "failed", "wall (s)");
+    println!(
+        "{:<8} {:>4}  {:>22}  {:>10}  {:>26}  {:>7}  {:>10}",
+        "planner", "runs", "improvement (median)", "confirmed", "deploys to within 2%", "failed", "wall (s)"
+    );
     for row in &rows {
         println!(
             "{:<8} {:>4}  {:>22}  {:>10}  {:>26}  {:>7}  {:>10}",

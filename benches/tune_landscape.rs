@@ -33,24 +33,12 @@ fn main() {
         for (d, dim) in s.space.dims.iter().enumerate() {
             let mut line = format!("  {:<32}", dim.flag);
             for (l, level) in dim.levels.iter().enumerate() {
-                let at: Vec<f64> = map
-                    .points
-                    .iter()
-                    .filter(|(c, _)| c[d] == l)
-                    .filter_map(|(_, v)| *v)
-                    .collect();
-                let best_here = at
-                    .iter()
-                    .copied()
-                    .reduce(|a, b| if s.objective.better_value(b, a) { b } else { a });
+                let at: Vec<f64> = map.points.iter().filter(|(c, _)| c[d] == l).filter_map(|(_, v)| *v).collect();
+                let best_here = at.iter().copied().reduce(|a, b| if s.objective.better_value(b, a) { b } else { a });
                 // The optimum with only this knob changed.
                 let mut one = best.clone();
                 one[d] = l;
-                let one_off = map
-                    .points
-                    .iter()
-                    .find(|(c, _)| *c == one)
-                    .and_then(|(_, v)| *v);
+                let one_off = map.points.iter().find(|(c, _)| *c == one).and_then(|(_, v)| *v);
                 line.push_str(&format!(
                     " {}:best{}/1off{}",
                     level.as_deref().unwrap_or("dflt"),

@@ -4,22 +4,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use autodebug_core::rng::SplitMix64;
 use autodebug_core::{
-    Arrival, BenchContext, BenchPlan, BenchReport, Benchmarker, Endpoint, Load, RequestRecord,
-    Secret, TimeWindow, async_trait,
+    Arrival, BenchContext, BenchPlan, BenchReport, Benchmarker, Endpoint, Load, RequestRecord, Secret, TimeWindow,
+    async_trait,
 };
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::error::BenchError;
 use crate::prompt::Message;
-use crate::request::{Outcome, Prepared, RequestContext, Transport, WallClock, execute};
-use crate::rng::SplitMix64;
+use crate::request::{CLIENT, HttpClient, Outcome, Prepared, RequestContext, Transport, WallClock, execute};
 use crate::summary::summarize;
 use crate::workloads::{Conversation, RequestSource};
-
-/// The `client` string written into every report's context.
-pub const CLIENT: &str = concat!("autodebug-bench/", env!("CARGO_PKG_VERSION"));
 
 /// Environment variables [`SseBenchmarker::from_env`] reads a bearer token from, first set wins.
 pub const TOKEN_ENV_VARS: [&str; 2] = ["AUTODEBUG_BENCH_TOKEN", "OPENAI_API_KEY"];
@@ -30,18 +27,6 @@ pub const DEFAULT_MAX_IN_FLIGHT: usize = 1000;
 
 /// The random stream arrival gaps are drawn from (prompts use the request index).
 const ARRIVAL_STREAM: u64 = u64::MAX - 1;
-
-/// Which HTTP client carries a run's requests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum HttpClient {
-    /// The crate's own HTTP/1.1 client for `http://` endpoints (each stream's task reads its
-    /// socket; reads are timed by the kernel's receive stamps), unless a proxy variable applies
-    /// to a non-loopback host; reqwest for everything else.
-    #[default]
-    Auto,
-    /// reqwest for every endpoint (TLS, proxies; reads timed when they return).
-    Reqwest,
-}
 
 /// Streams OpenAI-compatible completions and measures them; implements [`Benchmarker`].
 ///
@@ -87,12 +72,16 @@ impl SseBenchmarkerBuilder {
         self
     }
 
-    /// Reads the default token from [`TOKEN_ENV_VARS`] (first one set and non-empty), if any.
-    pub fn token_from_env(mut self) -> Self {
-        if let Some(token) = TOKEN_ENV_VARS.iter().find_map(|var| Secret::from_env(var)) {
+    /// Fills in what was not set from the environment: the default token from
+    /// [`TOKEN_ENV_VARS`] (first one set and non-empty), if any. Nothing there is required, so it
+    /// does not fail today; it returns a `Result` like every `from_env` of the workspace.
+    pub fn from_env(mut self) -> Result<Self, BenchError> {
+        if self.inner.default_token.is_none()
+            && let Some(token) = TOKEN_ENV_VARS.iter().find_map(|var| Secret::from_env(var))
+        {
             self.inner.default_token = Some(token);
         }
-        self
+        Ok(self)
     }
 
     /// Under open-loop load, at most this many requests are in flight; a request due while all
@@ -122,8 +111,8 @@ impl SseBenchmarker {
     }
 
     /// Defaults, with the token read from [`TOKEN_ENV_VARS`].
-    pub fn from_env() -> Self {
-        SseBenchmarker::builder().token_from_env().build()
+    pub fn from_env() -> Result<Self, BenchError> {
+        Ok(SseBenchmarker::builder().from_env()?.build())
     }
 
     /// Whether a default token is configured (the token itself is never shown).
@@ -133,19 +122,8 @@ impl SseBenchmarker {
 
     /// Runs `plan` against `endpoint` with the synthetic prompts its workload describes: per
     /// trial, warmup first (left out), then the measured requests; trials reported together.
-    pub async fn run_plan(
-        &self,
-        endpoint: &Endpoint,
-        plan: &BenchPlan,
-    ) -> Result<BenchReport, BenchError> {
-        Ok(self
-            .run_trials(
-                endpoint,
-                plan,
-                &RequestSource::from_workload(&plan.workload),
-            )
-            .await?
-            .report)
+    pub async fn run_plan(&self, endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport, BenchError> {
+        Ok(self.run_trials(endpoint, plan, &RequestSource::from_workload(&plan.workload)).await?.report)
     }
 
     /// Like [`SseBenchmarker::run_plan`], with the requests from `source` instead of
@@ -192,11 +170,7 @@ impl SseBenchmarker {
             _ => plan.load.concurrency(),
         }
         .max(1);
-        let path = if plan.chat {
-            "/v1/chat/completions"
-        } else {
-            "/v1/completions"
-        };
+        let path = if plan.chat { "/v1/chat/completions" } else { "/v1/completions" };
         let url = endpoint.url(path);
         let transport = Transport::for_url(&url, self.http_client, plan.timeouts.connect, || {
             let mut client = reqwest::Client::builder()
@@ -215,11 +189,7 @@ impl SseBenchmarker {
             transport,
             url,
             client_timeout: self.client_timeout,
-            token: endpoint
-                .token
-                .clone()
-                .filter(|t| !t.is_empty())
-                .or_else(|| self.default_token.clone()),
+            token: endpoint.token.clone().filter(|t| !t.is_empty()).or_else(|| self.default_token.clone()),
             model: endpoint.model.clone(),
             ignore_eos: source.ignore_eos(),
             chat: plan.chat,
@@ -227,10 +197,7 @@ impl SseBenchmarker {
         });
         let source = Arc::new(source.clone());
         let clock = WallClock::now();
-        let requests = source
-            .len_limit()
-            .map_or(plan.requests, |limit| plan.requests.min(limit))
-            .max(1);
+        let requests = source.len_limit().map_or(plan.requests, |limit| plan.requests.min(limit)).max(1);
         tracing::info!(plan = %plan.name, url = %ctx.url, load = %plan.load.describe(), requests,
             warmup = plan.warmup_requests, trial, "benchmark starting");
         let mut warnings = Vec::new();
@@ -249,63 +216,26 @@ impl SseBenchmarker {
             // Warmup prompts use conversation numbers after the measured ones, so they warm a
             // shared prefix without caching any measured prompt whole.
             let concurrency = plan.load.concurrency().max(1).min(plan.warmup_requests);
-            let warmup = closed_loop(
-                run(plan.warmup_requests, conversations),
-                plan,
-                concurrency,
-                None,
-                None,
-            )
-            .await?;
+            let warmup = closed_loop(run(plan.warmup_requests, conversations), plan, concurrency, None, None).await?;
             let failed = warmup.iter().filter(|o| o.record.error.is_some()).count();
             if failed > 0 {
-                warnings.push(format!(
-                    "{failed} of {} warmup requests failed",
-                    warmup.len()
-                ));
+                warnings.push(format!("{failed} of {} warmup requests failed", warmup.len()));
             }
         }
 
         let duration = plan.duration_ms.map(Duration::from_millis);
-        let ramp_up = plan
-            .ramp_up_ms
-            .map(Duration::from_millis)
-            .filter(|d| !d.is_zero());
+        let ramp_up = plan.ramp_up_ms.map(Duration::from_millis).filter(|d| !d.is_zero());
         let (mut outcomes, waited_for_slot) = match &plan.load {
             _ if source.is_replay() => {
-                open_loop(
-                    run(requests, 0),
-                    plan,
-                    Schedule::Replay,
-                    duration,
-                    self.max_in_flight,
-                )
-                .await?
+                open_loop(run(requests, 0), plan, Schedule::Replay, duration, self.max_in_flight).await?
             }
-            Load::Sequential => (
-                closed_loop(run(requests, 0), plan, 1, duration, None).await?,
-                0,
-            ),
-            Load::Concurrent { concurrency } => (
-                closed_loop(run(requests, 0), plan, *concurrency, duration, ramp_up).await?,
-                0,
-            ),
-            Load::Rate {
-                requests_per_s,
-                arrival,
-            } => {
-                let schedule = Schedule::Rate {
-                    requests_per_s: *requests_per_s,
-                    arrival: *arrival,
-                };
-                open_loop(
-                    run(requests, 0),
-                    plan,
-                    schedule,
-                    duration,
-                    self.max_in_flight,
-                )
-                .await?
+            Load::Sequential => (closed_loop(run(requests, 0), plan, 1, duration, None).await?, 0),
+            Load::Concurrent { concurrency } => {
+                (closed_loop(run(requests, 0), plan, *concurrency, duration, ramp_up).await?, 0)
+            }
+            Load::Rate { requests_per_s, arrival } => {
+                let schedule = Schedule::Rate { requests_per_s: *requests_per_s, arrival: *arrival };
+                open_loop(run(requests, 0), plan, schedule, duration, self.max_in_flight).await?
             }
         };
         outcomes.sort_by_key(|o| o.record.index);
@@ -313,9 +243,7 @@ impl SseBenchmarker {
         let start = outcomes.iter().map(|o| o.sent_at).min();
         let end = outcomes.iter().map(|o| o.last_byte_at).max();
         let window = match (start, end) {
-            (Some(start), Some(end)) => {
-                TimeWindow::new(clock.wall_ns(start), clock.wall_ns(end.max(start)))
-            }
+            (Some(start), Some(end)) => TimeWindow::new(clock.wall_ns(start), clock.wall_ns(end.max(start))),
             _ => TimeWindow::new(clock.wall_ns(Instant::now()), clock.wall_ns(Instant::now())),
         };
         let records: Vec<RequestRecord> = outcomes.into_iter().map(|o| o.record).collect();
@@ -345,11 +273,7 @@ impl SseBenchmarker {
             ));
         }
         if summary.failed > 0 {
-            let classes: Vec<String> = summary
-                .errors
-                .iter()
-                .map(|(class, n)| format!("{class} {n}"))
-                .collect();
+            let classes: Vec<String> = summary.errors.iter().map(|(class, n)| format!("{class} {n}")).collect();
             warnings.push(format!(
                 "{} of {} requests failed ({})",
                 summary.failed,
@@ -397,22 +321,12 @@ pub struct TrialRun {
 
 /// The load as the report's context states it, with stop rule and ramp-up.
 fn describe_load(plan: &BenchPlan, source: &RequestSource) -> String {
-    let mut text = if source.is_replay() {
-        "trace timestamps".to_string()
-    } else {
-        plan.load.describe()
-    };
-    if let Some(ms) = plan
-        .ramp_up_ms
-        .filter(|_| matches!(plan.load, Load::Concurrent { .. }))
-    {
+    let mut text = if source.is_replay() { "trace timestamps".to_string() } else { plan.load.describe() };
+    if let Some(ms) = plan.ramp_up_ms.filter(|_| matches!(plan.load, Load::Concurrent { .. })) {
         text.push_str(&format!(", ramp-up {ms} ms"));
     }
     match plan.duration_ms {
-        Some(ms) => text.push_str(&format!(
-            ", for {ms} ms (at most {} requests)",
-            plan.requests
-        )),
+        Some(ms) => text.push_str(&format!(", for {ms} ms (at most {} requests)", plan.requests)),
         None => text.push_str(&format!(", {} requests", plan.requests)),
     }
     if plan.warmup_requests > 0 {
@@ -424,9 +338,7 @@ fn describe_load(plan: &BenchPlan, source: &RequestSource) -> String {
 /// Trials reported together: records re-indexed in trial order, distributions over all records,
 /// throughput over the summed trial windows (the idle time between trials is not counted).
 pub(crate) fn aggregate(trials: &[BenchReport]) -> BenchReport {
-    let Some(first) = trials.first() else {
-        unreachable!("run_trials runs at least one trial")
-    };
+    let Some(first) = trials.first() else { unreachable!("run_trials runs at least one trial") };
     if trials.len() == 1 {
         return first.clone();
     }
@@ -438,16 +350,8 @@ pub(crate) fn aggregate(trials: &[BenchReport]) -> BenchReport {
             records.push(record);
         }
     }
-    let start = trials
-        .iter()
-        .map(|t| t.window.start_ns)
-        .min()
-        .unwrap_or(first.window.start_ns);
-    let end = trials
-        .iter()
-        .map(|t| t.window.end_ns)
-        .max()
-        .unwrap_or(first.window.end_ns);
+    let start = trials.iter().map(|t| t.window.start_ns).min().unwrap_or(first.window.start_ns);
+    let end = trials.iter().map(|t| t.window.end_ns).max().unwrap_or(first.window.end_ns);
     let window = TimeWindow::new(start, end);
     let mut summary = summarize(&records, window);
     let busy_s: f64 = trials.iter().map(|t| t.summary.duration_s).sum();
@@ -455,28 +359,16 @@ pub(crate) fn aggregate(trials: &[BenchReport]) -> BenchReport {
         summary.duration_s = busy_s;
         summary.request_throughput = summary.succeeded as f64 / busy_s;
         summary.output_throughput = summary.output_tokens as f64 / busy_s;
-        summary.total_token_throughput =
-            (summary.prompt_tokens + summary.output_tokens) as f64 / busy_s;
+        summary.total_token_throughput = (summary.prompt_tokens + summary.output_tokens) as f64 / busy_s;
     }
     let warnings = trials
         .iter()
         .enumerate()
-        .flat_map(|(i, t)| {
-            t.warnings
-                .iter()
-                .map(move |w| format!("trial {}: {w}", i + 1))
-        })
+        .flat_map(|(i, t)| t.warnings.iter().map(move |w| format!("trial {}: {w}", i + 1)))
         .collect();
     let mut context = first.context.clone();
     context.trials = trials.len() as u32;
-    BenchReport {
-        plan: first.plan.clone(),
-        context,
-        summary,
-        records,
-        window,
-        warnings,
-    }
+    BenchReport { plan: first.plan.clone(), context, summary, records, window, warnings }
 }
 
 #[async_trait]
@@ -485,28 +377,18 @@ impl Benchmarker for SseBenchmarker {
         "sse"
     }
 
-    async fn run(
-        &self,
-        endpoint: &Endpoint,
-        plan: &BenchPlan,
-    ) -> autodebug_core::Result<BenchReport> {
+    async fn run(&self, endpoint: &Endpoint, plan: &BenchPlan) -> autodebug_core::Result<BenchReport> {
         Ok(self.run_plan(endpoint, plan).await?)
     }
 }
 
 fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
-    let invalid = |field: &'static str, message: String| BenchError::InvalidPlan {
-        plan: plan.name.clone(),
-        field,
-        message,
-    };
+    let invalid =
+        |field: &'static str, message: String| BenchError::InvalidPlan { plan: plan.name.clone(), field, message };
     if let Err(e) = reqwest::Url::parse(&endpoint.base_url) {
         return Err(invalid(
             "endpoint.base_url",
-            format!(
-                "{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000",
-                endpoint.base_url
-            ),
+            format!("{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000", endpoint.base_url),
         ));
     }
     if plan.requests == 0 {
@@ -516,23 +398,14 @@ fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
         Load::Concurrent { concurrency: 0 } => {
             return Err(invalid("load.concurrency", "must be at least 1".into()));
         }
-        Load::Rate {
-            requests_per_s,
-            arrival,
-        } => {
+        Load::Rate { requests_per_s, arrival } => {
             if !(requests_per_s.is_finite() && requests_per_s > 0.0) {
-                return Err(invalid(
-                    "load.requests_per_s",
-                    format!("must be a positive number, got {requests_per_s}"),
-                ));
+                return Err(invalid("load.requests_per_s", format!("must be a positive number, got {requests_per_s}")));
             }
             if let Arrival::Gamma { burstiness } = arrival
                 && !(burstiness.is_finite() && burstiness > 0.0)
             {
-                return Err(invalid(
-                    "load.arrival.burstiness",
-                    format!("must be a positive number, got {burstiness}"),
-                ));
+                return Err(invalid("load.arrival.burstiness", format!("must be a positive number, got {burstiness}")));
             }
         }
         _ => {}
@@ -595,21 +468,11 @@ async fn run_conversation(
             prompt_tokens: history_tokens.saturating_add(turn_tokens),
             keep_answer: t + 1 < turns,
         };
-        let mut outcome = execute(
-            ctx,
-            index,
-            request,
-            if t == 0 { scheduled } else { None },
-            clock,
-        )
-        .await;
+        let mut outcome = execute(ctx, index, request, if t == 0 { scheduled } else { None }, clock).await;
         let failed = outcome.record.error.is_some();
         let answer = outcome.answer.take().unwrap_or_default();
-        history_tokens = outcome
-            .record
-            .prompt_tokens
-            .unwrap_or(0)
-            .saturating_add(outcome.record.output_tokens.unwrap_or(0));
+        history_tokens =
+            outcome.record.prompt_tokens.unwrap_or(0).saturating_add(outcome.record.output_tokens.unwrap_or(0));
         outcomes.push(outcome);
         if failed {
             break;
@@ -652,29 +515,14 @@ async fn closed_loop(
                 if number >= conversations {
                     return outcomes;
                 }
-                let conversation = pass
-                    .source
-                    .conversation(number + pass.conversation_offset, pass.trial);
-                outcomes.extend(
-                    run_conversation(
-                        &pass.ctx,
-                        &pass.clock,
-                        conversation,
-                        number,
-                        pass.count,
-                        None,
-                    )
-                    .await,
-                );
+                let conversation = pass.source.conversation(number + pass.conversation_offset, pass.trial);
+                outcomes.extend(run_conversation(&pass.ctx, &pass.clock, conversation, number, pass.count, None).await);
             }
         });
     }
     let mut outcomes = Vec::with_capacity(pass.count.min(1 << 16));
     while let Some(joined) = workers.join_next().await {
-        outcomes.extend(joined.map_err(|e| BenchError::Task {
-            plan: plan.name.clone(),
-            message: e.to_string(),
-        })?);
+        outcomes.extend(joined.map_err(|e| BenchError::Task { plan: plan.name.clone(), message: e.to_string() })?);
     }
     Ok(outcomes)
 }
@@ -700,10 +548,7 @@ async fn open_loop(
     duration: Option<Duration>,
     max_in_flight: usize,
 ) -> Result<(Vec<Outcome>, usize), BenchError> {
-    let task_error = |message: String| BenchError::Task {
-        plan: plan.name.clone(),
-        message,
-    };
+    let task_error = |message: String| BenchError::Task { plan: plan.name.clone(), message };
     let pass = Arc::new(pass);
     let slots = Arc::new(Semaphore::new(max_in_flight));
     let mut rng = SplitMix64::for_stream(plan.workload.seed, ARRIVAL_STREAM);
@@ -712,9 +557,7 @@ async fn open_loop(
     let mut offset_s = 0.0f64;
     let mut waited_for_slot = 0;
     for number in 0..pass.conversations() {
-        let conversation = pass
-            .source
-            .conversation(number + pass.conversation_offset, pass.trial);
+        let conversation = pass.source.conversation(number + pass.conversation_offset, pass.trial);
         if let (Schedule::Replay, Some(at_ms)) = (schedule, conversation.at_ms) {
             offset_s = at_ms as f64 / 1e3;
         }
@@ -726,35 +569,19 @@ async fn open_loop(
         if slots.available_permits() == 0 {
             waited_for_slot += 1;
         }
-        let permit = Arc::clone(&slots)
-            .acquire_owned()
-            .await
-            .map_err(|e| task_error(e.to_string()))?;
+        let permit = Arc::clone(&slots).acquire_owned().await.map_err(|e| task_error(e.to_string()))?;
         let pass = Arc::clone(&pass);
         tasks.spawn(async move {
-            let outcomes = run_conversation(
-                &pass.ctx,
-                &pass.clock,
-                conversation,
-                number,
-                pass.count,
-                Some(scheduled),
-            )
-            .await;
+            let outcomes =
+                run_conversation(&pass.ctx, &pass.clock, conversation, number, pass.count, Some(scheduled)).await;
             drop(permit);
             outcomes
         });
-        if let Schedule::Rate {
-            requests_per_s,
-            arrival,
-        } = schedule
-        {
+        if let Schedule::Rate { requests_per_s, arrival } = schedule {
             offset_s += match arrival {
                 Arrival::Constant => 1.0 / requests_per_s,
                 Arrival::Poisson => rng.next_exp() / requests_per_s,
-                Arrival::Gamma { burstiness } => {
-                    rng.next_gamma(burstiness) / (requests_per_s * burstiness)
-                }
+                Arrival::Gamma { burstiness } => rng.next_gamma(burstiness) / (requests_per_s * burstiness),
             };
         }
     }

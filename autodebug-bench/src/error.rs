@@ -6,11 +6,7 @@
 pub enum BenchError {
     /// A field of the bench plan or endpoint is unusable; `field` names it.
     #[error("bench plan `{plan}`: {field} {message}")]
-    InvalidPlan {
-        plan: String,
-        field: &'static str,
-        message: String,
-    },
+    InvalidPlan { plan: String, field: &'static str, message: String },
 
     /// The HTTP client could not be built (TLS backend, system configuration).
     #[error("could not build the HTTP client: {0}")]
@@ -44,17 +40,10 @@ pub enum BenchError {
 impl From<BenchError> for autodebug_core::Error {
     fn from(error: BenchError) -> Self {
         match error {
-            BenchError::InvalidPlan {
-                plan,
-                field,
-                message,
-            } => autodebug_core::Error::config(
-                format!("bench plan `{plan}`, field {field}"),
-                message,
-            ),
-            BenchError::InvalidInput { location, message } => {
-                autodebug_core::Error::config(location, message)
+            BenchError::InvalidPlan { plan, field, message } => {
+                autodebug_core::Error::config(format!("bench plan `{plan}`, field {field}"), message)
             }
+            BenchError::InvalidInput { location, message } => autodebug_core::Error::config(location, message),
             other => autodebug_core::Error::Bench(other.to_string()),
         }
     }

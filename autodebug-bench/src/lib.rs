@@ -12,15 +12,17 @@
 //! concurrency, every wait has a timeout, so one stalled stream cannot hang a run, and tokens are
 //! timed by when they reached the host, not by when a busy client got round to reading them.
 //! Plain `http://` goes through the crate's own lean HTTP/1.1 client (keep-alive, each stream's
-//! task reading its own socket, kernel receive stamps); `https://`, a proxied host, or
-//! [`HttpClient::Reqwest`] through reqwest.
+//! task reading its own socket, kernel receive stamps) and its own strict SSE parser (several
+//! times faster than `eventsource-stream` on the same bytes: `benches/README.md`); `https://`, a
+//! proxied host, or [`HttpClient::Reqwest`] through reqwest, its body parsed by
+//! `eventsource-stream` behind a line check that refuses the same non-SSE lines.
 //!
 //! ```no_run
 //! use autodebug_bench::SseBenchmarker;
 //! use autodebug_core::{BenchPlan, Benchmarker, Endpoint, Load, Workload};
 //!
 //! # async fn demo() -> autodebug_core::Result<()> {
-//! let bench = SseBenchmarker::from_env(); // token from AUTODEBUG_BENCH_TOKEN / OPENAI_API_KEY
+//! let bench = SseBenchmarker::from_env()?; // token from AUTODEBUG_BENCH_TOKEN / OPENAI_API_KEY
 //! let endpoint = Endpoint::new("http://127.0.0.1:30000", "Qwen/Qwen1.5-0.5B-Chat");
 //! let plan = BenchPlan::new("concurrent", Workload::new(512, 128), Load::Concurrent { concurrency: 16 }, 64)
 //!     .with_warmup(4);
@@ -152,7 +154,6 @@ mod prompt;
 mod report;
 mod request;
 mod rigor;
-mod rng;
 pub mod self_check;
 mod sse;
 mod stats;
@@ -162,15 +163,18 @@ mod tokenizer;
 mod wire;
 mod workloads;
 
-pub use benchmarker::{CLIENT, DEFAULT_MAX_IN_FLIGHT, HttpClient, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
+pub use benchmarker::{DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
 pub use error::BenchError;
 pub use prompt::{Message, synthetic_prompt};
-pub use tokenizer::{Tokenizer, VocabTokenizer};
-pub use workloads::{Conversation, DatasetEntry, LengthDist, Preset, RequestSource, Shape, Synthetic, TraceEntry, Turn};
 pub use report::{PointReport, ReportContext, ReportFile, SCHEMA_VERSION, write_jsonl};
+pub use request::{CLIENT, HttpClient};
 pub use rigor::{AbOutcome, AbTest, Comparison, Sweep, SweepAxis};
-pub use stats::{BOOTSTRAP_RESAMPLES, Direction, Goodput, MetricStats, Slo, Verdict, bootstrap_ci, goodput, trial_stats, verdict};
+pub use stats::{BOOTSTRAP_RESAMPLES, Goodput, MetricStats, Slo, Verdict, bootstrap_ci, goodput, trial_stats, verdict};
 pub use summary::summarize;
+pub use tokenizer::{Tokenizer, VocabTokenizer};
+pub use workloads::{
+    Conversation, DatasetEntry, LengthDist, Preset, RequestSource, Shape, Synthetic, TraceEntry, Turn,
+};
 
 #[doc(no_inline)]
-pub use autodebug_core::{BenchPlan, BenchReport, Endpoint};
+pub use autodebug_core::{BenchPlan, BenchReport, Direction, Endpoint};

@@ -5,9 +5,8 @@
 //! server's `usage.prompt_tokens` (when it sends one) is what the records keep.
 
 use autodebug_core::Workload;
+use autodebug_core::rng::SplitMix64;
 use serde::Serialize;
-
-use crate::rng::SplitMix64;
 
 /// Short common words: each is one token in most BPE vocabularies too, so the approximation
 /// stays close for real engines.
@@ -96,10 +95,7 @@ pub(crate) fn prompt_from_words<W: AsRef<str>>(
         }
     };
     push_words(&mut SplitMix64::for_stream(seed, PREFIX_STREAM), prefix);
-    push_words(
-        &mut SplitMix64::for_stream(seed, index as u64),
-        total - prefix,
-    );
+    push_words(&mut SplitMix64::for_stream(seed, index as u64), total - prefix);
     prompt
 }
 
@@ -139,17 +135,11 @@ pub struct Message {
 
 impl Message {
     pub fn user(content: impl Into<String>) -> Self {
-        Message {
-            role: "user".into(),
-            content: content.into(),
-        }
+        Message { role: "user".into(), content: content.into() }
     }
 
     pub fn assistant(content: impl Into<String>) -> Self {
-        Message {
-            role: "assistant".into(),
-            content: content.into(),
-        }
+        Message { role: "assistant".into(), content: content.into() }
     }
 }
 
@@ -177,22 +167,14 @@ pub(crate) fn conversation_body(
     ignore_eos: bool,
     chat: bool,
 ) -> Vec<u8> {
-    let prompt = (!chat).then(|| {
-        messages
-            .iter()
-            .map(|m| m.content.as_str())
-            .collect::<Vec<_>>()
-            .join("\n\n")
-    });
+    let prompt = (!chat).then(|| messages.iter().map(|m| m.content.as_str()).collect::<Vec<_>>().join("\n\n"));
     let body = ConversationBody {
         model,
         messages: chat.then_some(messages),
         prompt,
         max_tokens,
         stream: true,
-        stream_options: StreamOptions {
-            include_usage: true,
-        },
+        stream_options: StreamOptions { include_usage: true },
         ignore_eos: ignore_eos.then_some(true),
         temperature: 0.0,
     };
@@ -205,16 +187,11 @@ pub(crate) fn conversation_body(
 pub(crate) fn request_body(model: &str, workload: &Workload, prompt: &str, chat: bool) -> Vec<u8> {
     let body = RequestBody {
         model,
-        messages: chat.then_some([ChatMessage {
-            role: "user",
-            content: prompt,
-        }]),
+        messages: chat.then_some([ChatMessage { role: "user", content: prompt }]),
         prompt: (!chat).then_some(prompt),
         max_tokens: workload.output_tokens,
         stream: true,
-        stream_options: StreamOptions {
-            include_usage: true,
-        },
+        stream_options: StreamOptions { include_usage: true },
         ignore_eos: workload.ignore_eos.then_some(true),
         temperature: 0.0,
     };
@@ -259,8 +236,7 @@ mod tests {
     #[test]
     fn body_has_the_openai_streaming_fields() {
         let w = Workload::new(3, 7);
-        let chat: serde_json::Value =
-            serde_json::from_slice(&request_body("m", &w, "a b c", true)).unwrap();
+        let chat: serde_json::Value = serde_json::from_slice(&request_body("m", &w, "a b c", true)).unwrap();
         assert_eq!(chat["model"], "m");
         assert_eq!(chat["messages"][0]["role"], "user");
         assert_eq!(chat["messages"][0]["content"], "a b c");
@@ -272,8 +248,7 @@ mod tests {
         assert!(chat.get("prompt").is_none());
         let mut w = w;
         w.ignore_eos = false;
-        let completion: serde_json::Value =
-            serde_json::from_slice(&request_body("m", &w, "a b c", false)).unwrap();
+        let completion: serde_json::Value = serde_json::from_slice(&request_body("m", &w, "a b c", false)).unwrap();
         assert_eq!(completion["prompt"], "a b c");
         assert!(completion.get("messages").is_none());
         assert!(completion.get("ignore_eos").is_none());

@@ -39,8 +39,9 @@ use std::path::Path;
 use autodebug_core::{Arrival, BenchContext, BenchSummary, Load, RequestRecord, TimeWindow};
 use serde::{Deserialize, Serialize};
 
-use crate::benchmarker::{CLIENT, TrialRun};
+use crate::benchmarker::TrialRun;
 use crate::error::BenchError;
+use crate::request::CLIENT;
 use crate::rigor::Comparison;
 use crate::stats::{Goodput, MetricStats, Slo, goodput, trial_stats};
 
@@ -93,10 +94,7 @@ impl PointReport {
         let (concurrency, rate_per_s, arrival) = match &plan.load {
             Load::Sequential => (Some(1), None, None),
             Load::Concurrent { concurrency } => (Some(*concurrency), None, None),
-            Load::Rate {
-                requests_per_s,
-                arrival,
-            } => (None, Some(*requests_per_s), Some(arrival_name(arrival))),
+            Load::Rate { requests_per_s, arrival } => (None, Some(*requests_per_s), Some(arrival_name(arrival))),
         };
         let summaries: Vec<&BenchSummary> = run.trials.iter().map(|t| &t.summary).collect();
         PointReport {
@@ -114,9 +112,7 @@ impl PointReport {
             summary: report.summary.clone(),
             trials: run.trials.iter().map(|t| t.summary.clone()).collect(),
             trial_stats: trial_stats(&summaries, confidence, seed),
-            goodput: slo
-                .filter(|s| !s.is_empty())
-                .map(|s| goodput(&report.records, s, report.summary.duration_s)),
+            goodput: slo.filter(|s| !s.is_empty()).map(|s| goodput(&report.records, s, report.summary.duration_s)),
             window: report.window,
             warnings: report.warnings.clone(),
         }
@@ -144,12 +140,8 @@ impl ReportFile {
 
     /// Writes the report as pretty JSON to `path`.
     pub fn write_json(&self, path: &Path) -> Result<(), BenchError> {
-        let write_error = |source| BenchError::Write {
-            path: path.display().to_string(),
-            source,
-        };
-        let text = serde_json::to_string_pretty(self)
-            .map_err(|e| write_error(std::io::Error::other(e)))?;
+        let write_error = |source| BenchError::Write { path: path.display().to_string(), source };
+        let text = serde_json::to_string_pretty(self).map_err(|e| write_error(std::io::Error::other(e)))?;
         std::fs::write(path, text + "\n").map_err(write_error)
     }
 
@@ -247,23 +239,15 @@ struct JsonlLine<'a> {
 /// Writes one JSON line per measured request of every run (see the module docs); returns the
 /// number of lines.
 pub fn write_jsonl(path: &Path, runs: &[&TrialRun]) -> Result<usize, BenchError> {
-    let write_error = |source| BenchError::Write {
-        path: path.display().to_string(),
-        source,
-    };
+    let write_error = |source| BenchError::Write { path: path.display().to_string(), source };
     let file = std::fs::File::create(path).map_err(write_error)?;
     let mut out = std::io::BufWriter::new(file);
     let mut lines = 0;
     for run in runs {
         for (trial, report) in run.trials.iter().enumerate() {
             for record in &report.records {
-                let line = JsonlLine {
-                    point: &run.report.plan.name,
-                    trial: trial + 1,
-                    record,
-                };
-                serde_json::to_writer(&mut out, &line)
-                    .map_err(|e| write_error(std::io::Error::other(e)))?;
+                let line = JsonlLine { point: &run.report.plan.name, trial: trial + 1, record };
+                serde_json::to_writer(&mut out, &line).map_err(|e| write_error(std::io::Error::other(e)))?;
                 out.write_all(b"\n").map_err(write_error)?;
                 lines += 1;
             }

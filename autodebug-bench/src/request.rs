@@ -1,17 +1,35 @@
 //! One streaming request: send, read the SSE stream under its timeouts, and record what arrived.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts};
+use eventsource_stream::{EventStreamError, Eventsource};
+use futures_util::StreamExt;
 use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::timeout_at;
 
-use crate::benchmarker::HttpClient;
 use crate::prompt::{Message, conversation_body};
-use crate::sse::SseParser;
+use crate::sse::{SseError, SseLineCheck, SseParser};
 use crate::stream::{Stop, StreamAccount};
 use crate::wire::{WireClient, WireError, WireResponse};
+
+/// The `client` string written into every report's context.
+pub const CLIENT: &str = concat!("autodebug-bench/", env!("CARGO_PKG_VERSION"));
+
+/// Which HTTP client carries a run's requests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum HttpClient {
+    /// The crate's own HTTP/1.1 client for `http://` endpoints (each stream's task reads its
+    /// socket; reads are timed by the kernel's receive stamps), unless a proxy variable applies
+    /// to a non-loopback host; reqwest for everything else.
+    #[default]
+    Auto,
+    /// reqwest for every endpoint (TLS, proxies; reads timed when they return).
+    Reqwest,
+}
 
 /// Everything the requests of one run share.
 pub(crate) struct RequestContext {
@@ -35,10 +53,7 @@ pub(crate) struct WallClock {
 
 impl WallClock {
     pub(crate) fn now() -> Self {
-        WallClock {
-            instant: Instant::now(),
-            wall_ns: TimeWindow::now_ns(),
-        }
+        WallClock { instant: Instant::now(), wall_ns: TimeWindow::now_ns() }
     }
 
     pub(crate) fn wall_ns(&self, at: Instant) -> i128 {
@@ -70,9 +85,7 @@ pub(crate) struct Prepared<'a> {
 }
 
 fn ns_between(from: Instant, to: Instant) -> u64 {
-    to.saturating_duration_since(from)
-        .as_nanos()
-        .min(u128::from(u64::MAX)) as u64
+    to.saturating_duration_since(from).as_nanos().min(u128::from(u64::MAX)) as u64
 }
 
 type Failure = (ErrorClass, String);
@@ -87,13 +100,7 @@ pub(crate) async fn execute(
     scheduled: Option<Instant>,
     clock: &WallClock,
 ) -> Outcome {
-    let body = conversation_body(
-        &ctx.model,
-        request.messages,
-        request.max_tokens,
-        ctx.ignore_eos,
-        ctx.chat,
-    );
+    let body = conversation_body(&ctx.model, request.messages, request.max_tokens, ctx.ignore_eos, ctx.chat);
     let sent_at = Instant::now();
     let scheduled = scheduled.unwrap_or(sent_at).min(sent_at);
     let mut record = RequestRecord {
@@ -103,21 +110,9 @@ pub(crate) async fn execute(
         prompt_tokens: Some(request.prompt_tokens),
         ..RequestRecord::default()
     };
-    let mut account = if request.keep_answer {
-        StreamAccount::keeping_answer()
-    } else {
-        StreamAccount::new()
-    };
+    let mut account = if request.keep_answer { StreamAccount::keeping_answer() } else { StreamAccount::new() };
     let mut last_byte_at = sent_at;
-    let result = stream(
-        ctx,
-        body,
-        scheduled,
-        sent_at,
-        &mut account,
-        &mut last_byte_at,
-    )
-    .await;
+    let result = stream(ctx, body, scheduled, sent_at, &mut account, &mut last_byte_at).await;
     account.fill(&mut record);
     match result {
         Ok(end) => record.e2e_ns = Some(ns_between(scheduled, end)),
@@ -128,12 +123,7 @@ pub(crate) async fn execute(
             last_byte_at = last_byte_at.max(Instant::now());
         }
     }
-    Outcome {
-        record,
-        sent_at,
-        last_byte_at,
-        answer: account.take_answer(),
-    }
+    Outcome { record, sent_at, last_byte_at, answer: account.take_answer() }
 }
 
 /// After `[DONE]`, how long to wait for the body's end so the connection can be reused.
@@ -143,7 +133,8 @@ const DRAIN_AFTER_DONE: Duration = Duration::from_millis(50);
 const DRAIN_BUDGET_BYTES: usize = 64 * 1024;
 
 /// How requests reach the server: the lean HTTP/1.1 client for `http://` (its reads carry the
-/// kernel's receive stamps; see [`crate::wire`]), reqwest for everything else.
+/// kernel's receive stamps; see [`crate::wire`]; SSE parsed by [`SseParser`]), reqwest for
+/// everything else (SSE parsed by `eventsource-stream` behind [`SseLineCheck`]).
 pub(crate) enum Transport {
     Wire(WireClient),
     Reqwest(reqwest::Client),
@@ -158,7 +149,7 @@ impl Transport {
         reqwest: impl FnOnce() -> Result<reqwest::Client, reqwest::Error>,
     ) -> Result<Transport, reqwest::Error> {
         let wire = match choice {
-            HttpClient::Auto => WireClient::for_url(url, connect_timeout, crate::CLIENT),
+            HttpClient::Auto => WireClient::for_url(url, connect_timeout, CLIENT),
             HttpClient::Reqwest => None,
         };
         match wire {
@@ -288,12 +279,10 @@ async fn stream(
     } else {
         (total_deadline, ErrorClass::TimeoutTotal)
     };
-    let mut response = match timeout_at(first_deadline.into(), ctx.transport.send(url, body, ctx.token.as_ref())).await {
+    let mut response = match timeout_at(first_deadline.into(), ctx.transport.send(url, body, ctx.token.as_ref())).await
+    {
         Err(_) => {
-            return Err((
-                first_class,
-                format!("no response headers from {url} within {:?}", first_deadline - sent_at),
-            ));
+            return Err((first_class, format!("no response headers from {url} within {:?}", first_deadline - sent_at)));
         }
         Ok(Err(failure)) => return Err(failure),
         Ok(Ok(response)) => response,
@@ -305,15 +294,16 @@ async fn stream(
         return Err((ErrorClass::HttpStatus, format!("HTTP {status} from {url}: {snippet}")));
     }
 
+    let limits = Limits { first_deadline, first_class, total_deadline, timeouts: t };
+    let mut response = match response {
+        Response::Reqwest { response, .. } => {
+            return reqwest_events(response, url, scheduled, &limits, account, last_byte_at).await;
+        }
+        wire => wire,
+    };
     let mut parser = SseParser::default();
     loop {
-        let (deadline, class) = if !account.has_content() {
-            (first_deadline, first_class)
-        } else if *last_byte_at + t.idle_between_chunks < total_deadline {
-            (*last_byte_at + t.idle_between_chunks, ErrorClass::TimeoutIdle)
-        } else {
-            (total_deadline, ErrorClass::TimeoutTotal)
-        };
+        let (deadline, class) = limits.next_read(account, *last_byte_at);
         let arrived = match timeout_at(deadline.into(), response.read()).await {
             Err(_) => return Err((class, timeout_message(class, url, t))),
             Ok(Err(failure)) => return Err(failure),
@@ -323,21 +313,8 @@ async fn stream(
         let Some(now) = arrived else {
             let now = Instant::now().max(*last_byte_at);
             let mut on_event = |data: &[u8]| on_event(account, &mut stop, data, ns_between(scheduled, now));
-            parser
-                .finish(&mut on_event)
-                .map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
-            return match stop {
-                Some(Stop::Failed(class, message)) => Err((class, message)),
-                Some(Stop::Done) => Ok(now),
-                None if account.saw_finish_reason() => Ok(now),
-                None => Err((
-                    ErrorClass::EarlyClose,
-                    format!(
-                        "{url} closed the stream after {} content chunks without [DONE] or a finish_reason",
-                        account.content_chunks()
-                    ),
-                )),
-            };
+            parser.finish(&mut on_event).map_err(|e| (ErrorClass::MalformedSse, format!("{e} (from {url})")))?;
+            return ended(stop, account, url, now);
         };
         *last_byte_at = now;
         let now_ns = ns_between(scheduled, now);
@@ -356,6 +333,174 @@ async fn stream(
     }
 }
 
+/// The deadlines of one stream.
+struct Limits<'a> {
+    first_deadline: Instant,
+    first_class: ErrorClass,
+    total_deadline: Instant,
+    timeouts: &'a Timeouts,
+}
+
+impl Limits<'_> {
+    /// Until when the next read may take, and the class of missing it: the first-token deadline
+    /// until a content chunk arrived, then the idle timeout after the last byte, capped by the total.
+    fn next_read(&self, account: &StreamAccount, last_byte_at: Instant) -> (Instant, ErrorClass) {
+        if !account.has_content() {
+            (self.first_deadline, self.first_class)
+        } else if last_byte_at + self.timeouts.idle_between_chunks < self.total_deadline {
+            (last_byte_at + self.timeouts.idle_between_chunks, ErrorClass::TimeoutIdle)
+        } else {
+            (self.total_deadline, ErrorClass::TimeoutTotal)
+        }
+    }
+}
+
+/// The verdict on a body that ended at `now`, after `stop` (if any) from its events.
+fn ended(stop: Option<Stop>, account: &StreamAccount, url: &str, now: Instant) -> Result<Instant, Failure> {
+    match stop {
+        Some(Stop::Failed(class, message)) => Err((class, message)),
+        Some(Stop::Done) => Ok(now),
+        None if account.saw_finish_reason() => Ok(now),
+        None => Err((
+            ErrorClass::EarlyClose,
+            format!(
+                "{url} closed the stream after {} content chunks without [DONE] or a finish_reason",
+                account.content_chunks()
+            ),
+        )),
+    }
+}
+
+/// One piece of a reqwest body as `eventsource-stream` reads it: a network read, or the blank
+/// lines appended at the body's end, so an unterminated last event still counts, as
+/// [`SseParser::finish`] counts it on the other path.
+enum BodyPiece<B> {
+    Read(B),
+    End,
+}
+
+impl<B: AsRef<[u8]>> AsRef<[u8]> for BodyPiece<B> {
+    fn as_ref(&self) -> &[u8] {
+        match self {
+            BodyPiece::Read(bytes) => bytes.as_ref(),
+            BodyPiece::End => b"\n\n",
+        }
+    }
+}
+
+/// Why a reqwest body stopped before `eventsource-stream` saw its bytes.
+#[derive(Debug)]
+enum BodyError {
+    Http(reqwest::Error),
+    Sse(SseError),
+}
+
+/// What the body's reads reported to the loop that awaits its events: ns after the response head
+/// arrived, since an event is yielded by the read that completed it (`eventsource-stream` hands
+/// out the events already buffered before it reads again), so the last read's time is its arrival.
+#[derive(Default)]
+struct ReadStamps {
+    /// Arrival of the last read, ns after the head, +1 (0: none yet).
+    last_read: AtomicU64,
+    /// When the body's end was seen, ns after the head, +1 (0: not yet).
+    end: AtomicU64,
+    bytes: AtomicUsize,
+}
+
+impl ReadStamps {
+    fn at(base: Instant, stamp: &AtomicU64) -> Option<Instant> {
+        match stamp.load(Ordering::Relaxed) {
+            0 => None,
+            ns => Some(base + Duration::from_nanos(ns - 1)),
+        }
+    }
+}
+
+/// The reqwest path: the body's reads go through [`SseLineCheck`] into `eventsource-stream`,
+/// its events into `account`, under the same deadlines and with the same verdicts as the lean
+/// client's loop in [`stream`]. Events are stamped by the read that completed them.
+async fn reqwest_events(
+    response: reqwest::Response,
+    url: &str,
+    scheduled: Instant,
+    limits: &Limits<'_>,
+    account: &mut StreamAccount,
+    last_byte_at: &mut Instant,
+) -> Result<Instant, Failure> {
+    let base = *last_byte_at;
+    let stamps = Arc::new(ReadStamps::default());
+    let reads = stamps.clone();
+    let mut check = SseLineCheck::default();
+    let body = response
+        .bytes_stream()
+        .map(|read| read.map(BodyPiece::Read).map_err(BodyError::Http))
+        .chain(futures_util::stream::once(std::future::ready(Ok(BodyPiece::End))))
+        .map(move |piece| {
+            let piece = piece?;
+            let ns = ns_between(base, Instant::now()).saturating_add(1);
+            match &piece {
+                BodyPiece::Read(bytes) => {
+                    reads.last_read.store(ns, Ordering::Relaxed);
+                    reads.bytes.fetch_add(bytes.len(), Ordering::Relaxed);
+                    check.check(bytes).map_err(BodyError::Sse)?;
+                }
+                BodyPiece::End => reads.end.store(ns, Ordering::Relaxed),
+            }
+            Ok(piece)
+        });
+    let mut events = body.eventsource();
+    loop {
+        let (deadline, class) = limits.next_read(account, *last_byte_at);
+        let next = timeout_at(deadline.into(), events.next()).await;
+        let last_read = ReadStamps::at(base, &stamps.last_read).unwrap_or(base);
+        let end = ReadStamps::at(base, &stamps.end);
+        let read_since = last_read > *last_byte_at;
+        *last_byte_at = (*last_byte_at).max(last_read);
+        let event = match next {
+            // Reads that completed no event (a keep-alive comment, half an event) still count as
+            // bytes for the idle timeout, as they do on the other path; `next()` is cancel-safe.
+            Err(_) if read_since => continue,
+            Err(_) => return Err((class, timeout_message(class, url, limits.timeouts))),
+            Ok(None) => {
+                let now = end.unwrap_or_else(Instant::now).max(*last_byte_at);
+                return ended(None, account, url, now);
+            }
+            Ok(Some(Err(error))) => return Err(classify_event_error(error, url)),
+            Ok(Some(Ok(event))) => event,
+        };
+        let now = end.map_or(*last_byte_at, |end| end.max(*last_byte_at));
+        match account.on_event(event.data.as_bytes(), ns_between(scheduled, now)) {
+            ControlFlow::Continue(()) => {}
+            ControlFlow::Break(Stop::Failed(class, message)) => return Err((class, message)),
+            ControlFlow::Break(Stop::Done) => {
+                // Read what is left for a moment, so the connection can be reused.
+                let drain_until = Instant::now() + DRAIN_AFTER_DONE;
+                let drained_from = stamps.bytes.load(Ordering::Relaxed);
+                while stamps.bytes.load(Ordering::Relaxed) - drained_from < DRAIN_BUDGET_BYTES {
+                    match timeout_at(drain_until.into(), events.next()).await {
+                        Ok(Some(Ok(_))) => {}
+                        _ => break,
+                    }
+                }
+                return Ok(now);
+            }
+        }
+    }
+}
+
+fn classify_event_error(error: EventStreamError<BodyError>, url: &str) -> Failure {
+    match error {
+        EventStreamError::Transport(BodyError::Http(error)) => classify_body_error(&error, url),
+        EventStreamError::Transport(BodyError::Sse(error)) => {
+            (ErrorClass::MalformedSse, format!("{error} (from {url})"))
+        }
+        EventStreamError::Utf8(error) => {
+            (ErrorClass::MalformedSse, format!("SSE that is not UTF-8 ({error}) from {url}"))
+        }
+        EventStreamError::Parser(error) => (ErrorClass::MalformedSse, format!("not SSE ({error:?}) from {url}")),
+    }
+}
+
 /// Hands one event to the account; a stop is kept in `stop` and ends the parse.
 fn on_event(account: &mut StreamAccount, stop: &mut Option<Stop>, data: &[u8], now_ns: u64) -> ControlFlow<()> {
     match account.on_event(data, now_ns) {
@@ -369,20 +514,11 @@ fn on_event(account: &mut StreamAccount, stop: &mut Option<Stop>, data: &[u8], n
 
 fn timeout_message(class: ErrorClass, url: &str, t: &Timeouts) -> String {
     match class {
-        ErrorClass::TimeoutFirstToken => format!(
-            "no token from {url} within first_token timeout {:?}",
-            t.first_token
-        ),
+        ErrorClass::TimeoutFirstToken => format!("no token from {url} within first_token timeout {:?}", t.first_token),
         ErrorClass::TimeoutIdle => {
-            format!(
-                "{url} sent nothing for the idle_between_chunks timeout {:?}",
-                t.idle_between_chunks
-            )
+            format!("{url} sent nothing for the idle_between_chunks timeout {:?}", t.idle_between_chunks)
         }
-        _ => format!(
-            "{url} did not finish within the total timeout {:?}",
-            t.total
-        ),
+        _ => format!("{url} did not finish within the total timeout {:?}", t.total),
     }
 }
 
@@ -419,11 +555,7 @@ fn classify_wire_error(error: WireError, url: &str) -> Failure {
 }
 
 fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {
-    let class = if error.is_timeout() {
-        ErrorClass::TimeoutTotal
-    } else {
-        ErrorClass::EarlyClose
-    };
+    let class = if error.is_timeout() { ErrorClass::TimeoutTotal } else { ErrorClass::EarlyClose };
     (class, format!("stream from {url} broke: {}", chain(error)))
 }
 
@@ -435,15 +567,9 @@ mod tests {
     fn wall_clock_maps_instants_both_ways() {
         let clock = WallClock::now();
         let later = clock.instant + Duration::from_millis(5);
-        assert_eq!(
-            clock.wall_ns(later) - clock.wall_ns(clock.instant),
-            5_000_000
-        );
+        assert_eq!(clock.wall_ns(later) - clock.wall_ns(clock.instant), 5_000_000);
         if let Some(earlier) = clock.instant.checked_sub(Duration::from_millis(3)) {
-            assert_eq!(
-                clock.wall_ns(clock.instant) - clock.wall_ns(earlier),
-                3_000_000
-            );
+            assert_eq!(clock.wall_ns(clock.instant) - clock.wall_ns(earlier), 3_000_000);
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Runs that are more than one plan: sweeps over concurrency or rate, and interleaved A/B
 //! comparisons of two endpoints.
 
-use autodebug_core::{Arrival, BenchPlan, BenchReport, Endpoint, Load};
+use autodebug_core::{Arrival, BenchPlan, BenchReport, Direction, Endpoint, Load};
 use serde::{Deserialize, Serialize};
 
 use crate::benchmarker::{SseBenchmarker, TrialRun, aggregate};
 use crate::error::BenchError;
-use crate::stats::{Direction, MetricStats, Verdict, verdict};
+use crate::stats::{MetricStats, Verdict, verdict};
 use crate::workloads::RequestSource;
 
 /// What a sweep varies.
@@ -40,31 +40,16 @@ pub struct Sweep {
 impl Sweep {
     /// The plan of every point.
     pub fn plans(&self) -> Vec<BenchPlan> {
-        let point = |name: String, load: Load| BenchPlan {
-            name,
-            load,
-            ..self.plan.clone()
-        };
+        let point = |name: String, load: Load| BenchPlan { name, load, ..self.plan.clone() };
         match &self.axis {
             SweepAxis::Concurrency { values } => values
                 .iter()
-                .map(|&c| {
-                    point(
-                        format!("{}@c{c}", self.plan.name),
-                        Load::Concurrent { concurrency: c },
-                    )
-                })
+                .map(|&c| point(format!("{}@c{c}", self.plan.name), Load::Concurrent { concurrency: c }))
                 .collect(),
             SweepAxis::Rate { values, arrival } => values
                 .iter()
                 .map(|&r| {
-                    point(
-                        format!("{}@r{r}", self.plan.name),
-                        Load::Rate {
-                            requests_per_s: r,
-                            arrival: *arrival,
-                        },
-                    )
+                    point(format!("{}@r{r}", self.plan.name), Load::Rate { requests_per_s: r, arrival: *arrival })
                 })
                 .collect(),
         }
@@ -136,36 +121,21 @@ impl AbTest {
             reports
                 .iter()
                 .map(|r| {
-                    r.summary
-                        .metrics()
-                        .get(&self.metric)
-                        .copied()
-                        .ok_or_else(|| BenchError::InvalidPlan {
-                            plan: self.plan.name.clone(),
-                            field: "metric",
-                            message: format!(
-                                "{:?} is not a metric of this run; use one of: {}",
-                                self.metric,
-                                r.summary
-                                    .metrics()
-                                    .keys()
-                                    .cloned()
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ),
-                        })
+                    r.summary.metrics().get(&self.metric).copied().ok_or_else(|| BenchError::InvalidPlan {
+                        plan: self.plan.name.clone(),
+                        field: "metric",
+                        message: format!(
+                            "{:?} is not a metric of this run; use one of: {}",
+                            self.metric,
+                            r.summary.metrics().keys().cloned().collect::<Vec<_>>().join(", ")
+                        ),
+                    })
                 })
                 .collect()
         };
         let (a_values, b_values) = (values(&a_trials)?, values(&b_trials)?);
-        let (verdict, difference, (ci_low, ci_high)) = verdict(
-            &a_values,
-            &b_values,
-            self.direction,
-            self.confidence,
-            self.min_relative_effect,
-            self.seed,
-        );
+        let (verdict, difference, (ci_low, ci_high)) =
+            verdict(&a_values, &b_values, self.direction, self.confidence, self.min_relative_effect, self.seed);
         let stats = |v: &[f64]| MetricStats::of(v, self.confidence, self.seed);
         let comparison = Comparison {
             metric: self.metric.clone(),
@@ -185,14 +155,8 @@ impl AbTest {
         tracing::info!(metric = %self.metric, verdict = ?verdict, difference, ci_low, ci_high, "A/B comparison finished");
         Ok(AbOutcome {
             comparison,
-            a: TrialRun {
-                report: aggregate(&a_trials),
-                trials: a_trials,
-            },
-            b: TrialRun {
-                report: aggregate(&b_trials),
-                trials: b_trials,
-            },
+            a: TrialRun { report: aggregate(&a_trials), trials: a_trials },
+            b: TrialRun { report: aggregate(&b_trials), trials: b_trials },
         })
     }
 }

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use autodebug_core::{BenchSummary, RequestRecord};
+use autodebug_core::rng::SplitMix64;
+use autodebug_core::{BenchSummary, Direction, RequestRecord, stats};
 use serde::{Deserialize, Serialize};
-
-use crate::rng::SplitMix64;
 
 /// Bootstrap resamples; enough for a stable 95% percentile interval, cheap for a few trials.
 pub const BOOTSTRAP_RESAMPLES: usize = 2_000;
@@ -34,31 +33,16 @@ impl MetricStats {
         if n == 0 {
             return None;
         }
+        let (ci_low, ci_high) = bootstrap_ci(&values, &[], confidence, seed, |a, _| mean(a));
         let mean = mean(&values);
-        let std = if n > 1 {
-            (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt()
-        } else {
-            0.0
-        };
-        let (ci_low, ci_high) = bootstrap_ci(&values, &[], confidence, seed, |a, _| mean_of(a));
-        Some(MetricStats {
-            n,
-            mean,
-            std,
-            ci_low,
-            ci_high,
-            confidence,
-            values,
-        })
+        let std =
+            if n > 1 { (values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1) as f64).sqrt() } else { 0.0 };
+        Some(MetricStats { n, mean, std, ci_low, ci_high, confidence, values })
     }
 }
 
 fn mean(values: &[f64]) -> f64 {
     values.iter().sum::<f64>() / values.len().max(1) as f64
-}
-
-fn mean_of(values: &[f64]) -> f64 {
-    mean(values)
 }
 
 /// A percentile bootstrap interval of `statistic(a*, b*)` where `a*`, `b*` are resamples with
@@ -71,48 +55,20 @@ pub fn bootstrap_ci(
     statistic: impl Fn(&[f64], &[f64]) -> f64,
 ) -> (f64, f64) {
     let mut rng = SplitMix64::new(seed ^ 0xb007_57a9);
-    let mut resample = |from: &[f64], into: &mut Vec<f64>| {
-        into.clear();
-        for _ in 0..from.len() {
-            into.push(from[(rng.next_u64() % from.len() as u64) as usize]);
-        }
-    };
-    let (mut ra, mut rb) = (Vec::with_capacity(a.len()), Vec::with_capacity(b.len()));
-    let mut estimates: Vec<f64> = (0..BOOTSTRAP_RESAMPLES)
-        .map(|_| {
-            resample(a, &mut ra);
-            resample(b, &mut rb);
-            statistic(&ra, &rb)
-        })
-        .filter(|v| v.is_finite())
-        .collect();
-    if estimates.is_empty() {
-        return (f64::NAN, f64::NAN);
-    }
-    estimates.sort_by(f64::total_cmp);
+    let estimates = stats::bootstrap(a, b, BOOTSTRAP_RESAMPLES, &mut rng, statistic);
     let tail = (1.0 - confidence.clamp(0.0, 1.0)) / 2.0;
-    let at = |q: f64| {
-        estimates[((q * (estimates.len() - 1) as f64).round() as usize).min(estimates.len() - 1)]
-    };
-    (at(tail), at(1.0 - tail))
+    (stats::nearest_rank(&estimates, tail), stats::nearest_rank(&estimates, 1.0 - tail))
 }
 
 /// Stats of every flat metric ([`BenchSummary::metrics`]) across trial summaries.
-pub fn trial_stats(
-    trials: &[&BenchSummary],
-    confidence: f64,
-    seed: u64,
-) -> BTreeMap<String, MetricStats> {
+pub fn trial_stats(trials: &[&BenchSummary], confidence: f64, seed: u64) -> BTreeMap<String, MetricStats> {
     let mut columns: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     for summary in trials {
         for (name, value) in summary.metrics() {
             columns.entry(name).or_default().push(value);
         }
     }
-    columns
-        .into_iter()
-        .filter_map(|(name, values)| Some((name, MetricStats::of(&values, confidence, seed)?)))
-        .collect()
+    columns.into_iter().filter_map(|(name, values)| Some((name, MetricStats::of(&values, confidence, seed)?))).collect()
 }
 
 /// Service-level objectives a request must meet to count towards goodput; unset bounds are not checked.
@@ -143,9 +99,7 @@ impl Slo {
         record.error.is_none()
             && within(self.ttft_ms, record.ttft_ns.map(|v| v as f64))
             && within(self.e2e_ms, record.e2e_ns.map(|v| v as f64))
-            && (self.tpot_ms.is_none()
-                || record.tpot_ns().is_none()
-                || within(self.tpot_ms, record.tpot_ns()))
+            && (self.tpot_ms.is_none() || record.tpot_ns().is_none() || within(self.tpot_ms, record.tpot_ns()))
     }
 }
 
@@ -166,38 +120,8 @@ pub fn goodput(records: &[RequestRecord], slo: Slo, duration_s: f64) -> Goodput 
     Goodput {
         slo,
         good_requests: good,
-        good_fraction: if records.is_empty() {
-            0.0
-        } else {
-            good as f64 / records.len() as f64
-        },
-        goodput_rps: if duration_s > 0.0 {
-            good as f64 / duration_s
-        } else {
-            0.0
-        },
-    }
-}
-
-/// Whether more of a metric is good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    HigherIsBetter,
-    LowerIsBetter,
-}
-
-impl Direction {
-    /// The usual direction for a flat metric name: throughputs and goodput up, everything else down.
-    pub fn for_metric(metric: &str) -> Direction {
-        if metric.contains("throughput")
-            || metric.starts_with("goodput")
-            || metric == "cached_token_ratio"
-        {
-            Direction::HigherIsBetter
-        } else {
-            Direction::LowerIsBetter
-        }
+        good_fraction: if records.is_empty() { 0.0 } else { good as f64 / records.len() as f64 },
+        goodput_rps: if duration_s > 0.0 { good as f64 / duration_s } else { 0.0 },
     }
 }
 
@@ -228,15 +152,11 @@ pub fn verdict(
     }
     let difference = mean(b) - mean(a);
     let ci = bootstrap_ci(a, b, confidence, seed, |ra, rb| mean(rb) - mean(ra));
-    let relative = if mean(a) != 0.0 {
-        difference.abs() / mean(a).abs()
-    } else {
-        f64::INFINITY
-    };
+    let relative = if mean(a) != 0.0 { difference.abs() / mean(a).abs() } else { f64::INFINITY };
     let excludes_zero = ci.0 > 0.0 || ci.1 < 0.0;
     let verdict = if !excludes_zero || relative < min_relative_effect {
         Verdict::WithinNoise
-    } else if (difference > 0.0) == (direction == Direction::HigherIsBetter) {
+    } else if (difference > 0.0) == (direction == Direction::Maximize) {
         Verdict::Better
     } else {
         Verdict::Worse
@@ -254,19 +174,21 @@ mod tests {
     fn stats_match_hand_computed_values_and_bootstrap_is_seeded() {
         let stats = MetricStats::of(&[2.0, 4.0, 6.0], 0.95, 1).unwrap();
         assert_eq!((stats.n, stats.mean, stats.std), (3, 4.0, 2.0));
-        assert!(
-            stats.ci_low >= 2.0
-                && stats.ci_high <= 6.0
-                && stats.ci_low < 4.0
-                && stats.ci_high > 4.0
-        );
+        assert!(stats.ci_low >= 2.0 && stats.ci_high <= 6.0 && stats.ci_low < 4.0 && stats.ci_high > 4.0);
         assert_eq!(stats, MetricStats::of(&[2.0, 4.0, 6.0], 0.95, 1).unwrap());
         let one = MetricStats::of(&[5.0, f64::NAN], 0.95, 1).unwrap();
-        assert_eq!(
-            (one.n, one.std, one.ci_low, one.ci_high),
-            (1, 0.0, 5.0, 5.0)
-        );
+        assert_eq!((one.n, one.std, one.ci_low, one.ci_high), (1, 0.0, 5.0, 5.0));
         assert!(MetricStats::of(&[], 0.95, 1).is_none());
+    }
+
+    // Printed by this module's own bootstrap before it moved to `autodebug_core::stats`: saved
+    // reports keep their intervals for the same trials and seed.
+    #[test]
+    fn intervals_are_those_the_previous_bootstrap_gave() {
+        assert_eq!(bootstrap_ci(&[2.0, 4.0, 6.0], &[], 0.95, 1, |a, _| mean(a)), (2.0, 6.0));
+        assert_eq!(bootstrap_ci(&[2.0, 4.0, 6.0, 7.5, 1.25], &[], 0.9, 3, |a, _| mean(a)), (2.5, 5.95));
+        let (a, b) = ([100.0, 104.0, 98.0, 101.0], [80.0, 83.0, 79.0, 81.5]);
+        assert_eq!(bootstrap_ci(&a, &b, 0.9, 7, |ra, rb| mean(rb) - mean(ra)), (-22.0, -17.75));
     }
 
     #[test]
@@ -283,67 +205,28 @@ mod tests {
             record(10, 100, 10),
             record(50, 200, 4),
             record(300, 300, 1),
-            RequestRecord {
-                error: Some(ErrorClass::Connect),
-                ..RequestRecord::default()
-            },
+            RequestRecord { error: Some(ErrorClass::Connect), ..RequestRecord::default() },
         ];
-        let slo = Slo {
-            ttft_ms: Some(100.0),
-            tpot_ms: Some(20.0),
-            e2e_ms: None,
-        };
+        let slo = Slo { ttft_ms: Some(100.0), tpot_ms: Some(20.0), e2e_ms: None };
         let g = goodput(&records, slo, 2.0);
-        assert_eq!(
-            (g.good_requests, g.good_fraction, g.goodput_rps),
-            (1, 0.25, 0.5)
-        );
-        let slo = Slo {
-            ttft_ms: Some(400.0),
-            tpot_ms: Some(20.0),
-            e2e_ms: Some(1000.0),
-        };
-        assert_eq!(
-            goodput(&records, slo, 2.0).good_requests,
-            2,
-            "the 1-token request has no TPOT to miss"
-        );
-        assert_eq!(
-            goodput(&records, Slo::default(), 1.0).good_requests,
-            3,
-            "no bounds: every success counts"
-        );
+        assert_eq!((g.good_requests, g.good_fraction, g.goodput_rps), (1, 0.25, 0.5));
+        let slo = Slo { ttft_ms: Some(400.0), tpot_ms: Some(20.0), e2e_ms: Some(1000.0) };
+        assert_eq!(goodput(&records, slo, 2.0).good_requests, 2, "the 1-token request has no TPOT to miss");
+        assert_eq!(goodput(&records, Slo::default(), 1.0).good_requests, 3, "no bounds: every success counts");
     }
 
     #[test]
     fn verdicts_follow_direction_and_noise() {
         let a = [100.0, 102.0, 98.0, 101.0];
         let faster = [80.0, 82.0, 79.0, 81.0];
-        assert_eq!(
-            verdict(&a, &faster, Direction::LowerIsBetter, 0.95, 0.02, 7).0,
-            Verdict::Better
-        );
-        assert_eq!(
-            verdict(&a, &faster, Direction::HigherIsBetter, 0.95, 0.02, 7).0,
-            Verdict::Worse
-        );
+        assert_eq!(verdict(&a, &faster, Direction::Minimize, 0.95, 0.02, 7).0, Verdict::Better);
+        assert_eq!(verdict(&a, &faster, Direction::Maximize, 0.95, 0.02, 7).0, Verdict::Worse);
         let same = [101.0, 99.0, 100.0, 102.0];
-        assert_eq!(
-            verdict(&a, &same, Direction::LowerIsBetter, 0.95, 0.02, 7).0,
-            Verdict::WithinNoise
-        );
+        assert_eq!(verdict(&a, &same, Direction::Minimize, 0.95, 0.02, 7).0, Verdict::WithinNoise);
         // A clear but tiny shift stays within noise under a 2% minimum effect.
         let tiny = [100.5, 102.5, 98.5, 101.5];
-        assert_eq!(
-            verdict(&a, &tiny, Direction::LowerIsBetter, 0.95, 0.02, 7).0,
-            Verdict::WithinNoise
-        );
-        let (_, diff, (lo, hi)) = verdict(&a, &faster, Direction::LowerIsBetter, 0.95, 0.02, 7);
+        assert_eq!(verdict(&a, &tiny, Direction::Minimize, 0.95, 0.02, 7).0, Verdict::WithinNoise);
+        let (_, diff, (lo, hi)) = verdict(&a, &faster, Direction::Minimize, 0.95, 0.02, 7);
         assert!((diff - (-19.75)).abs() < 1e-9 && lo <= diff && diff <= hi && hi < 0.0);
-        assert_eq!(
-            Direction::for_metric("output_throughput"),
-            Direction::HigherIsBetter
-        );
-        assert_eq!(Direction::for_metric("ttft.p99"), Direction::LowerIsBetter);
     }
 }

@@ -81,18 +81,12 @@ pub(crate) struct TokenSplit {
 
 impl StreamAccount {
     pub(crate) fn new() -> Self {
-        StreamAccount {
-            per_chunk_usage: true,
-            ..StreamAccount::default()
-        }
+        StreamAccount { per_chunk_usage: true, ..StreamAccount::default() }
     }
 
     /// Also keeps the generated text (see [`StreamAccount::take_answer`]).
     pub(crate) fn keeping_answer() -> Self {
-        StreamAccount {
-            answer: Some(String::new()),
-            ..StreamAccount::new()
-        }
+        StreamAccount { answer: Some(String::new()), ..StreamAccount::new() }
     }
 
     /// The generated text, when kept.
@@ -109,10 +103,7 @@ impl StreamAccount {
             Ok(chunk) => chunk,
             Err(e) => {
                 let shown = String::from_utf8_lossy(&data[..data.len().min(80)]).into_owned();
-                return ControlFlow::Break(Stop::Failed(
-                    ErrorClass::MalformedJson,
-                    format!("{e} in chunk {shown:?}"),
-                ));
+                return ControlFlow::Break(Stop::Failed(ErrorClass::MalformedJson, format!("{e} in chunk {shown:?}")));
             }
         };
         if let Some(message) = chunk.error {
@@ -131,8 +122,7 @@ impl StreamAccount {
             if let Some(answer) = &mut self.answer {
                 answer.push_str(text);
             }
-            self.chunk_words
-                .push((text.split_whitespace().count() as u32).max(1));
+            self.chunk_words.push((text.split_whitespace().count() as u32).max(1));
             match chunk.usage.and_then(|u| u.completion_tokens) {
                 Some(cumulative) if self.per_chunk_usage => self.chunk_cumulative.push(cumulative),
                 _ => self.per_chunk_usage = false,
@@ -177,18 +167,13 @@ impl StreamAccount {
         }
         let words: u64 = self.chunk_words.iter().map(|&w| u64::from(w)).sum();
         match self.usage.completion_tokens {
-            Some(target) if words > 0 && u64::from(target) != words => TokenSplit {
-                per_chunk: rescale(&self.chunk_words, words, u64::from(target)),
-                output_tokens: target,
-            },
-            Some(target) => TokenSplit {
-                per_chunk: self.chunk_words.clone(),
-                output_tokens: target,
-            },
-            None => TokenSplit {
-                per_chunk: self.chunk_words.clone(),
-                output_tokens: words.min(u64::from(u32::MAX)) as u32,
-            },
+            Some(target) if words > 0 && u64::from(target) != words => {
+                TokenSplit { per_chunk: rescale(&self.chunk_words, words, u64::from(target)), output_tokens: target }
+            }
+            Some(target) => TokenSplit { per_chunk: self.chunk_words.clone(), output_tokens: target },
+            None => {
+                TokenSplit { per_chunk: self.chunk_words.clone(), output_tokens: words.min(u64::from(u32::MAX)) as u32 }
+            }
         }
     }
 
@@ -210,18 +195,9 @@ impl StreamAccount {
         record.ttst_ns = if split.per_chunk[0] >= 2 {
             Some(first)
         } else {
-            self.chunk_at_ns
-                .iter()
-                .zip(&split.per_chunk)
-                .skip(1)
-                .find(|(_, tokens)| **tokens > 0)
-                .map(|(at, _)| *at)
+            self.chunk_at_ns.iter().zip(&split.per_chunk).skip(1).find(|(_, tokens)| **tokens > 0).map(|(at, _)| *at)
         };
-        record.chunk_gaps_ns = self
-            .chunk_at_ns
-            .windows(2)
-            .map(|w| w[1].saturating_sub(w[0]))
-            .collect();
+        record.chunk_gaps_ns = self.chunk_at_ns.windows(2).map(|w| w[1].saturating_sub(w[0])).collect();
         record.chunk_tokens = split.per_chunk[1..].to_vec();
     }
 
@@ -240,8 +216,7 @@ fn rescale(weights: &[u32], from: u64, to: u64) -> Vec<u32> {
         .iter()
         .map(|&w| {
             cumulative_weight += u64::from(w);
-            let target = (u128::from(to) * u128::from(cumulative_weight) + u128::from(from) / 2)
-                / u128::from(from);
+            let target = (u128::from(to) * u128::from(cumulative_weight) + u128::from(from) / 2) / u128::from(from);
             let tokens = target as u64 - assigned;
             assigned = target as u64;
             tokens.min(u64::from(u32::MAX)) as u32
@@ -268,46 +243,24 @@ mod tests {
         let stop = feed(
             &mut account,
             &[
-                (
-                    r#"{"choices":[{"delta":{"role":"assistant","content":null}}]}"#,
-                    5,
-                ),
+                (r#"{"choices":[{"delta":{"role":"assistant","content":null}}]}"#, 5),
                 (r#"{"choices":[{"delta":{"content":"one two"}}]}"#, 10),
                 (r#"{"choices":[{"delta":{"content":" three"}}]}"#, 20),
-                (
-                    r#"{"choices":[{"delta":{"content":" four five six"}}]}"#,
-                    40,
-                ),
-                (
-                    r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}"#,
-                    41,
-                ),
+                (r#"{"choices":[{"delta":{"content":" four five six"}}]}"#, 40),
+                (r#"{"choices":[],"usage":{"prompt_tokens":9,"completion_tokens":12}}"#, 41),
                 ("[DONE]", 42),
             ],
         );
         assert_eq!(stop, Some(Stop::Done));
         assert!(account.saw_usage());
         // words 2,1,3 (sum 6) scaled x2 to the server's 12
-        assert_eq!(
-            account.token_split(),
-            TokenSplit {
-                per_chunk: vec![4, 2, 6],
-                output_tokens: 12
-            }
-        );
+        assert_eq!(account.token_split(), TokenSplit { per_chunk: vec![4, 2, 6], output_tokens: 12 });
         let mut record = RequestRecord::default();
         account.fill(&mut record);
-        assert_eq!(
-            (record.ttft_ns, record.ttst_ns),
-            (Some(10), Some(10)),
-            "first chunk has 4 tokens"
-        );
+        assert_eq!((record.ttft_ns, record.ttst_ns), (Some(10), Some(10)), "first chunk has 4 tokens");
         assert_eq!(record.chunk_gaps_ns, vec![10, 20]);
         assert_eq!(record.chunk_tokens, vec![2, 6]);
-        assert_eq!(
-            (record.prompt_tokens, record.output_tokens, record.chunks),
-            (Some(9), Some(12), 3)
-        );
+        assert_eq!((record.prompt_tokens, record.output_tokens, record.chunks), (Some(9), Some(12), 3));
     }
 
     #[test]
@@ -316,27 +269,12 @@ mod tests {
         feed(
             &mut account,
             &[
-                (
-                    r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"completion_tokens":1}}"#,
-                    10,
-                ),
-                (
-                    r#"{"choices":[{"delta":{"content":"yz"}}],"usage":{"completion_tokens":4}}"#,
-                    30,
-                ),
-                (
-                    r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#,
-                    31,
-                ),
+                (r#"{"choices":[{"delta":{"content":"x"}}],"usage":{"completion_tokens":1}}"#, 10),
+                (r#"{"choices":[{"delta":{"content":"yz"}}],"usage":{"completion_tokens":4}}"#, 30),
+                (r#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}"#, 31),
             ],
         );
-        assert_eq!(
-            account.token_split(),
-            TokenSplit {
-                per_chunk: vec![1, 3],
-                output_tokens: 4
-            }
-        );
+        assert_eq!(account.token_split(), TokenSplit { per_chunk: vec![1, 3], output_tokens: 4 });
         let mut record = RequestRecord::default();
         account.fill(&mut record);
         assert_eq!(record.ttst_ns, Some(30));
@@ -365,22 +303,10 @@ mod tests {
     #[test]
     fn bad_json_and_server_errors_stop_with_their_class() {
         let mut account = StreamAccount::new();
-        assert!(matches!(
-            feed(&mut account, &[("{oops", 1)]),
-            Some(Stop::Failed(ErrorClass::MalformedJson, _))
-        ));
+        assert!(matches!(feed(&mut account, &[("{oops", 1)]), Some(Stop::Failed(ErrorClass::MalformedJson, _))));
         let mut account = StreamAccount::new();
-        let stop = feed(
-            &mut account,
-            &[(r#"{"error":{"message":"out of memory"}}"#, 1)],
-        );
-        assert_eq!(
-            stop,
-            Some(Stop::Failed(
-                ErrorClass::ServerError,
-                "out of memory".into()
-            ))
-        );
+        let stop = feed(&mut account, &[(r#"{"error":{"message":"out of memory"}}"#, 1)]);
+        assert_eq!(stop, Some(Stop::Failed(ErrorClass::ServerError, "out of memory".into())));
     }
 
     #[test]

@@ -46,43 +46,27 @@ impl Tokenizer {
     /// WordPiece pieces, or a Unigram list of `[piece, score]`).
     pub fn from_tokenizer_json(path: &Path) -> Result<Tokenizer, BenchError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io {
-            path: shown.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| BenchError::Io { path: shown.clone(), source })?;
         Tokenizer::from_tokenizer_json_str(&text, &shown)
     }
 
     /// Like [`Tokenizer::from_tokenizer_json`], from the file's text; `source` names it in errors.
     pub fn from_tokenizer_json_str(text: &str, source: &str) -> Result<Tokenizer, BenchError> {
-        let invalid = |message: String| BenchError::InvalidInput {
-            location: source.to_string(),
-            message,
-        };
-        let json: serde_json::Value = serde_json::from_str(text).map_err(|e| {
-            invalid(format!(
-                "not JSON ({e}); expected a Hugging Face tokenizer.json"
-            ))
-        })?;
+        let invalid = |message: String| BenchError::InvalidInput { location: source.to_string(), message };
+        let json: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| invalid(format!("not JSON ({e}); expected a Hugging Face tokenizer.json")))?;
         let model = &json["model"];
         let pieces: Vec<String> = match &model["vocab"] {
             serde_json::Value::Object(map) => map.keys().cloned().collect(),
-            serde_json::Value::Array(list) => list
-                .iter()
-                .filter_map(|entry| entry.get(0).and_then(|p| p.as_str()).map(str::to_string))
-                .collect(),
+            serde_json::Value::Array(list) => {
+                list.iter().filter_map(|entry| entry.get(0).and_then(|p| p.as_str()).map(str::to_string)).collect()
+            }
             _ => {
-                return Err(invalid(
-                    "has no `model.vocab` map or list; is it a Hugging Face tokenizer.json?".into(),
-                ));
+                return Err(invalid("has no `model.vocab` map or list; is it a Hugging Face tokenizer.json?".into()));
             }
         };
-        let continuation = (model["type"].as_str() == Some("WordPiece")).then(|| {
-            model["continuing_subword_prefix"]
-                .as_str()
-                .unwrap_or("##")
-                .to_string()
-        });
+        let continuation = (model["type"].as_str() == Some("WordPiece"))
+            .then(|| model["continuing_subword_prefix"].as_str().unwrap_or("##").to_string());
         let marker = SPACE_MARKERS
             .into_iter()
             .max_by_key(|m| pieces.iter().filter(|p| p.starts_with(*m)).count())
@@ -94,8 +78,7 @@ impl Tokenizer {
                     Some(m) => piece.strip_prefix(m)?,
                     None => piece.as_str(),
                 };
-                let plain =
-                    (2..=12).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_lowercase());
+                let plain = (2..=12).contains(&word.len()) && word.bytes().all(|b| b.is_ascii_lowercase());
                 plain.then(|| word.to_string())
             })
             .collect();
@@ -133,9 +116,7 @@ impl Tokenizer {
     pub fn count(&self, text: &str) -> u32 {
         let count = match self {
             Tokenizer::Approximate => text.split_whitespace().count(),
-            Tokenizer::Vocabulary(v) => {
-                text.split_whitespace().map(|word| v.count_word(word)).sum()
-            }
+            Tokenizer::Vocabulary(v) => text.split_whitespace().map(|word| v.count_word(word)).sum(),
         };
         count.min(u32::MAX as usize) as u32
     }
@@ -144,9 +125,7 @@ impl Tokenizer {
     /// on (`seed`, `index`).
     pub fn prompt(&self, seed: u64, prefix: usize, total: usize, index: usize) -> String {
         match self {
-            Tokenizer::Approximate => {
-                prompt_from_words(builtin_words(), seed, prefix, total, index)
-            }
+            Tokenizer::Approximate => prompt_from_words(builtin_words(), seed, prefix, total, index),
             Tokenizer::Vocabulary(v) => prompt_from_words(&v.words, seed, prefix, total, index),
         }
     }
@@ -193,10 +172,7 @@ mod tests {
     fn bpe_json(extra: &[&str]) -> String {
         let mut vocab = serde_json::Map::new();
         let words = builtin_words().iter().filter(|w| w.len() >= 2).take(60);
-        for (id, piece) in words
-            .map(|w| format!("\u{0120}{w}"))
-            .chain(extra.iter().map(|s| s.to_string()))
-            .enumerate()
+        for (id, piece) in words.map(|w| format!("\u{0120}{w}")).chain(extra.iter().map(|s| s.to_string())).enumerate()
         {
             vocab.insert(piece, id.into());
         }
@@ -212,9 +188,7 @@ mod tests {
 
     #[test]
     fn vocabulary_prompts_count_exactly_and_unknown_words_split() {
-        let tokenizer =
-            Tokenizer::from_tokenizer_json_str(&bpe_json(&["\u{0120}x", "y", "z"]), "t.json")
-                .unwrap();
+        let tokenizer = Tokenizer::from_tokenizer_json_str(&bpe_json(&["\u{0120}x", "y", "z"]), "t.json").unwrap();
         let prompt = tokenizer.prompt(3, 4, 25, 1);
         assert_eq!(tokenizer.count(&prompt), 25);
         assert_eq!(prompt.split_whitespace().count(), 25);
@@ -224,21 +198,10 @@ mod tests {
 
     #[test]
     fn too_small_or_malformed_vocabularies_are_refused_with_the_file_named() {
-        let small =
-            serde_json::json!({"model": {"type": "BPE", "vocab": {"\u{0120}the": 0}}}).to_string();
-        let error = Tokenizer::from_tokenizer_json_str(&small, "small.json")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("small.json") && error.contains("whole-word"),
-            "{error}"
-        );
-        let error = Tokenizer::from_tokenizer_json_str("{", "bad.json")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            error.contains("bad.json") && error.contains("not JSON"),
-            "{error}"
-        );
+        let small = serde_json::json!({"model": {"type": "BPE", "vocab": {"\u{0120}the": 0}}}).to_string();
+        let error = Tokenizer::from_tokenizer_json_str(&small, "small.json").unwrap_err().to_string();
+        assert!(error.contains("small.json") && error.contains("whole-word"), "{error}");
+        let error = Tokenizer::from_tokenizer_json_str("{", "bad.json").unwrap_err().to_string();
+        assert!(error.contains("bad.json") && error.contains("not JSON"), "{error}");
     }
 }

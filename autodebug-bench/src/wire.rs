@@ -21,8 +21,8 @@ use std::io;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use autodebug_core::rx_stamp::{enable_rx_stamps, recv_stamped};
 use autodebug_core::{ErrorClass, Secret, TimeWindow};
-use autodebug_sim::server::rx_stamp::{enable_rx_stamps, recv_stamped};
 use tokio::io::{AsyncWriteExt, Interest};
 use tokio::net::TcpStream;
 
@@ -311,7 +311,9 @@ async fn exchange(mut connection: Connection, request: &[u8]) -> Result<Head, Ex
     loop {
         let (read, arrived) = match connection.read().await {
             Ok(read) => read,
-            Err(e) => return Err(fail(WireError::Closed(format!("connection broke before a response: {e}")), got_bytes)),
+            Err(e) => {
+                return Err(fail(WireError::Closed(format!("connection broke before a response: {e}")), got_bytes));
+            }
         };
         if read == 0 {
             let error = if connection.unread().is_empty() {
@@ -401,9 +403,8 @@ pub(crate) fn parse_head(bytes: &[u8]) -> Result<Option<ParsedHead>, WireError> 
         };
         let value = value.trim();
         if name.eq_ignore_ascii_case("content-length") {
-            let parsed = value
-                .parse::<u64>()
-                .map_err(|_| WireError::Malformed(format!("bad Content-Length {value:?}")))?;
+            let parsed =
+                value.parse::<u64>().map_err(|_| WireError::Malformed(format!("bad Content-Length {value:?}")))?;
             if length.is_some_and(|known| known != parsed) {
                 return Err(WireError::Malformed("two different Content-Length headers".to_string()));
             }
@@ -700,13 +701,18 @@ mod tests {
         let head = parse_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nrest").unwrap().unwrap();
         assert_eq!((head.status, head.keep_alive, head.length), (200, true, 47));
         assert!(matches!(head.framing, Framing::Chunked(_)));
-        let head = parse_head(b"HTTP/1.1 429 Too Many\r\ncontent-length: 12\r\nConnection: close\r\n\r\n").unwrap().unwrap();
+        let head =
+            parse_head(b"HTTP/1.1 429 Too Many\r\ncontent-length: 12\r\nConnection: close\r\n\r\n").unwrap().unwrap();
         assert_eq!((head.status, head.keep_alive, head.framing), (429, false, Framing::Length(12)));
         let head = parse_head(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
         assert_eq!((head.keep_alive, head.framing), (false, Framing::UntilClose));
         let bare = b"HTTP/1.1 200 OK\nTransfer-Encoding: chunked\n\n5\r\nhello\r\n0\r\n\r\n";
         let head = parse_head(bare).unwrap().unwrap();
-        assert_eq!(&bare[head.length..head.length + 3], b"5\r\n", "the head ends at its own blank line, not the body's");
+        assert_eq!(
+            &bare[head.length..head.length + 3],
+            b"5\r\n",
+            "the head ends at its own blank line, not the body's"
+        );
         assert_eq!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le").unwrap(), None, "incomplete");
         assert!(parse_head(b"<html>hello</html>\r\n\r\n").is_err());
         assert!(parse_head(b"HTTP/1.1 2000 OK\r\n\r\n").is_err());
@@ -759,7 +765,8 @@ mod tests {
         format!("http://{address}/v1/chat/completions")
     }
 
-    const CHUNKED_OK: &[u8] = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n5\r\nhello\r\n0\r\n\r\n";
+    const CHUNKED_OK: &[u8] =
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n6\r\ndata: \r\n5\r\nhello\r\n0\r\n\r\n";
 
     async fn read_body(response: &mut WireResponse<'_>) -> Vec<u8> {
         let mut body = Vec::new();
@@ -825,11 +832,9 @@ mod tests {
     #[tokio::test]
     async fn length_and_close_delimited_bodies_are_read_whole() {
         let connections = Arc::new(AtomicUsize::new(0));
-        let url = scripted_server(
-            vec![b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nboom".to_vec()],
-            connections.clone(),
-        )
-        .await;
+        let url =
+            scripted_server(vec![b"HTTP/1.1 500 Oops\r\nContent-Length: 4\r\n\r\nboom".to_vec()], connections.clone())
+                .await;
         let client = WireClient::for_url(&url, Duration::from_secs(2), "test").expect("http URL");
         let mut response = client.post(b"{}", None).await.expect("response");
         assert_eq!((response.status(), read_body(&mut response).await), (500, b"boom".to_vec()));

@@ -29,16 +29,16 @@ async fn token_comes_from_the_environment_when_the_endpoint_has_none() {
         std::env::remove_var("AUTODEBUG_BENCH_TOKEN");
         std::env::remove_var("OPENAI_API_KEY");
     }
-    let report = SseBenchmarker::from_env().run(&endpoint(&base), &plan).await.expect("ran");
+    let report = SseBenchmarker::from_env().expect("nothing required").run(&endpoint(&base), &plan).await.expect("ran");
     assert_eq!(report.records[0].error, Some(ErrorClass::HttpStatus), "no token anywhere: 401");
 
     unsafe { std::env::set_var("OPENAI_API_KEY", "from-the-env") };
-    let report = SseBenchmarker::from_env().run(&endpoint(&base), &plan).await.expect("ran");
+    let report = SseBenchmarker::from_env().expect("nothing required").run(&endpoint(&base), &plan).await.expect("ran");
     assert_eq!(report.summary.succeeded, 1, "{:?}", report.records[0].error_message);
 
     // AUTODEBUG_BENCH_TOKEN wins over OPENAI_API_KEY.
     unsafe { std::env::set_var("AUTODEBUG_BENCH_TOKEN", "wrong") };
-    let report = SseBenchmarker::from_env().run(&endpoint(&base), &plan).await.expect("ran");
+    let report = SseBenchmarker::from_env().expect("nothing required").run(&endpoint(&base), &plan).await.expect("ran");
     assert_eq!(report.records[0].error, Some(ErrorClass::HttpStatus));
     unsafe {
         std::env::remove_var("AUTODEBUG_BENCH_TOKEN");

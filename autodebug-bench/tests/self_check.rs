@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use autodebug_bench::self_check::{SelfCheckOptions, SelfCheckReport, SimulatorHost, run};
+use autodebug_bench::self_check::{SERVED_MODEL, SelfCheckOptions, SelfCheckReport, SimulatorHost, run};
 
 fn tiny() -> SelfCheckOptions {
     SelfCheckOptions {
@@ -20,7 +20,9 @@ fn tiny() -> SelfCheckOptions {
         request_timeout: Duration::from_secs(20),
         phase_limit: Duration::from_secs(40),
         ttft_paced: true,
-        simulator: SimulatorHost::InProcess,
+        simulator: SimulatorHost::in_process(|listener, fast| async move {
+            autodebug_sim::server::serve_reference(listener, fast, SERVED_MODEL.into()).await.map_err(|e| e.to_string())
+        }),
         label: "test".into(),
     }
 }
@@ -38,12 +40,23 @@ async fn reduced_self_check_measures_every_phase() {
     let report = run_bounded(options.clone()).await;
     assert!(report.errors.is_empty(), "no request may fail against the simulator: {:?}", report.errors);
 
-    // CPU phase: 4 requests x 500 tokens; each content chunk is one SSE event, plus the role,
-    // finish and usage chunks and [DONE] of every request.
+    // CPU phase: streams of 64, 128, 256, 500 (capped), 64, ... tokens, the last one cut, adding up
+    // to 2,000 tokens: 10 requests. Each content chunk is one SSE event, plus the role, finish and
+    // usage chunks and [DONE] of every request.
     assert_eq!(report.content_chunks_measured, 2_000);
-    assert!(report.chunks_measured >= report.content_chunks_measured + 4 * 3, "{report:?}");
+    assert!(report.chunks_measured >= report.content_chunks_measured + 10 * 3, "{report:?}");
     assert!(report.cpu_us_per_chunk > 0.0 && report.cpu_us_per_chunk.is_finite());
-    assert!(report.cpu_phase_cpu_s > 0.0 && report.cpu_phase_cpu_s <= report.cpu_phase_wall_s * 1.5 + 0.05);
+    // Whole-process CPU (the in-process server included) cannot outrun the cores for long.
+    let cores = report.machine_cores as f64;
+    assert!(report.cpu_phase_cpu_s > 0.0 && report.cpu_phase_cpu_s <= report.cpu_phase_wall_s * cores * 1.1 + 0.05);
+    // The floor read the same streams: as many events, by counting `\n\n` boundaries alone.
+    assert_eq!(report.floor_chunks_measured, report.chunks_measured, "{report:?}");
+    assert!(report.floor_cpu_s > 0.0 && report.floor_cpu_s.is_finite());
+    let floor = report.floor_cpu_s * 1e6 / report.floor_chunks_measured as f64;
+    assert!((report.floor_cpu_us_per_chunk - floor).abs() <= floor * 1e-9, "{report:?}");
+    assert!(report.floor_cpu_us_per_chunk > 0.0);
+    let ratio = report.cpu_us_per_chunk / report.floor_cpu_us_per_chunk;
+    assert!((report.cpu_ratio_to_floor - ratio).abs() <= ratio * 1e-9, "{report:?}");
     // Both rates come from the same counts.
     let per_cpu_second = report.chunks_measured as f64 / report.cpu_phase_cpu_s;
     assert!((report.chunks_per_sec - per_cpu_second).abs() <= per_cpu_second * 1e-9);
@@ -72,11 +85,15 @@ async fn reduced_self_check_measures_every_phase() {
     assert!(report.mode.starts_with("test:"));
     assert_eq!(report.ttft_server_mode, "paced");
     let table = report.to_table();
-    assert_eq!(table.matches("pass").count() + table.matches("FAIL").count(), 6, "{table}");
+    assert_eq!(table.matches("pass").count() + table.matches("FAIL").count(), 7, "{table}");
     assert!(table.contains("concurrent streams held"));
+    assert!(table.contains(&format!("{:.2}x", report.cpu_ratio_to_floor)), "{table}");
+    assert!(report.mode.contains("RUSAGE_SELF"), "{}", report.mode);
     let json = serde_json::to_value(&report).expect("serializes");
     for field in [
         "cpu_us_per_chunk",
+        "floor_cpu_us_per_chunk",
+        "cpu_ratio_to_floor",
         "chunks_per_sec",
         "streams_held",
         "ttft_err_mean_ms_c8",

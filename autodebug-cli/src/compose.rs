@@ -10,8 +10,8 @@ use autodebug_core::rules::{KnowledgeBase, RuleAnalyzer, RulePlanner};
 use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner};
 use autodebug_core::session::{Session, SessionConfig, SessionEvent};
 use autodebug_core::{EngineArgs, EngineKind, Error, Platform, Result, SearchSpace};
-use autodebug_deploy::engine_args::{default_cache_dir, probe};
 use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_deploy::engine_args::{default_cache_dir, probe};
 use autodebug_deploy::local::LocalDeployer;
 use autodebug_deploy::template::engine_command;
 use autodebug_deploy::{KubernetesDeployer, RenderAs, SlurmDeployer};
@@ -93,7 +93,7 @@ pub fn session(
     let mut builder = Session::builder()
         .search_space(SearchSpace::for_platform(baseline.engine, &platform))
         .deployer_boxed(deployer)
-        .benchmarker(SseBenchmarker::from_env())
+        .benchmarker(SseBenchmarker::from_env().map_err(|e| Error::Bench(e.to_string()))?)
         .analyzer(RuleAnalyzer::from_kb(kb.clone()))
         .stop_flag(stop)
         .observer(observer);
@@ -105,7 +105,7 @@ pub fn session(
             TelemetryKind::Graphsignal => match &config.deployer {
                 // The simulator serves its own Graphsignal-shaped debug context next to its API.
                 DeployerConfig::Simulator { .. } => builder.telemetry(GraphsignalSource::served_by_endpoint()),
-                _ => builder.telemetry(GraphsignalSource::from_env().map_err(|e| e.into_core("graphsignal"))?.build()),
+                _ => builder.telemetry(GraphsignalSource::from_env().map_err(|e| e.into_core("graphsignal"))?),
             },
             TelemetryKind::Logs => builder.telemetry(EngineLogSource::new()),
         };

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use autodebug_core::Secret;
-use autodebug_core::llm::LlmBudget;
 use autodebug_core::rules::KnowledgeBase;
 use autodebug_core::session::SessionConfig;
 use autodebug_core::{
@@ -12,6 +11,7 @@ use autodebug_core::{
 };
 use autodebug_deploy::KubernetesDeployer;
 use autodebug_deploy::dstack::DstackDeployer;
+use autodebug_llm::LlmBudget;
 use autodebug_llm::{LlmConfig, Provider};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,8 @@ pub enum DeployerConfig {
     /// A dstack service through the dstack server's REST API; server, project and token come from
     /// `~/.dstack/config.yml` or `DSTACK_SERVER_URL`, `DSTACK_TOKEN`, `DSTACK_PROJECT`.
     Dstack {
-        /// Your own dstack service YAML: kept intact except for the knobs a plan changes.
+        /// Your own dstack service YAML: kept intact except for the knobs a plan changes. A relative
+        /// path is read from the configuration file's folder.
         #[serde(default)]
         base_file: Option<PathBuf>,
         /// Seconds to wait for the run to be provisioned and healthy.
@@ -151,7 +152,8 @@ pub enum DeployerConfig {
     Kubernetes {
         #[serde(default)]
         namespace: Option<String>,
-        /// Your own manifests (multi-document YAML): kept intact except for the planned knobs.
+        /// Your own manifests (multi-document YAML): kept intact except for the planned knobs. A
+        /// relative path is read from the configuration file's folder.
         #[serde(default)]
         base_file: Option<PathBuf>,
         /// How to reach the service from here, e.g. `http://localhost:8000` behind a port-forward
@@ -475,15 +477,17 @@ impl RunConfig {
         if let DeployerConfig::Local { program, .. } = &mut config.deployer {
             *program = PathBuf::from(expand_home(&program.to_string_lossy()));
         }
+        let dir = path.parent().unwrap_or(Path::new(""));
+        // A base file sits next to the configuration that names it, as `rules` files do.
         if let DeployerConfig::Dstack { base_file: Some(f), .. }
         | DeployerConfig::Kubernetes { base_file: Some(f), .. } = &mut config.deployer
         {
-            *f = PathBuf::from(expand_home(&f.to_string_lossy()));
+            let expanded = PathBuf::from(expand_home(&f.to_string_lossy()));
+            *f = if expanded.is_relative() { dir.join(expanded) } else { expanded };
         }
         config.service.model = expand_home(&config.service.model);
         config.sessions_dir = PathBuf::from(expand_home(&config.sessions_dir.to_string_lossy()));
         config.objective().map_err(|e| Error::config(format!("{} objective", path.display()), e.to_string()))?;
-        let dir = path.parent().unwrap_or(Path::new(""));
         for rules in &mut config.rules {
             let expanded = PathBuf::from(expand_home(&rules.to_string_lossy()));
             *rules = if expanded.is_relative() { dir.join(expanded) } else { expanded };
@@ -698,5 +702,30 @@ pub fn expand_home(text: &str) -> String {
     match (text.strip_prefix("~/"), std::env::var("HOME")) {
         (Some(rest), Ok(home)) if !home.is_empty() => format!("{}/{rest}", home.trim_end_matches('/')),
         _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relative_base_file_is_read_next_to_the_configuration() {
+        let dir = tempfile::tempdir().unwrap();
+        let sub = dir.path().join("conf");
+        std::fs::create_dir(&sub).unwrap();
+        let path = sub.join("autodebug.yaml");
+        let write = |base: &str| {
+            let text = format!(
+                "deployer: {{kind: dstack, base_file: {base}}}\nservice: {{name: svc, engine: llamacpp, model: m}}\nbench: [{{name: b, prompt_tokens: 8, output_tokens: 8, requests: 1}}]\nobjective: {{maximize: output_throughput}}\n"
+            );
+            std::fs::write(&path, text).unwrap();
+            match RunConfig::load(&path).unwrap().deployer {
+                DeployerConfig::Dstack { base_file, .. } => base_file.unwrap(),
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(write("service.dstack.yml"), sub.join("service.dstack.yml"));
+        assert_eq!(write("/abs/service.dstack.yml"), PathBuf::from("/abs/service.dstack.yml"));
     }
 }

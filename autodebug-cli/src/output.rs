@@ -19,7 +19,10 @@ impl Progress {
         let terminal = std::io::stderr().is_terminal();
         let bar = (!quiet && terminal).then(|| {
             let bar = ProgressBar::new_spinner();
-            bar.set_style(ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner()));
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {msg}")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             bar
         });
@@ -32,14 +35,25 @@ impl Progress {
         move |event: &SessionEvent| {
             let message = match event {
                 SessionEvent::IterationStarted { number, spec } => {
-                    format!("iteration {number}: {}", if spec.flags.is_empty() { "engine defaults".to_string() } else { spec.flags.to_command_line() })
+                    format!(
+                        "iteration {number}: {}",
+                        if spec.flags.is_empty() {
+                            "engine defaults".to_string()
+                        } else {
+                            spec.flags.to_command_line()
+                        }
+                    )
                 }
                 SessionEvent::Deploying { number } => format!("iteration {number}: deploying, waiting until healthy"),
                 SessionEvent::Ready { number, base_url } => format!("iteration {number}: ready at {base_url}"),
                 SessionEvent::Benchmarking { number, plan } => format!("iteration {number}: benchmark `{plan}`"),
                 SessionEvent::Benchmarked { number, plan, summary } => format!(
                     "iteration {number}: `{plan}` TTFT p50 {:.1} ms, TPOT {:.3} ms, e2e {:.1} ms, {:.0} tok/s, {} errors",
-                    summary.ttft_ms.p50, summary.tpot_ms.mean, summary.e2e_ms.mean, summary.output_throughput, summary.failed
+                    summary.ttft_ms.p50,
+                    summary.tpot_ms.mean,
+                    summary.e2e_ms.mean,
+                    summary.output_throughput,
+                    summary.failed
                 ),
                 SessionEvent::IterationFinished { iteration } => format!(
                     "iteration {}: {}{}",
@@ -61,23 +75,6 @@ impl Progress {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
-    }
-}
-
-fn changes_text(iteration: &Iteration) -> String {
-    match &iteration.plan {
-        Some(plan) if !plan.changes.is_empty() => plan
-            .changes
-            .iter()
-            .map(|c| match c.to.as_deref() {
-                Some("true") => c.knob.clone(),
-                Some("false") | None => format!("no {}", c.knob),
-                Some(v) => format!("{} {v}", c.knob),
-            })
-            .collect::<Vec<_>>()
-            .join(" "),
-        Some(plan) if plan.exhausted => "(nothing left to try)".into(),
-        _ => String::new(),
     }
 }
 
@@ -107,10 +104,11 @@ pub fn outcome_table(outcome: &SessionOutcome, dir: &Path) -> String {
             metric(it, "ttft.p50"),
             metric(it, "tpot.mean"),
             metric(it, "output_throughput"),
-            changes_text(it),
+            autodebug_report::export::planned_text(it),
         ]);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut out = format!("session `{}`: {}\n\n", outcome.session.name, objective.describe());
     for row in &rows {
         let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect();
@@ -184,4 +182,15 @@ pub fn outcome_json(outcome: &SessionOutcome, dir: &Path) -> String {
         "sessions_dir": dir,
     });
     serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
+/// Writes to stdout; a reader that went away (a closed pipe) is not an error worth a panic.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        eprintln!("error: writing to stdout: {e}");
+    }
 }

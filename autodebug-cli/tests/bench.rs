@@ -22,24 +22,15 @@ impl Drop for Sim {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind loopback")
-        .local_addr()
-        .expect("address")
-        .port()
+    TcpListener::bind("127.0.0.1:0").expect("bind loopback").local_addr().expect("address").port()
 }
 
 fn healthy(port: u16) -> bool {
-    let Ok(mut stream) =
-        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
-    else {
+    let Ok(mut stream) = TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200)) else {
         return false;
     };
     let _ = stream.set_read_timeout(Some(Duration::from_millis(500)));
-    if stream
-        .write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .is_err()
-    {
+    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err() {
         return false;
     }
     let mut head = [0u8; 12];
@@ -49,41 +40,24 @@ fn healthy(port: u16) -> bool {
 fn start_sim() -> Sim {
     let port = free_port();
     let child = Command::new(BIN)
-        .args([
-            "sim",
-            "serve",
-            "--engine",
-            "sglang",
-            "--gpu",
-            "H100",
-            "--model",
-            "qwen1.5-0.5b",
-            "--port",
-        ])
+        .args(["sim", "serve", "--engine", "sglang", "--gpu", "H100", "--model", "qwen1.5-0.5b", "--port"])
         .arg(port.to_string())
         .arg("--")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn autodebug sim serve");
-    let sim = Sim {
-        child,
-        base: format!("http://127.0.0.1:{port}"),
-    };
+    let sim = Sim { child, base: format!("http://127.0.0.1:{port}") };
     let deadline = Instant::now() + Duration::from_secs(30);
     while !healthy(port) {
-        assert!(
-            Instant::now() < deadline,
-            "the simulator did not become healthy within 30 s"
-        );
+        assert!(Instant::now() < deadline, "the simulator did not become healthy within 30 s");
         std::thread::sleep(Duration::from_millis(100));
     }
     sim
 }
 
 fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("autodebug-cli-bench-{name}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("autodebug-cli-bench-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     dir
 }
@@ -95,27 +69,8 @@ fn bench_writes_a_versioned_report_and_one_jsonl_line_per_request() {
     let (json, jsonl) = (dir.join("report.json"), dir.join("records.jsonl"));
     let secret = "sk-test-never-printed-42";
     let output = Command::new(BIN)
-        .args([
-            "bench",
-            "--url",
-            &sim.base,
-            "--model",
-            MODEL,
-            "--concurrency",
-            "4",
-            "--requests",
-            "12",
-        ])
-        .args([
-            "--isl",
-            "32",
-            "--osl",
-            "16",
-            "--trials",
-            "2",
-            "--slo-ttft-ms",
-            "5000",
-        ])
+        .args(["bench", "--url", &sim.base, "--model", MODEL, "--concurrency", "4", "--requests", "12"])
+        .args(["--isl", "32", "--osl", "16", "--trials", "2", "--slo-ttft-ms", "5000"])
         .arg("--json")
         .arg(&json)
         .arg("--jsonl")
@@ -123,22 +78,10 @@ fn bench_writes_a_versioned_report_and_one_jsonl_line_per_request() {
         .env("AUTODEBUG_BENCH_TOKEN", secret)
         .output()
         .expect("run autodebug bench");
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr),
-    );
-    assert!(
-        output.status.success(),
-        "stdout: {stdout}\nstderr: {stderr}"
-    );
-    assert!(
-        !stdout.contains(secret) && !stderr.contains(secret),
-        "the token must never be printed"
-    );
-    assert!(
-        stdout.contains("ttft p50") && stdout.contains("bench"),
-        "{stdout}"
-    );
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "stdout: {stdout}\nstderr: {stderr}");
+    assert!(!stdout.contains(secret) && !stderr.contains(secret), "the token must never be printed");
+    assert!(stdout.contains("ttft p50") && stdout.contains("bench"), "{stdout}");
 
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("report")).expect("JSON");
@@ -151,19 +94,14 @@ fn bench_writes_a_versioned_report_and_one_jsonl_line_per_request() {
     assert_eq!(point["summary"]["output_tokens"], 24 * 16);
     for field in ["ttft_ms", "tpot_ms", "itl_ms", "e2e_ms"] {
         assert!(
-            point["summary"][field]["p50"]
-                .as_f64()
-                .is_some_and(|v| v > 0.0),
+            point["summary"][field]["p50"].as_f64().is_some_and(|v| v > 0.0),
             "{field}: {}",
             point["summary"][field]
         );
     }
     assert_eq!(point["trials"].as_array().map(Vec::len), Some(2));
     assert!(point["trial_stats"]["output_throughput"]["ci_high"].is_number());
-    assert_eq!(
-        point["goodput"]["good_requests"], 24,
-        "every request meets a 5 s TTFT"
-    );
+    assert_eq!(point["goodput"]["good_requests"], 24, "every request meets a 5 s TTFT");
     assert!(!std::fs::read_to_string(&json).unwrap().contains(secret));
 
     let lines: Vec<serde_json::Value> = std::fs::read_to_string(&jsonl)
@@ -172,11 +110,7 @@ fn bench_writes_a_versioned_report_and_one_jsonl_line_per_request() {
         .map(|l| serde_json::from_str(l).expect("each line is JSON"))
         .collect();
     assert_eq!(lines.len(), 24, "one line per request of both trials");
-    assert!(
-        lines
-            .iter()
-            .all(|l| l["ttft_ns"].as_u64().is_some() && l["output_tokens"] == 16)
-    );
+    assert!(lines.iter().all(|l| l["ttft_ns"].as_u64().is_some() && l["output_tokens"] == 16));
     assert_eq!(lines.iter().filter(|l| l["trial"] == 2).count(), 12);
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -185,53 +119,23 @@ fn bench_writes_a_versioned_report_and_one_jsonl_line_per_request() {
 fn bench_prints_json_for_a_sweep_and_refuses_bad_lengths() {
     let sim = start_sim();
     let output = Command::new(BIN)
-        .args([
-            "bench",
-            "--url",
-            &sim.base,
-            "--model",
-            MODEL,
-            "--sweep-concurrency",
-            "1,4",
-            "--requests",
-            "8",
-        ])
+        .args(["bench", "--url", &sim.base, "--model", MODEL, "--sweep-concurrency", "1,4", "--requests", "8"])
         .args(["--isl", "16..48", "--osl", "8", "--json"])
         .output()
         .expect("run autodebug bench");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: serde_json::Value =
-        serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
-    let names: Vec<&str> = report["points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["name"].as_str().unwrap())
-        .collect();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("stdout is the JSON report");
+    let names: Vec<&str> = report["points"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
     assert_eq!(names, ["bench@c1", "bench@c4"]);
-    assert!(
-        report["points"][0]["context"]["workload"]
-            .as_str()
-            .unwrap()
-            .contains("uniform 16..48")
-    );
+    assert!(report["points"][0]["context"]["workload"].as_str().unwrap().contains("uniform 16..48"));
 
     let output = Command::new(BIN)
-        .args([
-            "bench", "--url", &sim.base, "--model", MODEL, "--isl", "48..16",
-        ])
+        .args(["bench", "--url", &sim.base, "--model", MODEL, "--isl", "48..16"])
         .output()
         .expect("run autodebug bench");
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--isl") && stderr.contains("minimum"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--isl") && stderr.contains("minimum"), "{stderr}");
 }
 
 /// `--self-check --quick` with the simulators as `autodebug sim serve` children of the client:

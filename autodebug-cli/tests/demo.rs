@@ -66,12 +66,15 @@ fn demo_writes_the_trail_and_its_champion_beats_the_baseline_citing_telemetry() 
         }
     }
     // The published first step: continuous decode steps, mixed chunk and lpm from the baseline.
-    let first: Vec<&str> = history.iterations[0].plan.as_ref().unwrap().changes.iter().map(|c| c.knob.as_str()).collect();
+    let first: Vec<&str> =
+        history.iterations[0].plan.as_ref().unwrap().changes.iter().map(|c| c.knob.as_str()).collect();
     for knob in ["--num-continuous-decode-steps", "--enable-mixed-chunk", "--schedule-policy"] {
         assert!(first.contains(&knob), "first plan {first:?} lacks {knob}");
     }
     let log = std::fs::read_to_string(out.path().join(&files_with_prefix(out.path(), "debug-")[0])).unwrap();
-    for section in ["**Metrics**", "**Analysis**", "**Findings**", "**Planned changes**", "**Config changes from previous**"] {
+    for section in
+        ["**Metrics**", "**Analysis**", "**Findings**", "**Planned changes**", "**Config changes from previous**"]
+    {
         assert!(log.contains(section), "debug log lacks {section}");
     }
     assert!(log.contains("Profile `sglang.scheduler.Scheduler.run_batch`"), "{log}");
@@ -122,7 +125,8 @@ fn children_of(pid: u32) -> Vec<u32> {
 }
 
 fn alive(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.rsplit_once(')').is_some_and(|(_, r)| r.trim_start().starts_with('Z')))
 }
 
 #[test]
@@ -130,7 +134,13 @@ fn sigkill_mid_iteration_loses_no_finished_iteration_leaves_no_engine_and_resume
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 5);
     let sessions = dir.path().join("sessions");
-    let mut child = Command::new(BIN).args(["run", "-q", "-c"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
 
     // Wait until iteration 1 is recorded and iteration 2's engine is up.
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -159,11 +169,8 @@ fn sigkill_mid_iteration_loses_no_finished_iteration_leaves_no_engine_and_resume
     assert_eq!(before.iterations.len(), 1, "the finished iteration survived the kill");
     drop(store);
 
-    let output = Command::new(BIN)
-        .args(["run", "-q", "--resume", "--iterations", "1", "-c"])
-        .arg(&config)
-        .output()
-        .unwrap();
+    let output =
+        Command::new(BIN).args(["run", "-q", "--resume", "--iterations", "1", "-c"]).arg(&config).output().unwrap();
     assert!(output.status.success(), "resume failed: {}", String::from_utf8_lossy(&output.stderr));
     let store = Store::open(&sessions.join("autodebug.db")).unwrap();
     let after = store.history(session.id).unwrap();
@@ -185,13 +192,18 @@ fn bad_input_gets_a_clear_error_naming_the_file_or_flag() {
     assert!(stderr.contains("autodebug.yaml") && stderr.contains("budgte"), "{stderr}");
 
     let config = write_config(dir.path(), 1);
-    let text = std::fs::read_to_string(&config).unwrap().replace("  gpu: H100:1\n", "  gpu: H100:1\n  flags:\n    --rm-rf: /\n");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("  gpu: H100:1\n", "  gpu: H100:1\n  flags:\n    --rm-rf: /\n");
     std::fs::write(&config, text).unwrap();
     let output = Command::new(BIN).args(["run", "-c"]).arg(&config).output().unwrap();
     assert_eq!(output.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--rm-rf"), "{stderr}");
-    assert!(!dir.path().join("sessions").join("autodebug.db").exists() || files_with_prefix(&dir.path().join("sessions"), "debug-").is_empty());
+    assert!(
+        !dir.path().join("sessions").join("autodebug.db").exists()
+            || files_with_prefix(&dir.path().join("sessions"), "debug-").is_empty()
+    );
 }
 
 #[test]
@@ -199,7 +211,13 @@ fn ctrl_c_finishes_the_current_step_records_it_and_exits_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), 10);
     let sessions = dir.path().join("sessions");
-    let mut child = Command::new(BIN).args(["run", "-q", "-c"]).arg(&config).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
 
     // Interrupt while iteration 1's engine is up.
     let deadline = Instant::now() + Duration::from_secs(120);

@@ -27,24 +27,12 @@ fn kubernetes_files(dir: &Path) -> Vec<std::path::PathBuf> {
 fn demo_render_as_kubernetes_writes_manifests_that_parse_as_kubernetes_objects() {
     let out = tempfile::tempdir().unwrap();
     let output = Command::new(BIN)
-        .args([
-            "demo",
-            "--render-as",
-            "kubernetes",
-            "--iterations",
-            "2",
-            "--json",
-            "--out",
-        ])
+        .args(["demo", "--render-as", "kubernetes", "--iterations", "2", "--json", "--out"])
         .arg(out.path())
         .stderr(Stdio::inherit())
         .output()
         .unwrap();
-    assert!(
-        output.status.success(),
-        "demo failed: {}",
-        String::from_utf8_lossy(&output.stdout)
-    );
+    assert!(output.status.success(), "demo failed: {}", String::from_utf8_lossy(&output.stdout));
 
     let files = kubernetes_files(out.path());
     assert_eq!(files.len(), 2, "one manifest file per iteration: {files:?}");
@@ -53,8 +41,7 @@ fn demo_render_as_kubernetes_writes_manifests_that_parse_as_kubernetes_objects()
         let text = std::fs::read_to_string(file).unwrap();
         let mut kinds = Vec::new();
         for document in serde_yaml::Deserializer::from_str(&text) {
-            let value = serde_yaml::Value::deserialize(document)
-                .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            let value = serde_yaml::Value::deserialize(document).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
             if value.is_null() {
                 continue;
             }
@@ -65,31 +52,17 @@ fn demo_render_as_kubernetes_writes_manifests_that_parse_as_kubernetes_objects()
                     let deployment: Deployment = serde_json::from_value(json)
                         .unwrap_or_else(|e| panic!("{}: not a Deployment: {e}", file.display()));
                     let labels = deployment.metadata.labels.unwrap_or_default();
-                    assert_eq!(
-                        labels
-                            .get("app.kubernetes.io/managed-by")
-                            .map(String::as_str),
-                        Some("autodebug")
-                    );
+                    assert_eq!(labels.get("app.kubernetes.io/managed-by").map(String::as_str), Some("autodebug"));
                     let pod = deployment.spec.template.spec.expect("pod spec");
                     let engine = &pod.containers[0];
                     let args = engine.args.clone().unwrap_or_default();
-                    assert!(
-                        args.iter().any(|a| a == "sglang.launch_server"),
-                        "{}: {args:?}",
-                        file.display()
-                    );
+                    assert!(args.iter().any(|a| a == "sglang.launch_server"), "{}: {args:?}", file.display());
                     argument_lists.push(args);
                 }
                 "Service" => {
                     let service: Service = serde_json::from_value(json)
                         .unwrap_or_else(|e| panic!("{}: not a Service: {e}", file.display()));
-                    assert!(
-                        service
-                            .spec
-                            .and_then(|s| s.selector)
-                            .is_some_and(|s| s.contains_key("autodebug/run"))
-                    );
+                    assert!(service.spec.and_then(|s| s.selector).is_some_and(|s| s.contains_key("autodebug/run")));
                 }
                 other => panic!("{}: unexpected kind `{other}`", file.display()),
             }
@@ -98,8 +71,5 @@ fn demo_render_as_kubernetes_writes_manifests_that_parse_as_kubernetes_objects()
         assert_eq!(kinds, ["Deployment", "Service"], "{}", file.display());
     }
     // The second iteration runs the planned configuration, so its engine arguments differ.
-    assert_ne!(
-        argument_lists[0], argument_lists[1],
-        "the plan's changes did not reach the manifest"
-    );
+    assert_ne!(argument_lists[0], argument_lists[1], "the plan's changes did not reach the manifest");
 }

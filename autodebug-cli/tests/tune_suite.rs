@@ -23,28 +23,16 @@ fn tune_suite_writes_one_json_object_per_scenario_and_planner() {
         .arg(&out)
         .output()
         .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
     let table = String::from_utf8_lossy(&status.stdout);
-    assert!(
-        table.contains("qwen-chat-latency") && table.contains("evals-to-2%"),
-        "{table}"
-    );
-    let document: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(table.contains("qwen-chat-latency") && table.contains("evals-to-2%"), "{table}");
+    let document: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     let rows = document["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 4);
     // The summary block: per planner medians over the two scenarios, and hybrid against random.
     let summary = &document["summary"];
-    let planners: Vec<&str> = summary["planners"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["planner"].as_str().unwrap())
-        .collect();
+    let planners: Vec<&str> =
+        summary["planners"].as_array().unwrap().iter().map(|p| p["planner"].as_str().unwrap()).collect();
     assert_eq!(planners, ["random", "hybrid"]);
     for p in summary["planners"].as_array().unwrap() {
         let median = p["median_evals"].as_f64().unwrap();
@@ -80,10 +68,7 @@ fn an_unknown_planner_is_a_usage_error_naming_the_choices() {
         .unwrap();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        stderr.contains("--planners") && stderr.contains("hybrid"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("--planners") && stderr.contains("hybrid"), "{stderr}");
 }
 
 #[test]
@@ -96,16 +81,18 @@ fn sim_eval_answers_each_json_line_and_describes_generated_spaces() {
         .spawn()
         .unwrap();
     let mut stdin = child.stdin.take().unwrap();
-    writeln!(stdin, r#"{{"scenario": "qwen-chat-latency", "config": {{"--num-continuous-decode-steps": "4"}}, "seed": 1}}"#).unwrap();
+    writeln!(
+        stdin,
+        r#"{{"scenario": "qwen-chat-latency", "config": {{"--num-continuous-decode-steps": "4"}}, "seed": 1}}"#
+    )
+    .unwrap();
     writeln!(stdin, "not json").unwrap();
     drop(stdin);
     let output = child.wait_with_output().unwrap();
     // A bad line is answered with an error object and makes the exit status non-zero.
     assert_eq!(output.status.code(), Some(2));
-    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&output.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     assert_eq!(lines.len(), 2);
     assert_eq!(lines[0]["valid"], true);
     assert_eq!(lines[0]["feasible"], true);

@@ -30,7 +30,8 @@ fn vllm_cpu() -> (PathBuf, PathBuf, PathBuf) {
 /// smaller benchmark so a test iteration stays short.
 fn example_config(dir: &Path, extra_flags: &str) -> PathBuf {
     let (vllm, model, compile_cache) = vllm_cpu();
-    let example = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vllm-cpu.yaml")).unwrap();
+    let example =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vllm-cpu.yaml")).unwrap();
     let config = example
         .replace("~/.cache/autodebug/vllm-venv/bin/vllm", &vllm.to_string_lossy())
         .replace("~/.cache/autodebug/models/tiny-llama", &model.to_string_lossy())
@@ -55,7 +56,12 @@ fn two_iterations_on_a_real_vllm_cite_its_metrics_and_logs_and_run_the_planned_c
     let dir = tempfile::tempdir().unwrap();
     let path = example_config(dir.path(), "");
     let output = run(&path, "2");
-    assert!(output.status.success(), "run failed:\n{}\n{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "run failed:\n{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let store = Store::open(&dir.path().join("sessions").join("autodebug.db")).unwrap();
     let session = store.latest_session().unwrap().unwrap();
@@ -67,7 +73,10 @@ fn two_iterations_on_a_real_vllm_cite_its_metrics_and_logs_and_run_the_planned_c
     assert!(first.metrics["output_throughput"] > 0.0);
     let cited: Vec<&str> = first.analysis.cited.iter().map(|s| s.name.as_str()).collect();
     assert!(cited.iter().any(|n| n.starts_with("vllm:")), "no vLLM metric cited: {cited:?}");
-    assert!(first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine || s.name.starts_with("vllm.")), "no log signal cited: {cited:?}");
+    assert!(
+        first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine || s.name.starts_with("vllm.")),
+        "no log signal cited: {cited:?}"
+    );
     let plan = first.plan.as_ref().unwrap();
     assert!(!plan.changes.is_empty(), "{:?}", plan.notes);
     for change in &plan.changes {
@@ -87,7 +96,11 @@ fn an_invalid_value_fails_the_deploy_with_vllms_own_line_and_the_loop_rolls_back
     // argparse, but vLLM's own SchedulerConfig check refuses it at start-up (seen on this engine).
     let path = example_config(dir.path(), "--max-num-batched-tokens: 512, --no-enable-chunked-prefill: null");
     let output = run(&path, "2");
-    assert!(output.status.success(), "the loop goes on after a failed deploy:\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "the loop goes on after a failed deploy:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 
     let store = Store::open(&dir.path().join("sessions").join("autodebug.db")).unwrap();
     let session = store.latest_session().unwrap().unwrap();
@@ -95,10 +108,18 @@ fn an_invalid_value_fails_the_deploy_with_vllms_own_line_and_the_loop_rolls_back
     let first = &history.iterations[0];
     assert_eq!(first.status, IterationStatus::DeployFailed);
     let finding = first.analysis.findings.iter().find(|f| f.rule == "session.deploy_failed").unwrap();
-    assert!(finding.summary.contains("invalid_value") && finding.summary.contains("max_num_batched_tokens"), "{}", finding.summary);
+    assert!(
+        finding.summary.contains("invalid_value") && finding.summary.contains("max_num_batched_tokens"),
+        "{}",
+        finding.summary
+    );
     assert!(finding.summary.contains("(512)"), "knob values stay readable: {}", finding.summary);
     let second = &history.iterations[1];
-    assert_ne!(second.spec.flags.get("--max-num-batched-tokens"), Some(Some("512")), "the failed value is not redeployed");
+    assert_ne!(
+        second.spec.flags.get("--max-num-batched-tokens"),
+        Some(Some("512")),
+        "the failed value is not redeployed"
+    );
     // The loop learnt the constraint: the setting is blamed, so no planner gets it deployed again.
     let blamed = history.blamed_settings();
     assert!(

@@ -48,7 +48,9 @@ pub enum Arrival {
     #[default]
     Poisson,
     /// Gamma-distributed gaps; burstiness < 1 is burstier than Poisson.
-    Gamma { burstiness: f64 },
+    Gamma {
+        burstiness: f64,
+    },
 }
 
 /// What the requests contain.
@@ -78,7 +80,14 @@ fn default_true() -> bool {
 
 impl Workload {
     pub fn new(prompt_tokens: u32, output_tokens: u32) -> Self {
-        Workload { prompt_tokens, output_tokens, shared_prefix_tokens: 0, repeat_prompt: false, ignore_eos: true, seed: 0 }
+        Workload {
+            prompt_tokens,
+            output_tokens,
+            shared_prefix_tokens: 0,
+            repeat_prompt: false,
+            ignore_eos: true,
+            seed: 0,
+        }
     }
 
     pub fn describe(&self) -> String {

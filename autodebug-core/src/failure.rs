@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::LogLine;
+use crate::{ErrorKind, LogLine};
 
 /// Why a deployment failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -248,6 +248,23 @@ fn classify(text: &str) -> Option<(FailureClass, Option<String>, u8)> {
     Some((Crashed, None, GENERIC))
 }
 
+/// The kind of a start that failed with `logs` as the engine's output: a rejected configuration
+/// when the root cause holds whatever is retried (an unknown flag, a refused value, too little
+/// memory or hardware), else transient (a crash nothing explains may not happen again).
+///
+/// ```
+/// use autodebug_core::{ErrorKind, LogLine, failure::start_failure_kind};
+/// let line = |text: &str| LogLine { time_ns: 0, text: text.into() };
+/// assert_eq!(start_failure_kind(&[line("vllm: error: unrecognized arguments: --frobnicate 7")]), ErrorKind::RejectedConfig);
+/// assert_eq!(start_failure_kind(&[line("Segmentation fault (core dumped)")]), ErrorKind::Transient);
+/// ```
+pub fn start_failure_kind(logs: &[LogLine]) -> ErrorKind {
+    match root_cause(logs, "") {
+        Some(cause) if cause.class.is_deterministic() => ErrorKind::RejectedConfig,
+        _ => ErrorKind::Transient,
+    }
+}
+
 /// Finds why the engine failed: the most specific failure line in `logs` (the earliest of equal
 /// ones, which is where a traceback's root sits), else a line of the deployer's `message`, else
 /// a health timeout the message reports. `None` only when neither says anything.
@@ -448,7 +465,8 @@ fn argument_flag(text: &str) -> Option<String> {
 /// (512) is smaller than max_model_len (1024)` → `--max-num-batched-tokens`.
 fn value_error_field(line: &str) -> Option<String> {
     let rest = line.trim().strip_prefix("Value error,")?.trim_start();
-    let field: String = rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
+    let field: String =
+        rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
     (field.contains('_') && rest[field.len()..].starts_with(" (")).then(|| format!("--{}", field.replace('_', "-")))
 }
 

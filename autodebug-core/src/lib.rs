@@ -37,10 +37,10 @@ pub use bench::{
     Arrival, BenchContext, BenchPlan, BenchReport, BenchSummary, Distribution, ErrorClass, Load, RequestRecord,
     Timeouts, Workload, duration_ms,
 };
-pub use error::{Error, Result};
+pub use error::{BoxError, Error, ErrorKind, Result};
 pub use failure::{FailureClass, RootCause};
 pub use history::{BlamedSetting, History, Iteration, IterationStatus};
-pub use knobs::{Domain, EngineArgs, Knob, Platform, SearchSpace};
+pub use knobs::{DeploymentKnobs, Domain, EngineArgs, Knob, Platform, SearchSpace};
 pub use objective::{Comparison, Constraint, Direction, Objective};
 pub use plan::{Change, Plan};
 pub use secret::Secret;
@@ -49,19 +49,19 @@ pub use spec::{
     Artifact, Deployment, Endpoint, EngineKind, LaunchFlags, LogLine, Resources, ServiceSpec, is_env_knob, shell_quote,
 };
 pub use traits::{Analyzer, Benchmarker, Deployer, PlanInput, Planner, Target, TelemetrySource};
-pub use window::TimeWindow;
+pub use window::{TimeWindow, parse_duration};
 
 /// Re-exported so implementors name the same `async_trait` the traits use.
 pub use async_trait::async_trait;
 
+pub mod pricing;
+pub mod rng;
+pub mod rules;
+pub mod rx_stamp;
+pub mod search;
+pub mod session;
+pub mod startup_args;
+pub mod stats;
 pub mod store;
 pub mod testing;
 pub mod trail;
-pub mod session;
-pub mod rules;
-pub mod llm;
-pub mod pricing;
-pub mod search;
-pub mod startup_args;
-pub mod report;
-pub mod ingest;

@@ -10,8 +10,63 @@ use crate::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Direction {
+    // The aliases read A/B comparisons saved when the benchmarker had its own direction type.
+    #[serde(alias = "lower_is_better")]
     Minimize,
+    #[serde(alias = "higher_is_better")]
     Maximize,
+}
+
+impl Direction {
+    /// The direction a metric improves in, from its name: rates of useful work (throughputs,
+    /// goodput, anything `*_per_s`), cache hits, speculative acceptance and completed requests go
+    /// up; latencies, errors, costs, durations and everything unknown go down. A plan prefix
+    /// (`chat.`) and a statistic suffix (`.p99`, `.mean`) do not change it.
+    ///
+    /// ```
+    /// use autodebug_core::Direction;
+    /// assert_eq!(Direction::for_metric("chat.ttft.p99"), Direction::Minimize);
+    /// assert_eq!(Direction::for_metric("output_throughput"), Direction::Maximize);
+    /// ```
+    pub fn for_metric(metric: &str) -> Direction {
+        let leaf = metric.rsplit('.').find(|part| !is_statistic(part)).unwrap_or(metric);
+        let maximized = leaf.contains("throughput")
+            || leaf.contains("goodput")
+            || leaf.ends_with("_per_s")
+            || leaf.ends_with("_per_second")
+            || leaf.ends_with("hit_rate")
+            || leaf.ends_with("acceptance_rate")
+            || leaf == "cached_token_ratio"
+            || leaf == "accept_length"
+            // Requests a run measured: within a fixed duration more is more served (failures count
+            // against `errors` and `error_rate`).
+            || leaf == "requests";
+        if maximized { Direction::Maximize } else { Direction::Minimize }
+    }
+}
+
+/// `min`/`minimize` or `max`/`maximize`, any case.
+///
+/// ```
+/// use autodebug_core::Direction;
+/// assert_eq!("MAX".parse::<Direction>().unwrap(), Direction::Maximize);
+/// assert!("down".parse::<Direction>().is_err());
+/// ```
+impl FromStr for Direction {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        match text.to_ascii_lowercase().as_str() {
+            "min" | "minimize" | "minimise" => Ok(Direction::Minimize),
+            "max" | "maximize" | "maximise" => Ok(Direction::Maximize),
+            other => Err(Error::config("direction", format!("`{other}`: expected `min` or `max`"))),
+        }
+    }
+}
+
+fn is_statistic(part: &str) -> bool {
+    matches!(part, "mean" | "avg" | "std" | "min" | "max" | "median")
+        || part.strip_prefix('p').is_some_and(|digits| !digits.is_empty() && digits.chars().all(|c| c.is_ascii_digit()))
 }
 
 /// Comparison used by a constraint.
@@ -67,10 +122,10 @@ impl FromStr for Constraint {
     type Err = Error;
 
     fn from_str(text: &str) -> Result<Self, Error> {
-        let (metric, op, rest) = ["<=", ">=", "=="]
-            .iter()
-            .find_map(|op| text.split_once(op).map(|(m, r)| (m, *op, r)))
-            .ok_or_else(|| Error::config("constraint", format!("`{text}`: expected `METRIC <= VALUE`, `>=` or `==`")))?;
+        let (metric, op, rest) =
+            ["<=", ">=", "=="].iter().find_map(|op| text.split_once(op).map(|(m, r)| (m, *op, r))).ok_or_else(
+                || Error::config("constraint", format!("`{text}`: expected `METRIC <= VALUE`, `>=` or `==`")),
+            )?;
         let rest = rest.trim();
         let (number, scale) = if let Some(n) = rest.strip_suffix("ms") {
             (n, 1.0)
@@ -93,6 +148,41 @@ impl FromStr for Constraint {
             _ => Comparison::Equal,
         };
         Ok(Constraint { metric: metric.trim().to_string(), op, bound: bound * scale })
+    }
+}
+
+/// `minimize e2e.mean`, `maximize output_throughput`, `min ttft.p99` or a bare metric name (whose
+/// direction comes from [`Direction::for_metric`]); no constraints.
+///
+/// ```
+/// use autodebug_core::{Direction, Objective};
+/// assert_eq!("MAX output_throughput".parse::<Objective>().unwrap(), Objective::maximize("output_throughput"));
+/// assert_eq!("ttft.p99".parse::<Objective>().unwrap().direction, Direction::Minimize);
+/// assert!("shrink ttft.p99".parse::<Objective>().unwrap_err().to_string().contains("shrink"));
+/// ```
+impl FromStr for Objective {
+    type Err = Error;
+
+    fn from_str(text: &str) -> Result<Self, Error> {
+        let words: Vec<&str> = text.split_whitespace().collect();
+        let bad = || {
+            Error::config(
+                "objective",
+                format!("`{text}`: expected `minimize METRIC` or `maximize METRIC`, e.g. `minimize e2e.mean`"),
+            )
+        };
+        match words.as_slice() {
+            [metric] => Ok(match Direction::for_metric(metric) {
+                Direction::Minimize => Objective::minimize(*metric),
+                Direction::Maximize => Objective::maximize(*metric),
+            }),
+            [verb, metric] => match verb.parse::<Direction>() {
+                Ok(Direction::Minimize) => Ok(Objective::minimize(*metric)),
+                Ok(Direction::Maximize) => Ok(Objective::maximize(*metric)),
+                Err(_) => Err(bad()),
+            },
+            _ => Err(bad()),
+        }
     }
 }
 
@@ -124,11 +214,21 @@ fn default_noise_pct() -> f64 {
 
 impl Objective {
     pub fn minimize(metric: impl Into<String>) -> Self {
-        Objective { metric: metric.into(), direction: Direction::Minimize, constraints: Vec::new(), noise_pct: default_noise_pct() }
+        Objective {
+            metric: metric.into(),
+            direction: Direction::Minimize,
+            constraints: Vec::new(),
+            noise_pct: default_noise_pct(),
+        }
     }
 
     pub fn maximize(metric: impl Into<String>) -> Self {
-        Objective { metric: metric.into(), direction: Direction::Maximize, constraints: Vec::new(), noise_pct: default_noise_pct() }
+        Objective {
+            metric: metric.into(),
+            direction: Direction::Maximize,
+            constraints: Vec::new(),
+            noise_pct: default_noise_pct(),
+        }
     }
 
     pub fn with_noise_pct(mut self, noise_pct: f64) -> Self {
@@ -207,5 +307,104 @@ impl Objective {
             text.push_str(&format!(" subject to {}", cons.join(", ")));
         }
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BenchSummary, Distribution, canonical, pricing, rules};
+
+    /// Every flat metric a benchmark run emits, with each distribution present.
+    fn bench_metric_names() -> Vec<String> {
+        let filled = Distribution { count: 1, ..Default::default() };
+        let summary = BenchSummary {
+            ttft_ms: filled,
+            ttst_ms: filled,
+            tpot_ms: filled,
+            itl_ms: filled,
+            inter_chunk_ms: filled,
+            e2e_ms: filled,
+            queue_delay_ms: filled,
+            cached_token_ratio: Some(0.5),
+            output_ngram_predictability: Some(0.5),
+            ..Default::default()
+        };
+        summary.metrics().into_keys().collect()
+    }
+
+    #[test]
+    fn every_metric_the_project_emits_improves_in_the_direction_its_meaning_says() {
+        use Direction::{Maximize as Up, Minimize as Down};
+        let latencies = ["ttft", "ttst", "tpot", "itl", "inter_chunk", "e2e", "queue_delay"];
+        let mut expected: BTreeMap<String, Direction> = latencies
+            .iter()
+            .flat_map(|name| Distribution::STATS.iter().map(move |stat| (format!("{name}.{stat}"), Down)))
+            .collect();
+        let named = [
+            // BenchSummary::metrics beyond the latency distributions.
+            ("request_throughput", Up),
+            ("output_throughput", Up),
+            ("total_token_throughput", Up),
+            ("requests", Up),
+            ("cached_token_ratio", Up),
+            ("errors", Down),
+            ("error_rate", Down),
+            ("output_ngram_predictability", Down),
+        ];
+        expected.extend(named.iter().map(|(n, d)| (n.to_string(), *d)));
+        let emitted = bench_metric_names();
+        let undecided: Vec<&String> = emitted.iter().filter(|n| !expected.contains_key(*n)).collect();
+        assert!(undecided.is_empty(), "decide a direction for {undecided:?} in this table");
+
+        let elsewhere = [
+            // Plan-prefixed copies (Session::bench_metrics) and other statistic spellings.
+            ("chat.output_throughput", Up),
+            ("concurrent.request_throughput", Up),
+            ("chat.e2e.mean", Down),
+            ("chat.error_rate", Down),
+            ("ttft.median", Down),
+            ("ttft.avg", Down),
+            // Ingested reports (vLLM, SGLang, GuideLLM, AIPerf).
+            ("goodput", Up),
+            ("input_throughput", Up),
+            ("accept_length", Up),
+            ("request_goodput", Up),
+            ("tokens_per_second", Up),
+            ("requests_per_second", Up),
+            ("output_tokens_per_second", Up),
+            // Cost metrics the session derives.
+            (pricing::COST_PER_MTOK, Down),
+            ("chat.cost_per_mtok", Down),
+            (pricing::GPU_HOUR_USD, Down),
+            // Telemetry and analyzer signals.
+            (canonical::GEN_THROUGHPUT, Up),
+            ("sglang.gen_throughput", Up),
+            ("vllm.log.avg_generation_throughput", Up),
+            ("vllm:avg_generation_throughput_toks_per_s", Up),
+            (canonical::PREFIX_HIT_RATE, Up),
+            ("sglang.cache_hit_rate", Up),
+            (rules::derived::SPEC_ACCEPTANCE_RATE, Up),
+            ("derived.spec_acceptance_rate", Up),
+            (canonical::TTFT_S, Down),
+            (canonical::QUEUE_TIME_S, Down),
+            (canonical::PREEMPTIONS, Down),
+            (canonical::SCHEDULER_OVERHEAD_SHARE, Down),
+            (canonical::SCHEDULER_STEP_MS, Down),
+            ("kernel_total_us", Down),
+            ("vllm.log.init_engine_s", Down),
+        ];
+        expected.extend(elsewhere.iter().map(|(n, d)| (n.to_string(), *d)));
+        for (metric, direction) in &expected {
+            assert_eq!(Direction::for_metric(metric), *direction, "{metric}");
+        }
+    }
+
+    #[test]
+    fn old_benchmark_direction_names_still_read() {
+        let read = |text: &str| serde_json::from_str::<Direction>(text).unwrap();
+        assert_eq!(read("\"higher_is_better\""), Direction::Maximize);
+        assert_eq!(read("\"lower_is_better\""), Direction::Minimize);
+        assert_eq!(serde_json::to_string(&Direction::Maximize).unwrap(), "\"maximize\"");
     }
 }

@@ -276,8 +276,7 @@ pub fn restore_spec(stored: &ServiceSpec, source: &ServiceSpec) -> ServiceSpec {
             value.clone_from(real);
         }
     }
-    let masked: Vec<String> =
-        out.flags.iter().filter(|(_, v)| *v == Some(MASK)).map(|(n, _)| n.to_string()).collect();
+    let masked: Vec<String> = out.flags.iter().filter(|(_, v)| *v == Some(MASK)).map(|(n, _)| n.to_string()).collect();
     for name in masked {
         if let Some(Some(real)) = source.flags.get(&name) {
             out.flags.set(&name, Some(real));

@@ -21,10 +21,10 @@ use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
 use crate::trail::Trail;
 use crate::{
-    Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Bottleneck, Deployer, Deployment, Error,
-    EngineArgs, Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan, PlanInput, Planner,
-    Result,
-    SearchSpace, ServiceSpec, Severity, Signal, SignalKind, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
+    Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Bottleneck, Deployer, Deployment,
+    EngineArgs, Error, ErrorKind, Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan,
+    PlanInput, Planner, Result, SearchSpace, ServiceSpec, Severity, Signal, SignalKind, Target, TelemetrySnapshot,
+    TelemetrySource, TimeWindow,
 };
 
 /// What a session runs and for how long.
@@ -85,6 +85,8 @@ mod opt_secs {
 }
 
 /// Progress of a session, for progress bars and logs.
+// A handful per iteration: their size costs nothing worth boxing each variant.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum SessionEvent {
     IterationStarted { number: u32, spec: ServiceSpec },
@@ -106,7 +108,7 @@ pub enum StopReason {
     WallTime,
     Interrupted,
     PlannerExhausted,
-    /// Two iterations in a row measured nothing, for the same reason (see [`nothing_measured`]).
+    /// Two iterations in a row measured nothing (no request of a plan succeeded), for the same reason.
     SameFailureTwice,
 }
 
@@ -143,18 +145,31 @@ pub struct Confirmation {
 }
 
 impl Confirmation {
-    fn judge(baseline_iteration: u32, champion_iteration: u32, base: Vec<f64>, champ: Vec<f64>, objective: &Objective) -> Self {
+    fn judge(
+        baseline_iteration: u32,
+        champion_iteration: u32,
+        base: Vec<f64>,
+        champ: Vec<f64>,
+        objective: &Objective,
+    ) -> Self {
         let median = |v: &[f64]| {
             let mut v = v.to_vec();
             v.sort_by(f64::total_cmp);
             let n = v.len();
-            if n == 0 { f64::NAN } else if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 }
+            if n == 0 {
+                f64::NAN
+            } else if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
         };
         let (mb, mc) = (median(&base), median(&champ));
         let maximize = objective.direction == crate::Direction::Maximize;
         let ratio = if maximize { mc / mb } else { mb / mc };
         let better = |c: f64, b: f64| if maximize { c > b } else { c < b };
-        let separated = !base.is_empty() && !champ.is_empty() && champ.iter().all(|&c| base.iter().all(|&b| better(c, b)));
+        let separated =
+            !base.is_empty() && !champ.is_empty() && champ.iter().all(|&c| base.iter().all(|&b| better(c, b)));
         // 1 / C(n+m, n): the only ordering out of all equally likely ones that separates this cleanly.
         let (n, m) = (champ.len() as f64, base.len() as f64);
         let p_value = if separated { 1.0 / binomial(n + m, n) } else { 1.0 };
@@ -180,7 +195,11 @@ impl Confirmation {
             self.baseline_iteration,
             self.champion_values.len().min(self.baseline_values.len()),
             self.p_value,
-            if self.confirmed { "" } else { " (some baseline trial matched or beat a champion trial, or the gap is within the noise)" }
+            if self.confirmed {
+                ""
+            } else {
+                " (some baseline trial matched or beat a champion trial, or the gap is within the noise)"
+            }
         )
     }
 }
@@ -203,7 +222,7 @@ pub struct SessionOutcome {
 impl SessionOutcome {
     /// The first iteration that ran, the reference for improvements.
     pub fn baseline(&self) -> Option<&Iteration> {
-        self.history.iterations.iter().find(|i| i.is_ok())
+        self.history.baseline()
     }
 
     pub fn champion(&self) -> Option<&Iteration> {
@@ -212,10 +231,7 @@ impl SessionOutcome {
 
     /// Champion over baseline, in percent of the baseline (positive = better).
     pub fn improvement_pct(&self) -> Option<f64> {
-        let objective = &self.session.objective;
-        let base = objective.value(&self.baseline()?.metrics)?;
-        let best = objective.value(&self.champion()?.metrics)?;
-        Some(objective.improvement_pct(base, best))
+        self.history.improvement_pct(&self.session.objective)
     }
 }
 
@@ -402,17 +418,7 @@ impl Session {
     /// `source`, the user's configuration, so a resumed run deploys real values.
     pub async fn resume_with(&self, name: Option<&str>, source: Option<&ServiceSpec>) -> Result<SessionOutcome> {
         let (record, mut history, unfinished) = self.with_store(|s| {
-            let record = match name {
-                Some(n) => s.session_by_name(n)?,
-                None => s.latest_session()?,
-            };
-            let record = record.ok_or_else(|| Error::Store {
-                path: self.config.sessions_dir.join("autodebug.db"),
-                message: match name {
-                    Some(n) => format!("no session named `{n}` to resume; list them with `autodebug history list`"),
-                    None => "no session to resume; start one with `autodebug run`".to_string(),
-                },
-            })?;
+            let record = s.find_session(name)?;
             let history = s.history(record.id)?;
             let unfinished = s.unfinished(record.id)?;
             Ok((record, history, unfinished))
@@ -520,9 +526,10 @@ impl Session {
     async fn confirm(&self, cursor: &mut Cursor) -> Result<Option<Confirmation>> {
         let trials = self.config.confirm_trials;
         let objective = cursor.record.objective.clone();
-        let (Some(baseline), Some(champion)) =
-            (cursor.history.iterations.iter().find(|i| i.is_ok()).cloned(), cursor.history.champion(&objective).cloned())
-        else {
+        let (Some(baseline), Some(champion)) = (
+            cursor.history.iterations.iter().find(|i| i.is_ok()).cloned(),
+            cursor.history.champion(&objective).cloned(),
+        ) else {
             return Ok(None);
         };
         if trials == 0 || champion.spec.flags == baseline.spec.flags {
@@ -534,7 +541,8 @@ impl Session {
                 if self.stopping() {
                     return Ok(None);
                 }
-                let note = format!("confirmation trial {trial} of {trials}: the {which} (iteration {}) again", of.number);
+                let note =
+                    format!("confirmation trial {trial} of {trials}: the {which} (iteration {}) again", of.number);
                 cursor.next_spec = of.spec.clone();
                 let iteration = self.iterate_as(cursor, Some(note)).await?;
                 let value = iteration.is_ok().then(|| objective.value(&iteration.metrics)).flatten();
@@ -546,7 +554,9 @@ impl Session {
                     (_, Some(v)) => champ.push(v),
                     // A trial that failed to run counts against the configuration it ran.
                     ("baseline", None) => {}
-                    (_, None) => champ.push(if objective.direction == crate::Direction::Maximize { 0.0 } else { f64::INFINITY }),
+                    (_, None) => {
+                        champ.push(if objective.direction == crate::Direction::Maximize { 0.0 } else { f64::INFINITY })
+                    }
                 }
             }
         }
@@ -591,21 +601,23 @@ impl Session {
             finished_ns: started_ns,
             timings: BTreeMap::new(),
         };
-        self.with_store(|s| s.begin_iteration(cursor.record.id, number, &spec, iteration.artifact.as_ref(), started_ns))?;
+        self.with_store(|s| {
+            s.begin_iteration(cursor.record.id, number, &spec, iteration.artifact.as_ref(), started_ns)
+        })?;
 
         let outcome = match artifact {
-            Err(e) => Err((IterationStatus::DeployFailed, format!("render failed: {e}"), Vec::new())),
+            Err(e) => Err(Failed::of(&e, IterationStatus::DeployFailed, format!("render failed: {e}"), Vec::new())),
             Ok(_) => self.measure(cursor.record.id, &mut iteration, &cursor.history).await,
         };
         let previous_ok = cursor.history.last_ok();
         match outcome {
             Ok(()) => iteration.status = IterationStatus::Ok,
-            Err((status, message, logs)) => {
-                tracing::warn!(number, %message, "iteration failed");
+            Err(Failed { status, message, logs, kind }) => {
+                tracing::warn!(number, %message, kind = kind.map(ErrorKind::as_str), "iteration failed");
                 iteration.status = status;
                 iteration.error = Some(message.clone());
                 if status != IterationStatus::Interrupted {
-                    iteration.analysis.findings.push(failure_finding(status, &message, &logs, &iteration.spec));
+                    iteration.analysis.findings.push(failure_finding(status, &message, kind, &logs, &iteration.spec));
                     // A start that failed leaves only the engine's log, but it says why (out of
                     // memory, a bad flag), and the startup rules turn that into a change.
                     if status == IterationStatus::DeployFailed && !logs.is_empty() {
@@ -651,13 +663,13 @@ impl Session {
         session_id: i64,
         iteration: &mut Iteration,
         history: &History,
-    ) -> std::result::Result<(), (IterationStatus, String, Vec<LogLine>)> {
+    ) -> std::result::Result<(), Failed> {
         let number = iteration.number;
         let step = Instant::now();
         self.emit(SessionEvent::Deploying { number });
         let deployment = match self.deployer.deploy(&iteration.spec).await {
             Ok(d) => d,
-            Err(e) => return Err((IterationStatus::DeployFailed, e.to_string(), Vec::new())),
+            Err(e) => return Err(Failed::of(&e, IterationStatus::DeployFailed, e.to_string(), Vec::new())),
         };
         let ready = self.deployer.wait_ready(&deployment, self.config.ready_timeout).await;
         iteration.timings.insert("deploy".into(), step.elapsed().as_secs_f64());
@@ -666,13 +678,13 @@ impl Session {
             Err(e) => {
                 let logs = self.deployer.logs(&deployment, None).await.unwrap_or_default();
                 self.teardown(&deployment).await;
-                return Err((IterationStatus::DeployFailed, e.to_string(), logs));
+                return Err(Failed::of(&e, IterationStatus::DeployFailed, e.to_string(), logs));
             }
         };
         self.emit(SessionEvent::Ready { number, base_url: endpoint.base_url.clone() });
         if self.stopping() {
             self.teardown(&deployment).await;
-            return Err((IterationStatus::Interrupted, "interrupted after deploy".into(), Vec::new()));
+            return Err(Failed::new(IterationStatus::Interrupted, "interrupted after deploy", Vec::new()));
         }
 
         let result = self.benchmark_and_analyze(session_id, iteration, history, &deployment, &endpoint).await;
@@ -687,7 +699,7 @@ impl Session {
         history: &History,
         deployment: &Deployment,
         endpoint: &crate::Endpoint,
-    ) -> std::result::Result<(), (IterationStatus, String, Vec<LogLine>)> {
+    ) -> std::result::Result<(), Failed> {
         let number = iteration.number;
         let startup_logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
         let target = Target { deployment, endpoint, logs: &startup_logs };
@@ -707,22 +719,31 @@ impl Session {
             self.emit(SessionEvent::Benchmarking { number, plan: plan.name.clone() });
             match self.benchmarker.run(endpoint, plan).await {
                 Ok(report) => {
-                    self.emit(SessionEvent::Benchmarked { number, plan: plan.name.clone(), summary: report.summary.clone() });
+                    self.emit(SessionEvent::Benchmarked {
+                        number,
+                        plan: plan.name.clone(),
+                        summary: report.summary.clone(),
+                    });
                     reports.push(report);
                 }
                 Err(e) => {
                     let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
-                    return Err((IterationStatus::BenchFailed, format!("benchmark `{}`: {e}", plan.name), logs));
+                    return Err(Failed::of(
+                        &e,
+                        IterationStatus::BenchFailed,
+                        format!("benchmark `{}`: {e}", plan.name),
+                        logs,
+                    ));
                 }
             }
         }
         iteration.timings.insert("bench".into(), step.elapsed().as_secs_f64());
         if let Some(message) = nothing_measured(&reports, endpoint) {
             let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
-            return Err((IterationStatus::BenchFailed, message, logs));
+            return Err(Failed::new(IterationStatus::BenchFailed, message, logs));
         }
         if reports.len() < self.config.bench.len() {
-            return Err((IterationStatus::Interrupted, "interrupted during the benchmark".into(), Vec::new()));
+            return Err(Failed::new(IterationStatus::Interrupted, "interrupted during the benchmark", Vec::new()));
         }
         let window = TimeWindow::new(
             reports.iter().map(|r| r.window.start_ns).min().unwrap_or(iteration.started_ns),
@@ -730,7 +751,9 @@ impl Session {
         );
         for report in &reports {
             iteration.bench.insert(report.plan.name.clone(), report.summary.clone());
-            if let Err(e) = self.with_store(|s| s.save_bench_records(session_id, number, &report.plan.name, &report.records)) {
+            if let Err(e) =
+                self.with_store(|s| s.save_bench_records(session_id, number, &report.plan.name, &report.records))
+            {
                 tracing::warn!(error = %e, "per-request records not stored");
             }
         }
@@ -776,7 +799,9 @@ impl Session {
         for analyzer in &self.analyzers {
             match analyzer.analyze(evidence).await {
                 Ok(a) => analysis.merge(a),
-                Err(e) => tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing"),
+                Err(e) => {
+                    tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing")
+                }
             }
         }
         analysis
@@ -828,11 +853,23 @@ impl Session {
             .bench
             .iter()
             .map(|p| {
-                let cache = if p.workload.repeat_prompt || p.workload.shared_prefix_tokens > 0 { "warm" } else { "cold" };
-                format!("`{}`: {}, {}, {} requests, 1 trial, {cache}", p.name, p.workload.describe(), p.load.describe(), p.requests)
+                let cache =
+                    if p.workload.repeat_prompt || p.workload.shared_prefix_tokens > 0 { "warm" } else { "cold" };
+                format!(
+                    "`{}`: {}, {}, {} requests, 1 trial, {cache}",
+                    p.name,
+                    p.workload.describe(),
+                    p.load.describe(),
+                    p.requests
+                )
             })
             .collect();
-        format!("Deployer `{}`, model `{}`. Benchmarks: {}.", self.deployer.name(), iteration.spec.model, plans.join("; "))
+        format!(
+            "Deployer `{}`, model `{}`. Benchmarks: {}.",
+            self.deployer.name(),
+            iteration.spec.model,
+            plans.join("; ")
+        )
     }
 }
 
@@ -895,11 +932,41 @@ pub fn bench_metrics(reports: &[BenchReport]) -> BTreeMap<String, f64> {
     metrics
 }
 
+/// Why an iteration stopped short: the status to record, the message, the logs that explain it,
+/// and, when an error said so, what kind of failure it was (the trail and the planner read it
+/// from the finding's `iteration.error` signal).
+struct Failed {
+    status: IterationStatus,
+    message: String,
+    logs: Vec<LogLine>,
+    kind: Option<ErrorKind>,
+}
+
+impl Failed {
+    fn new(status: IterationStatus, message: impl Into<String>, logs: Vec<LogLine>) -> Self {
+        Failed { status, message: message.into(), logs, kind: None }
+    }
+
+    fn of(error: &Error, status: IterationStatus, message: String, logs: Vec<LogLine>) -> Self {
+        Failed { kind: Some(error.kind()), ..Failed::new(status, message, logs) }
+    }
+}
+
 /// The finding a failed iteration records: the engine's own root-cause line (found in the log,
 /// not the traceback's last lines) with its failure class and the flag it names, so the trail
 /// says why and the planner can keep away from a setting that fails for a reason that holds.
-fn failure_finding(status: IterationStatus, message: &str, logs: &[LogLine], spec: &ServiceSpec) -> Finding {
-    let mut evidence = vec![Signal::text("session", SignalKind::LogLine, "iteration.error", first_line(message))];
+fn failure_finding(
+    status: IterationStatus,
+    message: &str,
+    kind: Option<ErrorKind>,
+    logs: &[LogLine],
+    spec: &ServiceSpec,
+) -> Finding {
+    let mut error = Signal::text("session", SignalKind::LogLine, ERROR_SIGNAL, first_line(message));
+    if let Some(kind) = kind {
+        error = error.with_label("kind", kind.as_str());
+    }
+    let mut evidence = vec![error];
     let cause = root_cause(logs, message);
     let summary = match &cause {
         Some(cause) => {
@@ -923,6 +990,10 @@ fn failure_finding(status: IterationStatus, message: &str, logs: &[LogLine], spe
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
+
+/// Name of the signal a failure finding cites for the error itself; its `kind` label is the
+/// [`ErrorKind`] when the error said.
+pub const ERROR_SIGNAL: &str = "iteration.error";
 
 /// Name of the signal a failure finding cites for its root cause; its labels carry `class`,
 /// `deterministic`, and the `flag` and `value` it blames when the configuration set that flag.

@@ -170,7 +170,14 @@ impl Signal {
             None if self.kind == SignalKind::Profile && self.count.is_some_and(|c| c > 0.0) => {
                 let calls = self.count.unwrap_or(0.0);
                 let total = self.as_f64().unwrap_or(0.0);
-                format!("{} calls / {} {} ({} {}/call)", format_number(calls), format_number(total), self.unit, format_number(total / calls), self.unit)
+                format!(
+                    "{} calls / {} {} ({} {}/call)",
+                    format_number(calls),
+                    format_number(total),
+                    self.unit,
+                    format_number(total / calls),
+                    self.unit
+                )
             }
             None if self.unit.is_empty() => self.value.as_text(),
             None => format!("{} {}", self.value.as_text(), self.unit),

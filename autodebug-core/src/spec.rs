@@ -33,6 +33,21 @@ impl EngineKind {
     }
 }
 
+/// `sglang`, `vllm`, `llamacpp` (also `llama.cpp`, `llama-cpp`, `llama-server`), any case.
+///
+/// ```
+/// use autodebug_core::EngineKind;
+/// assert_eq!("llama.cpp".parse::<EngineKind>(), Ok(EngineKind::LlamaCpp));
+/// assert!("tgi".parse::<EngineKind>().unwrap_err().contains("sglang, vllm or llamacpp"));
+/// ```
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        EngineKind::parse(text).ok_or_else(|| format!("unknown engine {text:?}; use sglang, vllm or llamacpp"))
+    }
+}
+
 impl fmt::Display for EngineKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
@@ -165,8 +180,7 @@ pub fn is_env_knob(name: &str) -> bool {
 
 /// Quotes an argument for a POSIX shell when it holds anything but safe characters.
 pub fn shell_quote(arg: &str) -> String {
-    let safe = !arg.is_empty()
-        && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
+    let safe = !arg.is_empty() && arg.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@+%".contains(c));
     if safe { arg.to_string() } else { format!("'{}'", arg.replace('\'', "'\\''")) }
 }
 
@@ -231,11 +245,7 @@ impl Resources {
         let spec = self.gpu.as_deref()?;
         let parts: Vec<&str> = spec.split(':').collect();
         let name = parts.first()?.to_string();
-        let count = parts
-            .last()
-            .filter(|_| parts.len() > 1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(1);
+        let count = parts.last().filter(|_| parts.len() > 1).and_then(|c| c.parse().ok()).unwrap_or(1);
         Some((name, count))
     }
 }
@@ -286,6 +296,26 @@ impl ServiceSpec {
     pub fn with_gpu(mut self, gpu: impl Into<String>) -> Self {
         self.resources.gpu = Some(gpu.into());
         self
+    }
+
+    /// The model name clients must request: what the engine was told to serve the model as
+    /// (`--served-model-name`; llama.cpp's `--alias`/`-a`), else the model itself.
+    ///
+    /// ```
+    /// use autodebug_core::{EngineKind, ServiceSpec};
+    /// let spec = ServiceSpec::new("s", EngineKind::LlamaCpp, "smol.gguf").with_flag("-a", Some("smol"));
+    /// assert_eq!(spec.served_model_name(), "smol");
+    /// assert_eq!(ServiceSpec::new("s", EngineKind::Vllm, "org/m").served_model_name(), "org/m");
+    /// let vllm = ServiceSpec::new("s", EngineKind::Vllm, "org/m").with_flag("--alias", Some("x"));
+    /// assert_eq!(vllm.served_model_name(), "org/m", "only llama.cpp reads --alias");
+    /// assert_eq!(vllm.with_flag("--served-model-name", Some("m")).served_model_name(), "m");
+    /// ```
+    pub fn served_model_name(&self) -> &str {
+        let alias = match self.engine {
+            EngineKind::LlamaCpp => self.flags.get("--alias").or_else(|| self.flags.get("-a")),
+            _ => None,
+        };
+        self.flags.get("--served-model-name").or(alias).flatten().unwrap_or(&self.model)
     }
 
     /// The engine's environment: `env` plus the environment knobs among the flags (a knob wins

@@ -53,7 +53,8 @@ pub fn pairs(body: &str) -> Vec<(String, String)> {
         .into_iter()
         .filter_map(|part| {
             let part = part.trim();
-            let (key, value) = if part.starts_with(['\'', '"']) { part.split_once(':')? } else { part.split_once('=')? };
+            let (key, value) =
+                if part.starts_with(['\'', '"']) { part.split_once(':')? } else { part.split_once('=')? };
             let key = key.trim().trim_matches(['\'', '"']);
             let value = value.trim().trim_matches(['\'', '"']);
             let plain = !key.is_empty() && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
@@ -74,7 +75,8 @@ mod tests {
         let config = pairs(" model='/m', dtype=torch.bfloat16, c=Cfg(a=1, b='x,y'), d={'k': <E.V: 2>}, seed=0");
         let keys: Vec<&str> = config.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(keys, ["model", "dtype", "c", "d", "seed"]);
-        let sglang = from_line("server_args=ServerArgs(model_path='m', schedule_policy='lpm', chunked_prefill_size=8192) tail");
+        let sglang =
+            from_line("server_args=ServerArgs(model_path='m', schedule_policy='lpm', chunked_prefill_size=8192) tail");
         assert_eq!(sglang.last().unwrap(), &("chunked_prefill_size".to_string(), "8192".to_string()));
         assert!(from_line("INFO nothing to see").is_empty());
     }

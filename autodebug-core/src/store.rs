@@ -345,6 +345,25 @@ impl Store {
         self.query_sessions("ORDER BY started_ns DESC, id DESC LIMIT 1", []).map(|mut v| v.pop())
     }
 
+    /// The session named `name`, or the latest one when `name` is `None`; when there is none, an
+    /// error naming this store and the sessions it holds.
+    pub fn find_session(&self, name: Option<&str>) -> Result<SessionRecord> {
+        let found = match name {
+            Some(name) => self.session_by_name(name)?,
+            None => self.latest_session()?,
+        };
+        found.ok_or_else(|| {
+            let known: Vec<String> =
+                self.sessions().map(|s| s.into_iter().map(|s| s.name).collect()).unwrap_or_default();
+            let message = match name {
+                Some(name) if known.is_empty() => format!("no session named `{name}`; the store holds none yet"),
+                Some(name) => format!("no session named `{name}`; sessions here: {}", known.join(", ")),
+                None => "the store holds no session yet; run `autodebug demo` or `autodebug run` first".to_string(),
+            };
+            Error::Store { path: self.path.clone(), message }
+        })
+    }
+
     /// All sessions, oldest first.
     pub fn sessions(&self) -> Result<Vec<SessionRecord>> {
         self.query_sessions("ORDER BY started_ns, id", [])
@@ -902,10 +921,10 @@ fn finite_map(map: &mut BTreeMap<String, f64>, what: &str) {
 }
 
 fn finite_signal(signal: &mut Signal) {
-    if let SignalValue::Number(v) = signal.value {
-        if !v.is_finite() {
-            signal.value = SignalValue::Text(v.to_string());
-        }
+    if let SignalValue::Number(v) = signal.value
+        && !v.is_finite()
+    {
+        signal.value = SignalValue::Text(v.to_string());
     }
     if signal.count.is_some_and(|c| !c.is_finite()) {
         signal.count = None;

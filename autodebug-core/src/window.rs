@@ -2,6 +2,34 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// A duration as people write it on a command line: `90` (seconds), `90s`, `1.5m`, `500ms`, `1h`;
+/// positive and finite.
+///
+/// ```
+/// use std::time::Duration;
+/// use autodebug_core::parse_duration;
+/// assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+/// assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+/// assert_eq!(parse_duration("20"), Ok(Duration::from_secs(20)));
+/// assert!(parse_duration("0s").is_err() && parse_duration("5 min").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "" | "s" => 1.0,
+        "ms" => 1e-3,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; write e.g. 30s, 2m, 500ms or 1h")),
+    };
+    match number.parse::<f64>() {
+        Ok(value) if value.is_finite() && value > 0.0 => Ok(Duration::from_secs_f64(value * scale)),
+        _ => Err(format!("{text:?} is not a positive duration; write e.g. 30s, 2m, 500ms or 1h")),
+    }
+}
+
 /// A span of wall-clock time in UTC nanoseconds since the Unix epoch.
 ///
 /// The benchmark records the exact window it ran in, and every telemetry source is asked

@@ -216,12 +216,8 @@ async fn a_prefill_oom_does_not_cut_running_requests() {
 async fn free_memory_with_a_mostly_empty_kv_pool_is_not_given_to_the_pool() {
     // A larger static fraction only risks activation OOM when the pool is not what binds.
     let case = Case::sglang().metric(c::AVAILABLE_GPU_MEM_GB, 14.0);
-    quiet_then_fires(
-        rule::MEM_HEADROOM_HIGH,
-        case.clone().metric(c::KV_USAGE, 0.3),
-        case.metric(c::KV_USAGE, 0.8),
-    )
-    .await;
+    quiet_then_fires(rule::MEM_HEADROOM_HIGH, case.clone().metric(c::KV_USAGE, 0.3), case.metric(c::KV_USAGE, 0.8))
+        .await;
 }
 
 #[tokio::test]
@@ -269,8 +265,7 @@ async fn a_queue_with_a_full_kv_pool_does_not_admit_more_requests() {
 #[tokio::test]
 async fn a_server_queue_is_never_blamed_on_the_client() {
     let case = Case::sglang().metric(c::KV_USAGE, 0.2);
-    quiet_then_fires(rule::CLIENT_BOUND, case.clone().metric(c::QUEUE_LEN, 3.0), case.metric(c::QUEUE_LEN, 0.0))
-        .await;
+    quiet_then_fires(rule::CLIENT_BOUND, case.clone().metric(c::QUEUE_LEN, 3.0), case.metric(c::QUEUE_LEN, 0.0)).await;
 }
 
 #[tokio::test]
@@ -364,10 +359,8 @@ async fn an_oom_after_startup_or_in_graph_capture_does_not_double_the_gpus() {
         tp1.clone().failed_start().log("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"),
     )
     .await;
-    let capture = run(&tp1
-        .failed_start()
-        .log("Capture cuda graph failed: CUDA out of memory. Tried to allocate 1.00 GiB"))
-    .await;
+    let capture =
+        run(&tp1.failed_start().log("Capture cuda graph failed: CUDA out of memory. Tried to allocate 1.00 GiB")).await;
     assert!(!capture.fired(rule::STARTUP_OOM), "{:?}", capture.plan.changes);
     assert!(capture.change("--tp-size").is_none());
 }

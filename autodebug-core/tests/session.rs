@@ -21,18 +21,30 @@ impl Deployer for StandInDeployer {
     }
 
     fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
-        Ok(Artifact { target: "standin".into(), extension: "sh".into(), content: format!("engine {}\n", spec.flags.to_command_line()) })
+        Ok(Artifact {
+            target: "standin".into(),
+            extension: "sh".into(),
+            content: format!("engine {}\n", spec.flags.to_command_line()),
+        })
     }
 
     async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
         self.live.fetch_add(1, Ordering::SeqCst);
         *CURRENT_FLAGS.lock().unwrap_or_else(|e| e.into_inner()) = spec.flags.len();
-        Ok(Deployment { id: "1".into(), backend: "standin".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+        Ok(Deployment {
+            id: "1".into(),
+            backend: "standin".into(),
+            spec: spec.clone(),
+            started_ns: TimeWindow::now_ns(),
+            details: Default::default(),
+        })
     }
 
     async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
         if deployment.spec.flags.get("--mem-fraction-static") == Some(Some("0.98")) {
-            return Err(Error::Deploy("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.".into()));
+            return Err(Error::rejected(
+                "RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.",
+            ));
         }
         Ok(Endpoint::new("http://127.0.0.1:9", "m"))
     }
@@ -66,7 +78,14 @@ impl Benchmarker for StandInBench {
             ..Default::default()
         };
         let now = TimeWindow::now_ns();
-        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+        Ok(BenchReport {
+            plan: plan.clone(),
+            context: Default::default(),
+            summary,
+            records: Vec::new(),
+            window: TimeWindow::new(now - 1000, now),
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -107,13 +126,26 @@ impl Planner for ScriptedPlanner {
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
         let n = input.history.iterations.len();
         let Some((knob, value)) = self.script.get(n - 1).copied() else {
-            return Ok(Plan { planner: "scripted".into(), changes: vec![], next: input.current.clone(), exhausted: true, notes: vec![] });
+            return Ok(Plan {
+                planner: "scripted".into(),
+                changes: vec![],
+                next: input.current.clone(),
+                exhausted: true,
+                notes: vec![],
+            });
         };
         let mut next = input.current.clone();
         next.flags.set(knob, value);
         Ok(Plan {
             planner: "scripted".into(),
-            changes: vec![Change { knob: knob.into(), from: None, to: value.map(Into::into), rule: "script".into(), reason: "scripted".into(), evidence: input.analysis.cited.clone() }],
+            changes: vec![Change {
+                knob: knob.into(),
+                from: None,
+                to: value.map(Into::into),
+                rule: "script".into(),
+                reason: "scripted".into(),
+                evidence: input.analysis.cited.clone(),
+            }],
             next,
             exhausted: false,
             notes: vec![],
@@ -152,7 +184,12 @@ fn config(dir: &std::path::Path, iterations: u32) -> SessionConfig {
     }
 }
 
-fn session(dir: &std::path::Path, iterations: u32, script: Vec<(&'static str, Option<&'static str>)>, live: Arc<AtomicUsize>) -> Session {
+fn session(
+    dir: &std::path::Path,
+    iterations: u32,
+    script: Vec<(&'static str, Option<&'static str>)>,
+    live: Arc<AtomicUsize>,
+) -> Session {
     Session::builder()
         .deployer(StandInDeployer { live })
         .benchmarker(StandInBench)
@@ -168,18 +205,25 @@ fn baseline() -> ServiceSpec {
 }
 
 // The tests share CURRENT_FLAGS, so they run one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test]
 async fn failed_deploy_rolls_back_to_the_champion_and_the_loop_goes_on() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
-    let script = vec![("--enable-mixed-chunk", None), ("--mem-fraction-static", Some("0.98")), ("--schedule-policy", Some("lpm"))];
+    let script = vec![
+        ("--enable-mixed-chunk", None),
+        ("--mem-fraction-static", Some("0.98")),
+        ("--schedule-policy", Some("lpm")),
+    ];
     let outcome = session(dir.path(), 4, script, live.clone()).run(baseline()).await.unwrap();
 
     let statuses: Vec<_> = outcome.history.iterations.iter().map(|i| i.status).collect();
-    assert_eq!(statuses, [IterationStatus::Ok, IterationStatus::Ok, IterationStatus::DeployFailed, IterationStatus::Ok]);
+    assert_eq!(
+        statuses,
+        [IterationStatus::Ok, IterationStatus::Ok, IterationStatus::DeployFailed, IterationStatus::Ok]
+    );
     let failed = &outcome.history.iterations[2];
     assert!(failed.error.as_deref().unwrap().contains("Not enough memory"), "{:?}", failed.error);
     // Iteration 4 runs the champion's flags plus the next scripted change, without the failed value.
@@ -190,17 +234,25 @@ async fn failed_deploy_rolls_back_to_the_champion_and_the_loop_goes_on() {
     assert!(outcome.improvement_pct().unwrap() > 0.0);
     assert_eq!(live.load(Ordering::SeqCst), 0, "every deployment was torn down");
 
-    let logs: Vec<_> = std::fs::read_dir(dir.path()).unwrap().filter_map(|e| e.ok()).map(|e| e.file_name().into_string().unwrap()).collect();
+    let logs: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
     assert_eq!(logs.iter().filter(|n| n.starts_with("debug-")).count(), 4, "{logs:?}");
     assert!(dir.path().join("autodebug.db").exists());
 }
 
 #[tokio::test]
 async fn resume_continues_numbering_and_keeps_finished_iterations() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
-    let script = vec![("--enable-mixed-chunk", None), ("--schedule-policy", Some("lpm")), ("--num-continuous-decode-steps", Some("8"))];
+    let script = vec![
+        ("--enable-mixed-chunk", None),
+        ("--schedule-policy", Some("lpm")),
+        ("--num-continuous-decode-steps", Some("8")),
+    ];
     let first = session(dir.path(), 2, script.clone(), live.clone()).run(baseline()).await.unwrap();
     assert_eq!(first.history.iterations.len(), 2);
     assert_eq!(first.stop_reason, StopReason::Iterations);
@@ -214,7 +266,7 @@ async fn resume_continues_numbering_and_keeps_finished_iterations() {
 
 #[tokio::test]
 async fn stop_flag_finishes_the_iteration_and_stops() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let raise = stop.clone();
@@ -241,7 +293,7 @@ async fn stop_flag_finishes_the_iteration_and_stops() {
 
 #[tokio::test]
 async fn an_invalid_plan_is_rejected_and_a_broken_telemetry_source_is_skipped() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
     let s = Session::builder()
@@ -284,7 +336,7 @@ impl Deployer for NeedsTwoGpus {
     async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
         let tp: u32 = deployment.spec.flags.get("--tp-size").flatten().and_then(|v| v.parse().ok()).unwrap_or(1);
         if tp < 2 {
-            return Err(Error::Deploy("the engine exited during start-up (exit status 1)".into()));
+            return Err(Error::deploy("the engine exited during start-up (exit status 1)"));
         }
         Ok(Endpoint::new("http://127.0.0.1:9", "m"))
     }
@@ -306,7 +358,7 @@ impl Deployer for NeedsTwoGpus {
 
 #[tokio::test]
 async fn a_baseline_that_runs_out_of_memory_at_start_is_repaired_by_the_startup_rule() {
-    let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
     let outcome = Session::builder()

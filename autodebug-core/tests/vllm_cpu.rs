@@ -27,17 +27,27 @@ impl Deployer for OneNumaNodeVllm {
     }
 
     fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
-        Ok(Artifact { target: "local".into(), extension: "sh".into(), content: format!("vllm serve {}\n", spec.flags.to_command_line()) })
+        Ok(Artifact {
+            target: "local".into(),
+            extension: "sh".into(),
+            content: format!("vllm serve {}\n", spec.flags.to_command_line()),
+        })
     }
 
     async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
         self.deployed.lock().unwrap_or_else(|e| e.into_inner()).push(spec.flags.clone());
-        Ok(Deployment { id: "1".into(), backend: "local".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+        Ok(Deployment {
+            id: "1".into(),
+            backend: "local".into(),
+            spec: spec.clone(),
+            started_ns: TimeWindow::now_ns(),
+            details: Default::default(),
+        })
     }
 
     async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
         if tensor_parallel(&deployment.spec) > 1 {
-            return Err(Error::Deploy("the engine exited during start-up (exit status 1)".into()));
+            return Err(Error::deploy("the engine exited during start-up (exit status 1)"));
         }
         Ok(Endpoint::new("http://127.0.0.1:9", "m"))
     }
@@ -70,11 +80,26 @@ impl Benchmarker for Bench {
             requests: 8,
             succeeded: 8,
             output_throughput: 100.0,
-            e2e_ms: Distribution { count: 8, mean: 100.0, p50: 100.0, p99: 100.0, max: 100.0, min: 100.0, ..Default::default() },
+            e2e_ms: Distribution {
+                count: 8,
+                mean: 100.0,
+                p50: 100.0,
+                p99: 100.0,
+                max: 100.0,
+                min: 100.0,
+                ..Default::default()
+            },
             ..Default::default()
         };
         let now = TimeWindow::now_ns();
-        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+        Ok(BenchReport {
+            plan: plan.clone(),
+            context: Default::default(),
+            summary,
+            records: Vec::new(),
+            window: TimeWindow::new(now - 1000, now),
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -144,7 +169,11 @@ async fn a_change_that_failed_on_the_hardware_is_not_retried_and_the_trail_names
     assert_eq!(statuses, [IterationStatus::Ok, IterationStatus::DeployFailed, IterationStatus::Ok]);
     let failed = &outcome.history.iterations[1];
     let finding = failed.analysis.findings.iter().find(|f| f.rule == "session.deploy_failed").unwrap();
-    assert!(finding.summary.contains("Not enough allowed NUMA nodes"), "root cause, not the last line: {}", finding.summary);
+    assert!(
+        finding.summary.contains("Not enough allowed NUMA nodes"),
+        "root cause, not the last line: {}",
+        finding.summary
+    );
     assert!(finding.summary.contains("hardware"), "{}", finding.summary);
     assert!(!finding.summary.contains("See root cause above"), "{}", finding.summary);
 
@@ -152,7 +181,11 @@ async fn a_change_that_failed_on_the_hardware_is_not_retried_and_the_trail_names
     assert_eq!(blamed.len(), 1, "{blamed:?}");
     assert_eq!((blamed[0].flag.as_str(), blamed[0].value.as_str()), ("--tensor-parallel-size", "2"));
     let replan = failed.plan.as_ref().unwrap();
-    assert!(replan.notes.iter().any(|n| n.starts_with("not retried: `--tensor-parallel-size 2`")), "{:?}", replan.notes);
+    assert!(
+        replan.notes.iter().any(|n| n.starts_with("not retried: `--tensor-parallel-size 2`")),
+        "{:?}",
+        replan.notes
+    );
     let third = &outcome.history.iterations[2].spec.flags;
     assert_eq!(third.get("--tensor-parallel-size"), None, "the failed change was not repeated: {third:?}");
     assert_eq!(third.get("--max-num-seqs"), Some(Some("16")), "the rest of the plan still runs");
@@ -170,7 +203,8 @@ async fn a_change_that_failed_on_the_hardware_is_not_retried_and_the_trail_names
 async fn a_plan_with_a_flag_the_installed_engine_lacks_is_refused_before_deploy_naming_flag_and_version() {
     let dir = tempfile::tempdir().unwrap();
     // The installed engine's help, less one argument the catalog has.
-    let help: String = HELP.lines().filter(|l| !l.trim_start().starts_with("--dtype ")).map(|l| format!("{l}\n")).collect();
+    let help: String =
+        HELP.lines().filter(|l| !l.trim_start().starts_with("--dtype ")).map(|l| format!("{l}\n")).collect();
     let installed = EngineArgs::parse(EngineKind::Vllm, Some("0.32.0"), &help);
     assert!(installed.get("--dtype").is_none());
     let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
@@ -272,7 +306,14 @@ impl Benchmarker for SeqsBench {
         let throughput = 100.0 + seqs + f64::from(*runs % 3);
         let summary = BenchSummary { requests: 8, succeeded: 8, output_throughput: throughput, ..Default::default() };
         let now = TimeWindow::now_ns();
-        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records: Vec::new(), window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+        Ok(BenchReport {
+            plan: plan.clone(),
+            context: Default::default(),
+            summary,
+            records: Vec::new(),
+            window: TimeWindow::new(now - 1000, now),
+            warnings: Vec::new(),
+        })
     }
 }
 
@@ -296,7 +337,13 @@ impl Deployer for SeqsDeployer {
     async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
         let seqs = spec.flags.get("--max-num-seqs").flatten().and_then(|v| v.parse().ok()).unwrap_or(128.0);
         *CURRENT_SEQS.lock().unwrap_or_else(|e| e.into_inner()) = seqs;
-        Ok(Deployment { id: "1".into(), backend: "local".into(), spec: spec.clone(), started_ns: TimeWindow::now_ns(), details: Default::default() })
+        Ok(Deployment {
+            id: "1".into(),
+            backend: "local".into(),
+            spec: spec.clone(),
+            started_ns: TimeWindow::now_ns(),
+            details: Default::default(),
+        })
     }
 
     async fn wait_ready(&self, _deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
@@ -381,7 +428,14 @@ impl Benchmarker for UnauthorizedBench {
         let mut summary = BenchSummary { requests: 8, succeeded: 0, failed: 8, ..Default::default() };
         summary.errors.insert("http_status".into(), 8);
         let now = TimeWindow::now_ns();
-        Ok(BenchReport { plan: plan.clone(), context: Default::default(), summary, records, window: TimeWindow::new(now - 1000, now), warnings: Vec::new() })
+        Ok(BenchReport {
+            plan: plan.clone(),
+            context: Default::default(),
+            summary,
+            records,
+            window: TimeWindow::new(now - 1000, now),
+            warnings: Vec::new(),
+        })
     }
 }
 

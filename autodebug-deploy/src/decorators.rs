@@ -8,17 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use autodebug_core::{
-    Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, ServiceSpec, TimeWindow, async_trait,
+    Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, ServiceSpec, TimeWindow, async_trait,
 };
 
 use crate::process::lock;
 
 type RetryPredicate = Arc<dyn Fn(&Error) -> bool + Send + Sync>;
 
-/// Whether an error may go away on a second try. Configuration and knob errors will not,
-/// and an interruption must not be retried.
+/// Whether an error may go away on a second try: only a [transient](ErrorKind::Transient) one. A
+/// rejected configuration fails again unchanged, broken infrastructure needs a person, and an
+/// interruption must not be retried.
 pub fn is_retryable(error: &Error) -> bool {
-    !matches!(error, Error::Config { .. } | Error::Knob { .. } | Error::Interrupted)
+    error.kind() == ErrorKind::Transient
 }
 
 /// Retries failed `deploy` and `wait_ready` calls with exponential backoff.
@@ -89,7 +90,9 @@ impl<D: Deployer> Retrying<D> {
             return error;
         }
         match error {
-            Error::Deploy(message) => Error::Deploy(format!("{message} (gave up after {attempts} attempts)")),
+            Error::Deploy { message, kind, source } => {
+                Error::Deploy { message: format!("{message} (gave up after {attempts} attempts)"), kind, source }
+            }
             Error::NotReady { name, waited_s, message } => {
                 Error::NotReady { name, waited_s, message: format!("{message} (gave up after {attempts} attempts)") }
             }
@@ -214,7 +217,8 @@ impl<D: Deployer> Deployer for DryRun<D> {
     }
 
     async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
-        Err(Error::Deploy(format!(
+        // Not a failure another try could fix: nothing was started on purpose.
+        Err(Error::infrastructure(format!(
             "dry run: service `{}` was rendered for the {} backend but not started (deployment {}); run without dry run to deploy it",
             deployment.spec.name,
             self.inner.name(),

@@ -14,8 +14,7 @@ use autodebug_core::{EngineArgs, EngineKind, Error, Result};
 /// `leading` are the words of the launch command that come before its options (`serve` for
 /// `vllm serve`); placeholders and flags end them.
 pub fn help_commands(engine: EngineKind, leading: &[String]) -> (Vec<String>, Vec<String>) {
-    let words: Vec<String> =
-        leading.iter().take_while(|a| !a.starts_with('-') && !a.contains('{')).cloned().collect();
+    let words: Vec<String> = leading.iter().take_while(|a| !a.starts_with('-') && !a.contains('{')).cloned().collect();
     let mut help = words.clone();
     help.push(if engine == EngineKind::Vllm { "--help=all" } else { "--help" }.to_string());
     (help, vec!["--version".to_string()])
@@ -38,7 +37,10 @@ pub fn probe(engine: EngineKind, program: &Path, leading: &[String], cache_dir: 
         Command::new(program).args(args).env("NO_COLOR", "1").output().map_err(|e| {
             Error::config(
                 "deployer.program",
-                format!("cannot run `{}` to read its arguments: {e}; check the path and that it is executable", program.display()),
+                format!(
+                    "cannot run `{}` to read its arguments: {e}; check the path and that it is executable",
+                    program.display()
+                ),
             )
         })
     };
@@ -100,7 +102,9 @@ fn version_in(text: &str) -> Option<String> {
     text.split(|c: char| c.is_whitespace() || c == '(' || c == ')' || c == ',')
         // A local build tag (`0.32.0+cpu`) is not part of the version.
         .map(|w| w.trim_start_matches('v').split(['+', '-']).next().unwrap_or(w))
-        .find(|w| w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || c == '.'))
+        .find(|w| {
+            w.chars().next().is_some_and(|c| c.is_ascii_digit()) && w.chars().all(|c| c.is_ascii_digit() || c == '.')
+        })
         .map(str::to_string)
 }
 

@@ -8,6 +8,9 @@
 //!   endpoint, keeps the output, and never leaves a process behind (own process group,
 //!   parent-death signal, group-wide teardown, kill on drop).
 //! - [`Retrying`] retries failed starts; [`DryRun`] renders without starting anything.
+//! - `dstack::DstackDeployer` and `KubernetesDeployer` are behind the `dstack` and `kubernetes`
+//!   features (both on by default); `default-features = false` builds the local and Slurm
+//!   deployers without an HTTP or Kubernetes client.
 //!
 //! ```
 //! use std::time::Duration;
@@ -37,9 +40,11 @@
 //! ```
 
 pub mod decorators;
+#[cfg(feature = "dstack")]
 pub mod dstack;
 pub mod engine_args;
 mod health;
+#[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 pub mod local;
 mod logbuf;
@@ -48,8 +53,9 @@ pub mod slurm;
 pub mod template;
 
 pub use decorators::{DryRun, RenderAs, Retrying};
+#[cfg(feature = "kubernetes")]
 pub use kubernetes::{KubernetesDeployer, KubernetesDeployerBuilder};
 pub use local::{LocalDeployer, LocalDeployerBuilder};
-pub use slurm::{SlurmDeployer, SlurmDeployerBuilder};
 pub use logbuf::{DEFAULT_LOG_CAPACITY, MAX_LINE_BYTES};
+pub use slurm::{SlurmDeployer, SlurmDeployerBuilder};
 pub use template::CommandTemplate;

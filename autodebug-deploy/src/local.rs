@@ -7,8 +7,9 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use autodebug_core::failure::start_failure_kind;
 use autodebug_core::{
-    Artifact, Deployer, Deployment, Endpoint, EngineKind, Error, LogLine, Result, Secret, ServiceSpec, TimeWindow,
+    Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, Secret, ServiceSpec, TimeWindow,
     async_trait,
 };
 
@@ -388,7 +389,7 @@ impl LocalDeployer {
     }
 
     fn unknown(&self, deployment: &Deployment, what: &str) -> Error {
-        Error::Deploy(format!(
+        Error::infrastructure(format!(
             "{what}: deployment {} (service `{}`) is not one this local deployer runs; it keeps the logs of \
              only the last {} torn-down deployments (set a log file to keep all output)",
             deployment.id, deployment.spec.name, self.config.retained_finished
@@ -417,12 +418,13 @@ impl LocalDeployer {
 /// Picks a port that is free right now on `host` (bind to port 0, read it, release it).
 fn free_port(host: &str) -> Result<u16> {
     let listener = std::net::TcpListener::bind((host, 0)).map_err(|e| {
-        Error::Deploy(format!("could not find a free port on host `{host}`: {e}; check the deployer's host setting"))
+        Error::deploy(format!("could not find a free port on host `{host}`: {e}; check the deployer's host setting"))
+            .caused_by(e)
     })?;
     listener
         .local_addr()
         .map(|a| a.port())
-        .map_err(|e| Error::Deploy(format!("could not read the free port on `{host}`: {e}")))
+        .map_err(|e| Error::deploy(format!("could not read the free port on `{host}`: {e}")).caused_by(e))
 }
 
 /// Where to connect to reach an engine listening on `host`.
@@ -436,15 +438,6 @@ fn connect_host(host: &str) -> String {
 
 fn base_url(host: &str, port: u16) -> String {
     if host.contains(':') { format!("http://[{host}]:{port}") } else { format!("http://{host}:{port}") }
-}
-
-/// The model name requests must use: what the engine was told to serve it as.
-fn served_model_name(spec: &ServiceSpec) -> String {
-    let alias = match spec.engine {
-        EngineKind::LlamaCpp => spec.flags.get("--alias").or_else(|| spec.flags.get("-a")),
-        _ => None,
-    };
-    spec.flags.get("--served-model-name").or(alias).flatten().map(str::to_string).unwrap_or_else(|| spec.model.clone())
 }
 
 /// The command for display, with values of secret flags (`--api-key`) and registered secret values
@@ -508,13 +501,18 @@ impl Deployer for LocalDeployer {
         let started_ns = TimeWindow::now_ns();
         let process = ManagedProcess::spawn(command, config.log_capacity, log_file).map_err(|e| {
             let program = config.template.program.display();
-            let hint = match e.kind() {
-                std::io::ErrorKind::NotFound => " (no such program: give its full path, or put it on PATH)",
-                std::io::ErrorKind::PermissionDenied => " (not executable: check its permissions)",
-                _ => "",
+            let (hint, kind) = match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    (" (no such program: give its full path, or put it on PATH)", ErrorKind::Infrastructure)
+                }
+                std::io::ErrorKind::PermissionDenied => {
+                    (" (not executable: check its permissions)", ErrorKind::Infrastructure)
+                }
+                _ => ("", ErrorKind::Transient),
             };
             let dir = config.working_dir.as_ref().map(|d| format!(" in {}", d.display())).unwrap_or_default();
-            Error::Deploy(format!("could not start `{program}`{dir}: {e}{hint}"))
+            let message = format!("could not start `{program}`{dir}: {e}{hint}");
+            Error::Deploy { message, kind, source: Some(e.into()) }
         })?;
         let pid = process.pid();
         tracing::info!(pid, port, service = %spec.name, command = %shown, "started engine");
@@ -535,7 +533,7 @@ impl Deployer for LocalDeployer {
             connect_host: host,
             port,
             command: shown,
-            served_model: served_model_name(spec),
+            served_model: spec.served_model_name().to_string(),
             torn_down: false,
         };
         {
@@ -555,7 +553,7 @@ impl Deployer for LocalDeployer {
         };
         let url = format!("{}{}", base_url(&host, port), self.config.health_path);
         if torn_down {
-            return Err(Error::Deploy(format!(
+            return Err(Error::infrastructure(format!(
                 "deployment {} (`{}`) was torn down; deploy it again",
                 deployment.id, deployment.spec.name
             )));
@@ -568,12 +566,20 @@ impl Deployer for LocalDeployer {
             if let Some(status) = process.exit_status() {
                 process.drain_output(Duration::from_secs(1)).await;
                 let why = if process.is_stopping() { "was torn down" } else { "exited" };
-                return Err(Error::Deploy(format!(
-                    "`{command}` (pid {}) {why} with {status} before {url} answered 200, after {:.1}s; its last output:\n{}",
-                    process.pid(),
-                    started.elapsed().as_secs_f64(),
-                    quote_tail(&process.log_tail(QUOTED_LOG_LINES))
-                )));
+                let tail = process.log_tail(QUOTED_LOG_LINES);
+                // The root cause can sit well above the traceback's last lines.
+                let logs: Vec<LogLine> =
+                    process.log_tail(500).into_iter().map(|text| LogLine { time_ns: 0, text }).collect();
+                return Err(Error::Deploy {
+                    message: format!(
+                        "`{command}` (pid {}) {why} with {status} before {url} answered 200, after {:.1}s; its last output:\n{}",
+                        process.pid(),
+                        started.elapsed().as_secs_f64(),
+                        quote_tail(&tail)
+                    ),
+                    kind: start_failure_kind(&logs),
+                    source: None,
+                });
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             last_probe = probe(&host, port, &self.config.health_path, remaining.min(HEALTH_REQUEST_TIMEOUT)).await;
@@ -650,6 +656,8 @@ impl Drop for LocalDeployer {
 
 #[cfg(test)]
 mod tests {
+    use autodebug_core::EngineKind;
+
     use super::*;
 
     #[test]
@@ -717,12 +725,7 @@ mod tests {
     }
 
     #[test]
-    fn served_name_and_redaction() {
-        let spec = ServiceSpec::new("s", EngineKind::Vllm, "org/m").with_flag("--served-model-name", Some("m"));
-        assert_eq!(served_model_name(&spec), "m");
-        assert_eq!(served_model_name(&ServiceSpec::new("s", EngineKind::Vllm, "org/m")), "org/m");
-        let llama = ServiceSpec::new("s", EngineKind::LlamaCpp, "m.gguf").with_flag("--alias", Some("smol"));
-        assert_eq!(served_model_name(&llama), "smol");
+    fn secret_flag_values_are_redacted() {
         let shown = redacted_command(
             Path::new("e"),
             &["--api-key".into(), "sk-1".into(), "--hf-token=abc".into(), "--port".into(), "1".into()],

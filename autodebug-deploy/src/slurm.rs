@@ -12,6 +12,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use autodebug_core::failure::start_failure_kind;
 use autodebug_core::secret;
 use autodebug_core::{
     Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, ServiceSpec, TimeWindow, async_trait, shell_quote,
@@ -25,8 +26,17 @@ use crate::template::CommandTemplate;
 const ENDPOINT_MARKER: &str = "AUTODEBUG_ENDPOINT";
 
 /// Job states after which a job will never become ready.
-const FINAL_STATES: &[&str] =
-    &["COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "PREEMPTED", "BOOT_FAIL", "DEADLINE"];
+const FINAL_STATES: &[&str] = &[
+    "COMPLETED",
+    "FAILED",
+    "CANCELLED",
+    "TIMEOUT",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "PREEMPTED",
+    "BOOT_FAIL",
+    "DEADLINE",
+];
 
 /// Configures a [`SlurmDeployer`].
 #[derive(Debug, Clone)]
@@ -176,14 +186,11 @@ pub struct SlurmDeployer {
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .map_err(|e| Error::Deploy(format!("cannot run `{program}`: {e}; is Slurm installed and on PATH?")))?;
+    let output = Command::new(program).args(args).stdin(Stdio::null()).output().await.map_err(|e| {
+        Error::infrastructure(format!("cannot run `{program}`: {e}; is Slurm installed and on PATH?")).caused_by(e)
+    })?;
     if !output.status.success() {
-        return Err(Error::Deploy(format!(
+        return Err(Error::deploy(format!(
             "`{program} {}` failed ({}): {}",
             args.join(" "),
             output.status,
@@ -208,11 +215,13 @@ impl SlurmDeployer {
         text.split_whitespace()
             .find_map(|field| field.strip_prefix("JobState="))
             .map(str::to_string)
-            .ok_or_else(|| Error::Deploy(format!("scontrol shows no JobState for job {job_id}")))
+            .ok_or_else(|| Error::infrastructure(format!("scontrol shows no JobState for job {job_id}")))
     }
 
     fn read_output(&self, job_id: &str) -> Vec<String> {
-        std::fs::read_to_string(self.output_path(job_id)).map(|t| t.lines().map(str::to_string).collect()).unwrap_or_default()
+        std::fs::read_to_string(self.output_path(job_id))
+            .map(|t| t.lines().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 
     fn endpoint_line(lines: &[String]) -> Option<(String, u16)> {
@@ -252,10 +261,14 @@ impl SlurmDeployer {
         if let Some(m) = &c.mem {
             lines.push(format!("#SBATCH --mem={m}"));
         }
-        if c.gres && let Some((gpu, count)) = spec.resources.gpu_name_and_count() {
+        if c.gres
+            && let Some((gpu, count)) = spec.resources.gpu_name_and_count()
+        {
             lines.push(format!("#SBATCH --gres=gpu:{}:{count}", gpu.to_ascii_lowercase()));
         }
-        if c.container && let Some(image) = &spec.image {
+        if c.container
+            && let Some(image) = &spec.image
+        {
             lines.push(format!("#SBATCH --container-image={image}"));
         }
         lines.extend(c.extra_directives.iter().map(|d| format!("#SBATCH {d}")));
@@ -264,7 +277,9 @@ impl SlurmDeployer {
             if reveal || !secret::is_secret_name(k) {
                 lines.push(format!("export {k}={}", shell_quote(v)));
             } else {
-                lines.push(format!("export {k}=\"${{{k}:?set {k} in the environment; its value is a secret and is not written here}}\""));
+                lines.push(format!(
+                    "export {k}=\"${{{k}:?set {k} in the environment; its value is a secret and is not written here}}\""
+                ));
             }
         }
         lines.push("# A free port on this node; the deployer reads it from the line below.".into());
@@ -314,7 +329,7 @@ impl Deployer for SlurmDeployer {
         let out = run("sbatch", &["--parsable", &path_text]).await?;
         let job_id = out.trim().split(';').next().unwrap_or_default().to_string();
         if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit() || c == '_') {
-            return Err(Error::Deploy(format!("sbatch printed no job id: `{}`", out.trim())));
+            return Err(Error::infrastructure(format!("sbatch printed no job id: `{}`", out.trim())));
         }
         let mut details = BTreeMap::new();
         details.insert("script".to_string(), path_text);
@@ -330,10 +345,15 @@ impl Deployer for SlurmDeployer {
             let state = self.job_state(job).await?;
             let lines = self.read_output(job);
             if FINAL_STATES.iter().any(|s| state.starts_with(s)) {
-                return Err(Error::Deploy(format!(
-                    "Slurm job {job} ended ({state}) before it was healthy; last output:\n{}",
-                    Self::tail(&lines, 20)
-                )));
+                let logs: Vec<LogLine> = lines.iter().map(|text| LogLine { time_ns: 0, text: text.clone() }).collect();
+                return Err(Error::Deploy {
+                    message: format!(
+                        "Slurm job {job} ended ({state}) before it was healthy; last output:\n{}",
+                        Self::tail(&lines, 20)
+                    ),
+                    kind: start_failure_kind(&logs),
+                    source: None,
+                });
             }
             if state.starts_with("RUNNING")
                 && let Some((node, port)) = Self::endpoint_line(&lines)
@@ -341,7 +361,7 @@ impl Deployer for SlurmDeployer {
                 let host = self.config.connect_host.clone().unwrap_or(node);
                 match probe(&host, port, &self.config.health_path, Duration::from_secs(2)).await {
                     Probe::Status(200) => {
-                        let model = deployment.spec.flags.get("--served-model-name").flatten().unwrap_or(&deployment.spec.model);
+                        let model = deployment.spec.served_model_name();
                         return Ok(Endpoint::new(format!("http://{host}:{port}"), model));
                     }
                     other => last = format!("job {job} on {host}:{port} {other}"),
@@ -350,7 +370,11 @@ impl Deployer for SlurmDeployer {
                 last = format!("job {job} is {state}");
             }
             if started.elapsed() >= timeout {
-                return Err(Error::NotReady { name: deployment.spec.name.clone(), waited_s: started.elapsed().as_secs_f64(), message: last });
+                return Err(Error::NotReady {
+                    name: deployment.spec.name.clone(),
+                    waited_s: started.elapsed().as_secs_f64(),
+                    message: last,
+                });
             }
             tokio::time::sleep(Duration::from_millis(250)).await;
         }

@@ -15,16 +15,48 @@ pub const RENDERED_DEFAULT_PORT: u16 = 30000;
 /// GPU name used for `{gpu}` when the spec asks for none.
 pub const DEFAULT_GPU: &str = "H100";
 
+/// Flags naming the model an engine loads, in SGLang's, vLLM's and llama.cpp's spellings.
+#[cfg(any(feature = "dstack", feature = "kubernetes"))]
+pub(crate) const MODEL_FLAGS: &[&str] = &["--model-path", "--model", "-m", "-hf", "--hf-repo"];
+
+/// Flags that say where the engine finds its model and listens: they belong to the user's file,
+/// not to the search space, so a deployer that edits the user's command keeps them as written.
+#[cfg(any(feature = "dstack", feature = "kubernetes"))]
+pub(crate) const FIXED_FLAGS: &[&str] =
+    &["--model-path", "--model", "-m", "--host", "--port", "--served-model-name", "-hf", "--hf-repo", "--alias"];
+
+/// The engine's published container image, for a cluster deploy whose spec names none.
+pub fn default_image(engine: autodebug_core::EngineKind) -> &'static str {
+    use autodebug_core::EngineKind;
+    match engine {
+        EngineKind::Sglang => "lmsysorg/sglang:latest",
+        EngineKind::Vllm => "vllm/vllm-openai:latest",
+        EngineKind::LlamaCpp => "ghcr.io/ggml-org/llama.cpp:server",
+    }
+}
+
 /// The command that launches a real engine, as a program and argument templates.
 pub fn engine_command(engine: autodebug_core::EngineKind) -> (&'static str, Vec<&'static str>) {
     use autodebug_core::EngineKind;
     match engine {
         EngineKind::Sglang => (
             "python3",
-            vec!["-m", "sglang.launch_server", "--model-path", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"],
+            vec![
+                "-m",
+                "sglang.launch_server",
+                "--model-path",
+                "{model}",
+                "--host",
+                "{host}",
+                "--port",
+                "{port}",
+                "{flags}",
+            ],
         ),
         EngineKind::Vllm => ("vllm", vec!["serve", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"]),
-        EngineKind::LlamaCpp => ("llama-server", vec!["-m", "{model}", "--host", "{host}", "--port", "{port}", "--metrics", "{flags}"]),
+        EngineKind::LlamaCpp => {
+            ("llama-server", vec!["-m", "{model}", "--host", "{host}", "--port", "{port}", "--metrics", "{flags}"])
+        }
     }
 }
 
@@ -32,7 +64,10 @@ pub fn engine_command(engine: autodebug_core::EngineKind) -> (&'static str, Vec<
 pub fn simulator_command(program: &Path) -> Vec<&'static str> {
     let standalone = program.file_stem().and_then(|s| s.to_str()).is_some_and(|stem| stem.starts_with("autodebug-sim"));
     let mut args: Vec<&str> = if standalone { vec![] } else { vec!["sim", "serve"] };
-    args.extend(["--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--", "{flags}"]);
+    args.extend([
+        "--engine", "{engine}", "--gpu", "{gpu}", "--model", "{model}", "--host", "{host}", "--port", "{port}", "--",
+        "{flags}",
+    ]);
     args
 }
 
@@ -287,7 +322,8 @@ mod plain_env_tests {
     #[test]
     fn a_plain_environment_value_stays_readable_everywhere() {
         let spec = ServiceSpec::new("s", EngineKind::Vllm, "m").with_flag("VLLM_CPU_OMP_THREADS_BIND", Some("nobind"));
-        let template = super::CommandTemplate::new("vllm".into(), vec!["serve".into(), "{flags}".into()], "test").unwrap();
+        let template =
+            super::CommandTemplate::new("vllm".into(), vec!["serve".into(), "{flags}".into()], "test").unwrap();
         let script = super::render_script(&template, &spec, "127.0.0.1", &[], None).unwrap().content;
         assert!(script.contains("VLLM_CPU_OMP_THREADS_BIND=nobind"), "{script}");
         assert_eq!(autodebug_core::secret::redact("bind=nobind"), "bind=nobind");
@@ -304,6 +340,13 @@ mod tests {
             .with_gpu("A100:80GB:4")
             .with_flag("--max-num-seqs", Some("64"))
             .with_flag("--enforce-eager", None)
+    }
+
+    #[test]
+    #[cfg(any(feature = "dstack", feature = "kubernetes"))]
+    fn a_flag_that_names_the_model_is_never_left_to_the_planner() {
+        let loose: Vec<&&str> = MODEL_FLAGS.iter().filter(|f| !FIXED_FLAGS.contains(f)).collect();
+        assert!(loose.is_empty(), "{loose:?}");
     }
 
     #[test]

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use autodebug_core::session::{Session, SessionConfig};
 use autodebug_core::{
-    BenchPlan, BenchReport, Benchmarker, Deployer, Endpoint, Error, IterationStatus, Load,
-    Objective, Plan, PlanInput, Planner, Result, Secret, ServiceSpec, Workload, async_trait,
+    BenchPlan, BenchReport, Benchmarker, Deployer, Endpoint, Error, IterationStatus, Load, Objective, Plan, PlanInput,
+    Planner, Result, Secret, ServiceSpec, Workload, async_trait,
 };
 use autodebug_deploy::dstack::{Connection, DstackDeployer, Readiness};
 
@@ -32,20 +32,12 @@ struct Server {
 }
 
 fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("the crate sits in the workspace")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("the crate sits in the workspace").to_path_buf()
 }
 
 fn state_dir() -> PathBuf {
-    let binary = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
-        "dstack-server-{}",
-        binary.unwrap_or_else(|| "tests".into())
-    ))
+    let binary = std::env::current_exe().ok().and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("dstack-server-{}", binary.unwrap_or_else(|| "tests".into())))
 }
 
 fn script(command: &str) -> Command {
@@ -58,10 +50,7 @@ fn script(command: &str) -> Command {
 }
 
 extern "C" fn stop_server() {
-    let _ = script("stop")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
+    let _ = script("stop").stdout(Stdio::null()).stderr(Stdio::null()).status();
 }
 
 fn venv_dir() -> PathBuf {
@@ -70,9 +59,7 @@ fn venv_dir() -> PathBuf {
         None => {
             let cache = std::env::var_os("XDG_CACHE_HOME")
                 .map(PathBuf::from)
-                .unwrap_or_else(|| {
-                    PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-                });
+                .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache"));
             cache.join("autodebug/dstack-venv")
         }
     }
@@ -112,7 +99,11 @@ fn server() -> &'static Server {
                 .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
                 .unwrap_or_else(|| panic!("the script printed no {key}:\n{stdout}"))
         };
-        eprintln!("dstack server at {} ready after {:.1}s", value("DSTACK_SERVER_URL"), started.elapsed().as_secs_f64());
+        eprintln!(
+            "dstack server at {} ready after {:.1}s",
+            value("DSTACK_SERVER_URL"),
+            started.elapsed().as_secs_f64()
+        );
         let connection =
             Connection::new(value("DSTACK_SERVER_URL"), value("DSTACK_PROJECT"), Secret::new(value("DSTACK_TOKEN")))
                 .expect("the script prints a usable connection");
@@ -162,89 +153,40 @@ async fn a_run_without_fleets_fails_with_dstacks_own_reason() {
     assert!(!deployer.server_version().await.unwrap().is_empty());
     let spec = spec_named("nofleet");
 
-    let deployment = deployer
-        .deploy(&spec)
-        .await
-        .expect("the server accepts the run");
-    assert_eq!(
-        (deployment.id.as_str(), deployment.backend.as_str()),
-        (spec.name.as_str(), "dstack")
-    );
-    assert!(
-        deployment.details.contains_key("job_submission_id"),
-        "{:?}",
-        deployment.details
-    );
-    assert_eq!(
-        deployment.details.get("model").map(String::as_str),
-        Some("Qwen/Qwen1.5-0.5B-Chat")
-    );
+    let deployment = deployer.deploy(&spec).await.expect("the server accepts the run");
+    assert_eq!((deployment.id.as_str(), deployment.backend.as_str()), (spec.name.as_str(), "dstack"));
+    assert!(deployment.details.contains_key("job_submission_id"), "{:?}", deployment.details);
+    assert_eq!(deployment.details.get("model").map(String::as_str), Some("Qwen/Qwen1.5-0.5B-Chat"));
 
     // What the server received is the rendered file, launch flags included.
     let submitted = raw_run(server, &spec.name).await;
-    let command = submitted["run_spec"]["configuration"]["commands"][0]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        command.contains("--schedule-policy lpm") && command.contains("--model-path $MODEL_ID"),
-        "{command}"
-    );
-    assert_eq!(
-        submitted["service"]["url"].as_str(),
-        Some(format!("/proxy/services/main/{}/", spec.name).as_str())
-    );
+    let command = submitted["run_spec"]["configuration"]["commands"][0].as_str().unwrap_or_default().to_string();
+    assert!(command.contains("--schedule-policy lpm") && command.contains("--model-path $MODEL_ID"), "{command}");
+    assert_eq!(submitted["service"]["url"].as_str(), Some(format!("/proxy/services/main/{}/", spec.name).as_str()));
 
-    let err = deployer
-        .wait_ready(&deployment, FAIL_BOUND)
-        .await
-        .expect_err("no fleet, so never ready");
+    let err = deployer.wait_ready(&deployment, FAIL_BOUND).await.expect_err("no fleet, so never ready");
     let message = err.to_string();
-    assert!(matches!(err, Error::Deploy(_)), "{err:?}");
+    assert!(matches!(err, Error::Deploy { .. }), "{err:?}");
     let run = raw_run(server, &spec.name).await;
     let submission = &run["jobs"][0]["job_submissions"][0];
     let server_message = submission["status_message"].as_str().unwrap();
-    assert_eq!(
-        server_message, "no fleets",
-        "the server's own status for a project without fleets"
-    );
-    assert!(
-        message.contains(&format!("failed: {server_message}")),
-        "{message}"
-    );
-    assert!(
-        message.contains(submission["termination_reason"].as_str().unwrap()),
-        "{message}"
-    );
+    assert_eq!(server_message, "no fleets", "the server's own status for a project without fleets");
+    assert!(message.contains(&format!("failed: {server_message}")), "{message}");
+    assert!(message.contains(submission["termination_reason"].as_str().unwrap()), "{message}");
     assert!(message.contains(&spec.name), "{message}");
     assert!(
         matches!(deployer.readiness(&spec.name).await.unwrap(), Readiness::Failed(r) if r.starts_with("no fleets"))
     );
 
     // The job never started, so it has no output; reading it still works.
-    let logs = deployer
-        .logs(&deployment, None)
-        .await
-        .expect("logs/poll answers");
+    let logs = deployer.logs(&deployment, None).await.expect("logs/poll answers");
     assert!(logs.iter().all(|l| !l.text.is_empty()));
 
     deployer.teardown(&deployment).await.expect("teardown");
-    deployer
-        .teardown(&deployment)
-        .await
-        .expect("a second teardown is fine");
-    let status = raw_run(server, &spec.name).await["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        matches!(status.as_str(), "failed" | "terminated"),
-        "run left as {status}"
-    );
-    let err = deployer
-        .wait_ready(&deployment, Duration::from_secs(30))
-        .await
-        .expect_err("torn down");
+    deployer.teardown(&deployment).await.expect("a second teardown is fine");
+    let status = raw_run(server, &spec.name).await["status"].as_str().unwrap_or_default().to_string();
+    assert!(matches!(status.as_str(), "failed" | "terminated"), "run left as {status}");
+    let err = deployer.wait_ready(&deployment, Duration::from_secs(30)).await.expect_err("torn down");
     assert!(err.to_string().contains("failed"), "{err}");
 }
 
@@ -256,34 +198,18 @@ async fn teardown_stops_a_submitted_run_and_the_name_can_be_reused() {
     let spec = spec_named("reuse");
     let first = deployer.deploy(&spec).await.unwrap();
     // While the first run is active, a second with the same name is refused, by name.
-    let status = raw_run(server, &spec.name).await["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let status = raw_run(server, &spec.name).await["status"].as_str().unwrap_or_default().to_string();
     if !matches!(status.as_str(), "failed" | "terminated" | "done") {
         let err = deployer.deploy(&spec).await.expect_err("name in use");
-        assert!(
-            err.to_string()
-                .contains(&format!("dstack stop {}", spec.name)),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&format!("dstack stop {}", spec.name)), "{err}");
     }
     deployer.teardown(&first).await.unwrap();
-    let status = raw_run(server, &spec.name).await["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        matches!(status.as_str(), "failed" | "terminated"),
-        "run left as {status}"
-    );
+    let status = raw_run(server, &spec.name).await["status"].as_str().unwrap_or_default().to_string();
+    assert!(matches!(status.as_str(), "failed" | "terminated"), "run left as {status}");
 
     let mut changed = spec.clone();
     changed.flags.set("--schedule-policy", Some("fcfs"));
-    let second = deployer
-        .deploy(&changed)
-        .await
-        .expect("a finished run's name can be used again");
+    let second = deployer.deploy(&changed).await.expect("a finished run's name can be used again");
     let command = raw_run(server, &spec.name).await["run_spec"]["configuration"]["commands"][0]
         .as_str()
         .unwrap_or_default()
@@ -303,10 +229,7 @@ async fn a_wrong_token_or_project_is_a_configuration_error_naming_what_to_fix() 
         .unwrap();
     let err = wrong_token.deploy(&spec_named("token")).await.unwrap_err();
     assert!(matches!(err, Error::Config { .. }), "{err:?}");
-    assert!(
-        err.to_string().contains("DSTACK_TOKEN") && !err.to_string().contains("not-the-token"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("DSTACK_TOKEN") && !err.to_string().contains("not-the-token"), "{err}");
 
     let wrong_project = DstackDeployer::builder()
         .server_url(server.connection.url.clone())
@@ -314,10 +237,7 @@ async fn a_wrong_token_or_project_is_a_configuration_error_naming_what_to_fix() 
         .token(server.connection.token.clone())
         .build()
         .unwrap();
-    let err = wrong_project
-        .deploy(&spec_named("project"))
-        .await
-        .unwrap_err();
+    let err = wrong_project.deploy(&spec_named("project")).await.unwrap_err();
     assert!(err.to_string().contains("no-such-project"), "{err}");
 }
 
@@ -331,9 +251,7 @@ impl Benchmarker for NeverBench {
 
     async fn run(&self, _endpoint: &Endpoint, _plan: &BenchPlan) -> Result<BenchReport> {
         self.0.fetch_add(1, Ordering::SeqCst);
-        Err(Error::Bench(
-            "no dstack run becomes ready here, so nothing may be benchmarked".into(),
-        ))
+        Err(Error::Bench("no dstack run becomes ready here, so nothing may be benchmarked".into()))
     }
 }
 
@@ -376,12 +294,7 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
     let config = SessionConfig {
         name: "dstack-no-fleets".into(),
         objective: Objective::minimize("e2e.mean"),
-        bench: vec![BenchPlan::new(
-            "chat",
-            Workload::new(31, 150),
-            Load::Sequential,
-            4,
-        )],
+        bench: vec![BenchPlan::new("chat", Workload::new(31, 150), Load::Sequential, 4)],
         max_iterations: 2,
         max_wall: None,
         ready_timeout: FAIL_BOUND,
@@ -395,31 +308,14 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
         .build(config)
         .unwrap();
     let baseline = spec_named("session");
-    let outcome = session
-        .run(baseline.clone())
-        .await
-        .expect("the session survives failed deploys");
+    let outcome = session.run(baseline.clone()).await.expect("the session survives failed deploys");
 
     assert_eq!(outcome.history.iterations.len(), 2);
     for iteration in &outcome.history.iterations {
-        assert_eq!(
-            iteration.status,
-            IterationStatus::DeployFailed,
-            "iteration {}",
-            iteration.number
-        );
+        assert_eq!(iteration.status, IterationStatus::DeployFailed, "iteration {}", iteration.number);
         let error = iteration.error.as_deref().unwrap_or_default();
-        assert!(
-            error.contains("no fleets"),
-            "iteration {}: {error}",
-            iteration.number
-        );
-        assert!(
-            iteration
-                .artifact
-                .as_ref()
-                .is_some_and(|a| a.target == "dstack")
-        );
+        assert!(error.contains("no fleets"), "iteration {}: {error}", iteration.number);
+        assert!(iteration.artifact.as_ref().is_some_and(|a| a.target == "dstack"));
     }
     // Nothing ever ran: the planner saw the failed baseline and its failure, found no fix, and
     // the baseline was deployed again.
@@ -432,30 +328,13 @@ async fn a_session_records_deploy_failed_and_rolls_back() {
         .filter_map(|e| e.ok())
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        files
-            .iter()
-            .filter(|f| f.starts_with("dstack-") && f.ends_with(".yml"))
-            .count(),
-        2,
-        "{files:?}"
-    );
+    assert_eq!(files.iter().filter(|f| f.starts_with("dstack-") && f.ends_with(".yml")).count(), 2, "{files:?}");
     // Both runs were stopped by the session.
-    let status = raw_run(server, &baseline.name).await["status"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    assert!(
-        matches!(status.as_str(), "failed" | "terminated"),
-        "run left as {status}"
-    );
+    let status = raw_run(server, &baseline.name).await["status"].as_str().unwrap_or_default().to_string();
+    assert!(matches!(status.as_str(), "failed" | "terminated"), "run left as {status}");
 
     // The trail's YAML files pass dstack's own parser.
-    let yml: Vec<PathBuf> = files
-        .iter()
-        .filter(|f| f.ends_with(".yml"))
-        .map(|f| dir.path().join(f))
-        .collect();
+    let yml: Vec<PathBuf> = files.iter().filter(|f| f.ends_with(".yml")).map(|f| dir.path().join(f)).collect();
     validate(server, &yml, true);
 }
 
@@ -492,37 +371,22 @@ fn rendered_configurations_pass_dstacks_own_parser() {
     planned.resources.gpu = Some("H100:80GB:2".into());
     planned.image = Some("lmsysorg/sglang:v0.4.6".into());
     planned.env.push(("SGLANG_LOG_LEVEL".into(), "info".into()));
-    let mut without_base = ServiceSpec::new(
-        "sim-vllm",
-        autodebug_core::EngineKind::Vllm,
-        "Qwen/Qwen1.5-0.5B-Chat",
-    )
-    .with_flag("--max-num-seqs", Some("64"))
-    .with_gpu("H100:1");
+    let mut without_base = ServiceSpec::new("sim-vllm", autodebug_core::EngineKind::Vllm, "Qwen/Qwen1.5-0.5B-Chat")
+        .with_flag("--max-num-seqs", Some("64"))
+        .with_gpu("H100:1");
     without_base.resources.cpu = Some("8".into());
-    let llama = ServiceSpec::new(
-        "sim-llama",
-        autodebug_core::EngineKind::LlamaCpp,
-        "ggml-org/SmolLM2-135M-GGUF",
-    )
-    .with_flag("-np", Some("4"));
+    let llama = ServiceSpec::new("sim-llama", autodebug_core::EngineKind::LlamaCpp, "ggml-org/SmolLM2-135M-GGUF")
+        .with_flag("-np", Some("4"));
     // The demo renders simulator specs onto the user's file.
     let onto_example = DstackDeployer::render_only(base.base.clone());
-    let sim = ServiceSpec::new(
-        "demo-sim",
-        autodebug_core::EngineKind::Sglang,
-        "qwen1.5-0.5b",
-    )
-    .with_flag("--tp-size", Some("1"));
+    let sim = ServiceSpec::new("demo-sim", autodebug_core::EngineKind::Sglang, "qwen1.5-0.5b")
+        .with_flag("--tp-size", Some("1"));
 
     let mut files = Vec::new();
     for (name, text) in [
         ("base", renderer.render(&base).unwrap().content),
         ("planned", renderer.render(&planned).unwrap().content),
-        (
-            "without-base",
-            renderer.render(&without_base).unwrap().content,
-        ),
+        ("without-base", renderer.render(&without_base).unwrap().content),
         ("llama", renderer.render(&llama).unwrap().content),
         ("onto-example", onto_example.render(&sim).unwrap().content),
     ] {
@@ -532,11 +396,7 @@ fn rendered_configurations_pass_dstacks_own_parser() {
     }
     files.push(example);
     let report = validate(server, &files, true);
-    assert_eq!(
-        report.lines().filter(|l| l.starts_with("ok ")).count(),
-        files.len(),
-        "{report}"
-    );
+    assert_eq!(report.lines().filter(|l| l.starts_with("ok ")).count(), files.len(), "{report}");
 
     // The validator does reject what dstack rejects.
     let mut broken = planned.clone();
@@ -544,8 +404,5 @@ fn rendered_configurations_pass_dstacks_own_parser() {
     let path = dir.path().join("dstack-broken.yml");
     std::fs::write(&path, renderer.render(&broken).unwrap().content).unwrap();
     let report = validate(server, &[path], false);
-    assert!(
-        report.contains("invalid") && report.contains("gpu"),
-        "{report}"
-    );
+    assert!(report.contains("invalid") && report.contains("gpu"), "{report}");
 }

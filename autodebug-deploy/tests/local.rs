@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use autodebug_core::testing::{DeployerConformance, deployer_conformance, deployer_conformance_with};
-use autodebug_core::{Artifact, Deployer, Deployment, Endpoint, EngineKind, Error, LogLine, ServiceSpec, async_trait};
+use autodebug_core::{
+    Artifact, Deployer, Deployment, Endpoint, EngineKind, Error, ErrorKind, LogLine, ServiceSpec, async_trait,
+};
 use autodebug_deploy::{DryRun, LocalDeployer, Retrying};
 use support::{bad_spec, good_spec, process_gone, wait_gone};
 
@@ -79,8 +81,9 @@ async fn rejected_flag_fails_at_once_quoting_the_engine() {
     let deployment = deployer.deploy(&bad_spec()).await.unwrap();
     // A long timeout: the failure must come from the exit, not from waiting it out.
     let err = deployer.wait_ready(&deployment, Duration::from_secs(300)).await.unwrap_err();
-    let Error::Deploy(message) = &err else { panic!("expected Error::Deploy, got {err:?}") };
+    let Error::Deploy { message, kind, .. } = &err else { panic!("expected Error::Deploy, got {err:?}") };
     assert!(message.contains("error: unrecognized arguments: --bogus-flag"), "{message}");
+    assert_eq!(*kind, ErrorKind::RejectedConfig, "the engine's own line says the flag is refused: {message}");
     assert!(message.contains("exit status: 2"), "{message}");
     deployer.teardown(&deployment).await.unwrap();
 }
@@ -91,8 +94,9 @@ async fn command_that_exits_at_once_is_reported_with_its_output() {
         shell_deployer("echo loading weights; echo 'torch.OutOfMemoryError: CUDA out of memory' >&2; exit 3");
     let deployment = deployer.deploy(&spec("oom")).await.unwrap();
     let err = deployer.wait_ready(&deployment, Duration::from_secs(300)).await.unwrap_err();
-    let Error::Deploy(message) = &err else { panic!("expected Error::Deploy, got {err:?}") };
+    let Error::Deploy { message, kind, .. } = &err else { panic!("expected Error::Deploy, got {err:?}") };
     assert!(message.contains("exit status: 3"), "{message}");
+    assert_eq!(*kind, ErrorKind::RejectedConfig, "out of memory fails again as configured: {message}");
     assert!(message.contains("loading weights") && message.contains("CUDA out of memory"), "{message}");
     let logs = deployer.logs(&deployment, None).await.unwrap();
     assert_eq!(logs.len(), 2, "{logs:?}");
@@ -409,13 +413,13 @@ impl Deployer for FlakyDeployer {
 #[tokio::test]
 async fn retrying_retries_a_failing_deploy_n_times() {
     let always =
-        FlakyDeployer { calls: AtomicU32::new(0), fail_first: u32::MAX, error: || Error::Deploy("port taken".into()) };
+        FlakyDeployer { calls: AtomicU32::new(0), fail_first: u32::MAX, error: || Error::deploy("port taken") };
     let retrying = Retrying::new(always, 3).backoff(Duration::from_millis(1), Duration::from_millis(4));
     let err = retrying.deploy(&spec("r")).await.unwrap_err().to_string();
     assert_eq!(retrying.inner().calls.load(Ordering::SeqCst), 4);
     assert!(err.contains("port taken") && err.contains("gave up after 4 attempts"), "{err}");
 
-    let twice = FlakyDeployer { calls: AtomicU32::new(0), fail_first: 2, error: || Error::Deploy("flaky".into()) };
+    let twice = FlakyDeployer { calls: AtomicU32::new(0), fail_first: 2, error: || Error::deploy("flaky") };
     let retrying = Retrying::new(twice, 3).backoff(Duration::from_millis(1), Duration::from_millis(4));
     assert_eq!(retrying.deploy(&spec("r")).await.unwrap().id, "d3");
 
@@ -427,6 +431,27 @@ async fn retrying_retries_a_failing_deploy_n_times() {
     let retrying = Retrying::new(config, 3).backoff(Duration::from_millis(1), Duration::from_millis(4));
     assert!(retrying.deploy(&spec("r")).await.is_err());
     assert_eq!(retrying.inner().calls.load(Ordering::SeqCst), 1, "configuration errors are not retried");
+
+    type MakeError = fn() -> Error;
+    let kinds: [(MakeError, &str); 2] = [
+        (|| Error::rejected("unrecognized arguments: --x"), "a refused configuration fails again"),
+        (|| Error::infrastructure("sbatch: command not found"), "broken infrastructure needs a person"),
+    ];
+    for (error, why) in kinds {
+        let failing = FlakyDeployer { calls: AtomicU32::new(0), fail_first: u32::MAX, error };
+        let retrying = Retrying::new(failing, 3).backoff(Duration::from_millis(1), Duration::from_millis(4));
+        assert!(retrying.deploy(&spec("r")).await.is_err());
+        assert_eq!(retrying.inner().calls.load(Ordering::SeqCst), 1, "{why}: not retried");
+    }
+}
+
+#[tokio::test]
+async fn an_engine_crash_its_log_does_not_explain_is_transient() {
+    let deployer = shell_deployer("echo loading weights; echo 'Segmentation fault (core dumped)' >&2; exit 139");
+    let deployment = deployer.deploy(&spec("crash")).await.unwrap();
+    let err = deployer.wait_ready(&deployment, Duration::from_secs(300)).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Transient, "{err}");
+    deployer.teardown(&deployment).await.unwrap();
 }
 
 #[tokio::test]

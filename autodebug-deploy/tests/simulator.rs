@@ -31,7 +31,8 @@ async fn simulator_rejects_an_unknown_flag_quoting_itself() {
     let deployer = LocalDeployer::simulator(sim);
     let deployment = deployer.deploy(&sim_spec().with_flag("--bogus-flag", None)).await.unwrap();
     let err = deployer.wait_ready(&deployment, Duration::from_secs(120)).await.unwrap_err();
-    assert!(matches!(err, autodebug_core::Error::Deploy(_)), "expected an exit, not a timeout: {err}");
+    assert!(matches!(err, autodebug_core::Error::Deploy { .. }), "expected an exit, not a timeout: {err}");
+    assert_eq!(err.kind(), autodebug_core::ErrorKind::RejectedConfig, "{err}");
     let logs = deployer.logs(&deployment, None).await.unwrap();
     assert!(!logs.is_empty(), "the simulator said nothing when refusing a flag");
     assert!(err.to_string().contains(&logs.last().unwrap().text), "{err}");

@@ -40,7 +40,9 @@ fn deployer(sim: PathBuf, dir: &std::path::Path) -> SlurmDeployer {
 }
 
 fn spec() -> ServiceSpec {
-    ServiceSpec::new("slurm-sim", EngineKind::Sglang, "qwen1.5-0.5b").with_gpu("H100:1").with_flag("--schedule-policy", Some("lpm"))
+    ServiceSpec::new("slurm-sim", EngineKind::Sglang, "qwen1.5-0.5b")
+        .with_gpu("H100:1")
+        .with_flag("--schedule-policy", Some("lpm"))
 }
 
 #[tokio::test]
@@ -75,7 +77,17 @@ async fn a_job_that_fails_is_reported_with_its_output_and_leaves_nothing_queued(
 fn the_rendered_sbatch_script_is_valid_bash_with_gres_and_the_engine_command() {
     let slurm = SlurmDeployer::builder()
         .program("python3")
-        .args_template(["-m", "sglang.launch_server", "--model-path", "{model}", "--host", "{host}", "--port", "{port}", "{flags}"])
+        .args_template([
+            "-m",
+            "sglang.launch_server",
+            "--model-path",
+            "{model}",
+            "--host",
+            "{host}",
+            "--port",
+            "{port}",
+            "{flags}",
+        ])
         .partition("gpu")
         .mem("64G")
         .build()

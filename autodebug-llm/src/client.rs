@@ -1,6 +1,6 @@
 //! One request to the model, in either API dialect.
 
-use autodebug_core::llm::{Prompt, estimate_tokens};
+use crate::{Prompt, estimate_tokens};
 use serde_json::{Value, json};
 
 use crate::config::{LlmConfig, Provider};

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use autodebug_core::llm::LlmBudget;
+use crate::LlmBudget;
 use autodebug_core::{Error, Result, Secret};
 
 /// The API dialect.
@@ -87,7 +87,8 @@ impl LlmConfig {
     pub fn from_env() -> Result<Self> {
         let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
         let model = var("AUTODEBUG_LLM_MODEL");
-        for (provider, base_var) in [(Provider::Anthropic, "ANTHROPIC_BASE_URL"), (Provider::OpenAi, "OPENAI_BASE_URL")] {
+        for (provider, base_var) in [(Provider::Anthropic, "ANTHROPIC_BASE_URL"), (Provider::OpenAi, "OPENAI_BASE_URL")]
+        {
             if let Some(key) = Secret::from_env(provider.default_key_env()).filter(|k| !k.is_empty()) {
                 let base = var(base_var).unwrap_or_else(|| provider.default_base_url().into());
                 let model = model.unwrap_or_else(|| provider.default_model().into());

@@ -4,7 +4,7 @@
 //! cited signals, the history and the knob catalog to an OpenAI-compatible `/v1/chat/completions`
 //! endpoint (OpenAI, a locally served model, the autodebug simulator) or to the Anthropic Messages
 //! API, asks for a JSON plan, and accepts it only if
-//! [`PlanContext::validate`](autodebug_core::llm::PlanContext::validate) does: known knobs, values in
+//! [`PlanContext::validate`](crate::PlanContext::validate) does: known knobs, values in
 //! their domains, cited signals that exist, an untried configuration. Anything else — an unknown
 //! flag, a shell command, an HTTP error, a timeout, a spent budget — is recorded in
 //! [`Plan::notes`](autodebug_core::Plan::notes) and the fallback planner (the rule planner unless
@@ -12,7 +12,7 @@
 //!
 //! ```no_run
 //! use autodebug_llm::{LlmConfig, LlmPlanner};
-//! use autodebug_core::llm::LlmBudget;
+//! use autodebug_llm::LlmBudget;
 //!
 //! # fn main() -> autodebug_core::Result<()> {
 //! // ANTHROPIC_API_KEY or OPENAI_API_KEY (with OPENAI_BASE_URL), or AUTODEBUG_LLM_BASE_URL alone.
@@ -33,7 +33,11 @@
 mod client;
 mod config;
 mod planner;
+pub mod schema;
 
 pub use client::{Completion, LlmError};
 pub use config::{LlmConfig, Provider};
 pub use planner::LlmPlanner;
+pub use schema::{
+    LlmBudget, LlmUsage, MAX_CHANGES, PLAN_SCHEMA, PlanContext, Prompt, Rejection, ValidatedPlan, estimate_tokens,
+};

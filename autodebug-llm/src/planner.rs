@@ -2,9 +2,9 @@
 
 use std::sync::Mutex;
 
+use crate::{LlmUsage, PlanContext};
 use async_trait::async_trait;
-use autodebug_core::llm::{LlmUsage, PlanContext};
-use autodebug_core::pricing::DeploymentKnobs;
+use autodebug_core::DeploymentKnobs;
 use autodebug_core::rules::RulePlanner;
 use autodebug_core::{Error, Plan, PlanInput, Planner, Result};
 

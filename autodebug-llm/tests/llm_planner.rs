@@ -4,8 +4,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use autodebug_core::llm::LlmBudget;
 use autodebug_core::*;
+use autodebug_llm::LlmBudget;
 use autodebug_llm::{LlmConfig, LlmPlanner, Provider};
 use axum::Json;
 use axum::extract::State;

@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 
-use autodebug_core::report::pareto::{self, Axis, ParetoPoint};
+use crate::pareto::{self, Axis, ParetoPoint};
 use autodebug_core::{Direction, Iteration, RequestRecord};
 
 use crate::data::ReportData;

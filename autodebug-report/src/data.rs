@@ -40,16 +40,7 @@ impl ReportData {
     /// Reads a session (by name, or the latest one) with its iterations, the bench records of
     /// its baseline and champion, and renders each iteration's debug log.
     pub fn from_store(store: &Store, session: Option<&str>) -> Result<ReportData, ReportError> {
-        let record = match session {
-            Some(name) => store.session_by_name(name)?.ok_or_else(|| ReportError::NoSession {
-                db: store.path().to_path_buf(),
-                what: format!("no session named `{name}`"),
-            })?,
-            None => store.latest_session()?.ok_or_else(|| ReportError::NoSession {
-                db: store.path().to_path_buf(),
-                what: "the store holds no session yet".to_string(),
-            })?,
-        };
+        let record = store.find_session(session)?;
         let history = store.history(record.id)?;
         let mut data = ReportData {
             session: record.name.clone(),

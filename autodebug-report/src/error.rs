@@ -7,10 +7,6 @@ pub enum ReportError {
     #[error(transparent)]
     Store(#[from] autodebug_core::Error),
 
-    /// The store holds no session of that name (or no session at all).
-    #[error("{db}: {what}; list sessions with `autodebug history --db {db}` or run `autodebug demo` first")]
-    NoSession { db: PathBuf, what: String },
-
     /// A file could not be written.
     #[error("{path}: {source}")]
     Io {

@@ -9,6 +9,19 @@
 //!
 //! The charts are drawn by hand as plain SVG so that they need no fonts or scripts of their own.
 //!
+//! Under the page, the history read back as pure functions over
+//! [`History`](autodebug_core::History) and [`Iteration`](autodebug_core::Iteration) values (as
+//! [`Store::history`](autodebug_core::store::Store::history) returns them), so the CLI, this page
+//! and a notebook compute the same numbers:
+//!
+//! - [`diff`]: what changed between two iterations (flags, resources, metrics), with the change
+//!   in percent, whether it is outside the objective's noise margin, and, from per-request
+//!   records, a Mann-Whitney U test and a bootstrap interval;
+//! - [`pareto`]: the Pareto front of two metrics (latency-like minimized, throughput-like maximized);
+//! - [`budget`]: pass / fail / missing verdicts of service-level budgets per iteration, for CI gates;
+//! - [`export`]: CSV, JSON and markdown (GitHub issue or pull-request body) renderings;
+//! - [`ingest`]: other tools' benchmark reports (vLLM, SGLang, GuideLLM, AIPerf) as iterations.
+//!
 //! ```
 //! use autodebug_core::store::Store;
 //! use autodebug_core::{Analysis, EngineKind, Iteration, IterationStatus, Objective, ServiceSpec};
@@ -37,10 +50,15 @@
 //! ```
 
 pub mod browser;
+pub mod budget;
 pub mod charts;
 mod data;
+pub mod diff;
 mod error;
+pub mod export;
 pub mod html;
+pub mod ingest;
+pub mod pareto;
 pub mod svg;
 
 use std::path::{Path, PathBuf};

@@ -113,18 +113,12 @@ impl CostModel {
             kv_read_ns_per_token: kv_bytes / hbm * 1e9 * attention,
             linear_ns_per_token: 2.0 * model.params_b * 1e9 / tp as f64 / flops * 1e9,
             // QK^T and PV: 4 FLOPs per pair per head dimension, heads split across ranks.
-            attention_ns_per_pair: 4.0
-                * model.layers as f64
-                * (model.heads * model.head_dim) as f64
+            attention_ns_per_pair: 4.0 * model.layers as f64 * (model.heads * model.head_dim) as f64
                 / tp as f64
                 / flops
                 * 1e9
                 * attention,
-            allreduce_fixed_ns: if allreduce {
-                2.0 * model.layers as f64 * ALLREDUCE_LATENCY_NS
-            } else {
-                0.0
-            },
+            allreduce_fixed_ns: if allreduce { 2.0 * model.layers as f64 * ALLREDUCE_LATENCY_NS } else { 0.0 },
             allreduce_ns_per_token: if allreduce {
                 2.0 * model.layers as f64 * hidden_bytes * ring / (gpu.nvlink_gb_s * 1e9) * 1e9
             } else {
@@ -145,20 +139,13 @@ impl CostModel {
     pub(crate) fn pass(&self, shape: PassShape) -> PassCost {
         let tokens = shape.tokens as f64;
         let memory = self.weight_read_ns + self.kv_read_ns_per_token * shape.context_tokens as f64;
-        let compute =
-            self.linear_ns_per_token * tokens + self.attention_ns_per_pair * shape.attention_pairs;
+        let compute = self.linear_ns_per_token * tokens + self.attention_ns_per_pair * shape.attention_pairs;
         let comm = self.allreduce_fixed_ns + self.allreduce_ns_per_token * tokens;
         let exec = memory.max(compute) + comm + SAMPLING_NS;
         if shape.cuda_graph {
-            PassCost {
-                gpu_ns: exec + self.graph_launch_ns,
-                launch_cpu_ns: 0.0,
-            }
+            PassCost { gpu_ns: exec + self.graph_launch_ns, launch_cpu_ns: 0.0 }
         } else {
-            PassCost {
-                gpu_ns: exec,
-                launch_cpu_ns: self.eager_launch_ns,
-            }
+            PassCost { gpu_ns: exec, launch_cpu_ns: self.eager_launch_ns }
         }
     }
 
@@ -168,14 +155,11 @@ impl CostModel {
 
     /// Scheduler work per forward pass: sampling bookkeeping, stop checks, streaming outputs.
     pub(crate) fn pass_cpu_ns(&self, batch: usize) -> f64 {
-        (self.cpu.per_pass_ms + self.cpu.per_pass_batch_ms * (batch.max(1) as f64).powf(0.6))
-            * NS_PER_MS
+        (self.cpu.per_pass_ms + self.cpu.per_pass_batch_ms * (batch.max(1) as f64).powf(0.6)) * NS_PER_MS
     }
 
     pub(crate) fn prefill_cpu_ns(&self, requests: usize, tokens: u64) -> f64 {
-        (self.cpu.per_prefill_request_ms * requests as f64
-            + self.cpu.per_prefill_token_ms * tokens as f64)
-            * NS_PER_MS
+        (self.cpu.per_prefill_request_ms * requests as f64 + self.cpu.per_prefill_token_ms * tokens as f64) * NS_PER_MS
     }
 
     /// N-gram lookup and draft-tree bookkeeping of one speculative pass.
@@ -185,11 +169,7 @@ impl CostModel {
 
     /// Wall time of a round trip given its CPU and GPU totals.
     pub(crate) fn wall_ns(&self, cpu_ns: f64, gpu_ns: f64) -> f64 {
-        let hidden = if self.overlap {
-            self.cpu.overlap_hidden
-        } else {
-            self.cpu.baseline_hidden
-        };
+        let hidden = if self.overlap { self.cpu.overlap_hidden } else { self.cpu.baseline_hidden };
         cpu_ns.max(gpu_ns) + (1.0 - hidden) * cpu_ns.min(gpu_ns)
     }
 }

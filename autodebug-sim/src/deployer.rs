@@ -64,7 +64,8 @@ impl SimDeployer {
     fn config(spec: &ServiceSpec) -> Result<SimConfig> {
         let (gpu, count) = spec.resources.gpu_name_and_count().unwrap_or_else(|| ("H100".to_string(), 1));
         let gpu = if count > 1 { format!("{gpu}:{count}") } else { gpu };
-        SimConfig::from_args(spec.engine, &gpu, &spec.model, &spec.flags.to_args()).map_err(|e| Error::Deploy(e.to_string()))
+        SimConfig::from_args(spec.engine, &gpu, &spec.model, &spec.flags.to_args())
+            .map_err(|e| Error::rejected(e.to_string()))
     }
 
     fn served(&self) -> std::sync::MutexGuard<'_, HashMap<String, Served>> {
@@ -103,11 +104,16 @@ impl Deployer for SimDeployer {
             "--".into(),
         ];
         command.extend(spec.flags.to_args());
-        let line: Vec<String> = command.iter().map(|a| if a.starts_with("${") { format!("\"{a}\"") } else { shell_quote(a) }).collect();
+        let line: Vec<String> =
+            command.iter().map(|a| if a.starts_with("${") { format!("\"{a}\"") } else { shell_quote(a) }).collect();
         Ok(Artifact {
             target: "sim".into(),
             extension: "sh".into(),
-            content: format!("#!/usr/bin/env bash\n# {}: the simulated engine\nset -euo pipefail\nexec {}\n", spec.name, line.join(" ")),
+            content: format!(
+                "#!/usr/bin/env bash\n# {}: the simulated engine\nset -euo pipefail\nexec {}\n",
+                spec.name,
+                line.join(" ")
+            ),
         })
     }
 
@@ -115,7 +121,7 @@ impl Deployer for SimDeployer {
         let config = Self::config(spec)?;
         let engine_kind = config.engine;
         let started_ns = TimeWindow::now_ns();
-        let engine = server::start_engine(config, self.seed, true).map_err(|e| Error::Deploy(e.to_string()))?;
+        let engine = server::start_engine(config, self.seed, true).map_err(|e| Error::rejected(e.to_string()))?;
         let logs = engine
             .startup_log()
             .iter()
@@ -123,10 +129,11 @@ impl Deployer for SimDeployer {
             .collect();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
-            .map_err(|e| Error::Deploy(format!("cannot bind a loopback port for the simulator: {e}")))?;
-        let address = listener.local_addr().map_err(|e| Error::Deploy(e.to_string()))?;
+            .map_err(|e| Error::deploy(format!("cannot bind a loopback port for the simulator: {e}")).caused_by(e))?;
+        let address = listener.local_addr().map_err(|e| Error::deploy(e.to_string()).caused_by(e))?;
         let model_name = spec.flags.get("--served-model-name").flatten().unwrap_or(&spec.model).to_string();
-        let options = ServeOptions { seed: self.seed, model_name: Some(model_name.clone()), quiet: true, ..Default::default() };
+        let options =
+            ServeOptions { seed: self.seed, model_name: Some(model_name.clone()), quiet: true, ..Default::default() };
         let task = tokio::spawn(async move {
             if let Err(e) = server::serve_engine(engine, listener, options).await {
                 tracing::warn!(error = %e, "simulator server stopped");
@@ -143,9 +150,11 @@ impl Deployer for SimDeployer {
     async fn wait_ready(&self, deployment: &Deployment, _timeout: Duration) -> Result<Endpoint> {
         let served = self.served();
         match served.get(&deployment.id) {
-            Some(s) if !s.stopped && !s.task.is_finished() => Ok(Endpoint::new(s.base_url.clone(), s.model_name.clone())),
-            Some(_) => Err(Error::Deploy(format!("simulator {} stopped serving", deployment.id))),
-            None => Err(Error::Deploy(format!("no running simulator {} (already torn down?)", deployment.id))),
+            Some(s) if !s.stopped && !s.task.is_finished() => {
+                Ok(Endpoint::new(s.base_url.clone(), s.model_name.clone()))
+            }
+            Some(_) => Err(Error::deploy(format!("simulator {} stopped serving", deployment.id))),
+            None => Err(Error::infrastructure(format!("no running simulator {} (already torn down?)", deployment.id))),
         }
     }
 

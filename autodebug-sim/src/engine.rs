@@ -9,7 +9,7 @@ use crate::config::{SchedulePolicy, SimConfig, SimError, SpeculativeAlgorithm};
 use crate::cost::{CostModel, PassShape};
 use crate::memory::MemoryPlan;
 use crate::prefix_cache::{PrefixCache, PrefixMatch};
-use crate::rng::SplitMix64;
+use crate::rng::{SimDraws, SplitMix64, seeded};
 
 /// One generation request as the engine receives it (already tokenized).
 #[derive(Debug, Clone, PartialEq)]
@@ -200,15 +200,12 @@ impl Engine {
                 ((0.7 * c).min(1.0), (0.14 * c).min(1.0))
             }
         };
-        let stats = EngineStats {
-            max_total_tokens: memory.max_total_tokens,
-            ..EngineStats::default()
-        };
+        let stats = EngineStats { max_total_tokens: memory.max_total_tokens, ..EngineStats::default() };
         Ok(Engine {
             capacity: memory.max_total_tokens,
             max_running: memory.max_running_requests.max(1),
             cost,
-            rng: SplitMix64::new(seed),
+            rng: seeded(seed),
             stats,
             waiting: VecDeque::new(),
             running: Vec::new(),
@@ -261,9 +258,7 @@ impl Engine {
     pub fn check_request(&self, prompt_tokens: u32, max_tokens: u32) -> Result<(), SimError> {
         let context = self.config.context_length;
         if prompt_tokens == 0 {
-            return Err(SimError::InvalidRequest {
-                message: "The prompt is empty; send at least one token.".into(),
-            });
+            return Err(SimError::InvalidRequest { message: "The prompt is empty; send at least one token.".into() });
         }
         match self.config.engine {
             EngineKind::Vllm if prompt_tokens as u64 + max_tokens as u64 > context as u64 => {
@@ -341,20 +336,17 @@ impl Engine {
         } else if let Some(pos) = self.running.iter().position(|r| r.id == id) {
             let request = self.running.swap_remove(pos);
             self.release(request);
-        } else if self.chunked.as_ref().is_some_and(|r| r.id == id) {
-            if let Some(request) = self.chunked.take() {
-                self.release(request);
-            }
+        } else if self.chunked.as_ref().is_some_and(|r| r.id == id)
+            && let Some(request) = self.chunked.take()
+        {
+            self.release(request);
         }
         self.rejected.retain(|(rejected, _)| *rejected != id);
         self.refresh_counts();
     }
 
     pub fn has_work(&self) -> bool {
-        !self.waiting.is_empty()
-            || !self.running.is_empty()
-            || self.chunked.is_some()
-            || !self.rejected.is_empty()
+        !self.waiting.is_empty() || !self.running.is_empty() || self.chunked.is_some() || !self.rejected.is_empty()
     }
 
     pub fn stats(&self) -> &EngineStats {
@@ -385,11 +377,7 @@ impl Engine {
             });
         }
         if self.waiting.is_empty() && self.running.is_empty() && self.chunked.is_none() {
-            out.duration_ns = if out.events.is_empty() {
-                IDLE_STEP_NS
-            } else {
-                0
-            };
+            out.duration_ns = if out.events.is_empty() { IDLE_STEP_NS } else { 0 };
             self.now_ns += out.duration_ns;
             return;
         }
@@ -405,11 +393,7 @@ impl Engine {
             let (c, g) = self.run_prefill(decoding, out);
             cpu += c;
             gpu += g;
-            out.kind = if decoding > 0 {
-                StepKind::Mixed
-            } else {
-                StepKind::Prefill
-            };
+            out.kind = if decoding > 0 { StepKind::Mixed } else { StepKind::Prefill };
             out.forward_passes = 1;
         } else if !self.running.is_empty() {
             let passes = self.config.continuous_decode_steps.max(1);
@@ -457,20 +441,11 @@ impl Engine {
     }
 
     fn used_tokens(&self) -> u64 {
-        self.private_tokens
-            + if self.config.radix_cache {
-                self.cache.tokens()
-            } else {
-                0
-            }
+        self.private_tokens + if self.config.radix_cache { self.cache.tokens() } else { 0 }
     }
 
     fn evictable_tokens(&self) -> u64 {
-        if self.config.radix_cache {
-            self.cache.evictable_tokens()
-        } else {
-            0
-        }
+        if self.config.radix_cache { self.cache.evictable_tokens() } else { 0 }
     }
 
     fn free_tokens(&self) -> u64 {
@@ -493,18 +468,12 @@ impl Engine {
         self.stats.running = self.running.len() + self.chunked.is_some() as usize;
         self.stats.queued = self.waiting.len();
         let in_use = self.used_tokens().saturating_sub(self.evictable_tokens());
-        self.stats.token_usage = if self.capacity == 0 {
-            0.0
-        } else {
-            (in_use as f64 / self.capacity as f64).min(1.0)
-        };
+        self.stats.token_usage = if self.capacity == 0 { 0.0 } else { (in_use as f64 / self.capacity as f64).min(1.0) };
     }
 
     fn order_waiting(&mut self) {
         let policy = match self.config.schedule_policy {
-            SchedulePolicy::Lpm | SchedulePolicy::DfsWeight
-                if self.waiting.len() > LPM_QUEUE_LIMIT =>
-            {
+            SchedulePolicy::Lpm | SchedulePolicy::DfsWeight if self.waiting.len() > LPM_QUEUE_LIMIT => {
                 SchedulePolicy::Fcfs
             }
             other => other,
@@ -518,9 +487,7 @@ impl Engine {
                 }
                 queue.sort_unstable_by_key(|r| (std::cmp::Reverse(r.lookup.len), r.arrival));
             }
-            SchedulePolicy::Lof => {
-                queue.sort_unstable_by_key(|r| (std::cmp::Reverse(r.target_output), r.arrival))
-            }
+            SchedulePolicy::Lof => queue.sort_unstable_by_key(|r| (std::cmp::Reverse(r.target_output), r.arrival)),
             SchedulePolicy::Random => {
                 for i in (1..queue.len()).rev() {
                     let j = (self.rng.next_u64() % (i as u64 + 1)) as usize;
@@ -536,17 +503,10 @@ impl Engine {
             Some(chunk) => chunk.min(self.config.max_prefill_tokens),
             None => self.config.max_prefill_tokens,
         }
-        .saturating_sub(if self.config.engine == EngineKind::Vllm {
-            decode_tokens
-        } else {
-            0
-        });
+        .saturating_sub(if self.config.engine == EngineKind::Vllm { decode_tokens } else { 0 });
         let chunking = self.config.chunked_prefill_size.is_some();
-        let reserved: f64 = self
-            .running
-            .iter()
-            .map(|r| r.remaining().min(CLIP_MAX_NEW_TOKENS) as f64 * self.new_token_ratio)
-            .sum();
+        let reserved: f64 =
+            self.running.iter().map(|r| r.remaining().min(CLIP_MAX_NEW_TOKENS) as f64 * self.new_token_ratio).sum();
         let mut available = (self.free_tokens() + self.evictable_tokens()) as f64 - reserved;
 
         if let Some(mut request) = self.chunked.take() {
@@ -569,10 +529,8 @@ impl Engine {
             return;
         }
         self.order_waiting();
-        let lpm = matches!(
-            self.config.schedule_policy,
-            SchedulePolicy::Lpm | SchedulePolicy::DfsWeight
-        ) && self.waiting.len() <= LPM_QUEUE_LIMIT;
+        let lpm = matches!(self.config.schedule_policy, SchedulePolicy::Lpm | SchedulePolicy::DfsWeight)
+            && self.waiting.len() <= LPM_QUEUE_LIMIT;
         let mut index = 0;
         while index < self.waiting.len() {
             let busy = self.running.len() + self.prefilling.len() + self.chunked.is_some() as usize;
@@ -582,21 +540,13 @@ impl Engine {
             let candidate = &self.waiting[index];
             // Afresh: admissions earlier in this loop may have evicted what ordering saw.
             let found = self.cache.lookup(&candidate.prompt);
-            let cached = if self.config.radix_cache {
-                found.len.min(candidate.prompt_len() - 1)
-            } else {
-                0
-            };
+            let cached = if self.config.radix_cache { found.len.min(candidate.prompt_len() - 1) } else { 0 };
             let extend = candidate.prefill_len - cached;
-            if lpm
-                && cached < IN_BATCH_PREFIX_THRESHOLD
-                && self.shares_prefix_with_batch(&candidate.prompt)
-            {
+            if lpm && cached < IN_BATCH_PREFIX_THRESHOLD && self.shares_prefix_with_batch(&candidate.prompt) {
                 index += 1;
                 continue;
             }
-            let need = extend as f64
-                + candidate.remaining().min(CLIP_MAX_NEW_TOKENS) as f64 * self.new_token_ratio;
+            let need = extend as f64 + candidate.remaining().min(CLIP_MAX_NEW_TOKENS) as f64 * self.new_token_ratio;
             let nothing_running = self.running.is_empty() && self.prefilling.is_empty();
             if need > available && !(nothing_running && (extend as u64) < self.capacity) {
                 break;
@@ -634,14 +584,8 @@ impl Engine {
                 self.hits_since_log += cached as u64;
             }
             request.node = pinned;
-            request.lookup = if pinned.is_some() {
-                PrefixMatch {
-                    len: cached,
-                    node: pinned,
-                }
-            } else {
-                PrefixMatch::default()
-            };
+            request.lookup =
+                if pinned.is_some() { PrefixMatch { len: cached, node: pinned } } else { PrefixMatch::default() };
             request.computed = cached;
             request.chunk = chunk;
             request.private += chunk;
@@ -659,9 +603,11 @@ impl Engine {
     fn shares_prefix_with_batch(&self, prompt: &[u32]) -> bool {
         let threshold = IN_BATCH_PREFIX_THRESHOLD as usize;
         prompt.len() > threshold
-            && self.prefilling.iter().take(16).any(|other| {
-                other.prompt.len() > threshold && other.prompt[..threshold] == prompt[..threshold]
-            })
+            && self
+                .prefilling
+                .iter()
+                .take(16)
+                .any(|other| other.prompt.len() > threshold && other.prompt[..threshold] == prompt[..threshold])
     }
 
     /// Per-draft-token acceptance: n-gram drafts hit when this text was seen before.
@@ -684,8 +630,7 @@ impl Engine {
         for request in &self.prefilling {
             shape.tokens += request.chunk as u64;
             shape.context_tokens += request.computed as u64;
-            shape.attention_pairs +=
-                request.chunk as f64 * (request.computed as f64 + request.chunk as f64 / 2.0);
+            shape.attention_pairs += request.chunk as f64 * (request.computed as f64 + request.chunk as f64 / 2.0);
             new_tokens += request.chunk as u64;
         }
         let prefill_requests = self.prefilling.len();
@@ -743,10 +688,7 @@ impl Engine {
             if let Some(old) = request.node.replace(node) {
                 self.cache.unlock(old);
             }
-            let moved = request
-                .prompt_len()
-                .saturating_sub(request.lookup.len)
-                .min(request.private);
+            let moved = request.prompt_len().saturating_sub(request.lookup.len).min(request.private);
             request.private -= moved;
             self.private_tokens -= moved as u64;
         } else if self.cache.tokens() > self.capacity {
@@ -795,8 +737,7 @@ impl Engine {
             }
             self.advance(index, tokens, out);
         }
-        self.new_token_ratio =
-            (self.new_token_ratio - self.token_ratio_decay).max(self.min_token_ratio);
+        self.new_token_ratio = (self.new_token_ratio - self.token_ratio_decay).max(self.min_token_ratio);
         self.decode_passes_since_log += 1;
         (cpu, gpu)
     }
@@ -861,15 +802,9 @@ impl Engine {
                 return;
             }
             let victim = match self.config.engine {
-                EngineKind::Vllm => {
-                    (0..self.running.len()).max_by_key(|&i| self.running[i].arrival)
-                }
-                _ => (0..self.running.len()).min_by_key(|&i| {
-                    (
-                        self.running[i].output,
-                        std::cmp::Reverse(self.running[i].prompt_len()),
-                    )
-                }),
+                EngineKind::Vllm => (0..self.running.len()).max_by_key(|&i| self.running[i].arrival),
+                _ => (0..self.running.len())
+                    .min_by_key(|&i| (self.running[i].output, std::cmp::Reverse(self.running[i].prompt_len()))),
             };
             let Some(victim) = victim else { return };
             let mut request = self.running.swap_remove(victim);
@@ -891,11 +826,7 @@ impl Engine {
             let old_ratio = self.new_token_ratio;
             if self.config.engine != EngineKind::Vllm {
                 let decoded: f64 = self.running.iter().map(|r| r.output as f64).sum();
-                let total: f64 = self
-                    .running
-                    .iter()
-                    .map(|r| r.target_output.min(CLIP_MAX_NEW_TOKENS) as f64)
-                    .sum();
+                let total: f64 = self.running.iter().map(|r| r.target_output.min(CLIP_MAX_NEW_TOKENS) as f64).sum();
                 let estimate = (decoded + 20.0 * self.running.len() as f64) / total.max(1.0);
                 self.new_token_ratio = estimate.clamp(old_ratio, 1.0);
             }

@@ -42,11 +42,11 @@ pub mod tune_suite;
 
 pub use autodebug_core::EngineKind;
 pub use config::{
-    AttentionBackend, KvCacheDtype, SchedulePolicy, SimConfig, SimError, Speculative,
-    SpeculativeAlgorithm, redacted_args,
+    AttentionBackend, KvCacheDtype, SchedulePolicy, SimConfig, SimError, Speculative, SpeculativeAlgorithm,
+    redacted_args,
 };
-pub use engine::{Engine, EngineStats, SimRequest, StepKind, StepOutcome, TokenEvent};
 pub use deployer::SimDeployer;
+pub use engine::{Engine, EngineStats, SimRequest, StepKind, StepOutcome, TokenEvent};
 pub use profiles::{GpuProfile, ModelProfile};
 pub use simulate::{SimResult, SimWorkload, simulate};
 pub use tokenizer::tokenize;

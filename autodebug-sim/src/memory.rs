@@ -31,8 +31,7 @@ impl MemoryPlan {
         let total = config.gpu.memory_gb;
         let before_load = total - CONTEXT_GIB;
         let weights = model.weight_bytes_per_gpu(tp) / GIB;
-        let kv_bytes_per_token =
-            model.kv_bytes_per_token_per_gpu(tp, config.kv_cache_dtype.bytes());
+        let kv_bytes_per_token = model.kv_bytes_per_token_per_gpu(tp, config.kv_cache_dtype.bytes());
         if weights > before_load {
             return Err(oom(
                 config,
@@ -47,17 +46,11 @@ impl MemoryPlan {
             ));
         }
         let after_load = before_load - weights;
-        let chunk = config
-            .chunked_prefill_size
-            .unwrap_or(config.max_prefill_tokens) as f64;
+        let chunk = config.chunked_prefill_size.unwrap_or(config.max_prefill_tokens) as f64;
         let activation = chunk * model.hidden as f64 * 26.0 / tp as f64 / GIB
             + 256.0f64.max(config.cuda_graph_max_bs as f64) * model.vocab as f64 * 4.0 / GIB;
         let graph = if config.cuda_graph {
-            0.05 + config.cuda_graph_max_bs as f64
-                * model.hidden as f64
-                * 2.0
-                * model.layers as f64
-                * 8.0
+            0.05 + config.cuda_graph_max_bs as f64 * model.hidden as f64 * 2.0 * model.layers as f64 * 8.0
                 / tp as f64
                 / GIB
         } else {
@@ -131,11 +124,7 @@ impl MemoryPlan {
             after_graph_gib: after_pool - graph,
             max_total_tokens,
             max_running_requests,
-            graph_capture_s: if config.cuda_graph {
-                0.5 + config.cuda_graph_max_bs as f64 * 0.012
-            } else {
-                0.0
-            },
+            graph_capture_s: if config.cuda_graph { 0.5 + config.cuda_graph_max_bs as f64 * 0.012 } else { 0.0 },
         })
     }
 
@@ -153,14 +142,8 @@ impl MemoryPlan {
                     self.weights_gib,
                     1.0 + self.weights_gib * 0.35
                 ));
-                lines.push(format!(
-                    "Available KV cache memory: {:.2} GiB",
-                    self.kv_pool_gib
-                ));
-                lines.push(format!(
-                    "GPU KV cache size: {} tokens",
-                    group_thousands(self.max_total_tokens)
-                ));
+                lines.push(format!("Available KV cache memory: {:.2} GiB", self.kv_pool_gib));
+                lines.push(format!("GPU KV cache size: {} tokens", group_thousands(self.max_total_tokens)));
                 lines.push(format!(
                     "Maximum concurrency for {} tokens per request: {:.2}x",
                     group_thousands(config.context_length as u64),
@@ -183,21 +166,14 @@ impl MemoryPlan {
                     .startup_attributes()
                     .into_iter()
                     .map(|(key, value)| {
-                        let quoted = value.parse::<f64>().is_err()
-                            && !matches!(value.as_str(), "True" | "False" | "None");
-                        if quoted {
-                            format!("{key}='{value}'")
-                        } else {
-                            format!("{key}={value}")
-                        }
+                        let quoted =
+                            value.parse::<f64>().is_err() && !matches!(value.as_str(), "True" | "False" | "None");
+                        if quoted { format!("{key}='{value}'") } else { format!("{key}={value}") }
                     })
                     .collect();
                 lines.push(format!("server_args=ServerArgs({})", attributes.join(", ")));
                 lines.extend(config.adjustments.iter().cloned());
-                lines.push(format!(
-                    "Load weight begin. avail mem={:.2} GB",
-                    self.before_load_gib
-                ));
+                lines.push(format!("Load weight begin. avail mem={:.2} GB", self.before_load_gib));
                 lines.push(format!(
                     "Load weight end. type={}, dtype=torch.bfloat16, avail mem={:.2} GB, mem usage={:.2} GB.",
                     model.architecture,
@@ -209,10 +185,7 @@ impl MemoryPlan {
                     "KV Cache is allocated. #tokens: {}, K size: {half:.2} GB, V size: {half:.2} GB",
                     self.max_total_tokens
                 ));
-                lines.push(format!(
-                    "Memory pool end. avail mem={:.2} GB",
-                    self.after_pool_gib
-                ));
+                lines.push(format!("Memory pool end. avail mem={:.2} GB", self.after_pool_gib));
                 if config.cuda_graph {
                     lines.push(format!(
                         "Capture cuda graph begin. This can take up to several minutes. avail mem={:.2} GB",
@@ -240,11 +213,7 @@ impl MemoryPlan {
 
 fn oom(config: &SimConfig, needed: f64, available: f64, message: String) -> SimError {
     let _ = config;
-    SimError::StartupOom {
-        message,
-        needed_gb: needed,
-        available_gb: available.max(0.0),
-    }
+    SimError::StartupOom { message, needed_gb: needed, available_gb: available.max(0.0) }
 }
 
 fn non_default_args(config: &SimConfig) -> String {
@@ -254,14 +223,7 @@ fn non_default_args(config: &SimConfig) -> String {
         .filter_map(|chunk| chunk.first())
         .filter(|arg| arg.starts_with("--") && !arg.starts_with("--api-key"))
         .map(|arg| {
-            format!(
-                "'{}'",
-                arg.trim_start_matches("--")
-                    .split('=')
-                    .next()
-                    .unwrap_or_default()
-                    .replace('-', "_")
-            )
+            format!("'{}'", arg.trim_start_matches("--").split('=').next().unwrap_or_default().replace('-', "_"))
         })
         .collect();
     format!("{{{}}}", pairs.join(", "))
@@ -271,7 +233,7 @@ fn group_thousands(value: u64) -> String {
     let digits = value.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, ch) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);

@@ -16,7 +16,7 @@ const FNV_OFFSET: u64 = 0xCBF2_9CE4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01B3;
 
 fn is_key(position: usize) -> bool {
-    position == 1 || position % KEY_STRIDE == 0
+    position == 1 || position.is_multiple_of(KEY_STRIDE)
 }
 
 fn hash_step(hash: u64, token: u32) -> u64 {
@@ -109,10 +109,7 @@ impl PrefixCache {
         while len < prompt.len() && len < tokens.len() && tokens[len] == prompt[len] {
             len += 1;
         }
-        PrefixMatch {
-            len: len as u32,
-            node: Some(node),
-        }
+        PrefixMatch { len: len as u32, node: Some(node) }
     }
 
     /// Records `prompt` as cached, given what `lookup` found; returns the node that now holds
@@ -219,12 +216,7 @@ impl PrefixCache {
     fn remove(&mut self, id: u32) -> u64 {
         let (parent, shared, tail_key, owned) = {
             let node = &self.nodes[id as usize];
-            (
-                node.parent,
-                node.shared as usize,
-                node.tail_key,
-                node.owned(),
-            )
+            (node.parent, node.shared as usize, node.tail_key, node.owned())
         };
         let mut hash = FNV_OFFSET;
         let tokens = std::mem::take(&mut self.nodes[id as usize].tokens);
@@ -236,12 +228,12 @@ impl PrefixCache {
             }
             if position > shared && self.index.get(&hash) == Some(&id) {
                 self.index.remove(&hash);
-            } else if tail_key == Some(position) {
-                if let Some(tails) = self.tails.get_mut(&hash) {
-                    tails.retain(|&tail| tail != id);
-                    if tails.is_empty() {
-                        self.tails.remove(&hash);
-                    }
+            } else if tail_key == Some(position)
+                && let Some(tails) = self.tails.get_mut(&hash)
+            {
+                tails.retain(|&tail| tail != id);
+                if tails.is_empty() {
+                    self.tails.remove(&hash);
                 }
             }
         }
@@ -320,11 +312,7 @@ mod tests {
         child.extend(seq(500, 20));
         let (leaf, _) = cache.insert(&child, cache.lookup(&child));
         cache.lock(leaf);
-        assert_eq!(
-            cache.evict(1000),
-            0,
-            "everything is pinned by the lock on the leaf"
-        );
+        assert_eq!(cache.evict(1000), 0, "everything is pinned by the lock on the leaf");
         cache.unlock(leaf);
         assert_eq!(cache.evictable_tokens(), 52);
         assert_eq!(cache.evict(1), 20, "the leaf goes first");
@@ -346,11 +334,7 @@ mod tests {
         assert_eq!(cache.lookup(&ext).len, 19);
         cache.lock(leaf);
         cache.unlock(leaf);
-        assert_eq!(
-            cache.lookup(&base).len,
-            20,
-            "the parent's tail stays reachable"
-        );
+        assert_eq!(cache.lookup(&base).len, 20, "the parent's tail stays reachable");
         cache.evict(1);
         assert_eq!(cache.lookup(&ext).len, 18);
         assert!(cache.tails.is_empty());

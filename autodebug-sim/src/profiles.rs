@@ -26,13 +26,7 @@ static GPUS: [GpuProfile; 4] = [
         bf16_tflops: 989.0,
         nvlink_gb_s: 450.0,
         sm: 90,
-        aliases: &[
-            "h100",
-            "h100-80gb",
-            "h100-sxm",
-            "h100-sxm5",
-            "h100 80gb hbm3",
-        ],
+        aliases: &["h100", "h100-80gb", "h100-sxm", "h100-sxm5", "h100 80gb hbm3"],
     },
     GpuProfile {
         name: "H200",
@@ -50,13 +44,7 @@ static GPUS: [GpuProfile; 4] = [
         bf16_tflops: 312.0,
         nvlink_gb_s: 300.0,
         sm: 80,
-        aliases: &[
-            "a100",
-            "a100-80gb",
-            "a100-sxm4-80gb",
-            "a100 80gb",
-            "a100-sxm",
-        ],
+        aliases: &["a100", "a100-80gb", "a100-sxm4-80gb", "a100 80gb", "a100-sxm"],
     },
     GpuProfile {
         name: "L4",
@@ -91,21 +79,14 @@ impl GpuProfile {
 
 fn normalize_gpu(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
-    let lower = lower
-        .strip_prefix("nvidia")
-        .unwrap_or(&lower)
-        .trim_start_matches([' ', '-', '_']);
+    let lower = lower.strip_prefix("nvidia").unwrap_or(&lower).trim_start_matches([' ', '-', '_']);
     let mut parts = lower.split(':');
     let base = parts.next().unwrap_or_default().replace('_', "-");
     // `A100:80GB` is the same card as `A100`, and `a100-80gb` already is an alias.
     match parts.next() {
         Some(mem) if mem.ends_with("gb") && !base.ends_with("gb") => {
             let candidate = format!("{base}-{mem}");
-            if GPUS.iter().any(|g| g.aliases.contains(&candidate.as_str())) {
-                candidate
-            } else {
-                base
-            }
+            if GPUS.iter().any(|g| g.aliases.contains(&candidate.as_str())) { candidate } else { base }
         }
         _ => base,
     }
@@ -200,9 +181,7 @@ impl ModelProfile {
     /// ```
     pub fn lookup(name: &str) -> Option<&'static ModelProfile> {
         let key = normalize_model(name);
-        MODELS
-            .iter()
-            .find(|m| normalize_model(m.name) == key || normalize_model(m.hf_id) == key)
+        MODELS.iter().find(|m| normalize_model(m.name) == key || normalize_model(m.hf_id) == key)
     }
 
     pub fn all() -> &'static [ModelProfile] {
@@ -226,10 +205,7 @@ fn normalize_model(name: &str) -> String {
     let lower = name.trim().to_ascii_lowercase();
     let base = lower.rsplit('/').next().unwrap_or_default();
     let base = base.strip_prefix("meta-").unwrap_or(base);
-    let base = base
-        .strip_suffix("-chat")
-        .or_else(|| base.strip_suffix("-instruct"))
-        .unwrap_or(base);
+    let base = base.strip_suffix("-chat").or_else(|| base.strip_suffix("-instruct")).unwrap_or(base);
     base.replace('_', "-")
 }
 
@@ -243,38 +219,20 @@ mod tests {
             for alias in gpu.aliases {
                 assert_eq!(GpuProfile::lookup(alias).map(|g| g.name), Some(gpu.name));
             }
-            assert_eq!(
-                GpuProfile::lookup(&gpu.name.to_ascii_uppercase()).map(|g| g.name),
-                Some(gpu.name)
-            );
+            assert_eq!(GpuProfile::lookup(&gpu.name.to_ascii_uppercase()).map(|g| g.name), Some(gpu.name));
         }
         for model in ModelProfile::all() {
-            assert_eq!(
-                ModelProfile::lookup(model.hf_id).map(|m| m.name),
-                Some(model.name)
-            );
-            assert_eq!(
-                ModelProfile::lookup(model.name).map(|m| m.name),
-                Some(model.name)
-            );
+            assert_eq!(ModelProfile::lookup(model.hf_id).map(|m| m.name), Some(model.name));
+            assert_eq!(ModelProfile::lookup(model.name).map(|m| m.name), Some(model.name));
         }
     }
 
     #[test]
     fn gpu_spellings_from_resource_specs_and_nvidia_smi() {
-        assert_eq!(
-            GpuProfile::lookup("NVIDIA H100 80GB HBM3").map(|g| g.name),
-            Some("H100")
-        );
-        assert_eq!(
-            GpuProfile::lookup("H100:80GB:2").map(|g| g.name),
-            Some("H100")
-        );
+        assert_eq!(GpuProfile::lookup("NVIDIA H100 80GB HBM3").map(|g| g.name), Some("H100"));
+        assert_eq!(GpuProfile::lookup("H100:80GB:2").map(|g| g.name), Some("H100"));
         assert_eq!(GpuProfile::lookup("l4:1").map(|g| g.name), Some("L4"));
-        assert_eq!(
-            ModelProfile::lookup("meta-llama/Meta-Llama-3.1-8B-Instruct").map(|m| m.name),
-            Some("llama-3.1-8b")
-        );
+        assert_eq!(ModelProfile::lookup("meta-llama/Meta-Llama-3.1-8B-Instruct").map(|m| m.name), Some("llama-3.1-8b"));
     }
 
     #[test]
@@ -283,13 +241,7 @@ mod tests {
         let qwen = ModelProfile::lookup("qwen1.5-0.5b").unwrap();
         // 8 KV heads of 128 over 32 layers vs 16 heads of 64 over 24 layers.
         assert!(llama.kv_bytes_per_token_per_gpu(1, 2.0) > qwen.kv_bytes_per_token_per_gpu(1, 2.0));
-        assert_eq!(
-            llama.kv_bytes_per_token_per_gpu(2, 2.0) * 2.0,
-            llama.kv_bytes_per_token_per_gpu(1, 2.0)
-        );
-        assert_eq!(
-            llama.kv_bytes_per_token_per_gpu(16, 2.0),
-            llama.kv_bytes_per_token_per_gpu(8, 2.0)
-        );
+        assert_eq!(llama.kv_bytes_per_token_per_gpu(2, 2.0) * 2.0, llama.kv_bytes_per_token_per_gpu(1, 2.0));
+        assert_eq!(llama.kv_bytes_per_token_per_gpu(16, 2.0), llama.kv_bytes_per_token_per_gpu(8, 2.0));
     }
 }

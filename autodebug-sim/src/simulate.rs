@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, VecDeque};
 
 use crate::config::SimConfig;
 use crate::engine::{Engine, EngineStats, SimRequest, StepOutcome};
-use crate::rng::SplitMix64;
+use crate::rng::{SimDraws, SplitMix64, seeded};
 
 /// Tokenization, HTTP and IPC before the scheduler sees a request.
 const FRONTEND_IN_NS: u64 = 300_000;
@@ -129,12 +129,9 @@ impl SimResult {
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         // With one token per chunk and no client-side gaps, ITL per request is its TPOT.
-        for (name, values) in [
-            ("ttft", &self.ttft_ms),
-            ("tpot", &self.tpot_ms),
-            ("itl", &self.tpot_ms),
-            ("e2e", &self.e2e_ms),
-        ] {
+        for (name, values) in
+            [("ttft", &self.ttft_ms), ("tpot", &self.tpot_ms), ("itl", &self.tpot_ms), ("e2e", &self.e2e_ms)]
+        {
             if values.is_empty() {
                 continue;
             }
@@ -164,22 +161,14 @@ impl SimResult {
         out.insert("total_token_throughput".into(), total);
         out.insert("requests".into(), requests as f64);
         out.insert("errors".into(), self.errors as f64);
-        let rate = if self.failed || requests == 0 {
-            1.0
-        } else {
-            self.errors as f64 / requests as f64
-        };
+        let rate = if self.failed || requests == 0 { 1.0 } else { self.errors as f64 / requests as f64 };
         out.insert("error_rate".into(), rate);
         out.insert("cached_token_ratio".into(), self.cached_token_ratio);
         out
     }
 
     fn failure(message: String) -> SimResult {
-        SimResult {
-            failed: true,
-            failure: Some(message),
-            ..SimResult::default()
-        }
+        SimResult { failed: true, failure: Some(message), ..SimResult::default() }
     }
 }
 
@@ -202,17 +191,11 @@ struct Prompts {
 
 impl Prompts {
     fn new(workload: &SimWorkload, seed: u64) -> Self {
-        let mut rng = SplitMix64::new(seed ^ 0x7072_6F6D_7074);
+        let mut rng = seeded(seed ^ 0x7072_6F6D_7074);
         let length = workload.prompt_tokens.max(1) as usize;
-        let shared: Vec<u32> = (0..workload.shared_prefix_tokens.min(workload.prompt_tokens))
-            .map(|_| word(&mut rng))
-            .collect();
-        let mut prompts = Prompts {
-            rng,
-            shared,
-            repeated: None,
-            length,
-        };
+        let shared: Vec<u32> =
+            (0..workload.shared_prefix_tokens.min(workload.prompt_tokens)).map(|_| word(&mut rng)).collect();
+        let mut prompts = Prompts { rng, shared, repeated: None, length };
         if workload.repeat_prompt {
             prompts.repeated = Some(prompts.fresh());
         }
@@ -259,7 +242,7 @@ pub fn simulate(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimRes
     engine.set_logging(false);
     let total = workload.requests;
     let mut prompts = Prompts::new(workload, seed);
-    let mut arrivals_rng = SplitMix64::new(workload.arrival_seed.unwrap_or(seed) ^ 0x6172_7269_7665);
+    let mut arrivals_rng = seeded(workload.arrival_seed.unwrap_or(seed) ^ 0x6172_7269_7665);
     let mut flights = vec![Flight::default(); total];
     // (time the engine sees it, request index), in time order.
     let mut pending: VecDeque<(u64, usize)> = VecDeque::new();
@@ -346,10 +329,7 @@ pub fn simulate(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimRes
 }
 
 fn summarize(flights: &[Flight], stats: EngineStats, workload: &SimWorkload) -> SimResult {
-    let mut result = SimResult {
-        stats,
-        ..SimResult::default()
-    };
+    let mut result = SimResult { stats, ..SimResult::default() };
     let mut end = 0u64;
     let mut cached = 0u64;
     for flight in flights {
@@ -366,9 +346,7 @@ fn summarize(flights: &[Flight], stats: EngineStats, workload: &SimWorkload) -> 
         result.ttft_ms.push(ttft);
         result.e2e_ms.push(e2e);
         if flight.output > 1 {
-            result
-                .tpot_ms
-                .push((e2e - ttft) / (flight.output - 1) as f64);
+            result.tpot_ms.push((e2e - ttft) / (flight.output - 1) as f64);
         }
         result.output_tokens += flight.output as u64;
         result.prompt_tokens += flight.prompt as u64;
@@ -379,10 +357,7 @@ fn summarize(flights: &[Flight], stats: EngineStats, workload: &SimWorkload) -> 
         result.output_throughput = result.output_tokens as f64 / result.duration_s;
         result.request_throughput = result.e2e_ms.len() as f64 / result.duration_s;
     }
-    result.cached_token_ratio = if result.prompt_tokens > 0 {
-        cached as f64 / result.prompt_tokens as f64
-    } else {
-        0.0
-    };
+    result.cached_token_ratio =
+        if result.prompt_tokens > 0 { cached as f64 / result.prompt_tokens as f64 } else { 0.0 };
     result
 }

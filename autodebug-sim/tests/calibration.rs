@@ -9,13 +9,7 @@ fn flags(text: &str) -> Vec<String> {
 }
 
 fn qwen_sglang(args: &str) -> SimConfig {
-    SimConfig::from_args(
-        EngineKind::Sglang,
-        "H100",
-        "Qwen/Qwen1.5-0.5B-Chat",
-        &flags(args),
-    )
-    .expect("valid flags")
+    SimConfig::from_args(EngineKind::Sglang, "H100", "Qwen/Qwen1.5-0.5B-Chat", &flags(args)).expect("valid flags")
 }
 
 fn published_workload() -> SimWorkload {
@@ -24,22 +18,14 @@ fn published_workload() -> SimWorkload {
 
 /// Output tokens over the decode time of one stream (the published "decode tok/s").
 fn decode_throughput(result: &SimResult) -> f64 {
-    let per_request: Vec<f64> = result
-        .e2e_ms
-        .iter()
-        .zip(&result.ttft_ms)
-        .map(|(e2e, ttft)| 149.0 / ((e2e - ttft) / 1000.0))
-        .collect();
+    let per_request: Vec<f64> =
+        result.e2e_ms.iter().zip(&result.ttft_ms).map(|(e2e, ttft)| 149.0 / ((e2e - ttft) / 1000.0)).collect();
     SimResult::mean(&per_request)
 }
 
 fn within(value: f64, target: f64, what: &str) {
     let error = (value - target) / target;
-    assert!(
-        error.abs() <= 0.15,
-        "{what}: {value:.3} is {:+.1}% off the published {target}",
-        error * 100.0
-    );
+    assert!(error.abs() <= 0.15, "{what}: {value:.3} is {:+.1}% off the published {target}", error * 100.0);
 }
 
 #[test]
@@ -48,10 +34,7 @@ fn default_flags_match_the_published_tbot_and_decode_rate() {
     assert!(!result.failed, "{:?}", result.failure);
     let tpot = result.metrics()["tpot.mean"];
     let decode = decode_throughput(&result);
-    println!(
-        "default: TPOT {tpot:.3} ms, decode {decode:.0} tok/s, TTFT {:.3} ms",
-        result.metrics()["ttft.mean"]
-    );
+    println!("default: TPOT {tpot:.3} ms, decode {decode:.0} tok/s, TTFT {:.3} ms", result.metrics()["ttft.mean"]);
     within(tpot, 1.5, "default TPOT ms");
     within(decode, 660.0, "default decode tok/s");
 }
@@ -67,38 +50,22 @@ fn the_three_published_flags_gain_what_was_published() {
     );
     let (tpot, base_tpot) = (tuned.metrics()["tpot.mean"], base.metrics()["tpot.mean"]);
     let gain = decode_throughput(&tuned) / decode_throughput(&base) - 1.0;
-    println!(
-        "tuned: TPOT {tpot:.3} ms (default {base_tpot:.3}), decode gain {:+.1}%",
-        gain * 100.0
-    );
+    println!("tuned: TPOT {tpot:.3} ms (default {base_tpot:.3}), decode gain {:+.1}%", gain * 100.0);
     within(tpot, 1.42, "tuned TPOT ms");
-    within(
-        decode_throughput(&tuned),
-        660.0 * 1.09,
-        "tuned decode tok/s",
-    );
-    assert!(
-        tpot < base_tpot,
-        "continuous decode steps must help: {tpot} vs {base_tpot}"
-    );
+    within(decode_throughput(&tuned), 660.0 * 1.09, "tuned decode tok/s");
+    assert!(tpot < base_tpot, "continuous decode steps must help: {tpot} vs {base_tpot}");
 }
 
 #[test]
 fn repeated_prompts_hit_30_of_31_tokens_from_the_second_request_on() {
-    let config =
-        qwen_sglang("--num-continuous-decode-steps 8 --enable-mixed-chunk --schedule-policy lpm");
+    let config = qwen_sglang("--num-continuous-decode-steps 8 --enable-mixed-chunk --schedule-policy lpm");
     let mut engine = autodebug_sim::Engine::start(config, 3).expect("fits");
     let words: Vec<String> = (0..31).map(|i| format!("word{i}")).collect();
     let prompt = autodebug_sim::tokenize(&words.join(" "));
     assert_eq!(prompt.len(), 31);
     let mut cached = Vec::new();
     for id in 0..3u64 {
-        engine.submit(autodebug_sim::SimRequest {
-            id,
-            prompt: prompt.clone(),
-            max_tokens: 150,
-            ignore_eos: true,
-        });
+        engine.submit(autodebug_sim::SimRequest { id, prompt: prompt.clone(), max_tokens: 150, ignore_eos: true });
         for _ in 0..1000 {
             if !engine.has_work() {
                 break;
@@ -122,10 +89,7 @@ fn default_startup_attributes_are_the_published_ones() {
         ("attention_backend", "fa3"),
         ("schedule_policy", "fcfs"),
     ] {
-        assert!(
-            attributes.iter().any(|(k, v)| k == key && v == value),
-            "{key}={value} missing from {attributes:?}"
-        );
+        assert!(attributes.iter().any(|(k, v)| k == key && v == value), "{key}={value} missing from {attributes:?}");
     }
 }
 

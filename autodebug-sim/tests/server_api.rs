@@ -13,10 +13,7 @@ use server_support::*;
 const MODEL: &str = "Qwen/Qwen1.5-0.5B-Chat";
 
 fn unix_ns_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 #[tokio::test]
@@ -31,30 +28,19 @@ async fn sglang_chat_stream_has_the_engine_chunk_shape_and_usage() {
     let first = events[0].json.as_ref().expect("first event is a chunk");
     assert_eq!(first["choices"][0]["delta"]["role"], "assistant");
     assert_eq!(first["choices"][0]["delta"]["content"], "");
-    assert!(
-        events.last().is_some_and(|e| e.json.is_none()),
-        "the stream ends with data: [DONE]"
-    );
+    assert!(events.last().is_some_and(|e| e.json.is_none()), "the stream ends with data: [DONE]");
 
     let mut previous_ts = 0u64;
     for chunk in events.iter().filter_map(|e| e.json.as_ref()) {
-        assert!(
-            chunk["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")),
-            "id in {chunk}"
-        );
+        assert!(chunk["id"].as_str().is_some_and(|id| id.starts_with("chatcmpl-")), "id in {chunk}");
         assert_eq!(chunk["object"], "chat.completion.chunk");
         assert_eq!(chunk["model"], MODEL);
         assert!(chunk["system_fingerprint"].is_null());
         assert!(
-            chunk["created"]
-                .as_u64()
-                .is_some_and(|c| c >= before / 1_000_000_000 && c <= after / 1_000_000_000 + 1)
+            chunk["created"].as_u64().is_some_and(|c| c >= before / 1_000_000_000 && c <= after / 1_000_000_000 + 1)
         );
         let ts = chunk["sim_ts_ns"].as_u64().expect("every chunk carries sim_ts_ns");
-        assert!(
-            ts >= before && ts <= after,
-            "sim_ts_ns {ts} outside the request [{before}, {after}]"
-        );
+        assert!(ts >= before && ts <= after, "sim_ts_ns {ts} outside the request [{before}, {after}]");
         assert!(ts >= previous_ts, "sim_ts_ns goes backwards");
         if chunk["choices"].as_array().is_some_and(|c| !c.is_empty()) {
             let sent = chunk["sim_sent_ns"].as_u64().expect("every choice chunk carries sim_sent_ns");
@@ -64,10 +50,7 @@ async fn sglang_chat_stream_has_the_engine_chunk_shape_and_usage() {
         assert_eq!(chunk["id"], first["id"], "one id per response");
     }
 
-    let words: usize = content_events(&events)
-        .iter()
-        .map(|e| content_text(e).split_whitespace().count())
-        .sum();
+    let words: usize = content_events(&events).iter().map(|e| content_text(e).split_whitespace().count()).sum();
     assert_eq!(words, 20, "one word per token");
     let finish: Vec<&Value> = events
         .iter()
@@ -93,14 +76,9 @@ async fn a_repeated_prompt_is_served_from_the_prefix_cache() {
     let body = chat_body(MODEL, &prompt(31, "repeat"), 8, true);
     let first = usage(&stream(&client, &url, &body, None).await);
     let second = usage(&stream(&client, &url, &body, None).await);
-    let cached_first = first["prompt_tokens_details"]["cached_tokens"]
-        .as_u64()
-        .unwrap_or(u64::MAX);
+    let cached_first = first["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(u64::MAX);
     let cached_second = second["prompt_tokens_details"]["cached_tokens"].as_u64().unwrap_or(0);
-    assert!(
-        cached_second > cached_first,
-        "second request cached {cached_second}, first {cached_first}"
-    );
+    assert!(cached_second > cached_first, "second request cached {cached_second}, first {cached_first}");
     assert!(cached_second < 31, "at least one prompt token is always computed");
 }
 
@@ -136,12 +114,7 @@ async fn non_streaming_chat_and_completions_return_the_whole_answer() {
         .expect("json");
     assert_eq!(completion["object"], "text_completion");
     assert!(completion["id"].as_str().is_some_and(|id| id.starts_with("cmpl-")));
-    assert_eq!(
-        completion["choices"][0]["text"]
-            .as_str()
-            .map(|t| t.split_whitespace().count()),
-        Some(4)
-    );
+    assert_eq!(completion["choices"][0]["text"].as_str().map(|t| t.split_whitespace().count()), Some(4));
     assert_eq!(completion["usage"]["prompt_tokens"], 5);
 
     let streamed = stream(
@@ -152,12 +125,7 @@ async fn non_streaming_chat_and_completions_return_the_whole_answer() {
         None,
     )
     .await;
-    assert!(
-        streamed
-            .iter()
-            .filter_map(|e| e.json.as_ref())
-            .all(|j| j["object"] == "text_completion")
-    );
+    assert!(streamed.iter().filter_map(|e| e.json.as_ref()).all(|j| j["object"] == "text_completion"));
     assert_eq!(usage(&streamed)["completion_tokens"], 6);
 }
 
@@ -169,21 +137,10 @@ async fn without_ignore_eos_the_answer_length_is_deterministic_and_within_max_to
     let mut lengths = Vec::new();
     for _ in 0..2 {
         let body = json!({"model": MODEL, "messages": [{"role": "user", "content": "tell me about the sea"}], "max_tokens": 600});
-        let answer: Value = client
-            .post(&url)
-            .json(&body)
-            .send()
-            .await
-            .expect("send")
-            .json()
-            .await
-            .expect("json");
+        let answer: Value = client.post(&url).json(&body).send().await.expect("send").json().await.expect("json");
         let tokens = answer["usage"]["completion_tokens"].as_u64().expect("usage");
-        let reason = answer["choices"][0]["finish_reason"]
-            .as_str()
-            .expect("finish reason")
-            .to_string();
-        assert!(tokens <= 600 && tokens >= 1);
+        let reason = answer["choices"][0]["finish_reason"].as_str().expect("finish reason").to_string();
+        assert!((1..=600).contains(&tokens));
         assert_eq!(reason, if tokens < 600 { "stop" } else { "length" });
         lengths.push(tokens);
     }
@@ -201,52 +158,26 @@ async fn a_wrong_model_name_is_a_404_openai_error() {
         .expect("send");
     assert_eq!(response.status(), 404);
     let error: Value = response.json().await.expect("json error");
-    assert!(
-        error["error"]["message"].as_str().is_some_and(|m| m.contains("gpt-4o")),
-        "{error}"
-    );
+    assert!(error["error"]["message"].as_str().is_some_and(|m| m.contains("gpt-4o")), "{error}");
     assert_eq!(error["error"]["code"], 404);
 }
 
 #[tokio::test]
 async fn bearer_auth_guards_the_api_but_not_health() {
-    let options = ServeOptions {
-        api_key: Some("s3cret".into()),
-        ..quiet(6)
-    };
+    let options = ServeOptions { api_key: Some("s3cret".into()), ..quiet(6) };
     let address = start(EngineKind::Sglang, &[], options).await;
     let client = reqwest::Client::new();
     let url = format!("http://{address}/v1/chat/completions");
     let body = chat_body(MODEL, "hello there", 3, false);
     let missing = client.post(&url).json(&body).send().await.expect("send");
     assert_eq!(missing.status(), 401);
-    let wrong = client
-        .post(&url)
-        .bearer_auth("nope")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let wrong = client.post(&url).bearer_auth("nope").json(&body).send().await.expect("send");
     assert_eq!(wrong.status(), 401);
-    let models = client
-        .get(format!("http://{address}/v1/models"))
-        .send()
-        .await
-        .expect("send");
+    let models = client.get(format!("http://{address}/v1/models")).send().await.expect("send");
     assert_eq!(models.status(), 401);
-    let right = client
-        .post(&url)
-        .bearer_auth("s3cret")
-        .json(&body)
-        .send()
-        .await
-        .expect("send");
+    let right = client.post(&url).bearer_auth("s3cret").json(&body).send().await.expect("send");
     assert_eq!(right.status(), 200);
-    let health = client
-        .get(format!("http://{address}/health"))
-        .send()
-        .await
-        .expect("send");
+    let health = client.get(format!("http://{address}/health")).send().await.expect("send");
     assert_eq!(health.status(), 200);
     let events = stream(&client, &url, &chat_body(MODEL, "hello there", 3, true), Some("s3cret")).await;
     assert_eq!(usage(&events)["completion_tokens"], 3);
@@ -256,35 +187,16 @@ async fn bearer_auth_guards_the_api_but_not_health() {
 async fn models_and_server_info_describe_the_engine() {
     let address = start(EngineKind::Sglang, &["--enable-mixed-chunk"], quiet(7)).await;
     let client = reqwest::Client::new();
-    let models: Value = client
-        .get(format!("http://{address}/v1/models"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let models: Value =
+        client.get(format!("http://{address}/v1/models")).send().await.expect("send").json().await.expect("json");
     assert_eq!(models["data"][0]["id"], MODEL);
-    let info: Value = client
-        .get(format!("http://{address}/get_server_info"))
-        .send()
-        .await
-        .expect("send")
-        .json()
-        .await
-        .expect("json");
+    let info: Value =
+        client.get(format!("http://{address}/get_server_info")).send().await.expect("send").json().await.expect("json");
     assert_eq!(info["enable_mixed_chunk"], true, "{info}");
 
-    let named = ServeOptions {
-        model_name: Some("qwen-small".into()),
-        ..quiet(7)
-    };
+    let named = ServeOptions { model_name: Some("qwen-small".into()), ..quiet(7) };
     let vllm = start(EngineKind::Vllm, &[], named).await;
-    let info = client
-        .get(format!("http://{vllm}/get_server_info"))
-        .send()
-        .await
-        .expect("send");
+    let info = client.get(format!("http://{vllm}/get_server_info")).send().await.expect("send");
     assert_eq!(info.status(), 404, "vLLM has no /get_server_info");
     let events = stream(
         &client,
@@ -312,25 +224,14 @@ async fn a_client_disconnect_cancels_the_request() {
         .expect("send");
     let mut body = response.bytes_stream();
     for _ in 0..3 {
-        tokio::time::timeout(REQUEST_TIMEOUT, body.next())
-            .await
-            .expect("chunks arrive")
-            .expect("a chunk")
-            .expect("ok");
+        tokio::time::timeout(REQUEST_TIMEOUT, body.next()).await.expect("chunks arrive").expect("a chunk").expect("ok");
     }
     drop(body);
 
     let metrics_url = format!("http://{address}/metrics");
     let mut running = f64::NAN;
     for _ in 0..200 {
-        let text = client
-            .get(&metrics_url)
-            .send()
-            .await
-            .expect("send")
-            .text()
-            .await
-            .expect("text");
+        let text = client.get(&metrics_url).send().await.expect("send").text().await.expect("text");
         running = text
             .lines()
             .find(|l| l.starts_with("sglang:num_running_reqs{"))
@@ -364,17 +265,9 @@ async fn chunks_carry_every_key_of_a_real_stream() {
     )
     .await;
     let ours: Vec<&Value> = ours.iter().filter_map(|e| e.json.as_ref()).collect();
-    let keys = |v: &Value| {
-        v.as_object()
-            .map(|o| o.keys().cloned().collect::<Vec<_>>())
-            .unwrap_or_default()
-    };
+    let keys = |v: &Value| v.as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
     // Real role chunk, content chunk and usage chunk against ours, in that order.
-    let pairs = [
-        (&real[0], ours[0]),
-        (&real[1], ours[1]),
-        (real.last().expect("usage"), *ours.last().expect("usage")),
-    ];
+    let pairs = [(&real[0], ours[0]), (&real[1], ours[1]), (real.last().expect("usage"), *ours.last().expect("usage"))];
     for (real_chunk, our_chunk) in pairs {
         for key in keys(real_chunk).iter().filter(|k| *k != "timings") {
             assert!(our_chunk.get(key).is_some(), "our chunk lacks `{key}`: {our_chunk}");
@@ -387,9 +280,6 @@ async fn chunks_carry_every_key_of_a_real_stream() {
     }
     let real_usage = keys(&real.last().expect("usage")["usage"]);
     for key in real_usage {
-        assert!(
-            ours.last().expect("usage")["usage"].get(&key).is_some(),
-            "usage lacks `{key}`"
-        );
+        assert!(ours.last().expect("usage")["usage"].get(&key).is_some(), "usage lacks `{key}`");
     }
 }

@@ -20,16 +20,7 @@ fn an_unknown_engine_flag_fails_before_serving() {
 
 #[test]
 fn a_startup_oom_fails_before_serving() {
-    let code = run_cli(&args(&[
-        "--engine",
-        "sglang",
-        "--port",
-        "0",
-        "--quiet",
-        "--",
-        "--mem-fraction-static",
-        "0.98",
-    ]));
+    let code = run_cli(&args(&["--engine", "sglang", "--port", "0", "--quiet", "--", "--mem-fraction-static", "0.98"]));
     assert_ne!(code, ExitCode::SUCCESS);
 }
 
@@ -64,17 +55,7 @@ fn the_binary_honours_engine_port_flags_and_becomes_ready() {
     // `--port 0` among the engine flags (as a real SGLang command line would carry it) wins over
     // the simulator's own default port; the ready banner names the port actually bound.
     let child = Command::new(env!("CARGO_BIN_EXE_autodebug-sim"))
-        .args([
-            "--engine",
-            "sglang",
-            "--",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--schedule-policy",
-            "lpm",
-        ])
+        .args(["--engine", "sglang", "--", "--host", "127.0.0.1", "--port", "0", "--schedule-policy", "lpm"])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -93,10 +74,7 @@ fn the_binary_honours_engine_port_flags_and_becomes_ready() {
     let mut port = None;
     while let Ok(line) = lines_rx.recv_timeout(Duration::from_secs(20)) {
         if let Some(rest) = line.split("http://127.0.0.1:").nth(1) {
-            port = rest
-                .split(|c: char| !c.is_ascii_digit())
-                .next()
-                .and_then(|p| p.parse::<u16>().ok());
+            port = rest.split(|c: char| !c.is_ascii_digit()).next().and_then(|p| p.parse::<u16>().ok());
         }
         let ready = line.contains("The server is fired up and ready to roll!");
         seen.push(line);
@@ -104,28 +82,13 @@ fn the_binary_honours_engine_port_flags_and_becomes_ready() {
             break;
         }
     }
-    assert!(
-        seen.iter().any(|l| l.starts_with('[') && l.contains("] ")),
-        "SGLang-style timestamps: {seen:?}"
-    );
-    assert!(
-        seen.last().is_some_and(|l| l.contains("ready to roll")),
-        "no ready line in {seen:?}"
-    );
+    assert!(seen.iter().any(|l| l.starts_with('[') && l.contains("] ")), "SGLang-style timestamps: {seen:?}");
+    assert!(seen.last().is_some_and(|l| l.contains("ready to roll")), "no ready line in {seen:?}");
     let port = port.filter(|p| *p != 0).expect("the banner names the bound port");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let status = runtime.block_on(async {
-        let request = reqwest::Client::new()
-            .get(format!("http://127.0.0.1:{port}/health"))
-            .send();
-        tokio::time::timeout(Duration::from_secs(20), request)
-            .await
-            .expect("health answered")
-            .expect("health")
-            .status()
+        let request = reqwest::Client::new().get(format!("http://127.0.0.1:{port}/health")).send();
+        tokio::time::timeout(Duration::from_secs(20), request).await.expect("health answered").expect("health").status()
     });
     assert_eq!(status, 200);
 }

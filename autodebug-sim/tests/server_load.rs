@@ -15,19 +15,11 @@ async fn twenty_concurrent_streams_all_finish() {
             let client = client.clone();
             let url = url.clone();
             tokio::spawn(async move {
-                let body = chat_body(
-                    "Qwen/Qwen1.5-0.5B-Chat",
-                    &prompt(16 + i, &format!("load{i}-")),
-                    30,
-                    true,
-                );
+                let body = chat_body("Qwen/Qwen1.5-0.5B-Chat", &prompt(16 + i, &format!("load{i}-")), 30, true);
                 let events = stream(&client, &url, &body, None).await;
                 (
                     usage(&events),
-                    content_events(&events)
-                        .iter()
-                        .map(|e| content_text(e).split_whitespace().count())
-                        .sum::<usize>(),
+                    content_events(&events).iter().map(|e| content_text(e).split_whitespace().count()).sum::<usize>(),
                 )
             })
         })
@@ -38,14 +30,8 @@ async fn twenty_concurrent_streams_all_finish() {
         assert_eq!(usage["prompt_tokens"], 16 + i as u64, "stream {i}");
         assert_eq!(words, 30, "stream {i}");
     }
-    let metrics = client
-        .get(format!("http://{address}/metrics"))
-        .send()
-        .await
-        .expect("scrape")
-        .text()
-        .await
-        .expect("text");
+    let metrics =
+        client.get(format!("http://{address}/metrics")).send().await.expect("scrape").text().await.expect("text");
     let requests: f64 = metrics
         .lines()
         .filter(|l| l.starts_with("sglang:num_requests_total{"))
@@ -57,10 +43,7 @@ async fn twenty_concurrent_streams_all_finish() {
 /// Fast mode (no sleeping, paced by the clients) still delivers every token of every stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fast_mode_delivers_every_token() {
-    let options = autodebug_sim::server::ServeOptions {
-        fast: true,
-        ..quiet(22)
-    };
+    let options = autodebug_sim::server::ServeOptions { fast: true, ..quiet(22) };
     let address = start(EngineKind::Vllm, &[], options).await;
     let client = reqwest::Client::new();
     let url = format!("http://{address}/v1/completions");

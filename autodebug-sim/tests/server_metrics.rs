@@ -32,10 +32,7 @@ fn parse(text: &str) -> (Vec<Sample>, BTreeMap<String, (String, String)>) {
         }
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let (name, kind) = rest.split_once(' ').expect("TYPE name kind");
-            assert!(
-                ["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind),
-                "{line}"
-            );
+            assert!(["counter", "gauge", "histogram", "summary", "untyped"].contains(&kind), "{line}");
             families.entry(name.to_string()).or_default().1 = kind.to_string();
             continue;
         }
@@ -110,31 +107,17 @@ fn check_histograms(samples: &[Sample], families: &BTreeMap<String, (String, Str
         for sample in samples.iter().filter(|s| s.name == format!("{name}_bucket")) {
             let mut key = sample.labels.clone();
             let le = key.remove("le").expect("le label");
-            let le = if le == "+Inf" {
-                f64::INFINITY
-            } else {
-                le.parse().expect("numeric le")
-            };
-            per_series
-                .entry(format!("{key:?}"))
-                .or_default()
-                .push((le, sample.value));
+            let le = if le == "+Inf" { f64::INFINITY } else { le.parse().expect("numeric le") };
+            per_series.entry(format!("{key:?}")).or_default().push((le, sample.value));
         }
         assert!(!per_series.is_empty(), "histogram {name} has no buckets");
         for (key, buckets) in per_series {
-            assert!(
-                buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1),
-                "{name}{key} not cumulative"
-            );
+            assert!(buckets.windows(2).all(|w| w[0].0 < w[1].0 && w[0].1 <= w[1].1), "{name}{key} not cumulative");
             let count = samples
                 .iter()
                 .find(|s| s.name == format!("{name}_count") && format!("{:?}", s.labels) == key)
                 .map(|s| s.value);
-            assert_eq!(
-                Some(buckets.last().map(|b| b.1).unwrap_or(-1.0)),
-                count,
-                "{name}{key}: +Inf != _count"
-            );
+            assert_eq!(Some(buckets.last().map(|b| b.1).unwrap_or(-1.0)), count, "{name}{key}: +Inf != _count");
         }
     }
 }
@@ -144,9 +127,7 @@ fn check_against_fixture(ours: &str, fixture: &str) {
     let (our_samples, our_families) = parse(ours);
     let (real_samples, real_families) = parse(fixture);
     for (name, (help, kind)) in &our_families {
-        let real = real_families
-            .get(name)
-            .unwrap_or_else(|| panic!("{name} is not a metric of the real engine"));
+        let real = real_families.get(name).unwrap_or_else(|| panic!("{name} is not a metric of the real engine"));
         assert_eq!(&real.0, help, "HELP of {name}");
         assert_eq!(&real.1, kind, "TYPE of {name}");
         let bounds = |samples: &[Sample]| -> BTreeSet<String> {
@@ -166,11 +147,7 @@ fn check_against_fixture(ours: &str, fixture: &str) {
         );
     }
     for sample in &our_samples {
-        assert!(
-            family_of(&sample.name, &our_families).is_some(),
-            "{} has no HELP/TYPE",
-            sample.name
-        );
+        assert!(family_of(&sample.name, &our_families).is_some(), "{} has no HELP/TYPE", sample.name);
     }
 }
 
@@ -189,7 +166,8 @@ async fn sglang_metrics_use_the_real_names_and_counters_grow() {
     }
     // A request's counters are recorded as its stream ends, which the client can see a moment
     // before the server's bookkeeping does under load: wait (bounded) until all three are in.
-    let streaming_requests = |text: &str| sum_of(&parse(text).0, "sglang:num_requests_total", Some(("is_streaming", "true")));
+    let streaming_requests =
+        |text: &str| sum_of(&parse(text).0, "sglang:num_requests_total", Some(("is_streaming", "true")));
     let expected = streaming_requests(&before) + 3.0;
     let mut after = scrape(&client, &base).await;
     for _ in 0..100 {
@@ -277,22 +255,12 @@ async fn vllm_metrics_use_the_real_names_and_counters_grow() {
     assert_eq!(delta("vllm:prompt_tokens_total"), 40.0);
     assert_eq!(delta("vllm:generation_tokens_total"), 20.0);
     assert_eq!(delta("vllm:e2e_request_latency_seconds_count"), 2.0);
-    assert_eq!(
-        sum_of(
-            &samples,
-            "vllm:request_success_total",
-            Some(("finished_reason", "length"))
-        ),
-        2.0
-    );
+    assert_eq!(sum_of(&samples, "vllm:request_success_total", Some(("finished_reason", "length"))), 2.0);
     assert!(delta("vllm:prefix_cache_hits_total") > 0.0);
 }
 
 fn unix_ns_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }
 
 async fn debug_context(client: &reqwest::Client, base: &str, query: &str) -> (String, Value) {
@@ -306,11 +274,7 @@ async fn debug_context(client: &reqwest::Client, base: &str, query: &str) -> (St
     let body: Value = response.json().await.expect("json");
     let text = body["context"].as_str().expect("context text").to_string();
     assert_eq!(text.matches("```json").count(), 1, "exactly one JSON block");
-    let block = text
-        .split("```json")
-        .nth(1)
-        .and_then(|rest| rest.split("```").next())
-        .expect("fenced block");
+    let block = text.split("```json").nth(1).and_then(|rest| rest.split("```").next()).expect("fenced block");
     (text.clone(), serde_json::from_str(block).expect("block is JSON"))
 }
 
@@ -325,20 +289,12 @@ async fn the_debug_context_covers_the_window_with_profiles_and_startup_attribute
         stream(&client, &format!("{base}/v1/chat/completions"), &body, None).await;
     }
     let end_ns = unix_ns_now();
-    let (text, context) = debug_context(
-        &client,
-        &base,
-        &format!("start_time_ns={start_ns}&end_time_ns={end_ns}"),
-    )
-    .await;
+    let (text, context) =
+        debug_context(&client, &base, &format!("start_time_ns={start_ns}&end_time_ns={end_ns}")).await;
     assert!(text.contains("profiles"), "the markdown describes the sections");
 
     let profile = |name: &str| {
-        context["profiles"]
-            .as_array()
-            .and_then(|p| p.iter().find(|p| p["function"] == name))
-            .cloned()
-            .expect(name)
+        context["profiles"].as_array().and_then(|p| p.iter().find(|p| p["function"] == name)).cloned().expect(name)
     };
     let run_batch = profile("sglang.scheduler.Scheduler.run_batch");
     let calls = run_batch["calls"].as_u64().unwrap_or(0);
@@ -346,10 +302,7 @@ async fn the_debug_context_covers_the_window_with_profiles_and_startup_attribute
     assert!(run_batch["cumtime_ns"].as_u64().unwrap_or(0) > 0);
     let forward = profile("sglang.model_executor.model_runner.ModelRunner.forward");
     assert!(forward["calls"].as_u64().unwrap_or(0) >= calls / 2);
-    assert_eq!(
-        profile("sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat.handle_request")["calls"],
-        2
-    );
+    assert_eq!(profile("sglang.srt.entrypoints.openai.serving_chat.OpenAIServingChat.handle_request")["calls"], 2);
 
     let attributes = &context["attributes"];
     assert_eq!(attributes["sglang.startup.enable_mixed_chunk"], "True");
@@ -358,27 +311,14 @@ async fn the_debug_context_covers_the_window_with_profiles_and_startup_attribute
     assert_eq!(attributes["engine.model"], MODEL);
     assert_eq!(attributes["engine.gpu_count"], "1");
     let counter = |name: &str| {
-        context["span_counters"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["name"] == name))
-            .cloned()
-            .expect(name)
+        context["span_counters"].as_array().and_then(|c| c.iter().find(|c| c["name"] == name)).cloned().expect(name)
     };
     assert_eq!(counter("sglang.latency.time_to_first_token")["count"], 2);
     assert_eq!(counter("sglang.usage.prompt_tokens")["sum"], 62);
     assert_eq!(counter("sglang.usage.completion_tokens")["sum"], 30);
-    let metric_names: Vec<&str> = context["metrics"]
-        .as_array()
-        .expect("metrics")
-        .iter()
-        .filter_map(|m| m["name"].as_str())
-        .collect();
-    for name in [
-        "sglang.cache_hit_rate",
-        "sglang.gen_throughput",
-        "sglang.token_usage",
-        "sglang.num_running_reqs",
-    ] {
+    let metric_names: Vec<&str> =
+        context["metrics"].as_array().expect("metrics").iter().filter_map(|m| m["name"].as_str()).collect();
+    for name in ["sglang.cache_hit_rate", "sglang.gen_throughput", "sglang.token_usage", "sglang.num_running_reqs"] {
         assert!(metric_names.contains(&name), "missing metric {name}");
     }
     assert_eq!(context["available_tags"]["deployment"][0], "autodebug-sim");
@@ -388,11 +328,7 @@ async fn the_debug_context_covers_the_window_with_profiles_and_startup_attribute
     let (_, empty) = debug_context(
         &client,
         &base,
-        &format!(
-            "start_time_ns={}&end_time_ns={}",
-            start_ns - 2_000_000_000,
-            start_ns - 1
-        ),
+        &format!("start_time_ns={}&end_time_ns={}", start_ns - 2_000_000_000, start_ns - 1),
     )
     .await;
     assert_eq!(empty["profiles"][0]["calls"], 0);
@@ -403,10 +339,6 @@ async fn the_debug_context_covers_the_window_with_profiles_and_startup_attribute
     )
     .await;
     assert_eq!(other["profiles"][0]["calls"], 0);
-    let bad = client
-        .get(format!("{base}/api/v1/debug_context/?start_time_ns=yesterday"))
-        .send()
-        .await
-        .expect("send");
+    let bad = client.get(format!("{base}/api/v1/debug_context/?start_time_ns=yesterday")).send().await.expect("send");
     assert_eq!(bad.status(), 400);
 }

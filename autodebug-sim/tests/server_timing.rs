@@ -16,12 +16,7 @@ fn model_tpot_s(seed: u64) -> f64 {
     let prompt = tokenize(&prompt(PROMPT_WORDS, "timing"));
     let mut tpot = f64::NAN;
     for id in 1..=2u64 {
-        engine.submit(SimRequest {
-            id,
-            prompt: prompt.clone(),
-            max_tokens: OUTPUT_TOKENS,
-            ignore_eos: true,
-        });
+        engine.submit(SimRequest { id, prompt: prompt.clone(), max_tokens: OUTPUT_TOKENS, ignore_eos: true });
         let (mut clock_ns, mut first_ns, mut last_ns) = (0u64, None, 0u64);
         for _ in 0..100_000 {
             if !engine.has_work() {
@@ -48,12 +43,7 @@ async fn a_sequential_stream_keeps_the_models_time_per_output_token() {
     let address = start(EngineKind::Sglang, &[], quiet(seed)).await;
     let client = reqwest::Client::new();
     let url = format!("http://{address}/v1/chat/completions");
-    let body = chat_body(
-        "Qwen/Qwen1.5-0.5B-Chat",
-        &prompt(PROMPT_WORDS, "timing"),
-        OUTPUT_TOKENS,
-        true,
-    );
+    let body = chat_body("Qwen/Qwen1.5-0.5B-Chat", &prompt(PROMPT_WORDS, "timing"), OUTPUT_TOKENS, true);
     let mut measured = Vec::new();
     for _ in 0..3 {
         let events = stream(&client, &url, &body, None).await;
@@ -73,8 +63,5 @@ async fn a_sequential_stream_keeps_the_models_time_per_output_token() {
         measured.iter().map(|m| m * 1e3).collect::<Vec<_>>()
     );
     let ratio = best / expected;
-    assert!(
-        (0.6..=1.4).contains(&ratio),
-        "measured TPOT {best:.6} s vs model {expected:.6} s (ratio {ratio:.2})"
-    );
+    assert!((0.6..=1.4).contains(&ratio), "measured TPOT {best:.6} s vs model {expected:.6} s (ratio {ratio:.2})");
 }

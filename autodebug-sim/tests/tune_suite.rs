@@ -7,17 +7,8 @@ fn every_scenario_searches_at_least_six_knobs_from_the_engine_defaults() {
     let all = scenarios();
     assert!(all.len() >= 6);
     for s in &all {
-        assert!(
-            s.space.dims.len() >= 6,
-            "{} has {} knobs",
-            s.name,
-            s.space.dims.len()
-        );
-        assert!(
-            !s.objective.constraints.is_empty(),
-            "{} has no constraint",
-            s.name
-        );
+        assert!(s.space.dims.len() >= 6, "{} has {} knobs", s.name, s.space.dims.len());
+        assert!(!s.objective.constraints.is_empty(), "{} has no constraint", s.name);
         let catalog = autodebug_core::SearchSpace::for_engine(autodebug_core::EngineKind::Sglang);
         catalog.validate(&s.base).unwrap();
     }
@@ -37,27 +28,13 @@ fn a_reduced_suite_runs_every_planner_and_fills_every_field() {
     assert_eq!(report.scenarios.len(), 2);
     assert_eq!(report.rows.len(), 2 * PlannerChoice::ALL.len());
     for s in &report.scenarios {
-        assert_eq!(
-            s.configurations,
-            1 << s.knobs,
-            "{}: 2 levels per knob",
-            s.name
-        );
+        assert_eq!(s.configurations, 1 << s.knobs, "{}: 2 levels per knob", s.name);
         assert!(s.optimum.is_finite() && s.optimum > 0.0);
     }
     for row in &report.rows {
-        assert_eq!(
-            row.invalid_evals, 0,
-            "{} proposed a configuration outside the space",
-            row.planner
-        );
+        assert_eq!(row.invalid_evals, 0, "{} proposed a configuration outside the space", row.planner);
         assert_eq!(row.evals_per_seed.len(), 1);
-        let optimum = report
-            .scenarios
-            .iter()
-            .find(|s| s.name == row.scenario)
-            .unwrap()
-            .optimum;
+        let optimum = report.scenarios.iter().find(|s| s.name == row.scenario).unwrap().optimum;
         assert_eq!(row.optimum, optimum);
         let json = serde_json::to_value(row).unwrap();
         for field in [
@@ -86,10 +63,7 @@ fn a_reduced_suite_runs_every_planner_and_fills_every_field() {
     // 20 evaluations than after 10.
     for row in &report.rows {
         let (a, b) = (row.best_after_10.unwrap(), row.best_after_20.unwrap());
-        let scenario = scenarios()
-            .into_iter()
-            .find(|s| s.name == row.scenario)
-            .unwrap();
+        let scenario = scenarios().into_iter().find(|s| s.name == row.scenario).unwrap();
         assert!(
             !scenario.objective.better_value(a, b),
             "{}/{}: best after 20 ({b}) is worse than after 10 ({a})",
@@ -112,22 +86,14 @@ fn the_within_2pct_region_is_a_small_share_even_of_a_narrowed_space() {
     };
     let report = run_suite(&options).unwrap();
     for s in &report.scenarios {
-        assert!(
-            s.configurations >= 200,
-            "{}: {} configurations",
-            s.name,
-            s.configurations
-        );
+        assert!(s.configurations >= 200, "{}: {} configurations", s.name, s.configurations);
         assert!(
             s.within_2pct_share > 0.0 && s.within_2pct_share <= 0.05,
             "{}: {:.1}% of the space is within 2% of the optimum",
             s.name,
             100.0 * s.within_2pct_share
         );
-        assert_eq!(
-            s.within_2pct_share,
-            s.within_2pct_configurations as f64 / s.configurations as f64
-        );
+        assert_eq!(s.within_2pct_share, s.within_2pct_configurations as f64 / s.configurations as f64);
     }
     let targets = report.targets();
     assert_eq!(targets.len(), 2);
@@ -186,9 +152,7 @@ fn sim_eval_answers_a_json_line_and_refuses_levels_outside_the_space() {
         .unwrap();
     assert!(!off.valid && off.value.is_none());
     assert!(off.error.unwrap().contains("not one of its levels"));
-    let unknown = e
-        .answer(&request(r#"{"scenario": "kv-starved", "config": {"--tp-size": "2"}, "seed": 2}"#))
-        .unwrap();
+    let unknown = e.answer(&request(r#"{"scenario": "kv-starved", "config": {"--tp-size": "2"}, "seed": 2}"#)).unwrap();
     assert!(!unknown.valid);
     assert!(e.answer(&request(r#"{"scenario": "nope", "seed": 1}"#)).is_err());
 }

@@ -2,6 +2,7 @@
 //! environment (nothing else runs in this process meanwhile).
 
 use autodebug_core::TimeWindow;
+use autodebug_telemetry::trace::TraceSource;
 use autodebug_telemetry::{GraphsignalSource, PrometheusScrape, PrometheusServer};
 
 #[test]
@@ -13,6 +14,7 @@ fn sources_read_their_settings_from_the_environment() {
         std::env::remove_var("GRAPHSIGNAL_API_KEY");
         std::env::set_var("GRAPHSIGNAL_API_BASE", "http://127.0.0.1:9/");
         std::env::remove_var("PROMETHEUS_URL");
+        std::env::remove_var("AUTODEBUG_TRACE_DIR");
         std::env::set_var("AUTODEBUG_METRICS_INTERVAL_MS", "soon");
     }
 
@@ -23,7 +25,7 @@ fn sources_read_their_settings_from_the_environment() {
     // The key from ~/.graphsignal/config.yml.
     std::fs::create_dir_all(home.path().join(".graphsignal")).unwrap();
     std::fs::write(home.path().join(".graphsignal/config.yml"), "api_key: file-key\n").unwrap();
-    let source = GraphsignalSource::from_env().unwrap().build();
+    let source = GraphsignalSource::from_env().unwrap();
     assert!(
         source
             .debug_context_url(TimeWindow::new(5, 6))
@@ -38,7 +40,17 @@ fn sources_read_their_settings_from_the_environment() {
     let err = PrometheusServer::from_env().err().unwrap().to_string();
     assert!(err.contains("PROMETHEUS_URL"), "{err}");
     unsafe { std::env::set_var("PROMETHEUS_URL", "http://prometheus:9090") };
-    assert!(PrometheusServer::from_env().is_ok());
+    let server = PrometheusServer::from_env().expect("PROMETHEUS_URL is set");
+    assert!(
+        server.queries().iter().any(|q| q.promql.contains("vllm:"))
+            && server.queries().iter().any(|q| q.promql.contains("sglang:"))
+    );
+    // A builder's own URL is kept; the environment only fills what is missing.
+    let own = PrometheusServer::builder("http://mine:9090").from_env().expect("URL given");
+    assert!(format!("{own:?}").contains("http://mine:9090"), "{own:?}");
+
+    let err = TraceSource::from_env().expect_err("AUTODEBUG_TRACE_DIR is unset").to_string();
+    assert!(err.contains("AUTODEBUG_TRACE_DIR"), "{err}");
 
     let err = PrometheusScrape::from_env().err().unwrap().to_string();
     assert!(err.contains("AUTODEBUG_METRICS_INTERVAL_MS") && err.contains("soon"), "{err}");

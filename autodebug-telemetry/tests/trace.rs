@@ -4,7 +4,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use autodebug_core::{Deployment, Endpoint, EngineKind, ServiceSpec, Target, TelemetrySource, TimeWindow};
-use autodebug_telemetry::trace::{KernelCategory, TraceAnalysis, TraceSource, analyze_file, read_trace_file};
+use autodebug_telemetry::trace::{
+    KernelCategory, TraceAnalysis, TraceSource, analysis_signals, analyze_file, read_trace_file,
+};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {
@@ -26,21 +28,26 @@ fn all_fixtures() -> Vec<PathBuf> {
     files
 }
 
-/// The figures recomputed a second way: a whole-document `serde_json::Value`, f64 microseconds.
+/// The figures recomputed a second way: a whole-document `serde_json::Value`, f64 microseconds,
+/// kernels told from copies by the trace's own category alone (none of the fixtures named in
+/// `totals_match_an_independent_value_pass` has a copy kernel under `kernel`).
 struct Independent {
     gpu_events: u64,
     kernel_total_us: f64,
+    memcpy: (u64, f64),
+    memset: (u64, f64),
     busy_us: f64,
     span_us: f64,
-    per_name: BTreeMap<String, (u64, f64)>,
+    per_kernel_name: BTreeMap<String, (u64, f64)>,
 }
 
 fn independent(path: &Path) -> Independent {
     let doc: Value = serde_json::from_slice(&read_trace_file(path).unwrap()).unwrap();
     let events = doc.get("traceEvents").and_then(Value::as_array).cloned().unwrap_or_default();
     let mut per_device: BTreeMap<i64, Vec<(f64, f64)>> = BTreeMap::new();
-    let mut per_name: BTreeMap<String, (u64, f64)> = BTreeMap::new();
-    let (mut count, mut total) = (0u64, 0.0f64);
+    let mut per_kernel_name: BTreeMap<String, (u64, f64)> = BTreeMap::new();
+    let (mut memcpy, mut memset) = ((0u64, 0.0f64), (0u64, 0.0f64));
+    let (mut count, mut kernel_total) = (0u64, 0.0f64);
     for e in &events {
         let cat = e["cat"].as_str().unwrap_or("");
         if e["ph"] != "X" || !["kernel", "gpu_memcpy", "gpu_memset", "Kernel", "Memcpy", "Memset"].contains(&cat) {
@@ -50,11 +57,17 @@ fn independent(path: &Path) -> Independent {
         let dur = e["dur"].as_f64().unwrap_or(0.0);
         let device = e["args"]["device"].as_i64().or_else(|| e["pid"].as_i64()).unwrap_or(0);
         per_device.entry(device).or_default().push((ts, ts + dur));
-        let entry = per_name.entry(e["name"].as_str().unwrap_or("").to_string()).or_default();
+        let entry = match cat {
+            "gpu_memcpy" | "Memcpy" => &mut memcpy,
+            "gpu_memset" | "Memset" => &mut memset,
+            _ => {
+                kernel_total += dur;
+                per_kernel_name.entry(e["name"].as_str().unwrap_or("").to_string()).or_default()
+            }
+        };
         entry.0 += 1;
         entry.1 += dur;
         count += 1;
-        total += dur;
     }
     let (mut busy, mut span) = (0.0, 0.0);
     for (_, mut spans) in per_device {
@@ -71,7 +84,15 @@ fn independent(path: &Path) -> Independent {
         }
         busy += current.1 - current.0;
     }
-    Independent { gpu_events: count, kernel_total_us: total, busy_us: busy, span_us: span, per_name }
+    Independent {
+        gpu_events: count,
+        kernel_total_us: kernel_total,
+        memcpy,
+        memset,
+        busy_us: busy,
+        span_us: span,
+        per_kernel_name,
+    }
 }
 
 fn close(a: f64, b: f64, what: &str, file: &Path) {
@@ -87,12 +108,16 @@ fn every_fixture_parses_and_adds_up() {
         assert!(a.events > 0, "{}", path.display());
         close(a.gpu_busy_us + a.gpu_idle_us, a.span_us, "busy + idle = span", &path);
         close(a.idle_host_bound_us + a.idle_launch_gap_us, a.gpu_idle_us, "idle split", &path);
-        assert!(a.gpu_busy_us <= a.kernel_total_us + 0.01, "{}: busy above the kernel sum", path.display());
-        if a.gpu_events > 0 {
+        let gpu_total_us = a.kernel_total_us + a.memcpy_us + a.memset_us;
+        assert!(a.gpu_busy_us <= gpu_total_us + 0.01, "{}: busy above the GPU event sum", path.display());
+        assert_eq!(a.kernel_count + a.memcpy_count + a.memset_count, a.gpu_events, "{}", path.display());
+        assert!(a.kernels.iter().all(|k| k.category.is_kernel()), "{}: a copy in the kernel list", path.display());
+        assert!(a.categories.iter().all(|c| c.category.is_kernel()), "{}: a copy class", path.display());
+        if a.kernel_count > 0 {
             let shares: f64 = a.categories.iter().map(|c| c.share).sum();
             assert!((shares - 1.0).abs() < 1e-9, "{}: category shares sum to {shares}", path.display());
             let kernel_count: u64 = a.kernels.iter().map(|k| k.count).sum();
-            assert_eq!(kernel_count, a.gpu_events);
+            assert_eq!(kernel_count, a.kernel_count);
             assert!(a.kernels.windows(2).all(|w| w[0].total_us >= w[1].total_us), "kernels sorted by time");
             for k in &a.kernels {
                 assert!(k.p50_us <= k.max_us && k.mean_us <= k.max_us + 1e-9, "{}: {k:?}", path.display());
@@ -118,10 +143,14 @@ fn totals_match_an_independent_value_pass() {
         assert_eq!(a.gpu_events, b.gpu_events, "{name}");
         assert!(b.gpu_events > 0, "{name} should have GPU events");
         close(a.kernel_total_us, b.kernel_total_us, "kernel_total_us", &path);
+        assert_eq!((a.memcpy_count, a.memset_count), (b.memcpy.0, b.memset.0), "{name}");
+        close(a.memcpy_us, b.memcpy.1, "memcpy_us", &path);
+        close(a.memset_us, b.memset.1, "memset_us", &path);
         close(a.gpu_busy_us, b.busy_us, "gpu_busy_us", &path);
         close(a.span_us, b.span_us, "span_us", &path);
+        assert_eq!(a.kernels.len(), b.per_kernel_name.len(), "{name}");
         for k in &a.kernels {
-            let (count, total) = b.per_name[&k.name];
+            let (count, total) = b.per_kernel_name[&k.name];
             assert_eq!(k.count, count, "{name}: {}", k.name);
             close(k.total_us, total, &k.name, &path);
         }
@@ -160,7 +189,9 @@ fn legacy_2021_trace_links_kernels_to_operators_and_steps() {
     let steps: Vec<_> = a.steps.iter().filter(|s| s.name.starts_with("ProfilerStep#")).collect();
     assert!(!steps.is_empty());
     let step_gpu: f64 = steps.iter().map(|s| s.gpu_us).sum();
-    assert!(step_gpu > 0.0 && step_gpu <= a.kernel_total_us + 0.01);
+    // A step's GPU time is everything it launched, copies included.
+    assert!(step_gpu > 0.0 && step_gpu <= a.kernel_total_us + a.memcpy_us + a.memset_us + 0.01);
+    assert!(a.memcpy_count > 0 && a.memset_count > 0, "the 2021 format's Memcpy/Memset are copies too");
     // Streams come from string tids such as "stream 7".
     assert!(a.streams.iter().any(|s| s.stream == 7), "{:?}", a.streams);
 }
@@ -192,6 +223,51 @@ fn sglang_steps_are_annotated() {
     assert!(decode.iter().any(|s| s.kernels > 0 && s.gpu_us > 0.0));
     assert!(a.steps.iter().any(|s| s.name.starts_with("execute_")));
     assert!(a.categories.iter().any(|c| c.category == KernelCategory::Attention));
+}
+
+#[test]
+fn memcpy_and_memset_are_not_kernel_time() {
+    let a = analyze_file(&fixture_dir().join("../kernels_memcpy_memset.trace.json")).unwrap();
+    // Kernels: gemm 60 + norm 20. With the copies (100 + 5) and the memset (10) it would be 195.
+    assert_eq!((a.kernel_total_us, a.kernel_count), (80.0, 2));
+    assert_eq!((a.memcpy_us, a.memcpy_count), (105.0, 2), "the copyBuffer kernel is a copy");
+    assert_eq!((a.memset_us, a.memset_count), (10.0, 1));
+    assert_eq!(a.gpu_events, 5);
+    let names: Vec<&str> = a.kernels.iter().map(|k| k.name.as_str()).collect();
+    assert_eq!(names, ["sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn", "rms_norm_kernel"]);
+    assert_eq!(a.kernels[0].share, 0.75);
+    let classes: Vec<(KernelCategory, f64)> = a.categories.iter().map(|c| (c.category, c.share)).collect();
+    assert_eq!(classes, [(KernelCategory::Gemm, 0.75), (KernelCategory::Norm, 0.25)]);
+    // Busy is the union of all GPU activity: [0, 100] (memcpy under the gemm), [110, 140], [150, 155].
+    assert_eq!((a.span_us, a.gpu_busy_us, a.gpu_idle_us), (155.0, 135.0, 20.0));
+    assert_eq!(a.streams.iter().map(|s| s.count).sum::<u64>(), 5, "streams count every GPU event");
+
+    let signals = analysis_signals(std::slice::from_ref(&a), 10);
+    let value = |name: &str| signals.iter().find(|s| s.name == name).and_then(|s| s.as_f64());
+    assert_eq!(value("gpu.compute.gemm"), Some(0.75));
+    assert_eq!(value("gpu.compute.memcpy"), None);
+    assert_eq!(value("gpu.compute.memset"), None);
+    assert_eq!(value("gpu.memcpy_share"), Some(105.0 / 155.0));
+    assert_eq!(value("gpu.memset_share"), Some(10.0 / 155.0));
+    assert_eq!(value("gpu.busy_share"), Some(135.0 / 155.0));
+    let kernels: Vec<_> = signals.iter().filter(|s| s.name == "gpu.kernel").collect();
+    assert_eq!(kernels.len(), 2, "copies are not listed as kernels");
+    assert!(kernels[0].citation().contains("75% of GPU kernel time"), "{}", kernels[0].citation());
+}
+
+#[test]
+fn copies_alone_still_give_busy_and_copy_signals() {
+    let a = autodebug_telemetry::trace::analyze_bytes(
+        br#"[{"ph":"X","cat":"gpu_memcpy","name":"Memcpy DtoH","pid":0,"tid":7,"ts":0,"dur":40},
+             {"ph":"X","cat":"gpu_memset","name":"Memset (Device)","pid":0,"tid":7,"ts":50,"dur":10}]"#,
+    )
+    .unwrap();
+    assert_eq!((a.kernel_total_us, a.kernel_count, a.gpu_events), (0.0, 0, 2));
+    assert!(a.kernels.is_empty() && a.categories.is_empty());
+    let signals = analysis_signals(&[a], 10);
+    let names: Vec<&str> = signals.iter().map(|s| s.name.as_str()).collect();
+    assert!(names.contains(&"gpu.busy_share") && names.contains(&"gpu.memcpy_share"), "{names:?}");
+    assert!(signals.iter().all(|s| s.as_f64().is_some_and(f64::is_finite)), "{signals:?}");
 }
 
 #[test]

@@ -8,7 +8,8 @@ use autodebug_bench::SseBenchmarker;
 use autodebug_core::rules::RuleAnalyzer;
 use autodebug_core::session::{Session, SessionConfig};
 use autodebug_core::{
-    BenchPlan, Change, EngineKind, Load, Objective, Plan, PlanInput, Planner, Result, ServiceSpec, Workload, async_trait, canonical,
+    BenchPlan, Change, EngineKind, Load, Objective, Plan, PlanInput, Planner, Result, ServiceSpec, Workload,
+    async_trait, canonical,
 };
 use autodebug_sim::SimDeployer;
 use autodebug_telemetry::PrometheusScrape;
@@ -23,11 +24,27 @@ impl Planner for QueueDrainer {
     }
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
-        let queued = input.analysis.cited.iter().chain(input.history.iterations.last().into_iter().flat_map(|i| i.analysis.cited.iter()));
-        let queue = queued.filter(|s| s.canonical.as_deref() == Some(canonical::QUEUE_LEN)).find(|s| s.as_f64().is_some_and(|v| v > 0.0));
-        let current = input.space.effective(&input.current.flags, "--max-running-requests").and_then(|v| v.parse::<i64>().ok()).unwrap_or(4);
+        let queued = input
+            .analysis
+            .cited
+            .iter()
+            .chain(input.history.iterations.last().into_iter().flat_map(|i| i.analysis.cited.iter()));
+        let queue = queued
+            .filter(|s| s.canonical.as_deref() == Some(canonical::QUEUE_LEN))
+            .find(|s| s.as_f64().is_some_and(|v| v > 0.0));
+        let current = input
+            .space
+            .effective(&input.current.flags, "--max-running-requests")
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(4);
         let Some(signal) = queue else {
-            return Ok(Plan { planner: self.name().into(), changes: vec![], next: input.current.clone(), exhausted: true, notes: vec!["queue is empty".into()] });
+            return Ok(Plan {
+                planner: self.name().into(),
+                changes: vec![],
+                next: input.current.clone(),
+                exhausted: true,
+                notes: vec!["queue is empty".into()],
+            });
         };
         let mut next = input.current.clone();
         let to = (current * 2).to_string();
@@ -64,7 +81,7 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     };
     let session = Session::builder()
         .deployer(SimDeployer::new())
-        .benchmarker(SseBenchmarker::from_env())
+        .benchmarker(SseBenchmarker::from_env()?)
         .telemetry(PrometheusScrape::from_env()?)
         .analyzer(RuleAnalyzer::new())
         .planner(QueueDrainer)
@@ -75,7 +92,11 @@ async fn main() -> std::result::Result<(), Box<dyn std::error::Error>> {
     let outcome = session.run(baseline).await?;
     for it in &outcome.history.iterations {
         let throughput = it.metrics.get("output_throughput").map_or("-".to_string(), |v| format!("{v:.0}"));
-        println!("iteration {}: output_throughput={throughput} tok/s  flags: {}", it.number, it.spec.flags.to_command_line());
+        println!(
+            "iteration {}: output_throughput={throughput} tok/s  flags: {}",
+            it.number,
+            it.spec.flags.to_command_line()
+        );
     }
     println!("stopped: {}; trail in {}", outcome.stop_reason.as_str(), dir.display());
     Ok(())

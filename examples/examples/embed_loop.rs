@@ -16,7 +16,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let config = SessionConfig {
         name: "embedded".into(),
         objective: Objective::minimize("e2e.mean").with_constraint("error_rate == 0".parse()?),
-        bench: vec![BenchPlan::new("chat", Workload { repeat_prompt: true, ..Workload::new(31, 150) }, Load::Sequential, 8)],
+        bench: vec![BenchPlan::new(
+            "chat",
+            Workload { repeat_prompt: true, ..Workload::new(31, 150) },
+            Load::Sequential,
+            8,
+        )],
         max_iterations: 3,
         max_wall: None,
         ready_timeout: std::time::Duration::from_secs(30),
@@ -25,7 +30,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let session = Session::builder()
         .deployer(SimDeployer::new()) // the simulated engine, in this process
-        .benchmarker(SseBenchmarker::from_env())
+        .benchmarker(SseBenchmarker::from_env()?)
         .telemetry(PrometheusScrape::from_env()?)
         .telemetry(GraphsignalSource::served_by_endpoint()) // the simulator serves a Graphsignal-shaped context
         .telemetry(EngineLogSource::new())
@@ -37,9 +42,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let outcome = session.run(baseline).await?;
     for it in &outcome.history.iterations {
         let e2e = it.metrics.get("e2e.mean").map_or("-".to_string(), |v| format!("{v:.1}"));
-        println!("iteration {}: {} e2e.mean={e2e} ms  flags: {}", it.number, it.status.as_str(), it.spec.flags.to_command_line());
+        println!(
+            "iteration {}: {} e2e.mean={e2e} ms  flags: {}",
+            it.number,
+            it.status.as_str(),
+            it.spec.flags.to_command_line()
+        );
     }
     let champion = outcome.champion().ok_or("no champion")?;
-    println!("champion: iteration {} ({:+.1}% over baseline); trail in {}", champion.number, outcome.improvement_pct().unwrap_or(0.0), dir.display());
+    println!(
+        "champion: iteration {} ({:+.1}% over baseline); trail in {}",
+        champion.number,
+        outcome.improvement_pct().unwrap_or(0.0),
+        dir.display()
+    );
     Ok(())
 }

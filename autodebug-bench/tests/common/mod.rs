@@ -17,9 +17,7 @@ pub const RUN_LIMIT: Duration = Duration::from_secs(60);
 /// Serves `router` on a fresh loopback port; returns the base URL. The server lives as long as
 /// the test's runtime.
 pub async fn serve(router: Router) -> String {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = listener.local_addr().expect("local address");
     // As the engines' servers do: small token writes go out at once, not after a delayed ACK.
     let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
@@ -107,28 +105,14 @@ pub async fn send_all(sender: &Pieces, pieces: Vec<Bytes>, gap: Duration) -> boo
 
 /// A well-behaved stream: `chunks` content chunks of `words_per_chunk` words each, `gap` apart,
 /// then usage and `[DONE]`.
-pub async fn token_stream(
-    sender: Pieces,
-    chunks: usize,
-    words_per_chunk: usize,
-    gap: Duration,
-    prompt_tokens: u32,
-) {
-    let role = Bytes::from_static(
-        b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\n",
-    );
+pub async fn token_stream(sender: Pieces, chunks: usize, words_per_chunk: usize, gap: Duration, prompt_tokens: u32) {
+    let role = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":null}}]}\n\n");
     if !send_all(&sender, vec![role], Duration::ZERO).await {
         return;
     }
     for chunk in 0..chunks {
-        let text: Vec<String> = (0..words_per_chunk)
-            .map(|w| format!(" w{chunk}_{w}"))
-            .collect();
-        let wait = if chunk == 0 {
-            Duration::from_millis(5)
-        } else {
-            gap
-        };
+        let text: Vec<String> = (0..words_per_chunk).map(|w| format!(" w{chunk}_{w}")).collect();
+        let wait = if chunk == 0 { Duration::from_millis(5) } else { gap };
         if !send_all(&sender, vec![content_event(&text.concat())], wait).await {
             return;
         }
@@ -136,10 +120,7 @@ pub async fn token_stream(
     let completion = (chunks * words_per_chunk) as u32;
     send_all(
         &sender,
-        vec![
-            usage_event(prompt_tokens, completion, Some(prompt_tokens / 2)),
-            done_event(),
-        ],
+        vec![usage_event(prompt_tokens, completion, Some(prompt_tokens / 2)), done_event()],
         Duration::ZERO,
     )
     .await;

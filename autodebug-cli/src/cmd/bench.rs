@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use autodebug_bench::{
-    AbTest, LengthDist, PointReport, Preset, ReportFile, RequestSource, Slo, SseBenchmarker, Sweep,
-    SweepAxis, Synthetic, Tokenizer, TrialRun, write_jsonl,
+    AbTest, LengthDist, PointReport, Preset, ReportFile, RequestSource, Slo, SseBenchmarker, Sweep, SweepAxis,
+    Synthetic, Tokenizer, TrialRun, write_jsonl,
 };
 use autodebug_core::{Arrival, BenchPlan, Endpoint, Error, Load, Secret, Workload};
 
@@ -38,13 +38,13 @@ pub struct Args {
     #[arg(long)]
     requests: Option<usize>,
     /// Stop starting requests after this long: `90`, `90s`, `2m`, `500ms`.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = autodebug_core::parse_duration)]
     duration: Option<Duration>,
     /// Warmup requests per trial, left out of the results.
     #[arg(long, default_value_t = 0)]
     warmup: usize,
     /// Closed loop: grow concurrency to its target over this long.
-    #[arg(long, value_parser = parse_duration)]
+    #[arg(long, value_parser = autodebug_core::parse_duration)]
     ramp_up: Option<Duration>,
     /// Input (prompt) tokens: `N`, `MIN..MAX` (uniform) or `MEAN+-STD` (normal).
     #[arg(long, default_value = "128")]
@@ -136,30 +136,16 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
     }
     let url = args.url.clone().unwrap_or_default();
     let token = token(&args)?;
-    let endpoint = Endpoint {
-        token: token.clone(),
-        ..Endpoint::new(&url, &args.model)
-    };
+    let endpoint = Endpoint { token: token.clone(), ..Endpoint::new(&url, &args.model) };
     let source = source(&args)?;
     let plan = plan(&args, &source)?;
     let bench = SseBenchmarker::builder().build();
-    let slo = Slo {
-        ttft_ms: args.slo_ttft_ms,
-        tpot_ms: args.slo_tpot_ms,
-        e2e_ms: args.slo_e2e_ms,
-    };
+    let slo = Slo { ttft_ms: args.slo_ttft_ms, tpot_ms: args.slo_tpot_ms, e2e_ms: args.slo_e2e_ms };
     let point = |run: &TrialRun| PointReport::from_run(run, Some(slo), CONFIDENCE, args.seed);
 
     let (runs, comparison) = if let Some(b_url) = &args.compare_url {
-        let b = Endpoint {
-            token,
-            ..Endpoint::new(b_url, &args.model)
-        };
-        let test = AbTest {
-            min_relative_effect: args.min_effect,
-            seed: args.seed,
-            ..AbTest::new(plan, &args.metric)
-        };
+        let b = Endpoint { token, ..Endpoint::new(b_url, &args.model) };
+        let test = AbTest { min_relative_effect: args.min_effect, seed: args.seed, ..AbTest::new(plan, &args.metric) };
         let outcome = test.run(&bench, &endpoint, &b, &source).await?;
         let (mut a_run, mut b_run) = (outcome.a, outcome.b);
         a_run.report.plan.name = format!("A {}", a_run.report.plan.name);
@@ -167,24 +153,13 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
         (vec![a_run, b_run], Some(outcome.comparison))
     } else if !args.sweep_concurrency.is_empty() || !args.sweep_rate.is_empty() {
         let axis = if args.sweep_rate.is_empty() {
-            SweepAxis::Concurrency {
-                values: args.sweep_concurrency.clone(),
-            }
+            SweepAxis::Concurrency { values: args.sweep_concurrency.clone() }
         } else {
-            SweepAxis::Rate {
-                values: args.sweep_rate.clone(),
-                arrival: arrival(&args)?,
-            }
+            SweepAxis::Rate { values: args.sweep_rate.clone(), arrival: arrival(&args)? }
         };
-        (
-            Sweep { plan, axis }.run(&bench, &endpoint, &source).await?,
-            None,
-        )
+        (Sweep { plan, axis }.run(&bench, &endpoint, &source).await?, None)
     } else {
-        (
-            vec![bench.run_trials(&endpoint, &plan, &source).await?],
-            None,
-        )
+        (vec![bench.run_trials(&endpoint, &plan, &source).await?], None)
     };
 
     let report = ReportFile::new(runs.iter().map(point).collect(), comparison);
@@ -194,10 +169,7 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
     }
     match args.json.as_deref() {
         Some(path) if path.as_os_str() == "-" => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&report).map_err(|e| Error::Bench(e.to_string()))?
-            );
+            println!("{}", serde_json::to_string_pretty(&report).map_err(|e| Error::Bench(e.to_string()))?);
         }
         Some(path) => {
             report.write_json(path)?;
@@ -208,11 +180,7 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
         None => print!("{}", report.to_table()),
     }
     let failed = runs.iter().all(|r| r.report.summary.succeeded == 0);
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
 async fn self_check(quick: bool, json: Option<&std::path::Path>) -> autodebug_core::Result<ExitCode> {
@@ -221,7 +189,7 @@ async fn self_check(quick: bool, json: Option<&std::path::Path>) -> autodebug_co
     // sockets and shares no runtime with the server, as against a real engine.
     let simulator = match std::env::current_exe() {
         Ok(program) => SimulatorHost::Child { program, args: vec!["sim".into(), "serve".into()] },
-        Err(_) => SimulatorHost::InProcess,
+        Err(_) => SimulatorHost::autodebug_on_path(),
     };
     let options = if quick { SelfCheckOptions::quick() } else { SelfCheckOptions::default() };
     let report = run(SelfCheckOptions { simulator, ..options }).await?;
@@ -258,9 +226,7 @@ fn token(args: &Args) -> autodebug_core::Result<Option<Secret>> {
             )),
         };
     }
-    Ok(autodebug_bench::TOKEN_ENV_VARS
-        .iter()
-        .find_map(|var| Secret::from_env(var)))
+    Ok(autodebug_bench::TOKEN_ENV_VARS.iter().find_map(|var| Secret::from_env(var)))
 }
 
 fn length(flag: &str, text: &str) -> autodebug_core::Result<LengthDist> {
@@ -288,10 +254,7 @@ fn source(args: &Args) -> autodebug_core::Result<RequestSource> {
         synthetic.seed = args.seed;
         synthetic.tokenizer = tokenizer;
         if args.turns > 1 {
-            RequestSource::MultiTurn {
-                base: synthetic,
-                turns: args.turns,
-            }
+            RequestSource::MultiTurn { base: synthetic, turns: args.turns }
         } else {
             RequestSource::Synthetic(synthetic)
         }
@@ -302,19 +265,14 @@ fn source(args: &Args) -> autodebug_core::Result<RequestSource> {
 fn arrival(args: &Args) -> autodebug_core::Result<Arrival> {
     Ok(match args.arrival.as_str() {
         "constant" => Arrival::Constant,
-        "gamma" => Arrival::Gamma {
-            burstiness: args.burstiness,
-        },
+        "gamma" => Arrival::Gamma { burstiness: args.burstiness },
         _ => Arrival::Poisson,
     })
 }
 
 fn plan(args: &Args, source: &RequestSource) -> autodebug_core::Result<BenchPlan> {
     let load = match (args.rate, args.concurrency) {
-        (Some(rate), _) => Load::Rate {
-            requests_per_s: rate,
-            arrival: arrival(args)?,
-        },
+        (Some(rate), _) => Load::Rate { requests_per_s: rate, arrival: arrival(args)? },
         (None, Some(c)) if c > 1 => Load::Concurrent { concurrency: c },
         (None, Some(0)) => return Err(Error::config("--concurrency", "must be at least 1")),
         _ => Load::Sequential,
@@ -327,9 +285,7 @@ fn plan(args: &Args, source: &RequestSource) -> autodebug_core::Result<BenchPlan
     };
     let mut workload = Workload::new(128, 128);
     workload.seed = args.seed;
-    let mut plan = BenchPlan::new("bench", workload, load, requests)
-        .with_warmup(args.warmup)
-        .with_trials(args.trials);
+    let mut plan = BenchPlan::new("bench", workload, load, requests).with_warmup(args.warmup).with_trials(args.trials);
     plan.chat = !args.completions;
     if let Some(d) = args.duration {
         plan = plan.with_duration(d);
@@ -341,10 +297,7 @@ fn plan(args: &Args, source: &RequestSource) -> autodebug_core::Result<BenchPlan
         if s.is_finite() && s > 0.0 {
             Ok(Duration::from_secs_f64(s))
         } else {
-            Err(Error::config(
-                flag,
-                format!("must be a positive number of seconds, got {s}"),
-            ))
+            Err(Error::config(flag, format!("must be a positive number of seconds, got {s}")))
         }
     };
     if let Some(s) = args.timeout_first_token {
@@ -354,26 +307,4 @@ fn plan(args: &Args, source: &RequestSource) -> autodebug_core::Result<BenchPlan
         plan.timeouts.total = seconds("--timeout-total", s)?;
     }
     Ok(plan)
-}
-
-/// `90`, `90s`, `1.5m`, `500ms`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, scale) = if let Some(n) = text.strip_suffix("ms") {
-        (n, 1e-3)
-    } else if let Some(n) = text.strip_suffix('s') {
-        (n, 1.0)
-    } else if let Some(n) = text.strip_suffix('m') {
-        (n, 60.0)
-    } else if let Some(n) = text.strip_suffix('h') {
-        (n, 3600.0)
-    } else {
-        (text, 1.0)
-    };
-    match number.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 => Ok(Duration::from_secs_f64(v * scale)),
-        _ => Err(format!(
-            "{text:?} is not a duration; write e.g. 30s, 2m or 500ms"
-        )),
-    }
 }

@@ -2,21 +2,12 @@
 
 use std::process::ExitCode;
 
-use autodebug_core::report::budget::{self, Verdict};
-use autodebug_core::report::export;
 use autodebug_core::{Comparison, Constraint, Error, Result, format_number};
+use autodebug_report::budget::{self, Verdict};
+use autodebug_report::export;
 use serde_json::json;
 
 use super::history::{StoreArgs, config_text, load, print_json};
-
-// A closed pipe (`autodebug history list | head`) ends the output quietly instead of panicking
-// as `std::println!` does.
-macro_rules! println {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
-}
-macro_rules! print {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!($($arg)*)) };
-}
 
 /// Exit code when `--strict` finds a failed budget or a metric it cannot judge.
 pub const EXIT_BUDGET_FAILED: u8 = 3;
@@ -63,64 +54,23 @@ pub struct Args {
 impl Args {
     fn budgets(&self) -> Result<Vec<Constraint>> {
         let mut out = Vec::new();
-        let mut add =
-            |metric: &str, op: Comparison, bound: Option<f64>, flag: &str| -> Result<()> {
-                if let Some(bound) = bound {
-                    if !bound.is_finite() {
-                        return Err(Error::config(
-                            flag,
-                            format!("`{bound}` is not a finite number"),
-                        ));
-                    }
-                    out.push(Constraint {
-                        metric: metric.into(),
-                        op,
-                        bound,
-                    });
+        let mut add = |metric: &str, op: Comparison, bound: Option<f64>, flag: &str| -> Result<()> {
+            if let Some(bound) = bound {
+                if !bound.is_finite() {
+                    return Err(Error::config(flag, format!("`{bound}` is not a finite number")));
                 }
-                Ok(())
-            };
-        add(
-            "ttft.p99",
-            Comparison::AtMost,
-            self.ttft_p99_ms,
-            "--ttft-p99-ms",
-        )?;
-        add(
-            "itl.p95",
-            Comparison::AtMost,
-            self.itl_p95_ms,
-            "--itl-p95-ms",
-        )?;
-        add(
-            "tpot.mean",
-            Comparison::AtMost,
-            self.tpot_mean_ms,
-            "--tpot-mean-ms",
-        )?;
-        add(
-            "e2e.p99",
-            Comparison::AtMost,
-            self.e2e_p99_ms,
-            "--e2e-p99-ms",
-        )?;
-        add(
-            "output_throughput",
-            Comparison::AtLeast,
-            self.min_output_throughput,
-            "--min-output-throughput",
-        )?;
-        add(
-            "error_rate",
-            Comparison::AtMost,
-            self.max_error_rate,
-            "--max-error-rate",
-        )?;
+                out.push(Constraint { metric: metric.into(), op, bound });
+            }
+            Ok(())
+        };
+        add("ttft.p99", Comparison::AtMost, self.ttft_p99_ms, "--ttft-p99-ms")?;
+        add("itl.p95", Comparison::AtMost, self.itl_p95_ms, "--itl-p95-ms")?;
+        add("tpot.mean", Comparison::AtMost, self.tpot_mean_ms, "--tpot-mean-ms")?;
+        add("e2e.p99", Comparison::AtMost, self.e2e_p99_ms, "--e2e-p99-ms")?;
+        add("output_throughput", Comparison::AtLeast, self.min_output_throughput, "--min-output-throughput")?;
+        add("error_rate", Comparison::AtMost, self.max_error_rate, "--max-error-rate")?;
         for text in &self.budgets {
-            out.push(
-                text.parse()
-                    .map_err(|e: Error| Error::config("--budget", e.to_string()))?,
-            );
+            out.push(text.parse().map_err(|e: Error| Error::config("--budget", e.to_string()))?);
         }
         if out.is_empty() {
             return Err(Error::config(
@@ -150,26 +100,14 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
             (None, false) => "no finished iterations".to_string(),
         };
         if args.strict {
-            eprintln!(
-                "check: session `{}` has {what}: nothing to judge",
-                session.name
-            );
+            eprintln!("check: session `{}` has {what}: nothing to judge", session.name);
             return Ok(ExitCode::from(EXIT_BUDGET_FAILED));
         }
-        return Err(Error::config(
-            "check",
-            format!("session `{}` has {what}", session.name),
-        ));
+        return Err(Error::config("check", format!("session `{}` has {what}", session.name)));
     }
     let verdicts = budget::check(&budgets, &selected);
-    let failed = verdicts
-        .iter()
-        .map(|v| v.count(Verdict::Fail))
-        .sum::<usize>();
-    let missing = verdicts
-        .iter()
-        .map(|v| v.count(Verdict::Missing))
-        .sum::<usize>();
+    let failed = verdicts.iter().map(|v| v.count(Verdict::Fail)).sum::<usize>();
+    let missing = verdicts.iter().map(|v| v.count(Verdict::Missing)).sum::<usize>();
     let passed = verdicts.iter().filter(|v| v.passed()).count();
     let gate_fails = failed > 0 || missing > 0;
 
@@ -193,28 +131,14 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
             .zip(&selected)
             .map(|(v, it)| {
                 let mut row = vec![
-                    format!(
-                        "{}{}",
-                        v.iteration,
-                        if Some(v.iteration) == champion {
-                            "*"
-                        } else {
-                            ""
-                        }
-                    ),
+                    format!("{}{}", v.iteration, if Some(v.iteration) == champion { "*" } else { "" }),
                     v.status.as_str().to_string(),
                 ];
                 row.extend(v.results.iter().map(|r| match (r.verdict, r.value) {
                     (Verdict::Missing, _) | (_, None) => "missing".to_string(),
-                    (verdict, Some(value)) => format!(
-                        "{} {}",
-                        format_number(value),
-                        if verdict == Verdict::Pass {
-                            "ok"
-                        } else {
-                            "FAIL"
-                        }
-                    ),
+                    (verdict, Some(value)) => {
+                        format!("{} {}", format_number(value), if verdict == Verdict::Pass { "ok" } else { "FAIL" })
+                    }
                 }));
                 let verdict = if v.passed() {
                     "pass"
@@ -227,25 +151,13 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
                 row
             })
             .collect();
-        println!(
-            "session `{}`: {} budget(s), latencies in ms\n",
-            session.name,
-            budgets.len()
-        );
+        println!("session `{}`: {} budget(s), latencies in ms\n", session.name, budgets.len());
         print!("{}", export::text_table(&header, &rows));
         println!(
             "\n{passed} of {} iteration(s) within every budget; {failed} budget failure(s), {missing} metric(s) missing{}",
             verdicts.len(),
-            if args.strict && gate_fails {
-                format!(" -> exit {EXIT_BUDGET_FAILED} (--strict)")
-            } else {
-                String::new()
-            }
+            if args.strict && gate_fails { format!(" -> exit {EXIT_BUDGET_FAILED} (--strict)") } else { String::new() }
         );
     }
-    Ok(if args.strict && gate_fails {
-        ExitCode::from(EXIT_BUDGET_FAILED)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if args.strict && gate_fails { ExitCode::from(EXIT_BUDGET_FAILED) } else { ExitCode::SUCCESS })
 }

@@ -21,7 +21,7 @@ pub enum Args {
 #[derive(clap::Args)]
 pub struct CheckArgs {
     /// The engine (sglang, vllm, llamacpp).
-    #[arg(long, value_parser = parse_engine)]
+    #[arg(long)]
     engine: EngineKind,
     /// The launch command up to its options, e.g. `vllm serve`.
     #[arg(long)]
@@ -37,10 +37,6 @@ pub struct CheckArgs {
     json: bool,
 }
 
-fn parse_engine(text: &str) -> Result<EngineKind, String> {
-    EngineKind::parse(text).ok_or_else(|| format!("unknown engine {text:?}; use sglang, vllm or llamacpp"))
-}
-
 pub async fn run(args: Args, _global: &crate::Global) -> autodebug_core::Result<ExitCode> {
     match args {
         Args::Check(args) => check(args),
@@ -48,7 +44,7 @@ pub async fn run(args: Args, _global: &crate::Global) -> autodebug_core::Result<
 }
 
 fn check(args: CheckArgs) -> autodebug_core::Result<ExitCode> {
-    let mut words = args.command.split_whitespace().map(|w| crate::config::expand_home(w));
+    let mut words = args.command.split_whitespace().map(crate::config::expand_home);
     let program = PathBuf::from(words.next().ok_or_else(|| {
         autodebug_core::Error::config("--command", "is empty; give the engine's launcher, e.g. `vllm serve`")
     })?);
@@ -84,7 +80,12 @@ fn check(args: CheckArgs) -> autodebug_core::Result<ExitCode> {
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     } else {
-        println!("{} {version} on {}: {} arguments in its help", args.engine, platform.describe(), installed.args.values().map(|a| &a.flag).collect::<std::collections::BTreeSet<_>>().len());
+        println!(
+            "{} {version} on {}: {} arguments in its help",
+            args.engine,
+            platform.describe(),
+            installed.args.values().map(|a| &a.flag).collect::<std::collections::BTreeSet<_>>().len()
+        );
         println!("\ncatalog knob                  default     tuned over                 installed");
         for knob in &space.knobs {
             let here = if autodebug_core::is_env_knob(&knob.flag) {
@@ -100,12 +101,7 @@ fn check(args: CheckArgs) -> autodebug_core::Result<ExitCode> {
                 Domain::Switch => "on/off".to_string(),
                 _ => knob.candidates.join(","),
             };
-            println!(
-                "{:<29} {:<11} {:<26} {here}",
-                knob.flag,
-                knob.default.as_deref().unwrap_or("engine"),
-                tuned
-            );
+            println!("{:<29} {:<11} {:<26} {here}", knob.flag, knob.default.as_deref().unwrap_or("engine"), tuned);
         }
         for (flag, ours, theirs) in &report.different_defaults {
             println!("\ndefault differs: {flag} is {ours} in the catalog, {theirs} in this engine's help");

@@ -4,16 +4,10 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autodebug_core::report::export::{self, Template};
 use autodebug_core::{Error, Result};
+use autodebug_report::export::{self, Template};
 
 use super::history::{StoreArgs, load};
-
-// A closed pipe (`autodebug history list | head`) ends the output quietly instead of panicking
-// as `std::println!` does.
-macro_rules! print {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!($($arg)*)) };
-}
 
 #[derive(Clone, Copy, clap::ValueEnum)]
 enum FormatArg {
@@ -49,11 +43,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
-    let format = if args.json {
-        FormatArg::Json
-    } else {
-        args.format
-    };
+    let format = if args.json { FormatArg::Json } else { args.format };
     if args.template.is_some() && !matches!(format, FormatArg::Markdown) {
         return Err(Error::config(
             "--template",
@@ -62,11 +52,7 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
     }
     let (_store, record, history) = load(&args.store)?;
     let db = args.store.db.display().to_string();
-    let session = export::Session {
-        record: &record,
-        history: &history,
-        db_path: &db,
-    };
+    let session = export::Session { record: &record, history: &history, db_path: &db };
     let text = match format {
         FormatArg::Csv => export::csv(&session),
         FormatArg::Json => format!(

@@ -5,19 +5,11 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use autodebug_core::report::{self, diff, export, pareto};
 use autodebug_core::store::{SessionRecord, Store};
-use autodebug_core::{Error, History, Iteration, Result, TimeWindow, format_number, ingest};
+use autodebug_core::{Error, History, Iteration, Result, TimeWindow, format_number};
+use autodebug_report::ingest;
+use autodebug_report::{diff, export, pareto};
 use serde_json::json;
-
-// A closed pipe (`autodebug history list | head`) ends the output quietly instead of panicking
-// as `std::println!` does.
-macro_rules! println {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
-}
-macro_rules! print {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!($($arg)*)) };
-}
 
 /// Where the store is and which session to read.
 #[derive(clap::Args, Clone)]
@@ -39,9 +31,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Sessions in the store, or with --session the iterations of one session.
-    #[command(
-        after_help = "Examples:\n  autodebug history list\n  autodebug history list --session demo --json"
-    )]
+    #[command(after_help = "Examples:\n  autodebug history list\n  autodebug history list --session demo --json")]
     List {
         #[command(flatten)]
         store: StoreArgs,
@@ -50,9 +40,7 @@ enum Command {
         json: bool,
     },
     /// One iteration: configuration, metrics, findings, planned changes, timings.
-    #[command(
-        after_help = "Examples:\n  autodebug history show 3\n  autodebug history show 3 --all --session demo"
-    )]
+    #[command(after_help = "Examples:\n  autodebug history show 3\n  autodebug history show 3 --all --session demo")]
     Show {
         /// Iteration number.
         number: u32,
@@ -133,34 +121,14 @@ enum Command {
 pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
     match args.command {
         Command::List { store, json } => list(&store, json),
-        Command::Show {
-            number,
-            store,
-            all,
-            json,
-        } => show(&store, number, all, json),
-        Command::Diff {
-            a,
-            b,
-            store,
-            session_b,
-            all,
-            json,
-        } => diff_command(&store, a, b, session_b.as_deref(), all, json),
-        Command::Best {
-            store,
-            objective,
-            constraints,
-            json,
-        } => best(&store, objective.as_deref(), &constraints, json),
-        Command::Pareto {
-            store,
-            x,
-            y,
-            x_dir,
-            y_dir,
-            json,
-        } => pareto_command(&store, &x, &y, x_dir.as_deref(), y_dir.as_deref(), json),
+        Command::Show { number, store, all, json } => show(&store, number, all, json),
+        Command::Diff { a, b, store, session_b, all, json } => {
+            diff_command(&store, a, b, session_b.as_deref(), all, json)
+        }
+        Command::Best { store, objective, constraints, json } => best(&store, objective.as_deref(), &constraints, json),
+        Command::Pareto { store, x, y, x_dir, y_dir, json } => {
+            pareto_command(&store, &x, &y, x_dir.as_deref(), y_dir.as_deref(), json)
+        }
     }?;
     Ok(ExitCode::SUCCESS)
 }
@@ -172,80 +140,34 @@ pub fn open_store(db: &Path) -> Result<Store> {
     if !db.exists() {
         return Err(Error::Store {
             path: db.to_path_buf(),
-            message: "no experiment store here; run `autodebug demo` or `autodebug run` first, or pass --db PATH".into(),
+            message: "no experiment store here; run `autodebug demo` or `autodebug run` first, or pass --db PATH"
+                .into(),
         });
     }
     Store::open(db)
 }
 
-/// The named session, or the latest one.
-pub fn resolve_session(store: &Store, name: Option<&str>) -> Result<SessionRecord> {
-    let found = match name {
-        Some(name) => store.session_by_name(name)?,
-        None => store.latest_session()?,
-    };
-    found.ok_or_else(|| {
-        let known: Vec<String> = store
-            .sessions()
-            .map(|s| s.into_iter().map(|s| s.name).collect())
-            .unwrap_or_default();
-        Error::Store {
-            path: store.path().to_path_buf(),
-            message: match name {
-                Some(name) => format!(
-                    "no session named `{name}`; sessions here: {}",
-                    if known.is_empty() {
-                        "none".to_string()
-                    } else {
-                        known.join(", ")
-                    }
-                ),
-                None => {
-                    "the store has no sessions yet; run `autodebug demo` or `autodebug run` first"
-                        .into()
-                }
-            },
-        }
-    })
-}
-
 /// The session and its finished iterations.
 pub fn load(args: &StoreArgs) -> Result<(Store, SessionRecord, History)> {
     let store = open_store(&args.db)?;
-    let session = resolve_session(&store, args.session.as_deref())?;
+    let session = store.find_session(args.session.as_deref())?;
     let history = store.history(session.id)?;
     Ok((store, session, history))
 }
 
 /// An iteration of a history, or an error listing the numbers there are.
-pub fn find_iteration<'a>(
-    history: &'a History,
-    session: &SessionRecord,
-    number: u32,
-) -> Result<&'a Iteration> {
-    history
-        .iterations
-        .iter()
-        .find(|i| i.number == number)
-        .ok_or_else(|| {
-            let numbers: Vec<String> = history
-                .iterations
-                .iter()
-                .map(|i| i.number.to_string())
-                .collect();
-            Error::config(
-                "iteration",
-                format!(
-                    "session `{}` has no finished iteration {number}; it has {}",
-                    session.name,
-                    if numbers.is_empty() {
-                        "none".into()
-                    } else {
-                        numbers.join(", ")
-                    }
-                ),
-            )
-        })
+pub fn find_iteration<'a>(history: &'a History, session: &SessionRecord, number: u32) -> Result<&'a Iteration> {
+    history.iterations.iter().find(|i| i.number == number).ok_or_else(|| {
+        let numbers: Vec<String> = history.iterations.iter().map(|i| i.number.to_string()).collect();
+        Error::config(
+            "iteration",
+            format!(
+                "session `{}` has no finished iteration {number}; it has {}",
+                session.name,
+                if numbers.is_empty() { "none".into() } else { numbers.join(", ") }
+            ),
+        )
+    })
 }
 
 /// What a person reads as an iteration's configuration: its flags, or for an ingested run its label.
@@ -257,35 +179,24 @@ pub fn config_text(iteration: &Iteration) -> String {
     }
 }
 
-/// Writes to stdout; a reader that went away (a closed pipe) is not an error worth a panic.
-pub fn write_stdout(args: std::fmt::Arguments<'_>) {
-    use std::io::Write;
-    let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush())
-        && e.kind() != std::io::ErrorKind::BrokenPipe
-    {
-        eprintln!("error: writing to stdout: {e}");
-    }
+/// The value of `--objective`; an error names the flag.
+pub fn objective_flag(text: &str) -> Result<autodebug_core::Objective> {
+    text.parse().map_err(|error| match error {
+        Error::Config { message, .. } => Error::config("--objective", message),
+        other => other,
+    })
 }
 
 pub fn print_json(value: &serde_json::Value) {
-    println!(
-        "{}",
-        serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    );
+    println!("{}", serde_json::to_string_pretty(value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")));
 }
 
 fn fmt(value: Option<f64>) -> String {
-    value
-        .filter(|v| v.is_finite())
-        .map(format_number)
-        .unwrap_or_else(|| "-".into())
+    value.filter(|v| v.is_finite()).map(format_number).unwrap_or_else(|| "-".into())
 }
 
 fn pct(value: Option<f64>) -> String {
-    value
-        .map(|p| format!("{p:+.1}%"))
-        .unwrap_or_else(|| "-".into())
+    value.map(|p| format!("{p:+.1}%")).unwrap_or_else(|| "-".into())
 }
 
 // ---- list ----
@@ -320,21 +231,11 @@ fn list(args: &StoreArgs, json: bool) -> Result<()> {
             format!("{}/{}", ok, history.iterations.len()),
             session.objective.describe(),
             champion
-                .map(|c| {
-                    format!(
-                        "{} ({})",
-                        c.number,
-                        fmt(session.objective.value(&c.metrics))
-                    )
-                })
+                .map(|c| format!("{} ({})", c.number, fmt(session.objective.value(&c.metrics))))
                 .unwrap_or_else(|| "-".into()),
             session.stop_reason.clone().unwrap_or_else(|| {
                 let ingested = session.target == "ingested";
-                if ingested {
-                    "-".into()
-                } else {
-                    "running or killed".into()
-                }
+                if ingested { "-".into() } else { "running or killed".into() }
             }),
         ]);
     }
@@ -343,24 +244,15 @@ fn list(args: &StoreArgs, json: bool) -> Result<()> {
     } else if rows.is_empty() {
         println!("no sessions in {}", args.db.display());
     } else {
-        let header = [
-            "session",
-            "started",
-            "target",
-            "engine",
-            "ok/iters",
-            "objective",
-            "champion",
-            "stopped",
-        ]
-        .map(String::from);
+        let header = ["session", "started", "target", "engine", "ok/iters", "objective", "champion", "stopped"]
+            .map(String::from);
         print!("{}", export::text_table(&header, &rows));
     }
     Ok(())
 }
 
 fn list_iterations(store: &Store, args: &StoreArgs, json: bool) -> Result<()> {
-    let session = resolve_session(store, args.session.as_deref())?;
+    let session = store.find_session(args.session.as_deref())?;
     let history = store.history(session.id)?;
     let objective = &session.objective;
     let champion = history.champion(objective).map(|c| c.number);
@@ -370,10 +262,8 @@ fn list_iterations(store: &Store, args: &StoreArgs, json: bool) -> Result<()> {
             .iterations
             .iter()
             .map(|it| {
-                let headline: serde_json::Map<String, serde_json::Value> = metrics
-                    .iter()
-                    .filter_map(|m| it.metrics.get(m).map(|v| (m.clone(), json!(v))))
-                    .collect();
+                let headline: serde_json::Map<String, serde_json::Value> =
+                    metrics.iter().filter_map(|m| it.metrics.get(m).map(|v| (m.clone(), json!(v)))).collect();
                 json!({
                     "number": it.number,
                     "status": it.status.as_str(),
@@ -400,11 +290,7 @@ fn list_iterations(store: &Store, args: &StoreArgs, json: bool) -> Result<()> {
         .iter()
         .map(|it| {
             let mut row = vec![
-                format!(
-                    "{}{}",
-                    it.number,
-                    if Some(it.number) == champion { "*" } else { "" }
-                ),
+                format!("{}{}", it.number, if Some(it.number) == champion { "*" } else { "" }),
                 it.status.as_str().into(),
             ];
             row.extend(metrics.iter().map(|m| export::cell(it, m)));
@@ -436,31 +322,18 @@ fn show(args: &StoreArgs, number: u32, all: bool, json: bool) -> Result<()> {
         it.status.as_str(),
         if is_champion { " (champion)" } else { "" }
     );
-    let timings: Vec<String> = it
-        .timings
-        .iter()
-        .map(|(step, s)| format!("{step} {s:.1} s"))
-        .collect();
+    let timings: Vec<String> = it.timings.iter().map(|(step, s)| format!("{step} {s:.1} s")).collect();
     out.push_str(&format!(
         "started {}, took {:.1} s{}\n",
         TimeWindow::format_iso(it.started_ns),
         (it.finished_ns - it.started_ns) as f64 / 1e9,
-        if timings.is_empty() {
-            String::new()
-        } else {
-            format!(" ({})", timings.join(", "))
-        }
+        if timings.is_empty() { String::new() } else { format!(" ({})", timings.join(", ")) }
     ));
     out.push_str(&format!(
         "engine {}, model {}{}\nconfig: {}\n",
         it.spec.engine,
         it.spec.model,
-        it.spec
-            .resources
-            .gpu
-            .as_deref()
-            .map(|g| format!(", gpu {g}"))
-            .unwrap_or_default(),
+        it.spec.resources.gpu.as_deref().map(|g| format!(", gpu {g}")).unwrap_or_default(),
         config_text(it)
     ));
     out.push_str(&format!(
@@ -470,38 +343,18 @@ fn show(args: &StoreArgs, number: u32, all: bool, json: bool) -> Result<()> {
         if objective.is_feasible(&it.metrics) {
             "feasible".to_string()
         } else {
-            let broken: Vec<String> = objective
-                .violations(&it.metrics)
-                .iter()
-                .map(|c| c.to_string())
-                .collect();
-            format!(
-                "infeasible: {}",
-                if broken.is_empty() {
-                    "no value".into()
-                } else {
-                    broken.join(", ")
-                }
-            )
+            let broken: Vec<String> = objective.violations(&it.metrics).iter().map(|c| c.to_string()).collect();
+            format!("infeasible: {}", if broken.is_empty() { "no value".into() } else { broken.join(", ") })
         }
     ));
     if let Some(error) = &it.error {
         out.push_str(&format!("error: {error}\n"));
     }
-    let names: Vec<String> = if all {
-        it.metrics.keys().cloned().collect()
-    } else {
-        export::headline_metrics(objective)
-    };
-    let rows: Vec<Vec<String>> = names
-        .iter()
-        .filter(|m| it.metrics.contains_key(*m))
-        .map(|m| vec![m.clone(), export::cell(it, m)])
-        .collect();
-    out.push_str(&format!(
-        "\nmetrics{}:\n",
-        if all { "" } else { " (--all for every one)" }
-    ));
+    let names: Vec<String> =
+        if all { it.metrics.keys().cloned().collect() } else { export::headline_metrics(objective) };
+    let rows: Vec<Vec<String>> =
+        names.iter().filter(|m| it.metrics.contains_key(*m)).map(|m| vec![m.clone(), export::cell(it, m)]).collect();
+    out.push_str(&format!("\nmetrics{}:\n", if all { "" } else { " (--all for every one)" }));
     for line in export::text_table(&["metric".into(), "value".into()], &rows).lines() {
         out.push_str(&format!("  {line}\n"));
     }
@@ -520,11 +373,7 @@ fn show(args: &StoreArgs, number: u32, all: bool, json: bool) -> Result<()> {
     if let Some(plan) = &it.plan {
         out.push_str(&format!("\nplanned next ({}):\n", plan.planner));
         if plan.changes.is_empty() {
-            out.push_str(if plan.exhausted {
-                "  nothing left to try\n"
-            } else {
-                "  no changes\n"
-            });
+            out.push_str(if plan.exhausted { "  nothing left to try\n" } else { "  no changes\n" });
         }
         for c in &plan.changes {
             out.push_str(&format!(
@@ -554,27 +403,17 @@ fn severity_word(severity: autodebug_core::Severity) -> &'static str {
 
 // ---- diff ----
 
-fn diff_command(
-    args: &StoreArgs,
-    a: u32,
-    b: u32,
-    session_b: Option<&str>,
-    all: bool,
-    json: bool,
-) -> Result<()> {
+fn diff_command(args: &StoreArgs, a: u32, b: u32, session_b: Option<&str>, all: bool, json: bool) -> Result<()> {
     let (store, session, history) = load(args)?;
     let it_a = find_iteration(&history, &session, a)?.clone();
     let (session_of_b, it_b) = match session_b {
         Some(name) => {
-            let other = resolve_session(&store, Some(name))?;
+            let other = store.find_session(Some(name))?;
             let other_history = store.history(other.id)?;
             let it = find_iteration(&other_history, &other, b)?.clone();
             (other, it)
         }
-        None => (
-            session.clone(),
-            find_iteration(&history, &session, b)?.clone(),
-        ),
+        None => (session.clone(), find_iteration(&history, &session, b)?.clone()),
     };
     let objective = &session.objective;
     let names: Option<Vec<String>> = (!all).then(|| {
@@ -585,16 +424,10 @@ fn diff_command(
     });
     let mut result = diff::diff(&it_a, &it_b, objective.noise_pct, names.as_deref());
     let plans_b = store.bench_plans(session_of_b.id, b)?;
-    for plan in store
-        .bench_plans(session.id, a)?
-        .into_iter()
-        .filter(|p| plans_b.contains(p))
-    {
+    for plan in store.bench_plans(session.id, a)?.into_iter().filter(|p| plans_b.contains(p)) {
         let records_a = store.bench_records(session.id, a, &plan)?;
         let records_b = store.bench_records(session_of_b.id, b, &plan)?;
-        result
-            .samples
-            .extend(diff::compare_records(&plan, &records_a, &records_b));
+        result.samples.extend(diff::compare_records(&plan, &records_a, &records_b));
     }
     if json {
         print_json(
@@ -603,11 +436,7 @@ fn diff_command(
         return Ok(());
     }
     let label = |session_name: &str, n: u32| {
-        if session_b.is_some() {
-            format!("{session_name}#{n}")
-        } else {
-            n.to_string()
-        }
+        if session_b.is_some() { format!("{session_name}#{n}") } else { n.to_string() }
     };
     let (label_a, label_b) = (label(&session.name, a), label(&session_of_b.name, b));
     let mut out = format!(
@@ -637,32 +466,18 @@ fn diff_command(
                 (None, _) if m.a.is_none() || m.b.is_none() => "missing",
                 (None, _) => "same",
             };
-            vec![
-                m.name.clone(),
-                fmt(m.a),
-                fmt(m.b),
-                pct(m.change_pct),
-                verdict.to_string(),
-            ]
+            vec![m.name.clone(), fmt(m.a), fmt(m.b), pct(m.change_pct), verdict.to_string()]
         })
         .collect();
     out.push_str("\nmetrics:\n");
-    let header = [
-        "metric".to_string(),
-        label_a.clone(),
-        label_b.clone(),
-        "change".into(),
-        "verdict".into(),
-    ];
+    let header = ["metric".to_string(), label_a.clone(), label_b.clone(), "change".into(), "verdict".into()];
     for line in export::text_table(&header, &rows).lines() {
         out.push_str(&format!("  {line}\n"));
     }
     if result.samples.is_empty() {
         out.push_str("\nper-request test: no per-request records saved for both iterations\n");
     } else {
-        out.push_str(
-            "\nper-request (Mann-Whitney U; 95% bootstrap interval of the median's change):\n",
-        );
+        out.push_str("\nper-request (Mann-Whitney U; 95% bootstrap interval of the median's change):\n");
         let rows: Vec<Vec<String>> = result
             .samples
             .iter()
@@ -674,30 +489,14 @@ fn diff_command(
                     format_number(s.median_a_ms),
                     format_number(s.median_b_ms),
                     pct(s.median_change_pct),
-                    s.bootstrap_ci_pct
-                        .map(|(lo, hi)| format!("[{lo:+.1}%, {hi:+.1}%]"))
-                        .unwrap_or_else(|| "-".into()),
-                    if s.mann_whitney_p < 0.001 {
-                        "<0.001".into()
-                    } else {
-                        format!("{:.3}", s.mann_whitney_p)
-                    },
+                    s.bootstrap_ci_pct.map(|(lo, hi)| format!("[{lo:+.1}%, {hi:+.1}%]")).unwrap_or_else(|| "-".into()),
+                    if s.mann_whitney_p < 0.001 { "<0.001".into() } else { format!("{:.3}", s.mann_whitney_p) },
                     if s.significant { "real" } else { "noise" }.into(),
                 ]
             })
             .collect();
-        let header = [
-            "plan",
-            "metric",
-            "n",
-            "median A ms",
-            "median B ms",
-            "change",
-            "95% CI",
-            "p",
-            "verdict",
-        ]
-        .map(String::from);
+        let header =
+            ["plan", "metric", "n", "median A ms", "median B ms", "change", "95% CI", "p", "verdict"].map(String::from);
         for line in export::text_table(&header, &rows).lines() {
             out.push_str(&format!("  {line}\n"));
         }
@@ -708,51 +507,21 @@ fn diff_command(
 
 // ---- best ----
 
-fn best(
-    args: &StoreArgs,
-    objective: Option<&str>,
-    constraints: &[String],
-    json: bool,
-) -> Result<()> {
+fn best(args: &StoreArgs, objective: Option<&str>, constraints: &[String], json: bool) -> Result<()> {
     let (_store, session, history) = load(args)?;
     let mut objective = match objective {
-        Some(text) => report::parse_objective(text)?.with_noise_pct(session.objective.noise_pct),
+        Some(text) => objective_flag(text)?.with_noise_pct(session.objective.noise_pct),
         None => session.objective.clone(),
     };
     if !constraints.is_empty() {
-        objective.constraints = constraints
-            .iter()
-            .map(|c| c.parse())
-            .collect::<Result<Vec<_>>>()?;
+        objective.constraints = constraints.iter().map(|c| c.parse()).collect::<Result<Vec<_>>>()?;
     } else if objective.metric != session.objective.metric {
         objective.constraints = session.objective.constraints.clone();
     }
     let champion = history.champion(&objective);
-    let baseline = history.iterations.iter().find(|i| i.is_ok());
-    let improvement = match (baseline, champion) {
-        (Some(b), Some(c)) => objective
-            .value(&b.metrics)
-            .zip(objective.value(&c.metrics))
-            .map(|(b, c)| objective.improvement_pct(b, c)),
-        _ => None,
-    };
-    let mut ranking: Vec<&Iteration> = history
-        .iterations
-        .iter()
-        .filter(|i| i.is_ok() && objective.is_feasible(&i.metrics))
-        .collect();
-    ranking.sort_by(|x, y| {
-        let (vx, vy) = (
-            objective.value(&x.metrics).unwrap_or(f64::NAN),
-            objective.value(&y.metrics).unwrap_or(f64::NAN),
-        );
-        let order = vx.total_cmp(&vy);
-        if objective.better_value(1.0, 0.0) {
-            order.reverse()
-        } else {
-            order
-        }
-    });
+    let baseline = history.baseline();
+    let improvement = history.improvement_pct(&objective);
+    let ranking = history.ranking(&objective);
     if json {
         let reference = |it: Option<&Iteration>| {
             it.map(|i| json!({"iteration": i.number, "value": objective.value(&i.metrics), "flags": i.spec.flags, "config": config_text(i)}))
@@ -776,11 +545,8 @@ fn best(
                 objective.metric,
                 fmt(objective.value(&c.metrics)),
                 match (baseline, improvement) {
-                    (Some(b), Some(p)) => format!(
-                        " vs baseline iteration {} {}: {p:+.1}%",
-                        b.number,
-                        fmt(objective.value(&b.metrics))
-                    ),
+                    (Some(b), Some(p)) =>
+                        format!(" vs baseline iteration {} {}: {p:+.1}%", b.number, fmt(objective.value(&b.metrics))),
                     _ => String::new(),
                 },
                 config_text(c)
@@ -797,20 +563,9 @@ fn best(
         );
         let rows: Vec<Vec<String>> = ranking
             .iter()
-            .map(|i| {
-                vec![
-                    i.number.to_string(),
-                    fmt(objective.value(&i.metrics)),
-                    config_text(i),
-                ]
-            })
+            .map(|i| vec![i.number.to_string(), fmt(objective.value(&i.metrics)), config_text(i)])
             .collect();
-        for line in export::text_table(
-            &["iter".into(), objective.metric.clone(), "config".into()],
-            &rows,
-        )
-        .lines()
-        {
+        for line in export::text_table(&["iter".into(), objective.metric.clone(), "config".into()], &rows).lines() {
             println!("  {line}");
         }
     }
@@ -831,7 +586,7 @@ fn pareto_command(
     let axis = |metric: &str, dir: Option<&str>| -> Result<pareto::Axis> {
         let axis = pareto::Axis::new(metric);
         Ok(match dir {
-            Some(d) => axis.with_direction(report::parse_direction(d)?),
+            Some(d) => axis.with_direction(d.parse()?),
             None => axis,
         })
     };
@@ -860,21 +615,13 @@ fn pareto_command(
             .points
             .iter()
             .map(|p| {
-                let config = history
-                    .iterations
-                    .iter()
-                    .find(|i| i.number == p.iteration)
-                    .map(config_text)
-                    .unwrap_or_default();
+                let config =
+                    history.iterations.iter().find(|i| i.number == p.iteration).map(config_text).unwrap_or_default();
                 vec![
                     p.iteration.to_string(),
                     format_number(p.x),
                     format_number(p.y),
-                    if p.on_front {
-                        "*".into()
-                    } else {
-                        format!("dominated by {}", p.dominated_by.unwrap_or(0))
-                    },
+                    if p.on_front { "*".into() } else { format!("dominated by {}", p.dominated_by.unwrap_or(0)) },
                     config,
                 ]
             })
@@ -882,13 +629,7 @@ fn pareto_command(
         print!(
             "{}",
             export::text_table(
-                &[
-                    "iter".into(),
-                    x_axis.metric.clone(),
-                    y_axis.metric.clone(),
-                    "front".into(),
-                    "config".into()
-                ],
+                &["iter".into(), x_axis.metric.clone(), y_axis.metric.clone(), "front".into(), "config".into()],
                 &rows
             )
         );
@@ -897,10 +638,7 @@ fn pareto_command(
     }
     if !result.skipped.is_empty() {
         let skipped: Vec<String> = result.skipped.iter().map(u32::to_string).collect();
-        println!(
-            "left out (failed, or without both metrics): {}",
-            skipped.join(", ")
-        );
+        println!("left out (failed, or without both metrics): {}", skipped.join(", "));
     }
     Ok(())
 }

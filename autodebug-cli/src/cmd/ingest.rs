@@ -3,22 +3,13 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use autodebug_core::ingest::{self, Format, IngestOptions};
-use autodebug_core::report::{self, export};
 use autodebug_core::store::Store;
 use autodebug_core::{EngineKind, Error, Result};
+use autodebug_report::export;
+use autodebug_report::ingest::{self, Format, IngestOptions};
 use serde_json::json;
 
 use super::history::{config_text, print_json};
-
-// A closed pipe (`autodebug history list | head`) ends the output quietly instead of panicking
-// as `std::println!` does.
-macro_rules! println {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!("{}\n", format_args!($($arg)*))) };
-}
-macro_rules! print {
-    ($($arg:tt)*) => { super::history::write_stdout(format_args!($($arg)*)) };
-}
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,29 +39,18 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
     let format = match args.format.as_str() {
         "auto" => None,
         other => Some(Format::parse(other).ok_or_else(|| {
-            Error::config(
-                "--format",
-                format!("`{other}`: expected auto, vllm, sglang, aiperf or guidellm"),
-            )
+            Error::config("--format", format!("`{other}`: expected auto, vllm, sglang, aiperf or guidellm"))
         })?),
     };
     let engine = args
         .engine
         .as_deref()
         .map(|e| {
-            EngineKind::parse(e).ok_or_else(|| {
-                Error::config(
-                    "--engine",
-                    format!("`{e}`: expected vllm, sglang or llamacpp"),
-                )
-            })
+            EngineKind::parse(e)
+                .ok_or_else(|| Error::config("--engine", format!("`{e}`: expected vllm, sglang or llamacpp")))
         })
         .transpose()?;
-    let objective = args
-        .objective
-        .as_deref()
-        .map(report::parse_objective)
-        .transpose()?;
+    let objective = args.objective.as_deref().map(super::history::objective_flag).transpose()?;
     if !args.file.is_file() {
         return Err(Error::config(
             args.file.display().to_string(),
@@ -78,25 +58,13 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
         ));
     }
     let store = Store::open(&args.db)?;
-    let options = IngestOptions {
-        session: args.session.clone(),
-        format,
-        engine,
-        objective,
-    };
+    let options = IngestOptions { session: args.session.clone(), format, engine, objective };
     let summary = ingest::ingest(&store, &args.file, &options)?;
-    let session = store.session_by_name(&summary.session)?.ok_or_else(|| {
-        Error::config(
-            "--session",
-            format!("session `{}` vanished while ingesting", summary.session),
-        )
-    })?;
+    let session = store
+        .session_by_name(&summary.session)?
+        .ok_or_else(|| Error::config("--session", format!("session `{}` vanished while ingesting", summary.session)))?;
     let history = store.history(session.id)?;
-    let added: Vec<_> = history
-        .iterations
-        .iter()
-        .filter(|i| summary.iterations.contains(&i.number))
-        .collect();
+    let added: Vec<_> = history.iterations.iter().filter(|i| summary.iterations.contains(&i.number)).collect();
     if args.json {
         let iterations: Vec<serde_json::Value> = added
             .iter()
@@ -112,31 +80,17 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
         summary.source,
         summary.format.tool(),
         summary.session,
-        if summary.session_created {
-            " (new)"
-        } else {
-            ""
-        },
+        if summary.session_created { " (new)" } else { "" },
         numbers.join(", ")
     );
-    let metrics: Vec<String> = [
-        "ttft.p99",
-        "tpot.mean",
-        "itl.p95",
-        "e2e.mean",
-        "output_throughput",
-        "error_rate",
-    ]
-    .map(String::from)
-    .to_vec();
     let mut header = vec!["iter".to_string()];
-    header.extend(metrics.iter().cloned());
+    header.extend(export::HEADLINE_METRICS.map(String::from));
     header.push("run".into());
     let rows: Vec<Vec<String>> = added
         .iter()
         .map(|it| {
             let mut row = vec![it.number.to_string()];
-            row.extend(metrics.iter().map(|m| export::cell(it, m)));
+            row.extend(export::HEADLINE_METRICS.map(|m| export::cell(it, m)));
             row.push(config_text(it));
             row
         })

@@ -23,7 +23,7 @@ pub struct AnalyzeArgs {
     /// The engine's log file (stdout/stderr as captured).
     file: PathBuf,
     /// The engine that wrote the log; guessed from its lines when left out.
-    #[arg(long, value_parser = parse_engine)]
+    #[arg(long)]
     engine: Option<EngineKind>,
     /// Prompt tokens per request, for the concurrency figures.
     #[arg(long, default_value_t = 1024)]
@@ -34,15 +34,6 @@ pub struct AnalyzeArgs {
     /// Print one JSON object instead of tables.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_engine(text: &str) -> Result<EngineKind, String> {
-    match text.to_ascii_lowercase().replace(['.', '-', '_'], "").as_str() {
-        "sglang" => Ok(EngineKind::Sglang),
-        "vllm" => Ok(EngineKind::Vllm),
-        "llamacpp" => Ok(EngineKind::LlamaCpp),
-        _ => Err(format!("unknown engine {text:?}; use sglang, vllm or llamacpp")),
-    }
 }
 
 pub async fn run(args: Args, _global: &crate::Global) -> autodebug_core::Result<ExitCode> {

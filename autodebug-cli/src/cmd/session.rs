@@ -95,7 +95,8 @@ fn first_spec(config: &RunConfig, start: Start) -> autodebug_core::Result<Servic
     }
     let db = config.sessions_dir.join("autodebug.db");
     let gpu = baseline.resources.gpu_name_and_count().map(|(name, _)| name).unwrap_or_default();
-    let known = if db.exists() { autodebug_core::store::Store::open(&db)?.known_good(&baseline.model, &gpu)? } else { None };
+    let known =
+        if db.exists() { autodebug_core::store::Store::open(&db)?.known_good(&baseline.model, &gpu)? } else { None };
     match known {
         Some(spec) => {
             eprintln!(
@@ -128,7 +129,11 @@ async fn run_session(
     spawn_ctrl_c_handler(stop.clone());
     let given_name = session.or_else(|| config.session.clone());
     let name = given_name.clone().unwrap_or_else(|| {
-        format!("{}-{}", config.service.engine, autodebug_core::TimeWindow::format_iso(autodebug_core::TimeWindow::now_ns()))
+        format!(
+            "{}-{}",
+            config.service.engine,
+            autodebug_core::TimeWindow::format_iso(autodebug_core::TimeWindow::now_ns())
+        )
     });
     let progress = output::Progress::new(quiet || json);
     let session_config = config.session_config(name, iterations)?;

@@ -4,6 +4,7 @@
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
 
+use super::tune_suite::ScenarioArgs;
 use autodebug_core::{Error, Result};
 use autodebug_sim::tune_suite::{EvalRequest, Evaluator, SuiteOptions, chosen_scenarios, describe, landscape};
 
@@ -12,25 +13,13 @@ pub struct Args {
     /// Print the scenarios' spaces as JSON (knobs, levels, objective, constraints, noise) and exit.
     #[arg(long)]
     pub describe: bool,
-    /// With --describe: also the N scenarios drawn from --seed.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    pub generate: usize,
-    /// With --describe: the seed the generated scenarios are drawn from.
-    #[arg(long, default_value_t = 1)]
-    pub seed: u64,
-    /// With --describe: leave out the six hand-written scenarios.
-    #[arg(long)]
-    pub skip_builtin: bool,
-    /// With --describe: only these scenarios (comma-separated).
-    #[arg(long, value_delimiter = ',')]
-    pub scenarios: Vec<String>,
+    /// With --describe: which scenarios are described (evaluation requests name any scenario).
+    #[command(flatten)]
+    pub chosen: ScenarioArgs,
     /// With --describe: add each scenario's true optimum (measures its whole space; for scoring
     /// and stopping a benchmark run, never for the optimizer itself).
     #[arg(long)]
     pub with_optimum: bool,
-    /// Multiplier on the measured measurement noise (1 = as `sim tune-suite` measures, 0 = off).
-    #[arg(long, default_value_t = 1.0)]
-    pub noise_scale: f64,
 }
 
 pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
@@ -41,15 +30,9 @@ pub async fn run(args: Args, _global: &crate::Global) -> Result<ExitCode> {
 
 fn serve(args: Args) -> Result<ExitCode> {
     if args.describe {
-        let options = SuiteOptions {
-            generate: args.generate,
-            generate_seed: args.seed,
-            skip_builtin: args.skip_builtin,
-            scenarios: args.scenarios,
-            ..SuiteOptions::default()
-        };
+        let options = args.chosen.into_options(SuiteOptions::default());
         let chosen = chosen_scenarios(&options)?;
-        let mut described = describe(&chosen, args.noise_scale);
+        let mut described = describe(&chosen, options.noise_scale);
         if args.with_optimum
             && let serde_json::Value::Array(items) = &mut described
         {
@@ -63,7 +46,7 @@ fn serve(args: Args) -> Result<ExitCode> {
         println!("{text}");
         return Ok(ExitCode::SUCCESS);
     }
-    let mut evaluator = Evaluator::new(args.noise_scale);
+    let mut evaluator = Evaluator::new(args.chosen.noise_scale);
     let stdin = std::io::stdin();
     let mut stdout = std::io::stdout().lock();
     let mut bad = false;
@@ -85,8 +68,7 @@ fn serve(args: Args) -> Result<ExitCode> {
             })
             .and_then(|request| evaluator.answer(&request));
         let text = match answer {
-            Ok(a) => serde_json::to_string(&a)
-                .map_err(|e| Error::Plan(format!("cannot encode an answer: {e}")))?,
+            Ok(a) => serde_json::to_string(&a).map_err(|e| Error::Plan(format!("cannot encode an answer: {e}")))?,
             Err(e) => {
                 bad = true;
                 serde_json::json!({ "error": e.to_string() }).to_string()

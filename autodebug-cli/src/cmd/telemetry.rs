@@ -4,7 +4,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use autodebug_core::{
-    Deployment, Endpoint, EngineKind, ServiceSpec, Target, TelemetrySnapshot, TelemetrySource, TimeWindow, canonical,
+    Deployment, Endpoint, EngineKind, ServiceSpec, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
 };
 use autodebug_telemetry::prometheus::{PromQuery, PrometheusScrape, PrometheusServer};
 use autodebug_telemetry::{GraphsignalSource, window_from_iso};
@@ -42,10 +42,10 @@ pub struct FetchArgs {
     #[arg(long)]
     end: Option<String>,
     /// Length of the live window for `scrape` (`10s`, `500ms`, `2m`).
-    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = autodebug_core::parse_duration)]
     duration: Duration,
     /// The engine whose metric names the default PromQL queries use.
-    #[arg(long, default_value = "sglang", value_parser = parse_engine)]
+    #[arg(long, default_value = "sglang")]
     engine: EngineKind,
     /// Model name, substituted for `$model` in queries.
     #[arg(long, default_value = "")]
@@ -56,69 +56,6 @@ pub struct FetchArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
-}
-
-fn parse_engine(text: &str) -> Result<EngineKind, String> {
-    match text.to_ascii_lowercase().replace(['.', '-', '_'], "").as_str() {
-        "sglang" => Ok(EngineKind::Sglang),
-        "vllm" => Ok(EngineKind::Vllm),
-        "llamacpp" => Ok(EngineKind::LlamaCpp),
-        _ => Err(format!("unknown engine {text:?}; use sglang, vllm or llamacpp")),
-    }
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number.parse().map_err(|_| format!("{text:?} is not a duration such as 10s, 500ms or 2m"))?;
-    let seconds = match unit {
-        "" | "s" => value,
-        "ms" => value / 1e3,
-        "m" => value * 60.0,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use ms, s or m")),
-    };
-    Ok(Duration::from_secs_f64(seconds))
-}
-
-/// PromQL for the figures the analyzers read, under each engine's metric names.
-fn default_queries(engine: EngineKind) -> Vec<PromQuery> {
-    let quantile = |name: &str, metric: &str, canonical: &str| {
-        PromQuery::new(name, format!("histogram_quantile(0.99, sum by (le) (rate({metric}[1m])))"))
-            .with_unit("s")
-            .with_canonical(canonical)
-    };
-    let gauge = |name: &str, promql: &str, unit: &str, canonical: &str| {
-        PromQuery::new(name, promql).with_unit(unit).with_canonical(canonical)
-    };
-    match engine {
-        EngineKind::Sglang => vec![
-            quantile("ttft_p99", "sglang:time_to_first_token_seconds_bucket", canonical::TTFT_S),
-            quantile("itl_p99", "sglang:inter_token_latency_seconds_bucket", canonical::ITL_S),
-            quantile("e2e_p99", "sglang:e2e_request_latency_seconds_bucket", canonical::E2E_S),
-            gauge("running", "sum(sglang:num_running_reqs)", "requests", canonical::RUNNING),
-            gauge("queue", "sum(sglang:num_queue_reqs)", "requests", canonical::QUEUE_LEN),
-            gauge("kv_usage", "max(sglang:token_usage)", "ratio", canonical::KV_USAGE),
-            gauge("prefix_hit_rate", "avg(sglang:cache_hit_rate)", "ratio", canonical::PREFIX_HIT_RATE),
-            gauge("gen_throughput", "sum(sglang:gen_throughput)", "tok/s", canonical::GEN_THROUGHPUT),
-        ],
-        EngineKind::Vllm => vec![
-            quantile("ttft_p99", "vllm:time_to_first_token_seconds_bucket", canonical::TTFT_S),
-            quantile("itl_p99", "vllm:inter_token_latency_seconds_bucket", canonical::ITL_S),
-            quantile("e2e_p99", "vllm:e2e_request_latency_seconds_bucket", canonical::E2E_S),
-            gauge("running", "sum(vllm:num_requests_running)", "requests", canonical::RUNNING),
-            gauge("queue", "sum(vllm:num_requests_waiting)", "requests", canonical::QUEUE_LEN),
-            gauge("kv_usage", "max(vllm:kv_cache_usage_perc)", "ratio", canonical::KV_USAGE),
-            gauge("preemptions", "sum(increase(vllm:num_preemptions_total[1m]))", "requests", canonical::PREEMPTIONS),
-            gauge("gen_throughput", "sum(rate(vllm:generation_tokens_total[1m]))", "tok/s", canonical::GEN_THROUGHPUT),
-        ],
-        EngineKind::LlamaCpp => vec![
-            gauge("running", "sum(llamacpp:requests_processing)", "requests", canonical::RUNNING),
-            gauge("deferred", "sum(llamacpp:requests_deferred)", "requests", canonical::DEFERRED),
-            gauge("gen_throughput", "avg(llamacpp:predicted_tokens_seconds)", "tok/s", canonical::GEN_THROUGHPUT),
-            gauge("kv_usage", "max(llamacpp:kv_cache_usage_ratio)", "ratio", canonical::KV_USAGE),
-        ],
-    }
 }
 
 fn usage(message: impl Into<String>) -> autodebug_core::Error {
@@ -165,7 +102,7 @@ async fn fetch(args: FetchArgs) -> autodebug_core::Result<ExitCode> {
                 builder = builder.bearer_token(token);
             }
             let queries = if args.queries.is_empty() {
-                default_queries(args.engine)
+                PromQuery::defaults_for(args.engine)
             } else {
                 args.queries
                     .iter()
@@ -183,7 +120,7 @@ async fn fetch(args: FetchArgs) -> autodebug_core::Result<ExitCode> {
         }
         SourceKind::Graphsignal => {
             let window = past_window(&args)?;
-            let builder = match (GraphsignalSource::from_env(), args.url.as_deref()) {
+            let builder = match (GraphsignalSource::builder().from_env(), args.url.as_deref()) {
                 (Ok(builder), Some(url)) => builder.api_base(url),
                 (Ok(builder), None) => builder,
                 // A self-hosted or simulated debug-context endpoint may need no key.

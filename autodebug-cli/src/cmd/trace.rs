@@ -93,14 +93,14 @@ fn render(file: &str, a: &TraceAnalysis, top: usize) -> String {
         "trace {file}\n  format {}, platform {}, {} events, {} GPU events",
         a.format, a.platform, a.events, a.gpu_events
     );
-    if let Some(d) = &a.distributed {
-        if let (Some(rank), Some(world)) = (d.rank, d.world_size) {
-            out.push_str(&format!(", rank {rank} of {world}"));
-        }
+    if let Some(d) = &a.distributed
+        && let (Some(rank), Some(world)) = (d.rank, d.world_size)
+    {
+        out.push_str(&format!(", rank {rank} of {world}"));
     }
     out.push('\n');
     out.push_str(&format!(
-        "\nGPU time (ms)\n  span {}  busy {} ({})  idle {}: host-bound {} in {} gaps, launch gaps {} in {} gaps\n  kernel total {} (streams overlapping count twice)\n",
+        "\nGPU time (ms)\n  span {}  busy {} ({})  idle {}: host-bound {} in {} gaps, launch gaps {} in {} gaps\n",
         ms(a.span_us),
         ms(a.gpu_busy_us),
         pct(if a.span_us > 0.0 { a.gpu_busy_us / a.span_us } else { 0.0 }),
@@ -109,7 +109,15 @@ fn render(file: &str, a: &TraceAnalysis, top: usize) -> String {
         a.idle_host_bound_gaps,
         ms(a.idle_launch_gap_us),
         a.idle_launch_gaps,
+    ));
+    out.push_str(&format!(
+        "  kernels {} in {} launches, memcpy {} in {}, memset {} in {} (streams overlapping count twice)\n",
         ms(a.kernel_total_us),
+        a.kernel_count,
+        ms(a.memcpy_us),
+        a.memcpy_count,
+        ms(a.memset_us),
+        a.memset_count,
     ));
     if !a.categories.is_empty() {
         out.push_str("\nKernel classes\n");

@@ -7,19 +7,9 @@ use std::process::ExitCode;
 use autodebug_core::{Error, Result};
 use autodebug_sim::tune_suite::{ExternalRun, PlannerChoice, SuiteOptions, SuiteReport, run_suite};
 
+/// Which scenarios, and how noisy: shared by `sim tune-suite` and `sim eval --describe`.
 #[derive(clap::Args, Debug)]
-pub struct Args {
-    /// Planners to measure, comma-separated: rules, grid, random, oat, bayes, hybrid.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "oat,random,bayes,hybrid,rules"
-    )]
-    pub planners: Vec<String>,
-    /// Run seeds per scenario (each seeds the planner and the measurement noise); results are
-    /// medians over them.
-    #[arg(long, default_value_t = 10)]
-    pub seeds: u64,
+pub struct ScenarioArgs {
     /// Also draw N scenarios from --seed (`gen-<seed>-<index>`), added to the hand-written six.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub generate: usize,
@@ -29,9 +19,39 @@ pub struct Args {
     /// Leave out the six hand-written scenarios.
     #[arg(long)]
     pub skip_builtin: bool,
+    /// Only these scenarios (comma-separated names); all by default.
+    #[arg(long, value_delimiter = ',')]
+    pub scenarios: Vec<String>,
     /// Multiplier on the measured measurement noise (1 = as measured, 0 = noise off).
     #[arg(long, default_value_t = 1.0)]
     pub noise_scale: f64,
+}
+
+impl ScenarioArgs {
+    /// `options` with these scenarios and this noise.
+    pub fn into_options(self, options: SuiteOptions) -> SuiteOptions {
+        SuiteOptions {
+            scenarios: self.scenarios,
+            generate: self.generate,
+            generate_seed: self.seed,
+            noise_scale: self.noise_scale,
+            skip_builtin: self.skip_builtin,
+            ..options
+        }
+    }
+}
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Planners to measure, comma-separated: rules, grid, random, oat, bayes, hybrid.
+    #[arg(long, value_delimiter = ',', default_value = "oat,random,bayes,hybrid,rules")]
+    pub planners: Vec<String>,
+    /// Run seeds per scenario (each seeds the planner and the measurement noise); results are
+    /// medians over them.
+    #[arg(long, default_value_t = 10)]
+    pub seeds: u64,
+    #[command(flatten)]
+    pub chosen: ScenarioArgs,
     /// Score an outside optimizer's runs on the same truth: a JSON-lines file of
     /// `{"planner", "scenario", "seed", "evals": [{"config": {...}, "failed": bool}]}`
     /// (what `benches/optuna_tpe.py` writes). Repeatable.
@@ -40,9 +60,6 @@ pub struct Args {
     /// Evaluations per planner run, the baseline included.
     #[arg(long, default_value_t = 150)]
     pub budget: usize,
-    /// Only these scenarios (comma-separated names); all by default.
-    #[arg(long, value_delimiter = ',')]
-    pub scenarios: Vec<String>,
     /// Keep only the first N levels of every knob (a quick, smaller run).
     #[arg(long, value_name = "N")]
     pub max_levels: Option<usize>,
@@ -193,9 +210,7 @@ pub async fn run(args: Args, global: &crate::Global) -> Result<ExitCode> {
             PlannerChoice::parse(p).ok_or_else(|| {
                 Error::config(
                     "--planners",
-                    format!(
-                        "unknown planner `{p}`; choose from rules, grid, random, oat, bayes, hybrid"
-                    ),
+                    format!("unknown planner `{p}`; choose from rules, grid, random, oat, bayes, hybrid"),
                 )
             })
         })
@@ -217,18 +232,14 @@ pub async fn run(args: Args, global: &crate::Global) -> Result<ExitCode> {
             external.push(run);
         }
     }
-    let options = SuiteOptions {
+    let options = args.chosen.into_options(SuiteOptions {
         planners,
         seeds: args.seeds,
         budget: args.budget,
-        scenarios: args.scenarios,
         limit_space: args.max_levels,
-        generate: args.generate,
-        generate_seed: args.seed,
-        noise_scale: args.noise_scale,
-        skip_builtin: args.skip_builtin,
         external,
-    };
+        ..SuiteOptions::default()
+    });
     let started = std::time::Instant::now();
     let report = tokio::task::spawn_blocking(move || run_suite(&options))
         .await

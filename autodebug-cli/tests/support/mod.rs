@@ -33,3 +33,14 @@ pub fn engine_cache() -> PathBuf {
         None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/autodebug"),
     }
 }
+
+/// A first iteration on a real llama.cpp `llama-server` measured something and cited the engine's
+/// own evidence: a `llamacpp:` Prometheus metric and a line of its log.
+pub fn assert_real_llamacpp_evidence(first: &autodebug_core::Iteration) {
+    use autodebug_core::{IterationStatus, SignalKind};
+    assert_eq!(first.status, IterationStatus::Ok, "{:?}", first.error);
+    assert!(first.metrics["output_throughput"] > 0.0);
+    let cited: Vec<&str> = first.analysis.cited.iter().map(|s| s.name.as_str()).collect();
+    assert!(cited.iter().any(|n| n.starts_with("llamacpp:")), "no llama.cpp metric cited: {cited:?}");
+    assert!(first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine), "no log line cited: {cited:?}");
+}

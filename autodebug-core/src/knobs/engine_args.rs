@@ -139,8 +139,10 @@ impl EngineArgs {
             check.present.push(knob.flag.clone());
             if let (Some(ours), Some(theirs)) = (&knob.default, &arg.default) {
                 let theirs_clean = theirs.trim_matches(|c| c == '\'' || c == '"');
-                let undecided = matches!(theirs_clean, "None" | "none" | "-1" | "auto" | "") && knob.domain != crate::Domain::Switch;
-                if !undecided && !crate::rules::same_setting(ours, theirs_clean) && knob.domain != crate::Domain::Switch {
+                let undecided = matches!(theirs_clean, "None" | "none" | "-1" | "auto" | "")
+                    && knob.domain != crate::Domain::Switch;
+                if !undecided && !crate::rules::same_setting(ours, theirs_clean) && knob.domain != crate::Domain::Switch
+                {
                     check.different_defaults.push((knob.flag.clone(), ours.clone(), theirs_clean.to_string()));
                 }
             }
@@ -156,7 +158,8 @@ impl EngineArgs {
             &["batch", "seqs", "cache", "parallel", "chunk", "schedul", "thread", "specul", "compil", "eager", "dtype"];
         let mut seen = std::collections::BTreeSet::new();
         for arg in self.args.values() {
-            if !seen.insert(arg.flag.clone()) || space.knob_for(&arg.flag).is_some() || space.fixed.contains(&arg.flag) {
+            if !seen.insert(arg.flag.clone()) || space.knob_for(&arg.flag).is_some() || space.fixed.contains(&arg.flag)
+            {
                 continue;
             }
             if PERFORMANCE_WORDS.iter().any(|w| arg.flag.contains(w)) {
@@ -267,7 +270,11 @@ mod tests {
         assert!(check.refused_values.is_empty(), "{:?}", check.refused_values);
         assert!(check.different_defaults.is_empty(), "{:?}", check.different_defaults);
         assert!(check.present.iter().any(|f| f == "--max-num-seqs"));
-        assert!(check.worth_tuning.iter().any(|f| f == "--async-scheduling" || f.contains("batch")), "{:?}", check.worth_tuning);
+        assert!(
+            check.worth_tuning.iter().any(|f| f == "--async-scheduling" || f.contains("batch")),
+            "{:?}",
+            check.worth_tuning
+        );
     }
 
     #[test]

@@ -6,9 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::{EngineKind, Error, LaunchFlags, ServiceSpec};
 
+mod deployment;
 mod engine_args;
 mod platform;
 
+pub use deployment::{DeploymentKnobs, GPU_KNOB, IMAGE_KNOB};
 pub use engine_args::{ArgCheck, EngineArg, EngineArgs};
 pub use platform::Platform;
 
@@ -18,9 +20,17 @@ pub use platform::Platform;
 pub enum Domain {
     /// A switch: present = true, absent = false.
     Switch,
-    Int { min: i64, max: i64 },
-    Float { min: f64, max: f64 },
-    Choice { values: Vec<String> },
+    Int {
+        min: i64,
+        max: i64,
+    },
+    Float {
+        min: f64,
+        max: f64,
+    },
+    Choice {
+        values: Vec<String>,
+    },
 }
 
 /// A tunable setting.
@@ -296,46 +306,83 @@ fn choice(values: &[&str]) -> Domain {
 }
 
 /// Flags that identify the service rather than tune it.
-const FIXED_COMMON: &[&str] = &["--model-path", "--model", "--host", "--port", "--served-model-name", "--trust-remote-code", "--api-key"];
+const FIXED_COMMON: &[&str] =
+    &["--model-path", "--model", "--host", "--port", "--served-model-name", "--trust-remote-code", "--api-key"];
 
 fn sglang_space() -> SearchSpace {
     use Domain::Switch;
     let knobs = vec![
-        Knob::new("--schedule-policy", choice(&["fcfs", "lpm", "random", "dfs-weight", "lof", "priority"]), Some("fcfs"),
-            "Order of the waiting queue; lpm (longest prefix match) raises radix-cache reuse.")
-            .candidates(&["fcfs", "lpm"]),
-        Knob::new("--num-continuous-decode-steps", int(1, 64), Some("1"),
-            "Decode steps per scheduler round-trip; amortizes scheduler overhead, delays new prefills.")
-            .candidates(&["1", "2", "4", "8", "16"]),
+        Knob::new(
+            "--schedule-policy",
+            choice(&["fcfs", "lpm", "random", "dfs-weight", "lof", "priority"]),
+            Some("fcfs"),
+            "Order of the waiting queue; lpm (longest prefix match) raises radix-cache reuse.",
+        )
+        .candidates(&["fcfs", "lpm"]),
+        Knob::new(
+            "--num-continuous-decode-steps",
+            int(1, 64),
+            Some("1"),
+            "Decode steps per scheduler round-trip; amortizes scheduler overhead, delays new prefills.",
+        )
+        .candidates(&["1", "2", "4", "8", "16"]),
         Knob::new("--enable-mixed-chunk", Switch, None, "Mix chunked-prefill tokens into decode batches."),
-        Knob::new("--chunked-prefill-size", int(-1, 65536), None,
-            "Max tokens per prefill chunk (-1 disables chunking); smaller lowers decode stalls and peak memory.")
-            .candidates(&["2048", "4096", "8192", "16384"]),
+        Knob::new(
+            "--chunked-prefill-size",
+            int(-1, 65536),
+            None,
+            "Max tokens per prefill chunk (-1 disables chunking); smaller lowers decode stalls and peak memory.",
+        )
+        .candidates(&["2048", "4096", "8192", "16384"]),
         Knob::new("--max-running-requests", int(1, 4096), None, "Cap on concurrently running requests.")
             .candidates(&["32", "64", "128", "256", "512"]),
-        Knob::new("--mem-fraction-static", float(0.3, 0.98), None,
-            "Fraction of GPU memory for weights and KV pool; too high OOMs at startup.")
-            .candidates(&["0.8", "0.85", "0.88", "0.9", "0.92"]),
+        Knob::new(
+            "--mem-fraction-static",
+            float(0.3, 0.98),
+            None,
+            "Fraction of GPU memory for weights and KV pool; too high OOMs at startup.",
+        )
+        .candidates(&["0.8", "0.85", "0.88", "0.9", "0.92"]),
         Knob::new("--cuda-graph-max-bs", int(1, 1024), None, "Largest batch captured in a CUDA graph.")
             .candidates(&["32", "64", "128", "256"]),
         Knob::new("--disable-cuda-graph", Switch, None, "Run decode without CUDA graphs (slower launches)."),
         Knob::new("--disable-radix-cache", Switch, None, "Turn off prefix (radix) caching."),
         Knob::new("--disable-overlap-schedule", Switch, None, "Stop overlapping CPU scheduling with GPU work."),
-        Knob::new("--schedule-conservativeness", float(0.1, 2.0), Some("1.0"),
-            "How cautiously new requests are admitted against KV capacity; lower admits more.")
-            .candidates(&["0.3", "0.5", "1.0", "1.3"]),
-        Knob::new("--speculative-algorithm", choice(&["NGRAM", "EAGLE", "EAGLE3", "STANDALONE"]), None,
-            "Speculative decoding; NGRAM needs no draft model.").risky(),
+        Knob::new(
+            "--schedule-conservativeness",
+            float(0.1, 2.0),
+            Some("1.0"),
+            "How cautiously new requests are admitted against KV capacity; lower admits more.",
+        )
+        .candidates(&["0.3", "0.5", "1.0", "1.3"]),
+        Knob::new(
+            "--speculative-algorithm",
+            choice(&["NGRAM", "EAGLE", "EAGLE3", "STANDALONE"]),
+            None,
+            "Speculative decoding; NGRAM needs no draft model.",
+        )
+        .risky(),
         Knob::new("--speculative-num-draft-tokens", int(1, 16), None, "Draft tokens verified per step.")
-            .candidates(&["2", "3", "4", "8"]).requires("--speculative-algorithm", "NGRAM"),
+            .candidates(&["2", "3", "4", "8"])
+            .requires("--speculative-algorithm", "NGRAM"),
         Knob::new("--speculative-num-steps", int(1, 16), None, "Speculative steps per verify.")
-            .candidates(&["1", "2", "3", "5"]).requires("--speculative-algorithm", "NGRAM"),
+            .candidates(&["1", "2", "3", "5"])
+            .requires("--speculative-algorithm", "NGRAM"),
         Knob::new("--tp-size", int(1, 8), Some("1"), "Tensor parallel degree (needs that many GPUs).")
             .candidates(&["1", "2", "4", "8"]),
-        Knob::new("--kv-cache-dtype", choice(&["auto", "fp8_e5m2", "fp8_e4m3"]), Some("auto"),
-            "KV cache precision; fp8 doubles capacity at some quality risk.").risky(),
-        Knob::new("--attention-backend", choice(&["fa3", "flashinfer", "triton", "torch_native"]), None,
-            "Attention kernel implementation."),
+        Knob::new(
+            "--kv-cache-dtype",
+            choice(&["auto", "fp8_e5m2", "fp8_e4m3"]),
+            Some("auto"),
+            "KV cache precision; fp8 doubles capacity at some quality risk.",
+        )
+        .risky(),
+        Knob::new(
+            "--attention-backend",
+            choice(&["fa3", "flashinfer", "triton", "torch_native"]),
+            None,
+            "Attention kernel implementation.",
+        ),
     ];
     SearchSpace { engine: EngineKind::Sglang, knobs, fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect() }
 }
@@ -345,29 +392,57 @@ fn vllm_space() -> SearchSpace {
     let knobs = vec![
         Knob::new("--max-num-seqs", int(1, 4096), Some("256"), "Cap on sequences per iteration.")
             .candidates(&["32", "64", "128", "256", "512"]),
-        Knob::new("--max-num-batched-tokens", int(16, 131072), Some("8192"),
-            "Token budget per step; smaller favours ITL, larger TTFT and throughput.")
-            .candidates(&["2048", "4096", "8192", "16384"]),
-        Knob::new("--gpu-memory-utilization", float(0.3, 0.98), Some("0.9"),
-            "Fraction of GPU memory vLLM may use; the rest is headroom.")
-            .candidates(&["0.85", "0.9", "0.92", "0.95"]),
+        Knob::new(
+            "--max-num-batched-tokens",
+            int(16, 131072),
+            Some("8192"),
+            "Token budget per step; smaller favours ITL, larger TTFT and throughput.",
+        )
+        .candidates(&["2048", "4096", "8192", "16384"]),
+        Knob::new(
+            "--gpu-memory-utilization",
+            float(0.3, 0.98),
+            Some("0.9"),
+            "Fraction of GPU memory vLLM may use; the rest is headroom.",
+        )
+        .candidates(&["0.85", "0.9", "0.92", "0.95"]),
         // On by default in the V1 engine; `--no-...` turns them off.
         Knob::new("--enable-prefix-caching", Switch, Some("true"), "Automatic prefix caching.")
             .negated_by("--no-enable-prefix-caching"),
-        Knob::new("--enable-chunked-prefill", Switch, Some("true"), "Split long prefills into chunks mixed with decode.")
-            .negated_by("--no-enable-chunked-prefill"),
-        Knob::new("--dtype", choice(&["auto", "bfloat16", "float16", "float32"]), Some("auto"),
+        Knob::new(
+            "--enable-chunked-prefill",
+            Switch,
+            Some("true"),
+            "Split long prefills into chunks mixed with decode.",
+        )
+        .negated_by("--no-enable-chunked-prefill"),
+        Knob::new(
+            "--dtype",
+            choice(&["auto", "bfloat16", "float16", "float32"]),
+            Some("auto"),
             "Weight and activation precision; `auto` takes the model's (downcast to bf16 on a CPU), float32 avoids \
-             emulated bf16 on CPUs without bf16 kernels."),
+             emulated bf16 on CPUs without bf16 kernels.",
+        ),
         Knob::new("--enforce-eager", Switch, None, "Disable CUDA graphs."),
         Knob::new("--tensor-parallel-size", int(1, 8), Some("1"), "Tensor parallel degree.")
             .candidates(&["1", "2", "4", "8"]),
-        Knob::new("--kv-cache-dtype", choice(&["auto", "fp8", "fp8_e5m2", "fp8_e4m3"]), Some("auto"),
-            "KV cache precision.").risky(),
-        Knob::new("--speculative-config", choice(&[
-            r#"{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4}"#,
-            r#"{"method":"ngram","num_speculative_tokens":5,"prompt_lookup_max":4}"#,
-        ]), None, "Speculative decoding as JSON; ngram needs no draft model.").risky(),
+        Knob::new(
+            "--kv-cache-dtype",
+            choice(&["auto", "fp8", "fp8_e5m2", "fp8_e4m3"]),
+            Some("auto"),
+            "KV cache precision.",
+        )
+        .risky(),
+        Knob::new(
+            "--speculative-config",
+            choice(&[
+                r#"{"method":"ngram","num_speculative_tokens":3,"prompt_lookup_max":4}"#,
+                r#"{"method":"ngram","num_speculative_tokens":5,"prompt_lookup_max":4}"#,
+            ]),
+            None,
+            "Speculative decoding as JSON; ngram needs no draft model.",
+        )
+        .risky(),
         Knob::new("--max-model-len", int(128, 1048576), None, "Longest context served."),
     ];
     SearchSpace { engine: EngineKind::Vllm, knobs, fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect() }
@@ -379,13 +454,21 @@ fn llamacpp_space() -> SearchSpace {
         Knob::new("--parallel", int(1, 64), None, "Server slots (concurrent sequences).")
             .candidates(&["1", "2", "4", "8"]),
         Knob::new("--threads", int(1, 256), None, "CPU threads for generation.").candidates(&["1", "2", "4"]),
-        Knob::new("--threads-batch", int(1, 256), None, "CPU threads for prompt processing.").candidates(&["1", "2", "4"]),
-        Knob::new("--batch-size", int(1, 16384), Some("2048"), "Logical batch size.").candidates(&["256", "512", "2048"]),
-        Knob::new("--ubatch-size", int(1, 16384), Some("512"), "Physical batch size.").candidates(&["128", "256", "512"]),
+        Knob::new("--threads-batch", int(1, 256), None, "CPU threads for prompt processing.")
+            .candidates(&["1", "2", "4"]),
+        Knob::new("--batch-size", int(1, 16384), Some("2048"), "Logical batch size.")
+            .candidates(&["256", "512", "2048"]),
+        Knob::new("--ubatch-size", int(1, 16384), Some("512"), "Physical batch size.")
+            .candidates(&["128", "256", "512"]),
         Knob::new("--ctx-size", int(0, 1048576), None, "Context size shared by all slots.")
             .candidates(&["2048", "4096", "8192"]),
-        Knob::new("--cont-batching", Domain::Switch, Some("true"), "Continuous batching (on by default in current builds).")
-            .negated_by("--no-cont-batching"),
+        Knob::new(
+            "--cont-batching",
+            Domain::Switch,
+            Some("true"),
+            "Continuous batching (on by default in current builds).",
+        )
+        .negated_by("--no-cont-batching"),
         Knob::new("--cache-reuse", int(0, 4096), Some("0"), "Min chunk size to reuse from cache via KV shifting.")
             .candidates(&["0", "64", "256"]),
         Knob::new("--flash-attn", choice(&["on", "off", "auto"]), Some("auto"), "Flash attention."),

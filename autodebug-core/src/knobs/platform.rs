@@ -34,7 +34,8 @@ impl Platform {
                     .filter(|e| {
                         let name = e.file_name();
                         let name = name.to_string_lossy();
-                        name.strip_prefix("node").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                        name.strip_prefix("node")
+                            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
                     })
                     .count()
             })

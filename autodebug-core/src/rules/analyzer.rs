@@ -130,9 +130,15 @@ fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
         && drafted >= MIN_DRAFT_TOKENS
     {
         out.push(
-            Signal::number("telemetry", SignalKind::Metric, "derived.spec_acceptance_rate", accepted / drafted, "ratio")
-                .with_detail(format!("{accepted:.0} of {drafted:.0} draft tokens accepted"))
-                .with_canonical(derived::SPEC_ACCEPTANCE_RATE),
+            Signal::number(
+                "telemetry",
+                SignalKind::Metric,
+                "derived.spec_acceptance_rate",
+                accepted / drafted,
+                "ratio",
+            )
+            .with_detail(format!("{accepted:.0} of {drafted:.0} draft tokens accepted"))
+            .with_canonical(derived::SPEC_ACCEPTANCE_RATE),
         );
     }
     let reusing: Vec<_> =

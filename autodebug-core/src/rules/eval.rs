@@ -73,12 +73,13 @@ impl Facts<'_> {
                 })
                 .max_by(|a, b| a.2.total_cmp(&b.2))
                 .map(|(c, measured, ratio)| {
-                    let signal = Signal::number("objective", SignalKind::Bench, &format!("slo.{}", c.metric), ratio, "x bound")
-                        .with_detail(format!(
-                            "{} measured {} against the objective's `{c}` ({ratio:.2}x the bound)",
-                            c.metric,
-                            format_number(measured)
-                        ));
+                    let signal =
+                        Signal::number("objective", SignalKind::Bench, &format!("slo.{}", c.metric), ratio, "x bound")
+                            .with_detail(format!(
+                                "{} measured {} against the objective's `{c}` ({ratio:.2}x the bound)",
+                                c.metric,
+                                format_number(measured)
+                            ));
                     Reading { value: SignalValue::Number(ratio), signal: Some(signal) }
                 });
         }

@@ -358,8 +358,13 @@ impl KnowledgeBase {
                 rule.engines.clone()
             };
             for action in &rule.then {
-                let ops =
-                    [action.set.is_some(), action.unset, action.raise.is_some(), action.lower.is_some(), action.multiply.is_some()];
+                let ops = [
+                    action.set.is_some(),
+                    action.unset,
+                    action.raise.is_some(),
+                    action.lower.is_some(),
+                    action.multiply.is_some(),
+                ];
                 if ops.iter().filter(|b| **b).count() != 1 {
                     return Err(at(format!(
                         "action on `{}` must set exactly one of set, unset, raise, lower, multiply",
@@ -392,7 +397,10 @@ impl KnowledgeBase {
                         .is_some_and(|k| matches!(k.domain, crate::Domain::Switch))
                 });
                 if action.unset && switch {
-                    return Err(at(format!("`{}` is a switch: turn it off with `set: false`, not `unset`", action.knob)));
+                    return Err(at(format!(
+                        "`{}` is a switch: turn it off with `set: false`, not `unset`",
+                        action.knob
+                    )));
                 }
                 if let Some(v) = &action.set
                     && scalar_text(v).is_none()

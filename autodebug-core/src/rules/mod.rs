@@ -22,9 +22,9 @@ pub mod kb;
 mod planner;
 
 pub use analyzer::{RuleAnalyzer, not_applied_flag};
+pub(crate) use eval::same_setting;
 pub use kb::{Action, ApplyMode, Condition, KnowledgeBase, Op, Rule, Step};
 pub use planner::{RulePlanner, ignored_flags};
-pub(crate) use eval::same_setting;
 
 /// Rule ids, shared by the analyzer (which raises them) and the planner (which acts on them).
 pub mod rule {
@@ -168,8 +168,7 @@ mod tests {
         let spec = spec_with_tp("2");
         let history = History::default();
         let analyze = |text: &str| {
-            let logs: Vec<LogLine> =
-                text.lines().map(|l| LogLine { time_ns: 0, text: l.to_string() }).collect();
+            let logs: Vec<LogLine> = text.lines().map(|l| LogLine { time_ns: 0, text: l.to_string() }).collect();
             let spec = spec.clone();
             async move {
                 let evidence =
@@ -178,7 +177,8 @@ mod tests {
             }
         };
         let objective = Objective::minimize("e2e.mean");
-        let empty_pool = analyze("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.").await;
+        let empty_pool =
+            analyze("RuntimeError: Not enough memory. Please try to increase --mem-fraction-static.").await;
         assert!(empty_pool.findings.iter().any(|f| f.rule == rule::STARTUP_OOM), "{:?}", empty_pool.findings);
         let next = plan(&history, &empty_pool, &spec, &objective).await;
         let tp = next.changes.iter().find(|c| c.knob == "--tp-size").expect("TP is raised");

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::{
-    BlamedSetting, Change, Domain, Finding, History, LaunchFlags, Plan, PlanInput, Planner, Result, SearchSpace, ServiceSpec, Signal,
+    BlamedSetting, Change, Domain, Finding, History, LaunchFlags, Plan, PlanInput, Planner, Result, SearchSpace,
+    ServiceSpec, Signal,
 };
 
 use super::analyzer::{evaluate, not_applied_flag};

@@ -16,10 +16,7 @@ pub struct Confirmation {
 
 impl Default for Confirmation {
     fn default() -> Self {
-        Confirmation {
-            trials: 3,
-            patience: 6,
-        }
+        Confirmation { trials: 3, patience: 6 }
     }
 }
 
@@ -50,11 +47,7 @@ pub fn verdict_note(
     let improvement = objective.improvement_pct(bv, cv);
     let spread = |o: &Observation| {
         let sd = std_dev(&o.values);
-        if o.values.len() > 1 {
-            format!(" ± {}", format_number(sd))
-        } else {
-            String::new()
-        }
+        if o.values.len() > 1 { format!(" ± {}", format_number(sd)) } else { String::new() }
     };
     let facts = format!(
         "champion [{}] {} = {}{} over {} trial(s) vs baseline {}{} over {} trial(s): {:+.1}% (noise {}%)",
@@ -70,12 +63,9 @@ pub fn verdict_note(
         format_number(objective.noise_pct),
     );
     if champ == baseline {
-        return Some(format!(
-            "DRAFT: nothing has beaten the baseline outside the noise yet; {facts}"
-        ));
+        return Some(format!("DRAFT: nothing has beaten the baseline outside the noise yet; {facts}"));
     }
-    let outside_noise =
-        improvement > objective.noise_pct && matches!(c.outcome, Outcome::Feasible { .. });
+    let outside_noise = improvement > objective.noise_pct && matches!(c.outcome, Outcome::Feasible { .. });
     if c.values.len() >= needed_trials && outside_noise {
         Some(format!("VERDICT: {facts}"))
     } else {

@@ -34,10 +34,8 @@ impl Planner for GridPlanner {
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
         let tune = tune_space(self.space.as_ref(), &input);
-        let tried: Vec<_> = observe(input.history, input.objective, input.space, &tune)
-            .into_iter()
-            .filter_map(|o| o.config)
-            .collect();
+        let tried: Vec<_> =
+            observe(input.history, input.objective, input.space, &tune).into_iter().filter_map(|o| o.config).collect();
         for (index, config) in tune.enumerate().enumerate() {
             if tried.contains(&config) {
                 continue;
@@ -48,25 +46,9 @@ impl Planner for GridPlanner {
             if input.history.tried(&spec) {
                 continue;
             }
-            let reason = format!(
-                "grid point {} of {}: {}",
-                index + 1,
-                tune.size(),
-                tune.describe(&config)
-            );
-            return Ok(plan_to(
-                self.name(),
-                &input,
-                spec,
-                rule::GRID,
-                &reason,
-                Vec::new(),
-            ));
+            let reason = format!("grid point {} of {}: {}", index + 1, tune.size(), tune.describe(&config));
+            return Ok(plan_to(self.name(), &input, spec, rule::GRID, &reason, Vec::new()));
         }
-        Ok(exhausted(
-            self.name(),
-            &input,
-            "every grid point has been measured".into(),
-        ))
+        Ok(exhausted(self.name(), &input, "every grid point has been measured".into()))
     }
 }

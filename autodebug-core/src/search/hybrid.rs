@@ -1,12 +1,4 @@
-//! The default planner: expert rules while they fire, then Bayesian search, then confirmation.
-//!
-//! Rules are cheap, explainable, and usually right about the first big moves (a scheduler that
-//! dominates the step, a cache the scheduler ignores), so they go first. Once they stop firing
-//! (only the rule planner's one-knob exploration is left) or have had their turns, the TPE search
-//! takes over, warm-started by everything the rules measured. The search itself re-runs its best
-//! configuration once it stops finding better ones, and every plan states whether the champion is
-//! a DRAFT or a VERDICT (at least the confirmation's trials, and better than the baseline by
-//! more than the objective's noise margin).
+//! The default planner, [`HybridPlanner`].
 
 use async_trait::async_trait;
 
@@ -22,7 +14,15 @@ use super::{TuneSpace, exhausted, plan_to, rule, tune_space};
 const RULES_PHASE: &str = "hybrid phase: rules";
 const SEARCH_PHASE: &str = "hybrid phase: Bayesian search";
 
-/// Rules, then TPE, then confirmation; see the [module docs](self).
+/// The default planner: expert rules while they fire, then Bayesian search, then confirmation.
+///
+/// Rules are cheap, explainable, and usually right about the first big moves (a scheduler that
+/// dominates the step, a cache the scheduler ignores), so they go first. Once they stop firing
+/// (only the rule planner's one-knob exploration is left) or have had their turns, the TPE search
+/// takes over, warm-started by everything the rules measured. The search itself re-runs its best
+/// configuration once it stops finding better ones, and every plan states whether the champion is
+/// a DRAFT or a VERDICT (at least the confirmation's trials, and better than the baseline by
+/// more than the objective's noise margin).
 pub struct HybridPlanner {
     rules: Box<dyn Planner>,
     bayes: BayesPlanner,
@@ -92,9 +92,8 @@ impl HybridPlanner {
             None => input.space,
         };
         let mut plan = self.rules.plan(PlanInput { space, ..*input }).await.ok()?;
-        let fired = !plan.exhausted
-            && !plan.changes.is_empty()
-            && plan.changes.iter().all(|c| c.rule != rules_rule::EXPLORE);
+        let fired =
+            !plan.exhausted && !plan.changes.is_empty() && plan.changes.iter().all(|c| c.rule != rules_rule::EXPLORE);
         // A rule names a value from the catalog; the search space has its own ladder. Move the
         // proposal to the ladder's nearest levels (a categorical value not on it drops the
         // proposal), so the rule phase searches the same space as the search phase.
@@ -111,8 +110,7 @@ impl HybridPlanner {
                 plan.next = snapped;
             }
         }
-        (fired && !input.history.tried(&plan.next) && input.space.validate(&plan.next).is_ok())
-            .then_some(plan)
+        (fired && !input.history.tried(&plan.next) && input.space.validate(&plan.next).is_ok()).then_some(plan)
     }
 }
 
@@ -126,28 +124,12 @@ impl Planner for HybridPlanner {
         let tune = tune_space(self.space.as_ref(), &input);
         let observations = observe(input.history, input.objective, input.space, &tune);
         let describe = |o: &super::Observation| {
-            o.config
-                .as_ref()
-                .map(|c| tune.describe(c))
-                .unwrap_or_else(|| o.flags.to_command_line())
+            o.config.as_ref().map(|c| tune.describe(c)).unwrap_or_else(|| o.flags.to_command_line())
         };
-        let verdict = verdict_note(
-            &observations,
-            input.objective,
-            self.bayes.confirmation().trials,
-            describe,
-        );
-        let planned = input
-            .history
-            .iterations
-            .iter()
-            .filter_map(|i| i.plan.as_ref());
-        let searching = planned
-            .clone()
-            .any(|p| p.notes.iter().any(|n| n == SEARCH_PHASE));
-        let rule_steps = planned
-            .filter(|p| p.notes.iter().any(|n| n == RULES_PHASE))
-            .count();
+        let verdict = verdict_note(&observations, input.objective, self.bayes.confirmation().trials, describe);
+        let planned = input.history.iterations.iter().filter_map(|i| i.plan.as_ref());
+        let searching = planned.clone().any(|p| p.notes.iter().any(|n| n == SEARCH_PHASE));
+        let rule_steps = planned.filter(|p| p.notes.iter().any(|n| n == RULES_PHASE)).count();
 
         if !searching
             && rule_steps < self.max_rule_steps
@@ -197,11 +179,7 @@ impl Planner for HybridPlanner {
                         plan_to(self.name(), &input, next, rule::CONFIRM, &reason, notes)
                     }
                     None => {
-                        let mut plan = exhausted(
-                            self.name(),
-                            &input,
-                            "rules, search and confirmation are done".into(),
-                        );
+                        let mut plan = exhausted(self.name(), &input, "rules, search and confirmation are done".into());
                         plan.notes.splice(0..0, notes);
                         plan
                     }

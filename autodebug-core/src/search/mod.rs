@@ -31,17 +31,16 @@ mod hybrid;
 mod oat;
 mod observe;
 mod random;
-mod rng;
 mod space;
 mod tpe;
 
+pub use crate::rng::SplitMix64;
 pub use confirm::{Confirmation, verdict_note};
 pub use grid::GridPlanner;
 pub use hybrid::HybridPlanner;
 pub use oat::OneKnobPlanner;
 pub use observe::{Observation, Outcome, best, champion, observe};
 pub use random::RandomPlanner;
-pub use rng::SplitMix64;
 pub use space::{Config, Dimension, TuneSpace};
 pub use tpe::{BayesPlanner, Proposal};
 
@@ -59,24 +58,12 @@ pub mod rule {
 
 /// The tuned space: the planner's own, or one derived from the catalog the loop passes in.
 fn tune_space(own: Option<&TuneSpace>, input: &PlanInput<'_>) -> TuneSpace {
-    own.cloned()
-        .unwrap_or_else(|| TuneSpace::from_space(input.space, input.current))
+    own.cloned().unwrap_or_else(|| TuneSpace::from_space(input.space, input.current))
 }
 
 /// One change per knob whose effective value differs between `from` and `to`.
-fn diff(
-    space: &SearchSpace,
-    from: &ServiceSpec,
-    to: &ServiceSpec,
-    rule: &str,
-    reason: &str,
-) -> Vec<Change> {
-    let mut flags: Vec<&str> = from
-        .flags
-        .iter()
-        .map(|(f, _)| f)
-        .chain(to.flags.iter().map(|(f, _)| f))
-        .collect();
+fn diff(space: &SearchSpace, from: &ServiceSpec, to: &ServiceSpec, rule: &str, reason: &str) -> Vec<Change> {
+    let mut flags: Vec<&str> = from.flags.iter().map(|(f, _)| f).chain(to.flags.iter().map(|(f, _)| f)).collect();
     flags.dedup();
     let mut seen = std::collections::BTreeSet::new();
     let mut out = Vec::new();
@@ -87,15 +74,10 @@ fn diff(
             continue;
         }
         let (a, b) = if space.knob(flag).is_some() {
-            (
-                space.effective(&from.flags, flag),
-                space.effective(&to.flags, flag),
-            )
+            (space.effective(&from.flags, flag), space.effective(&to.flags, flag))
         } else {
             (
-                from.flags
-                    .get(flag)
-                    .map(|v| v.unwrap_or("true").to_string()),
+                from.flags.get(flag).map(|v| v.unwrap_or("true").to_string()),
                 to.flags.get(flag).map(|v| v.unwrap_or("true").to_string()),
             )
         };
@@ -123,13 +105,7 @@ fn plan_to(
     notes: Vec<String>,
 ) -> Plan {
     let changes = diff(input.space, input.current, &next, rule, reason);
-    Plan {
-        planner: planner.to_string(),
-        changes,
-        next,
-        exhausted: false,
-        notes,
-    }
+    Plan { planner: planner.to_string(), changes, next, exhausted: false, notes }
 }
 
 /// The plan of a planner with nothing left to try.

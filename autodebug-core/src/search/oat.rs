@@ -34,10 +34,7 @@ impl Planner for OneKnobPlanner {
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
         let tune = tune_space(self.space.as_ref(), &input);
         let observations = observe(input.history, input.objective, input.space, &tune);
-        let tried: Vec<_> = observations
-            .iter()
-            .filter_map(|o| o.config.clone())
-            .collect();
+        let tried: Vec<_> = observations.iter().filter_map(|o| o.config.clone()).collect();
         let start = champion(&observations, input.objective)
             .and_then(|c| observations[c].config.clone())
             .or_else(|| tune.encode(input.space, &input.current.flags))
@@ -64,20 +61,9 @@ impl Planner for OneKnobPlanner {
                     dim.flag,
                     dim.levels[level].as_deref().unwrap_or("default")
                 );
-                return Ok(plan_to(
-                    self.name(),
-                    &input,
-                    spec,
-                    rule::ONE_KNOB,
-                    &reason,
-                    Vec::new(),
-                ));
+                return Ok(plan_to(self.name(), &input, spec, rule::ONE_KNOB, &reason, Vec::new()));
             }
         }
-        Ok(exhausted(
-            self.name(),
-            &input,
-            "every single-knob move from the champion has been measured".into(),
-        ))
+        Ok(exhausted(self.name(), &input, "every single-knob move from the champion has been measured".into()))
     }
 }

@@ -68,27 +68,16 @@ pub fn loss(objective: &Objective, value: f64) -> f64 {
 }
 
 /// Groups the history by configuration (flags and resources), in order of first trial.
-pub fn observe(
-    history: &History,
-    objective: &Objective,
-    space: &SearchSpace,
-    tune: &TuneSpace,
-) -> Vec<Observation> {
+pub fn observe(history: &History, objective: &Objective, space: &SearchSpace, tune: &TuneSpace) -> Vec<Observation> {
     let mut out: Vec<Observation> = Vec::new();
     let mut sums: Vec<(BTreeMap<String, f64>, usize)> = Vec::new();
     for (index, it) in history.iterations.iter().enumerate() {
         let ran = it.status == IterationStatus::Ok;
-        let failed = matches!(
-            it.status,
-            IterationStatus::DeployFailed | IterationStatus::BenchFailed
-        );
+        let failed = matches!(it.status, IterationStatus::DeployFailed | IterationStatus::BenchFailed);
         if !ran && !failed {
             continue;
         }
-        let slot = match out
-            .iter()
-            .position(|o| o.flags == it.spec.flags && o.resources == it.spec.resources)
-        {
+        let slot = match out.iter().position(|o| o.flags == it.spec.flags && o.resources == it.spec.resources) {
             Some(i) => i,
             None => {
                 out.push(Observation {
@@ -125,12 +114,8 @@ pub fn observe(
         }
         obs.metrics = sum.into_iter().map(|(k, v)| (k, v / n as f64)).collect();
         obs.outcome = match objective.value(&obs.metrics) {
-            Some(v) if objective.is_feasible(&obs.metrics) => Outcome::Feasible {
-                loss: loss(objective, v),
-            },
-            _ => Outcome::Infeasible {
-                violation: violation(objective, &obs.metrics),
-            },
+            Some(v) if objective.is_feasible(&obs.metrics) => Outcome::Feasible { loss: loss(objective, v) },
+            _ => Outcome::Infeasible { violation: violation(objective, &obs.metrics) },
         };
     }
     out

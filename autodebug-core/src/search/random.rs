@@ -2,10 +2,10 @@
 
 use async_trait::async_trait;
 
+use crate::rng::SplitMix64;
 use crate::{Plan, PlanInput, Planner, Result};
 
 use super::observe::observe;
-use super::rng::SplitMix64;
 use super::{TuneSpace, exhausted, plan_to, rule, tune_space};
 
 /// Draws configurations uniformly (per knob) among those not yet measured; reproducible from
@@ -38,13 +38,10 @@ impl Planner for RandomPlanner {
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
         let tune = tune_space(self.space.as_ref(), &input);
-        let tried: Vec<_> = observe(input.history, input.objective, input.space, &tune)
-            .into_iter()
-            .filter_map(|o| o.config)
-            .collect();
+        let tried: Vec<_> =
+            observe(input.history, input.objective, input.space, &tune).into_iter().filter_map(|o| o.config).collect();
         let mut rng = SplitMix64::for_step(self.seed, input.history.iterations.len(), 0x7261_6E64);
-        let draws = (0..DRAWS)
-            .map(|_| tune.canonical(tune.dims.iter().map(|d| rng.below(d.len())).collect()));
+        let draws = (0..DRAWS).map(|_| tune.canonical(tune.dims.iter().map(|d| rng.below(d.len())).collect()));
         for config in draws.chain(tune.enumerate()) {
             if tried.contains(&config) {
                 continue;
@@ -56,19 +53,8 @@ impl Planner for RandomPlanner {
                 continue;
             }
             let reason = format!("random draw: {}", tune.describe(&config));
-            return Ok(plan_to(
-                self.name(),
-                &input,
-                spec,
-                rule::RANDOM,
-                &reason,
-                Vec::new(),
-            ));
+            return Ok(plan_to(self.name(), &input, spec, rule::RANDOM, &reason, Vec::new()));
         }
-        Ok(exhausted(
-            self.name(),
-            &input,
-            "every configuration of the searched space has been measured".into(),
-        ))
+        Ok(exhausted(self.name(), &input, "every configuration of the searched space has been measured".into()))
     }
 }

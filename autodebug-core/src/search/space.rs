@@ -31,13 +31,13 @@ impl Dimension {
     pub fn new(space: &SearchSpace, flag: &str, levels: &[&str]) -> Result<Self> {
         let knob = space.knob(flag).ok_or_else(|| Error::Knob {
             knob: flag.to_string(),
-            message: format!("is not a known {} flag in autodebug's catalog; pick one from `SearchSpace::for_engine`", space.engine),
+            message: format!(
+                "is not a known {} flag in autodebug's catalog; pick one from `SearchSpace::for_engine`",
+                space.engine
+            ),
         })?;
         if levels.is_empty() {
-            return Err(Error::Knob {
-                knob: flag.to_string(),
-                message: "needs at least one level to search".into(),
-            });
+            return Err(Error::Knob { knob: flag.to_string(), message: "needs at least one level to search".into() });
         }
         let mut out: Vec<Option<String>> = Vec::new();
         for level in levels {
@@ -55,12 +55,7 @@ impl Dimension {
             }
         }
         let ordinal = matches!(knob.domain, Domain::Int { .. } | Domain::Float { .. });
-        let mut dim = Dimension {
-            flag: flag.to_string(),
-            levels: out,
-            ordinal,
-            requires: knob.requires.clone(),
-        };
+        let mut dim = Dimension { flag: flag.to_string(), levels: out, ordinal, requires: knob.requires.clone() };
         dim.normalize();
         Ok(dim)
     }
@@ -72,11 +67,8 @@ impl Dimension {
             self.levels.insert(0, None);
         }
         if self.ordinal {
-            let key = |v: &Option<String>| {
-                v.as_deref()
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .unwrap_or(f64::NEG_INFINITY)
-            };
+            let key =
+                |v: &Option<String>| v.as_deref().and_then(|t| t.parse::<f64>().ok()).unwrap_or(f64::NEG_INFINITY);
             self.levels.sort_by(|a, b| key(a).total_cmp(&key(b)));
         } else if let Some(pos) = self.levels.iter().position(Option::is_none) {
             let unset = self.levels.remove(pos);
@@ -105,11 +97,7 @@ impl Dimension {
         self.levels
             .iter()
             .enumerate()
-            .filter_map(|(i, l)| {
-                l.as_deref()
-                    .and_then(|t| t.parse::<f64>().ok())
-                    .map(|v| (i, (v - x).abs()))
-            })
+            .filter_map(|(i, l)| l.as_deref().and_then(|t| t.parse::<f64>().ok()).map(|v| (i, (v - x).abs())))
             .min_by(|a, b| a.1.total_cmp(&b.1))
             .map(|(i, _)| i)
     }
@@ -150,9 +138,7 @@ impl TuneSpace {
                     levels.extend(
                         knob.candidates
                             .iter()
-                            .filter(|c| {
-                                !tp || c.parse::<i64>().ok().zip(gpus).is_none_or(|(n, g)| n <= g)
-                            })
+                            .filter(|c| !tp || c.parse::<i64>().ok().zip(gpus).is_none_or(|(n, g)| n <= g))
                             .cloned(),
                     );
                     if let Some(d) = &knob.default {
@@ -168,23 +154,14 @@ impl TuneSpace {
             }
         }
         let searched: BTreeSet<String> = dims.iter().map(|d| d.flag.clone()).collect();
-        dims.retain(|d| {
-            d.requires
-                .as_ref()
-                .is_none_or(|(parent, _)| searched.contains(parent))
-        });
+        dims.retain(|d| d.requires.as_ref().is_none_or(|(parent, _)| searched.contains(parent)));
         TuneSpace { dims }
     }
 
     /// Number of distinct configurations (inactive conditional knobs counted once).
     pub fn size(&self) -> u128 {
         let child_of = |d: &Dimension| {
-            d.requires.as_ref().and_then(|(p, v)| {
-                self.dims
-                    .iter()
-                    .position(|x| &x.flag == p)
-                    .map(|p| (p, v.clone()))
-            })
+            d.requires.as_ref().and_then(|(p, v)| self.dims.iter().position(|x| &x.flag == p).map(|p| (p, v.clone())))
         };
         let mut total: u128 = 1;
         for (p, parent) in self.dims.iter().enumerate() {
@@ -198,11 +175,7 @@ impl TuneSpace {
                 .map(|level| {
                     self.dims
                         .iter()
-                        .filter(|c| {
-                            child_of(c).is_some_and(|(cp, v)| {
-                                cp == p && level.as_deref() == Some(v.as_str())
-                            })
-                        })
+                        .filter(|c| child_of(c).is_some_and(|(cp, v)| cp == p && level.as_deref() == Some(v.as_str())))
                         .map(|c| c.len() as u128)
                         .product::<u128>()
                 })
@@ -218,13 +191,7 @@ impl TuneSpace {
             return true;
         };
         match self.dims.iter().position(|p| &p.flag == parent) {
-            Some(p) => {
-                self.dims[p]
-                    .levels
-                    .get(config[p])
-                    .and_then(|l| l.as_deref())
-                    == Some(value.as_str())
-            }
+            Some(p) => self.dims[p].levels.get(config[p]).and_then(|l| l.as_deref()) == Some(value.as_str()),
             None => false,
         }
     }
@@ -233,11 +200,7 @@ impl TuneSpace {
     pub fn canonical(&self, mut config: Config) -> Config {
         for d in 0..self.dims.len() {
             if !self.is_active(&config, d) {
-                config[d] = self.dims[d]
-                    .levels
-                    .iter()
-                    .position(Option::is_none)
-                    .unwrap_or(0);
+                config[d] = self.dims[d].levels.iter().position(Option::is_none).unwrap_or(0);
             }
         }
         config
@@ -246,11 +209,7 @@ impl TuneSpace {
     /// Every canonical configuration, in mixed-radix order (the first knob varies slowest).
     pub fn enumerate(&self) -> impl Iterator<Item = Config> + '_ {
         let radix: Vec<usize> = self.dims.iter().map(|d| d.len().max(1)).collect();
-        let mut next = if radix.is_empty() {
-            None
-        } else {
-            Some(vec![0usize; radix.len()])
-        };
+        let mut next = if radix.is_empty() { None } else { Some(vec![0usize; radix.len()]) };
         std::iter::from_fn(move || {
             loop {
                 let current = next.clone()?;
@@ -276,12 +235,7 @@ impl TuneSpace {
 
     /// The flags of `base` with every tuned knob set to its level in `config`, checked against
     /// the catalog.
-    pub fn to_flags(
-        &self,
-        space: &SearchSpace,
-        base: &LaunchFlags,
-        config: &[usize],
-    ) -> Result<LaunchFlags> {
+    pub fn to_flags(&self, space: &SearchSpace, base: &LaunchFlags, config: &[usize]) -> Result<LaunchFlags> {
         let mut flags = base.clone();
         for (d, dim) in self.dims.iter().enumerate() {
             let level = dim.levels.get(config[d]).ok_or_else(|| Error::Knob {
@@ -289,9 +243,7 @@ impl TuneSpace {
                 message: format!("level {} is outside its {} levels", config[d], dim.len()),
             })?;
             match (space.knob(&dim.flag).map(|k| &k.domain), level.as_deref()) {
-                (Some(Domain::Switch), None) => {
-                    space.apply(&mut flags, &dim.flag, Some("false"))?
-                }
+                (Some(Domain::Switch), None) => space.apply(&mut flags, &dim.flag, Some("false"))?,
                 (_, value) => space.apply(&mut flags, &dim.flag, value)?,
             }
         }
@@ -300,17 +252,9 @@ impl TuneSpace {
     }
 
     /// The spec `base` with `config` applied (name, model, resources and untuned flags kept).
-    pub fn to_spec(
-        &self,
-        space: &SearchSpace,
-        base: &ServiceSpec,
-        config: &[usize],
-    ) -> Result<ServiceSpec> {
+    pub fn to_spec(&self, space: &SearchSpace, base: &ServiceSpec, config: &[usize]) -> Result<ServiceSpec> {
         let flags = self.to_flags(space, &base.flags, config)?;
-        let spec = ServiceSpec {
-            flags,
-            ..base.clone()
-        };
+        let spec = ServiceSpec { flags, ..base.clone() };
         space.validate(&spec)?;
         Ok(spec)
     }
@@ -323,20 +267,13 @@ impl TuneSpace {
             // An unset flag is at its level "unset" if the ladder has one, else at the default's.
             let raw = flags.get(&dim.flag).map(|v| v.map(str::to_string));
             let level = match raw {
-                Some(value)
-                    if !matches!(
-                        space.knob(&dim.flag).map(|k| &k.domain),
-                        Some(Domain::Switch)
-                    ) =>
-                {
+                Some(value) if !matches!(space.knob(&dim.flag).map(|k| &k.domain), Some(Domain::Switch)) => {
                     dim.level_of(value.as_deref())?
                 }
                 _ => {
                     let effective = space.effective(flags, &dim.flag);
                     match raw {
-                        None => dim
-                            .level_of(None)
-                            .or_else(|| dim.level_of(effective.as_deref()))?,
+                        None => dim.level_of(None).or_else(|| dim.level_of(effective.as_deref()))?,
                         Some(_) => dim.level_of(effective.as_deref())?,
                     }
                 }
@@ -361,11 +298,7 @@ impl TuneSpace {
             .enumerate()
             .filter(|(d, _)| self.is_active(config, *d))
             .map(|(_, (dim, l))| {
-                format!(
-                    "{}={}",
-                    dim.flag.trim_start_matches('-'),
-                    dim.levels[*l].as_deref().unwrap_or("default")
-                )
+                format!("{}={}", dim.flag.trim_start_matches('-'), dim.levels[*l].as_deref().unwrap_or("default"))
             })
             .collect::<Vec<_>>()
             .join(" ")

@@ -1,27 +1,12 @@
-//! A constrained, failure-aware Tree-structured Parzen Estimator written for knob search.
-//!
-//! Configurations that ran are ranked (feasible by loss, then infeasible by how far they break
-//! the constraints); the best `gamma` share forms the "good" density l(x), the rest the "bad"
-//! density g(x), each a Parzen mixture over level indices (Gaussian kernels on numeric ladders,
-//! sticky kernels on categories) plus a uniform prior. Candidates are drawn from l(x) and scored
-//! by l(x)/g(x). Two proposals in three instead refine the incumbent: among its one-step
-//! neighbours (one knob changed; numeric knobs to an adjacent level), the one whose per-knob
-//! l/g marginals are best, with a bonus for levels no measured configuration has tried.
-//! Configurations that never ran (startup OOM, crash) are not scored as zero: they
-//! train a separate failure classifier — per knob and level, the smoothed share of measured
-//! configurations that failed — and each candidate's score is weighted by its odds of starting
-//! at all; one more likely to fail than to start is proposed only when nothing else is left.
-//! Constraint-breaking runs, by contrast, land in g(x): they ran, so they say where the
-//! objective is poor. A batch is proposed with a pessimistic "liar": each pick joins g(x) before
-//! the next is chosen, so the batch spreads out.
+//! The Bayesian search planner, [`BayesPlanner`].
 
 use async_trait::async_trait;
 
+use crate::rng::SplitMix64;
 use crate::{Error, Plan, PlanInput, Planner, Result, ServiceSpec};
 
 use super::confirm::{Confirmation, verdict_note};
 use super::observe::{Outcome, observe};
-use super::rng::SplitMix64;
 use super::space::{Config, TuneSpace};
 use super::{exhausted, plan_to, rule, tune_space};
 
@@ -62,7 +47,23 @@ pub struct Proposal {
     pub reason: String,
 }
 
-/// Constrained TPE; see the [module docs](self). Deterministic given its seed and the history.
+/// A constrained, failure-aware Tree-structured Parzen Estimator written for knob search,
+/// deterministic given its seed and the history.
+///
+/// Configurations that ran are ranked (feasible by loss, then infeasible by how far they break
+/// the constraints); the best `gamma` share forms the "good" density l(x), the rest the "bad"
+/// density g(x), each a Parzen mixture over level indices (Gaussian kernels on numeric ladders,
+/// sticky kernels on categories) plus a uniform prior. Candidates are drawn from l(x) and scored
+/// by l(x)/g(x). Two proposals in three instead refine the incumbent: among its one-step
+/// neighbours (one knob changed; numeric knobs to an adjacent level), the one whose per-knob
+/// l/g marginals are best, with a bonus for levels no measured configuration has tried.
+/// Configurations that never ran (startup OOM, crash) are not scored as zero: they
+/// train a separate failure classifier — per knob and level, the smoothed share of measured
+/// configurations that failed — and each candidate's score is weighted by its odds of starting
+/// at all; one more likely to fail than to start is proposed only when nothing else is left.
+/// Constraint-breaking runs, by contrast, land in g(x): they ran, so they say where the
+/// objective is poor. A batch is proposed with a pessimistic "liar": each pick joins g(x) before
+/// the next is chosen, so the batch spreads out.
 #[derive(Debug, Clone)]
 pub struct BayesPlanner {
     seed: u64,
@@ -125,21 +126,14 @@ impl BayesPlanner {
         }
         let history = input.history;
         let observations = observe(history, input.objective, input.space, &tune);
-        let evaluations = history
-            .iterations
-            .iter()
-            .filter(|i| i.is_ok() || i.status == crate::IterationStatus::DeployFailed)
-            .count();
+        let evaluations =
+            history.iterations.iter().filter(|i| i.is_ok() || i.status == crate::IterationStatus::DeployFailed).count();
         let mut rng = SplitMix64::for_step(self.seed, history.iterations.len(), 0x7470_6562);
         let mut out = Vec::new();
 
         if let Some(b) = self.confirmation.due(&observations, evaluations) {
             let o = &observations[b];
-            let spec = ServiceSpec {
-                flags: o.flags.clone(),
-                resources: o.resources.clone(),
-                ..input.current.clone()
-            };
+            let spec = ServiceSpec { flags: o.flags.clone(), resources: o.resources.clone(), ..input.current.clone() };
             if input.space.validate(&spec).is_ok() {
                 out.push(Proposal {
                     config: o.config.clone().unwrap_or_default(),
@@ -180,15 +174,9 @@ impl BayesPlanner {
         // cost nothing here and may pay off together with a next one.
         ranked.reverse();
         ranked.sort_by(|a, b| b.2.cmp(&a.2).then(a.1.total_cmp(&b.1)));
-        let failed: Vec<Config> = observations
-            .iter()
-            .filter(|o| o.outcome == Outcome::Failed)
-            .filter_map(|o| o.config.clone())
-            .collect();
-        let tried: Vec<Config> = observations
-            .iter()
-            .filter_map(|o| o.config.clone())
-            .collect();
+        let failed: Vec<Config> =
+            observations.iter().filter(|o| o.outcome == Outcome::Failed).filter_map(|o| o.config.clone()).collect();
+        let tried: Vec<Config> = observations.iter().filter_map(|o| o.config.clone()).collect();
         let mut pending: Vec<Config> = Vec::new();
 
         while out.len() < k {
@@ -199,11 +187,10 @@ impl BayesPlanner {
             };
             let measured = ranked.len() + failed.len();
             let pick = if measured < self.startup || ranked.len() < 2 {
-                self.space_filling(&tune, &mut rng, &tried, &pending, &usable)
-                    .map(|(c, s)| (c, s, rule::STARTUP))
+                self.space_filling(&tune, &mut rng, &tried, &pending, &usable).map(|(c, s)| (c, s, rule::STARTUP))
             } else {
-                let (incumbent, previous, first) = exploit_from(&observations, input.objective)
-                    .unwrap_or_else(|| (ranked[0].0.clone(), None, 0));
+                let (incumbent, previous, first) =
+                    exploit_from(&observations, input.objective).unwrap_or_else(|| (ranked[0].0.clone(), None, 0));
                 // The incumbent came from a jump of several knobs that the search drew: undoing
                 // each change tells which ones the gain needed (an ablation), and a hitchhiking
                 // change that costs a little is the likeliest next gain. A rule's changes come
@@ -212,23 +199,13 @@ impl BayesPlanner {
                     .checked_sub(1)
                     .and_then(|i| history.iterations.get(i))
                     .and_then(|i| i.plan.as_ref())
-                    .is_some_and(|p| {
-                        !p.changes.is_empty()
-                            && p.changes.iter().all(|c| c.rule.starts_with("search."))
-                    });
+                    .is_some_and(|p| !p.changes.is_empty() && p.changes.iter().all(|c| c.rule.starts_with("search.")));
                 let jumped: Vec<(usize, usize)> = previous
                     .filter(|_| searched)
                     .filter(|p| p.iter().zip(&incumbent).filter(|(a, b)| a != b).count() >= 2)
-                    .map(|p| {
-                        p.iter()
-                            .enumerate()
-                            .filter(|(d, l)| incumbent[*d] != **l)
-                            .map(|(d, l)| (d, *l))
-                            .collect()
-                    })
+                    .map(|p| p.iter().enumerate().filter(|(d, l)| incumbent[*d] != **l).map(|(d, l)| (d, *l)).collect())
                     .unwrap_or_default();
-                let n_good =
-                    ((ranked.len() as f64 * self.gamma).ceil() as usize).clamp(1, ranked.len() - 1);
+                let n_good = ((ranked.len() as f64 * self.gamma).ceil() as usize).clamp(1, ranked.len() - 1);
                 let good: Vec<Config> = ranked[..n_good].iter().map(|r| r.0.clone()).collect();
                 let mut bad: Vec<Config> = ranked[n_good..].iter().map(|r| r.0.clone()).collect();
                 bad.extend(pending.iter().cloned());
@@ -238,9 +215,7 @@ impl BayesPlanner {
                 // points favour, free of the joint kernel's pull towards the nearest point.
                 // Knobs interact, so the marginals learn from the incumbent's surroundings when
                 // enough was measured there: a level that hurt far away says little here.
-                let near = |c: &Config| {
-                    c.iter().zip(&incumbent).filter(|(a, b)| a != b).count() <= LOCAL_RADIUS
-                };
+                let near = |c: &Config| c.iter().zip(&incumbent).filter(|(a, b)| a != b).count() <= LOCAL_RADIUS;
                 let (local_good, local_bad): (Vec<Config>, Vec<Config>) = (
                     good.iter().filter(|c| near(c)).cloned().collect(),
                     bad.iter().filter(|c| near(c)).cloned().collect(),
@@ -252,8 +227,8 @@ impl BayesPlanner {
                 };
                 let l_marginal = Parzen::new(&tune, good, false);
                 let g_marginal = Parzen::new(&tune, bad, false);
-                let fail_model = (!failed.is_empty())
-                    .then(|| FailureModel::new(&tune, &failed, ranked.iter().map(|r| &r.0)));
+                let fail_model =
+                    (!failed.is_empty()).then(|| FailureModel::new(&tune, &failed, ranked.iter().map(|r| &r.0)));
                 let fail_penalty = |c: &Config| {
                     let Some(model) = &fail_model else { return 0.0 };
                     let p_fail = model.p_fail(c);
@@ -268,12 +243,7 @@ impl BayesPlanner {
                 let seen = |d: usize, level: usize| {
                     ranked.iter().chain(failed_ranked.iter()).any(|r| {
                         r.0[d] == level
-                            && r.0
-                                .iter()
-                                .zip(&incumbent)
-                                .enumerate()
-                                .filter(|(k, (a, b))| *k != d && a != b)
-                                .count()
+                            && r.0.iter().zip(&incumbent).enumerate().filter(|(k, (a, b))| *k != d && a != b).count()
                                 <= 1
                     })
                 };
@@ -284,29 +254,27 @@ impl BayesPlanner {
                         + NOVELTY_BONUS * novel as f64
                         - INERT_PENALTY * inert.count(&incumbent, c) as f64
                 };
-                let consider = |c: Config,
-                                best: &mut Option<(Config, ServiceSpec, f64)>,
-                                score: &dyn Fn(&Config) -> f64| {
-                    if taken(&c, &pending) || best.as_ref().is_some_and(|b| b.0 == c) {
-                        return;
-                    }
-                    let s = score(&c);
-                    if best.as_ref().is_some_and(|b| b.2 >= s) {
-                        return;
-                    }
-                    if let Some(spec) = usable(&c) {
-                        *best = Some((c, spec, s));
-                    }
-                };
+                let consider =
+                    |c: Config, best: &mut Option<(Config, ServiceSpec, f64)>, score: &dyn Fn(&Config) -> f64| {
+                        if taken(&c, &pending) || best.as_ref().is_some_and(|b| b.0 == c) {
+                            return;
+                        }
+                        let s = score(&c);
+                        if best.as_ref().is_some_and(|b| b.2 >= s) {
+                            return;
+                        }
+                        if let Some(spec) = usable(&c) {
+                            *best = Some((c, spec, s));
+                        }
+                    };
                 // Only points likely to fail: as good as nothing found.
-                let hopeless = |best: &Option<(Config, ServiceSpec, f64)>| {
-                    best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0)
-                };
+                let hopeless =
+                    |best: &Option<(Config, ServiceSpec, f64)>| best.as_ref().is_none_or(|b| b.2 < -GATED / 2.0);
                 let mut best: Option<(Config, ServiceSpec, f64)> = None;
                 // Two proposals in three refine the incumbent: the most promising one-knob move
                 // from the best point. Knob effects are mostly local, so the next better point
                 // is usually one knob away; the third proposal searches the whole space.
-                let exploit = (history.iterations.len() + out.len()) % 3 != 0;
+                let exploit = !(history.iterations.len() + out.len()).is_multiple_of(3);
                 let moves = neighbours(&tune, &incumbent);
                 // Undoing one change of the jump comes first, whatever the turn.
                 for c in moves.iter().filter(|c| jumped.iter().any(|(d, l)| c[*d] == *l)) {
@@ -349,13 +317,7 @@ impl BayesPlanner {
                 )
             };
             pending.push(config.clone());
-            out.push(Proposal {
-                spec,
-                config,
-                confirmation: false,
-                rule,
-                reason,
-            });
+            out.push(Proposal { spec, config, confirmation: false, rule, reason });
         }
         Ok(out)
     }
@@ -447,16 +409,10 @@ impl InertMoves {
         let mut moves = Vec::new();
         for (i, a) in ranked.iter().enumerate() {
             for b in &ranked[i + 1..] {
-                if a.2 != b.2
-                    || (a.1 - b.1).abs() > SAME_VALUE * a.1.abs().max(b.1.abs()).max(1e-12)
-                {
+                if a.2 != b.2 || (a.1 - b.1).abs() > SAME_VALUE * a.1.abs().max(b.1.abs()).max(1e-12) {
                     continue;
                 }
-                let mut differing =
-                    a.0.iter()
-                        .zip(&b.0)
-                        .enumerate()
-                        .filter(|(_, (x, y))| x != y);
+                let mut differing = a.0.iter().zip(&b.0).enumerate().filter(|(_, (x, y))| x != y);
                 if let (Some((d, (x, y))), None) = (differing.next(), differing.next()) {
                     moves.push((d, *x.min(y), *x.max(y)));
                 }
@@ -470,9 +426,7 @@ impl InertMoves {
         from.iter()
             .zip(to)
             .enumerate()
-            .filter(|(d, (x, y))| {
-                x != y && self.moves.contains(&(*d, *(*x).min(*y), *(*x).max(*y)))
-            })
+            .filter(|(d, (x, y))| x != y && self.moves.contains(&(*d, *(*x).min(*y), *(*x).max(*y))))
             .count()
     }
 }
@@ -507,11 +461,7 @@ struct FailureModel {
 
 impl FailureModel {
     fn new<'a>(tune: &TuneSpace, failed: &[Config], ran: impl Iterator<Item = &'a Config>) -> Self {
-        let mut counts: Vec<Vec<(f64, f64)>> = tune
-            .dims
-            .iter()
-            .map(|d| vec![(0.0, 0.0); d.len()])
-            .collect();
+        let mut counts: Vec<Vec<(f64, f64)>> = tune.dims.iter().map(|d| vec![(0.0, 0.0); d.len()]).collect();
         for c in failed {
             for (d, l) in c.iter().enumerate() {
                 counts[d][*l].0 += 1.0;
@@ -525,10 +475,7 @@ impl FailureModel {
             }
         }
         let n_failed = failed.len() as f64;
-        FailureModel {
-            counts,
-            base_rate: n_failed / (n_failed + n_ran).max(1.0),
-        }
+        FailureModel { counts, base_rate: n_failed / (n_failed + n_ran).max(1.0) }
     }
 
     fn p_fail(&self, c: &[usize]) -> f64 {
@@ -567,8 +514,7 @@ impl Parzen {
                                     1.0
                                 } else if dim.ordinal {
                                     // Narrower as evidence accumulates (Scott's rule exponent).
-                                    let sd = ((levels - 1) as f64 * 0.3 / n.powf(0.2))
-                                        .clamp(0.5, levels as f64);
+                                    let sd = ((levels - 1) as f64 * 0.3 / n.powf(0.2)).clamp(0.5, levels as f64);
                                     (-0.5 * ((l as f64 - center as f64) / sd).powi(2)).exp()
                                 } else if l == center {
                                     1.0 - CATEGORICAL_SPREAD
@@ -583,11 +529,7 @@ impl Parzen {
                     .collect()
             })
             .collect();
-        Parzen {
-            points,
-            joint,
-            kernel,
-        }
+        Parzen { points, joint, kernel }
     }
 
     fn density(&self, x: &[usize]) -> f64 {
@@ -595,25 +537,13 @@ impl Parzen {
         let prior = |d: usize| 1.0 / self.kernel[d].len() as f64;
         if self.joint {
             let prior_mass: f64 = (0..x.len()).map(prior).product();
-            let kernels: f64 = self
-                .points
-                .iter()
-                .map(|p| {
-                    (0..x.len())
-                        .map(|d| self.kernel[d][p[d]][x[d]])
-                        .product::<f64>()
-                })
-                .sum();
+            let kernels: f64 =
+                self.points.iter().map(|p| (0..x.len()).map(|d| self.kernel[d][p[d]][x[d]]).product::<f64>()).sum();
             ((PRIOR_WEIGHT * prior_mass + kernels) / (PRIOR_WEIGHT + n)).max(f64::MIN_POSITIVE)
         } else {
             (0..x.len())
                 .map(|d| {
-                    (PRIOR_WEIGHT * prior(d)
-                        + self
-                            .points
-                            .iter()
-                            .map(|p| self.kernel[d][p[d]][x[d]])
-                            .sum::<f64>())
+                    (PRIOR_WEIGHT * prior(d) + self.points.iter().map(|p| self.kernel[d][p[d]][x[d]]).sum::<f64>())
                         / (PRIOR_WEIGHT + n)
                 })
                 .product::<f64>()
@@ -646,19 +576,10 @@ impl Planner for BayesPlanner {
         let tune = tune_space(self.space.as_ref(), &input);
         let observations = observe(input.history, input.objective, input.space, &tune);
         let describe = |o: &super::Observation| {
-            o.config
-                .as_ref()
-                .map(|c| tune.describe(c))
-                .unwrap_or_else(|| o.flags.to_command_line())
+            o.config.as_ref().map(|c| tune.describe(c)).unwrap_or_else(|| o.flags.to_command_line())
         };
-        let notes: Vec<String> = verdict_note(
-            &observations,
-            input.objective,
-            self.confirmation.trials,
-            describe,
-        )
-        .into_iter()
-        .collect();
+        let notes: Vec<String> =
+            verdict_note(&observations, input.objective, self.confirmation.trials, describe).into_iter().collect();
         Ok(match proposals.into_iter().next() {
             Some(p) => {
                 let mut plan = plan_to(self.name(), &input, p.spec, p.rule, &p.reason, notes);
@@ -699,11 +620,7 @@ mod tests {
         assert_eq!(inert.count(&[0, 1, 1], &[2, 1, 1]), 1);
         assert_eq!(inert.count(&[2, 5, 5], &[0, 5, 5]), 1, "either direction");
         assert_eq!(inert.count(&[0, 0, 1], &[0, 1, 1]), 0);
-        assert_eq!(
-            inert.count(&[0, 0, 1], &[1, 0, 1]),
-            0,
-            "a level never paired"
-        );
+        assert_eq!(inert.count(&[0, 0, 1], &[1, 0, 1]), 0, "a level never paired");
         assert_eq!(inert.count(&[0, 0, 0], &[0, 0, 1]), 0);
     }
 }

@@ -65,6 +65,10 @@ pub struct JobSubmission {
     pub error: Option<String>,
     #[serde(default)]
     pub probes: Vec<Probe>,
+    /// When the server last processed the job; for a running job that includes pulling its new
+    /// output from the runner, so lines printed before this instant can be read through the API.
+    #[serde(default)]
+    pub last_processed_at: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -154,10 +158,7 @@ impl Client {
             .connect_timeout(request_timeout.min(Duration::from_secs(10)))
             .build()
             .map_err(|e| {
-                Error::Deploy(format!(
-                    "cannot build an HTTP client for {}: {e}",
-                    connection.url
-                ))
+                Error::infrastructure(format!("cannot build an HTTP client for {}: {e}", connection.url)).caused_by(e)
             })?;
         Ok(Client { http, connection })
     }
@@ -167,24 +168,19 @@ impl Client {
     }
 
     async fn post<T: DeserializeOwned>(&self, url: String, body: &Value) -> Result<T> {
-        let response = self
-            .http
-            .post(&url)
-            .bearer_auth(self.connection.token.expose())
-            .json(body)
-            .send()
-            .await
-            .map_err(|e| {
-                Error::Deploy(format!(
+        let response =
+            self.http.post(&url).bearer_auth(self.connection.token.expose()).json(body).send().await.map_err(|e| {
+                Error::deploy(format!(
                     "cannot reach the dstack server at {url}: {e}; check that `dstack server` runs there (or fix {})",
                     super::connection::env_vars::SERVER_URL
                 ))
+                .caused_by(e)
             })?;
         let status = response.status();
         let text = response
             .text()
             .await
-            .map_err(|e| Error::Deploy(format!("{url}: reading the answer failed: {e}")))?;
+            .map_err(|e| Error::deploy(format!("{url}: reading the answer failed: {e}")).caused_by(e))?;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::config(
                 super::connection::env_vars::TOKEN,
@@ -206,68 +202,64 @@ impl Client {
             ));
         }
         if !status.is_success() {
-            return Err(Error::Deploy(format!(
-                "dstack server {url} answered {status}: {}",
-                error_detail(&text)
-            )));
+            let message = format!("dstack server {url} answered {status}: {}", error_detail(&text));
+            // A 4xx is the server refusing what was asked (a run spec it cannot take); a 5xx may pass.
+            return Err(if status.is_server_error() { Error::deploy(message) } else { Error::rejected(message) });
         }
         // Some calls (`/runs/stop`) answer `null`: `T = Value` takes it as is.
         serde_json::from_str(&text).map_err(|e| {
-            Error::Deploy(format!("dstack server {url} answered something autodebug cannot read ({e}); is it a dstack server?"))
+            Error::infrastructure(format!(
+                "dstack server {url} answered something autodebug cannot read ({e}); is it a dstack server?"
+            ))
+            .caused_by(e)
         })
     }
 
     /// `/api/server/get_info`: the server version.
     pub async fn server_version(&self) -> Result<String> {
-        let info: Value = self
-            .post(
-                format!("{}/api/server/get_info", self.connection.url),
-                &json!({}),
-            )
-            .await?;
-        Ok(info["server_version"]
-            .as_str()
-            .unwrap_or("unknown")
-            .to_string())
+        let info: Value = self.post(format!("{}/api/server/get_info", self.connection.url), &json!({})).await?;
+        Ok(info["server_version"].as_str().unwrap_or("unknown").to_string())
+    }
+
+    /// GET `url` with the connection's token; `Ok(status)` when anything answered. The proxy of a
+    /// service that was just marked running answers 404 "Service ... not found" for a few seconds.
+    pub async fn probe(&self, url: &str) -> Result<u16> {
+        let answer = self
+            .http
+            .get(url)
+            .bearer_auth(self.connection.token.expose())
+            .send()
+            .await
+            .map_err(|e| Error::deploy(format!("{url}: {e}")).caused_by(e))?;
+        Ok(answer.status().as_u16())
+    }
+
+    /// `/fleets/list`: how many fleets the project has.
+    pub async fn fleet_count(&self) -> Result<usize> {
+        let fleets: Vec<Value> = self.post(self.connection.project_url("fleets/list"), &json!({})).await?;
+        Ok(fleets.len())
     }
 
     /// `/runs/get_plan` with `{run_spec: {run_name, configuration}}`.
     pub async fn get_plan(&self, run_spec: &Value) -> Result<RunPlan> {
-        self.post(
-            self.connection.project_url("runs/get_plan"),
-            &json!({ "run_spec": run_spec }),
-        )
-        .await
+        self.post(self.connection.project_url("runs/get_plan"), &json!({ "run_spec": run_spec })).await
     }
 
     /// `/runs/apply` with `{plan: {run_spec, current_resource}, force}`.
-    pub async fn apply(
-        &self,
-        run_spec: &Value,
-        current_resource: &Value,
-        force: bool,
-    ) -> Result<Run> {
+    pub async fn apply(&self, run_spec: &Value, current_resource: &Value, force: bool) -> Result<Run> {
         let body = json!({ "plan": { "run_spec": run_spec, "current_resource": current_resource }, "force": force });
-        self.post(self.connection.project_url("runs/apply"), &body)
-            .await
+        self.post(self.connection.project_url("runs/apply"), &body).await
     }
 
     /// `/runs/get` with `{run_name}`.
     pub async fn get_run(&self, run_name: &str) -> Result<Run> {
-        self.post(
-            self.connection.project_url("runs/get"),
-            &json!({ "run_name": run_name }),
-        )
-        .await
+        self.post(self.connection.project_url("runs/get"), &json!({ "run_name": run_name })).await
     }
 
     /// `/runs/stop` with `{runs_names, abort}`.
     pub async fn stop(&self, run_name: &str, abort: bool) -> Result<()> {
         let _: Value = self
-            .post(
-                self.connection.project_url("runs/stop"),
-                &json!({ "runs_names": [run_name], "abort": abort }),
-            )
+            .post(self.connection.project_url("runs/stop"), &json!({ "runs_names": [run_name], "abort": abort }))
             .await?;
         Ok(())
     }
@@ -288,8 +280,7 @@ impl Client {
             "next_token": next_token,
             "limit": limit,
         });
-        self.post(self.connection.project_url("logs/poll"), &body)
-            .await
+        self.post(self.connection.project_url("logs/poll"), &body).await
     }
 }
 
@@ -303,13 +294,7 @@ mod tests {
             error_detail(r#"{"detail":[{"msg":"Run not found","code":"resource_not_exists"}]}"#),
             "Run not found (resource_not_exists)"
         );
-        assert_eq!(
-            error_detail(r#"{"detail":{"msg":"Invalid token","code":null}}"#),
-            "Invalid token"
-        );
-        assert_eq!(
-            error_detail("Internal Server Error"),
-            "Internal Server Error"
-        );
+        assert_eq!(error_detail(r#"{"detail":{"msg":"Invalid token","code":null}}"#), "Invalid token");
+        assert_eq!(error_detail("Internal Server Error"), "Internal Server Error");
     }
 }

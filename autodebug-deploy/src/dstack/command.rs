@@ -4,21 +4,7 @@
 
 use autodebug_core::{EngineKind, LaunchFlags, shell_quote};
 
-use crate::template::split_shell_words;
-
-/// Flags that say where the engine finds its model and listens: they belong to the user's
-/// file, not to the search space, so they stay in the command verbatim.
-const FIXED_FLAGS: &[&str] = &[
-    "--model-path",
-    "--model",
-    "-m",
-    "--host",
-    "--port",
-    "--served-model-name",
-    "-hf",
-    "--hf-repo",
-    "--alias",
-];
+use crate::template::{FIXED_FLAGS, MODEL_FLAGS, split_shell_words};
 
 /// Shell words that end the engine's argument list (what follows is kept as written).
 fn ends_arguments(raw: &str) -> bool {
@@ -64,13 +50,9 @@ fn detect(words: &[Word]) -> Option<(EngineKind, usize)> {
         if v == "vllm.entrypoints.openai.api_server" {
             return Some((EngineKind::Vllm, i + 1));
         }
-        if (v == "vllm" || v.ends_with("/vllm"))
-            && words.get(i + 1).is_some_and(|n| n.value == "serve")
-        {
+        if (v == "vllm" || v.ends_with("/vllm")) && words.get(i + 1).is_some_and(|n| n.value == "serve") {
             // `vllm serve MODEL`: the positional model belongs to the launcher.
-            let has_model = words
-                .get(i + 2)
-                .is_some_and(|m| !m.value.starts_with('-') && !ends_arguments(&m.raw));
+            let has_model = words.get(i + 2).is_some_and(|m| !m.value.starts_with('-') && !ends_arguments(&m.raw));
             return Some((EngineKind::Vllm, i + 2 + usize::from(has_model)));
         }
         if v == "llama-server" || v.ends_with("/llama-server") {
@@ -91,10 +73,7 @@ fn words(command: &str) -> Result<Vec<Word>, String> {
             return Ok(());
         }
         let value = split_shell_words(raw)?.join(" ");
-        out.push(Word {
-            raw: std::mem::take(raw),
-            value,
-        });
+        out.push(Word { raw: std::mem::take(raw), value });
         Ok(())
     };
     for c in command.chars() {
@@ -134,10 +113,7 @@ impl LaunchCommand {
         let Some((engine, launcher_len)) = detect(&words) else {
             return Ok(None);
         };
-        let prefix: Vec<String> = words[..launcher_len]
-            .iter()
-            .map(|w| w.raw.clone())
-            .collect();
+        let prefix: Vec<String> = words[..launcher_len].iter().map(|w| w.raw.clone()).collect();
         let mut model_arg = match engine {
             EngineKind::Vllm if launcher_len >= 3 && words[launcher_len - 2].value == "serve" => {
                 Some(words[launcher_len - 1].value.clone())
@@ -156,48 +132,26 @@ impl LaunchCommand {
                 break;
             }
             if !word.value.starts_with('-') {
-                return Err(format!(
-                    "unexpected argument `{}` in the {engine} command: expected a flag",
-                    word.raw
-                ));
+                return Err(format!("unexpected argument `{}` in the {engine} command: expected a flag", word.raw));
             }
             let (name, value, consumed) = match word.value.split_once('=') {
-                Some((name, value)) => (
-                    name.to_string(),
-                    Some((value.to_string(), value.to_string())),
-                    1,
-                ),
+                Some((name, value)) => (name.to_string(), Some((value.to_string(), value.to_string())), 1),
                 None => match words.get(i + 1) {
                     Some(next)
                         if !next.value.starts_with("--")
                             && !ends_arguments(&next.raw)
                             && !is_short_flag(&next.value) =>
                     {
-                        (
-                            word.value.clone(),
-                            Some((next.value.clone(), next.raw.clone())),
-                            2,
-                        )
+                        (word.value.clone(), Some((next.value.clone(), next.raw.clone())), 2)
                     }
                     _ => (word.value.clone(), None, 1),
                 },
             };
             if FIXED_FLAGS.contains(&name.as_str()) {
-                if matches!(
-                    name.as_str(),
-                    "--model-path" | "--model" | "-m" | "-hf" | "--hf-repo"
-                ) && model_arg.is_none()
-                {
+                if MODEL_FLAGS.contains(&name.as_str()) && model_arg.is_none() {
                     model_arg = value.as_ref().map(|(v, _)| v.clone());
                 }
-                fixed.push((
-                    word.raw.clone(),
-                    if consumed == 2 {
-                        value.map(|(_, raw)| raw)
-                    } else {
-                        None
-                    },
-                ));
+                fixed.push((word.raw.clone(), if consumed == 2 { value.map(|(_, raw)| raw) } else { None }));
             } else {
                 if let Some((value, raw)) = &value {
                     raw_values.push((value.clone(), raw.clone()));
@@ -206,37 +160,20 @@ impl LaunchCommand {
             }
             i += consumed;
         }
-        let suffix = words[suffix_start..]
-            .iter()
-            .map(|w| w.raw.as_str())
-            .collect::<Vec<_>>()
-            .join(" ");
-        Ok(Some(LaunchCommand {
-            engine,
-            prefix,
-            fixed,
-            flags,
-            raw_values,
-            suffix,
-            model_arg,
-        }))
+        let suffix = words[suffix_start..].iter().map(|w| w.raw.as_str()).collect::<Vec<_>>().join(" ");
+        Ok(Some(LaunchCommand { engine, prefix, fixed, flags, raw_values, suffix, model_arg }))
     }
 
     /// A fresh command for `engine` serving `$MODEL_ID` on `port`.
     pub fn template(engine: EngineKind, port: u16) -> Self {
         let (prefix, fixed): (&[&str], Vec<(&str, &str)>) = match engine {
-            EngineKind::Sglang => (
-                &["python3", "-m", "sglang.launch_server"],
-                vec![("--model-path", "$MODEL_ID")],
-            ),
+            EngineKind::Sglang => (&["python3", "-m", "sglang.launch_server"], vec![("--model-path", "$MODEL_ID")]),
             EngineKind::Vllm => (&["vllm", "serve", "$MODEL_ID"], Vec::new()),
             EngineKind::LlamaCpp => (&["/app/llama-server"], vec![("-hf", "$MODEL_ID")]),
         };
         let port = port.to_string();
-        let mut fixed: Vec<(String, Option<String>)> = fixed
-            .into_iter()
-            .map(|(f, v)| (f.to_string(), Some(v.to_string())))
-            .collect();
+        let mut fixed: Vec<(String, Option<String>)> =
+            fixed.into_iter().map(|(f, v)| (f.to_string(), Some(v.to_string()))).collect();
         fixed.push(("--host".into(), Some("0.0.0.0".into())));
         fixed.push(("--port".into(), Some(port)));
         LaunchCommand {
@@ -264,11 +201,7 @@ impl LaunchCommand {
             }
             out.push(shell_quote(name));
             if let Some(value) = value {
-                let raw = self
-                    .raw_values
-                    .iter()
-                    .find(|(v, _)| v == value)
-                    .map(|(_, raw)| raw.clone());
+                let raw = self.raw_values.iter().find(|(v, _)| v == value).map(|(_, raw)| raw.clone());
                 out.push(raw.unwrap_or_else(|| shell_quote(value)));
             }
         }
@@ -296,19 +229,9 @@ mod tests {
         assert_eq!(cmd.model_arg.as_deref(), Some("$MODEL_ID"));
         assert_eq!(
             cmd.flags.to_args(),
-            [
-                "--mem-fraction-static",
-                "0.85",
-                "--enable-mixed-chunk",
-                "--schedule-policy",
-                "lpm"
-            ]
+            ["--mem-fraction-static", "0.85", "--enable-mixed-chunk", "--schedule-policy", "lpm"]
         );
-        assert_eq!(
-            cmd.render(&cmd.flags),
-            text,
-            "an unchanged plan must give back the user's own command"
-        );
+        assert_eq!(cmd.render(&cmd.flags), text, "an unchanged plan must give back the user's own command");
         let mut changed = cmd.flags.clone();
         changed.set("--schedule-policy", Some("fcfs"));
         changed.remove("--enable-mixed-chunk");
@@ -321,8 +244,7 @@ mod tests {
 
     #[test]
     fn vllm_positional_model_and_shell_suffix_are_kept() {
-        let text =
-            "vllm serve \"$MODEL_ID\" --max-num-seqs 64 --port 8000 2>&1 | tee /tmp/vllm.log";
+        let text = "vllm serve \"$MODEL_ID\" --max-num-seqs 64 --port 8000 2>&1 | tee /tmp/vllm.log";
         let cmd = LaunchCommand::parse(text).unwrap().unwrap();
         assert_eq!(cmd.engine, EngineKind::Vllm);
         assert_eq!(cmd.model_arg.as_deref(), Some("$MODEL_ID"));
@@ -335,28 +257,18 @@ mod tests {
 
     #[test]
     fn llama_server_short_flags() {
-        let cmd = LaunchCommand::parse(
-            "/app/llama-server -m /models/smol.gguf -np 4 -c 4096 --cont-batching",
-        )
-        .unwrap()
-        .unwrap();
+        let cmd = LaunchCommand::parse("/app/llama-server -m /models/smol.gguf -np 4 -c 4096 --cont-batching")
+            .unwrap()
+            .unwrap();
         assert_eq!(cmd.engine, EngineKind::LlamaCpp);
         assert_eq!(cmd.model_arg.as_deref(), Some("/models/smol.gguf"));
-        assert_eq!(
-            cmd.flags.to_args(),
-            ["-np", "4", "-c", "4096", "--cont-batching"]
-        );
+        assert_eq!(cmd.flags.to_args(), ["-np", "4", "-c", "4096", "--cont-batching"]);
     }
 
     #[test]
     fn other_commands_are_not_engines() {
-        assert_eq!(
-            LaunchCommand::parse("pip install flashinfer").unwrap(),
-            None
-        );
-        assert!(
-            LaunchCommand::parse("python3 -m sglang.launch_server --model 'unterminated").is_err()
-        );
+        assert_eq!(LaunchCommand::parse("pip install flashinfer").unwrap(), None);
+        assert!(LaunchCommand::parse("python3 -m sglang.launch_server --model 'unterminated").is_err());
     }
 
     #[test]

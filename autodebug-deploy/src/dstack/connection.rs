@@ -53,30 +53,17 @@ impl Connection {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
             return Err(Error::config(
                 "dstack server url",
-                format!(
-                    "`{url}` is not an http(s) URL; set {} like http://127.0.0.1:3000",
-                    env_vars::SERVER_URL
-                ),
+                format!("`{url}` is not an http(s) URL; set {} like http://127.0.0.1:3000", env_vars::SERVER_URL),
             ));
         }
         let project = project.into();
         if project.trim().is_empty() {
-            return Err(Error::config(
-                "dstack project",
-                format!("empty project name; set {}", env_vars::PROJECT),
-            ));
+            return Err(Error::config("dstack project", format!("empty project name; set {}", env_vars::PROJECT)));
         }
         if token.is_empty() {
-            return Err(Error::config(
-                "dstack token",
-                format!("empty token; set {}", env_vars::TOKEN),
-            ));
+            return Err(Error::config("dstack token", format!("empty token; set {}", env_vars::TOKEN)));
         }
-        Ok(Connection {
-            url,
-            project,
-            token,
-        })
+        Ok(Connection { url, project, token })
     }
 
     /// The default config file: `$DSTACK_CONFIG`, else `~/.dstack/config.yml`.
@@ -84,33 +71,23 @@ impl Connection {
         if let Some(path) = std::env::var_os(env_vars::CONFIG).filter(|p| !p.is_empty()) {
             return Some(PathBuf::from(path));
         }
-        std::env::var_os("HOME")
-            .filter(|h| !h.is_empty())
-            .map(|home| Path::new(&home).join(".dstack/config.yml"))
+        std::env::var_os("HOME").filter(|h| !h.is_empty()).map(|home| Path::new(&home).join(".dstack/config.yml"))
     }
 
     /// The environment first (`DSTACK_SERVER_URL` + `DSTACK_TOKEN`), else the config file.
     pub fn from_env() -> Result<Self> {
-        Self::from_lookup(
-            |name| std::env::var(name).ok(),
-            Self::default_config_path().as_deref(),
-        )
+        Self::from_lookup(|name| std::env::var(name).ok(), Self::default_config_path().as_deref())
     }
 
     /// [`from_env`](Self::from_env) with an explicit variable lookup and config path (for tests
     /// and embedding programs that keep their own settings).
-    pub fn from_lookup(
-        lookup: impl Fn(&str) -> Option<String>,
-        config: Option<&Path>,
-    ) -> Result<Self> {
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>, config: Option<&Path>) -> Result<Self> {
         let get = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let project = get(env_vars::PROJECT);
         match (get(env_vars::SERVER_URL), get(env_vars::TOKEN)) {
-            (Some(url), Some(token)) => Connection::new(
-                url,
-                project.unwrap_or_else(|| DEFAULT_PROJECT.into()),
-                Secret::new(token),
-            ),
+            (Some(url), Some(token)) => {
+                Connection::new(url, project.unwrap_or_else(|| DEFAULT_PROJECT.into()), Secret::new(token))
+            }
             (url, token) => {
                 let Some(path) = config.filter(|p| p.exists()) else {
                     return Err(Error::config(
@@ -120,9 +97,7 @@ impl Connection {
                             env_vars::SERVER_URL,
                             env_vars::TOKEN,
                             env_vars::PROJECT,
-                            config
-                                .map(|p| p.display().to_string())
-                                .unwrap_or_else(|| "~/.dstack/config.yml".into())
+                            config.map(|p| p.display().to_string()).unwrap_or_else(|| "~/.dstack/config.yml".into())
                         ),
                     ));
                 };
@@ -142,47 +117,26 @@ impl Connection {
     /// entry marked `default: true` (or the only one).
     pub fn from_config_file(path: &Path, project: Option<&str>) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-        let file: ConfigFile = serde_yaml::from_str(&text).map_err(|e| {
-            Error::config(
-                path.display().to_string(),
-                format!("not a dstack config file: {e}"),
-            )
-        })?;
+        let file: ConfigFile = serde_yaml::from_str(&text)
+            .map_err(|e| Error::config(path.display().to_string(), format!("not a dstack config file: {e}")))?;
         let location = format!("{}: projects", path.display());
         let entry = match project {
-            Some(name) => file
-                .projects
-                .iter()
-                .find(|p| p.name == name)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = file.projects.iter().map(|p| p.name.as_str()).collect();
-                    Error::config(
-                        &location,
-                        format!(
-                            "no project `{name}` (known: {}); check {}",
-                            known.join(", "),
-                            env_vars::PROJECT
-                        ),
-                    )
-                })?,
+            Some(name) => file.projects.iter().find(|p| p.name == name).ok_or_else(|| {
+                let known: Vec<&str> = file.projects.iter().map(|p| p.name.as_str()).collect();
+                Error::config(
+                    &location,
+                    format!("no project `{name}` (known: {}); check {}", known.join(", "), env_vars::PROJECT),
+                )
+            })?,
             None => file
                 .projects
                 .iter()
                 .find(|p| p.default)
-                .or_else(|| {
-                    if file.projects.len() == 1 {
-                        file.projects.first()
-                    } else {
-                        None
-                    }
-                })
+                .or_else(|| if file.projects.len() == 1 { file.projects.first() } else { None })
                 .ok_or_else(|| {
                     Error::config(
                         &location,
-                        format!(
-                            "no default project; mark one `default: true` or set {}",
-                            env_vars::PROJECT
-                        ),
+                        format!("no default project; mark one `default: true` or set {}", env_vars::PROJECT),
                     )
                 })?,
         };
@@ -192,12 +146,7 @@ impl Connection {
 
     /// `{url}/api/project/{project}/{path}`.
     pub fn project_url(&self, path: &str) -> String {
-        format!(
-            "{}/api/project/{}/{}",
-            self.url,
-            self.project,
-            path.trim_start_matches('/')
-        )
+        format!("{}/api/project/{}/{}", self.url, self.project, path.trim_start_matches('/'))
     }
 }
 
@@ -214,27 +163,17 @@ mod tests {
     #[test]
     fn environment_wins_over_the_config_file() {
         let dir = tempfile::tempdir().unwrap();
-        let path = write(
-            dir.path(),
-            "projects:\n- {name: main, url: 'http://file:1', token: ft, default: true}\n",
-        );
+        let path = write(dir.path(), "projects:\n- {name: main, url: 'http://file:1', token: ft, default: true}\n");
         let vars = |n: &str| match n {
             env_vars::SERVER_URL => Some("http://env:2/".to_string()),
             env_vars::TOKEN => Some("et".to_string()),
             _ => None,
         };
         let c = Connection::from_lookup(vars, Some(&path)).unwrap();
-        assert_eq!(
-            (c.url.as_str(), c.project.as_str(), c.token.expose()),
-            ("http://env:2", "main", "et")
-        );
+        assert_eq!((c.url.as_str(), c.project.as_str(), c.token.expose()), ("http://env:2", "main", "et"));
         let c = Connection::from_lookup(|_| None, Some(&path)).unwrap();
         assert_eq!((c.url.as_str(), c.token.expose()), ("http://file:1", "ft"));
-        assert_eq!(
-            format!("{c:?}").matches("ft").count(),
-            0,
-            "token leaked in Debug: {c:?}"
-        );
+        assert_eq!(format!("{c:?}").matches("ft").count(), 0, "token leaked in Debug: {c:?}");
     }
 
     #[test]
@@ -244,34 +183,16 @@ mod tests {
             dir.path(),
             "projects:\n- {name: a, url: 'http://a:1', token: ta}\n- {name: b, url: 'http://b:1', token: tb, default: true}\n",
         );
-        assert_eq!(
-            Connection::from_config_file(&path, None).unwrap().project,
-            "b"
-        );
-        assert_eq!(
-            Connection::from_config_file(&path, Some("a"))
-                .unwrap()
-                .token
-                .expose(),
-            "ta"
-        );
-        let err = Connection::from_config_file(&path, Some("zz"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("zz") && err.contains("config.yml") && err.contains("a, b"),
-            "{err}"
-        );
+        assert_eq!(Connection::from_config_file(&path, None).unwrap().project, "b");
+        assert_eq!(Connection::from_config_file(&path, Some("a")).unwrap().token.expose(), "ta");
+        let err = Connection::from_config_file(&path, Some("zz")).unwrap_err().to_string();
+        assert!(err.contains("zz") && err.contains("config.yml") && err.contains("a, b"), "{err}");
     }
 
     #[test]
     fn missing_everything_says_what_to_set() {
-        let err = Connection::from_lookup(|_| None, Some(Path::new("/nonexistent/config.yml")))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains(env_vars::SERVER_URL) && err.contains(env_vars::TOKEN),
-            "{err}"
-        );
+        let err =
+            Connection::from_lookup(|_| None, Some(Path::new("/nonexistent/config.yml"))).unwrap_err().to_string();
+        assert!(err.contains(env_vars::SERVER_URL) && err.contains(env_vars::TOKEN), "{err}");
     }
 }

@@ -22,11 +22,12 @@ mod status;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use autodebug_core::{
-    Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, Secret, ServiceSpec,
-    TimeWindow, async_trait,
-};
+use autodebug_core::failure::start_failure_kind;
 use autodebug_core::secret;
+use autodebug_core::{
+    Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, Secret, ServiceSpec, TimeWindow,
+    async_trait,
+};
 use base64::Engine as _;
 use serde_yaml::Value;
 
@@ -40,6 +41,11 @@ use api::Client;
 const LOG_PAGE: u32 = 1000;
 /// At most this many pages per `logs` call, so a chatty service cannot stall the loop.
 const MAX_LOG_PAGES: usize = 50;
+/// How long `deploy` waits for a fleet's busy instance to be offered before applying anyway.
+const OFFER_WAIT: Duration = Duration::from_secs(60);
+/// How long `logs` waits for the server to pull a running job's latest output (its pull cycle is a
+/// few seconds when idle; under a loaded CI machine 15 s was once not enough for the first window).
+const LOG_CATCH_UP: Duration = Duration::from_secs(45);
 
 /// Deploys services on dstack. See the [module docs](self).
 ///
@@ -149,17 +155,9 @@ impl DstackDeployerBuilder {
                     )
                 })?;
                 let token = self.token.ok_or_else(|| {
-                    Error::config(
-                        connection::env_vars::TOKEN,
-                        "no dstack token: call .token(..) or set DSTACK_TOKEN",
-                    )
+                    Error::config(connection::env_vars::TOKEN, "no dstack token: call .token(..) or set DSTACK_TOKEN")
                 })?;
-                Connection::new(
-                    url,
-                    self.project
-                        .unwrap_or_else(|| connection::DEFAULT_PROJECT.into()),
-                    token,
-                )?
+                Connection::new(url, self.project.unwrap_or_else(|| connection::DEFAULT_PROJECT.into()), token)?
             }
         };
         Ok(DstackDeployer {
@@ -190,9 +188,7 @@ fn check_run_name(name: &str) -> Result<()> {
     let ok = name.len() >= 2
         && name.len() <= 41
         && name.starts_with(|c: char| c.is_ascii_lowercase())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
@@ -207,6 +203,75 @@ fn check_run_name(name: &str) -> Result<()> {
 
 /// Stands in for a secret value while a configuration is rendered for the trail.
 const SECRET_REF: &str = "AUTODEBUG_SECRET_REF_";
+
+/// The environment entry every run autodebug submits carries: `host:pid` of the autodebug that
+/// submitted it. A later start can then tell a run left behind by a killed autodebug on this host
+/// (its process is gone: stopped and replaced) from one a live session or someone else owns
+/// (refused).
+const OWNER_ENV: &str = "AUTODEBUG_OWNER";
+
+fn this_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+fn owner_mark() -> String {
+    format!("{}:{}", this_host(), std::process::id())
+}
+
+fn mark_owned(configuration: &mut serde_json::Value, owner: &str) {
+    match configuration.get_mut("env") {
+        Some(serde_json::Value::Array(items)) => items.push(format!("{OWNER_ENV}={owner}").into()),
+        Some(serde_json::Value::Object(map)) => {
+            map.insert(OWNER_ENV.into(), owner.into());
+        }
+        _ => configuration["env"] = serde_json::json!([format!("{OWNER_ENV}={owner}")]),
+    }
+}
+
+/// The owner mark of a run (as `runs/get` or a plan's `current_resource` shows it), if autodebug
+/// submitted it.
+fn owner_of(run: &serde_json::Value) -> Option<String> {
+    match &run["run_spec"]["configuration"]["env"] {
+        serde_json::Value::Array(items) => items
+            .iter()
+            .filter_map(|i| i.as_str())
+            .find_map(|i| i.strip_prefix(OWNER_ENV)?.strip_prefix('=').map(str::to_string)),
+        serde_json::Value::Object(map) => map.get(OWNER_ENV).and_then(|v| v.as_str()).map(str::to_string),
+        _ => None,
+    }
+}
+
+/// Whether `owner` names an autodebug process on `host` that no longer exists.
+fn owner_is_gone(owner: &str, host: &str, alive: impl Fn(u32) -> bool) -> bool {
+    match owner.rsplit_once(':') {
+        Some((owner_host, pid)) if owner_host == host => pid.parse().is_ok_and(|pid| !alive(pid)),
+        _ => false,
+    }
+}
+
+fn process_alive(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// The path the service's first HTTP probe polls (`/health` when it names none): the proxy must
+/// answer it before the endpoint is handed to the benchmark.
+fn readiness_path(configuration: &serde_yaml::Mapping) -> String {
+    let probe_url = match configuration.get("probes") {
+        Some(Value::Sequence(probes)) => probes
+            .iter()
+            .find(|p| p.get("type").and_then(Value::as_str).is_none_or(|t| t == "http"))
+            .and_then(|p| p.get("url"))
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        _ => None,
+    };
+    let path = probe_url.unwrap_or_else(|| "/health".into());
+    if path.starts_with('/') { path } else { format!("/{path}") }
+}
 
 /// Turns the [`SECRET_REF`] stand-ins of a rendered configuration into references: env entries
 /// without a value (list form) or `${{ secrets.NAME }}` (mapping form), `"$NAME"` in commands,
@@ -248,19 +313,18 @@ fn reference_secrets(configuration: &mut serde_yaml::Mapping) {
     }
     let value = if as_mapping {
         Value::Mapping(
-            entries
-                .into_iter()
-                .map(|(n, v)| (Value::String(n), v.map(Value::String).unwrap_or(Value::Null)))
-                .collect(),
+            entries.into_iter().map(|(n, v)| (Value::String(n), v.map(Value::String).unwrap_or(Value::Null))).collect(),
         )
     } else {
         Value::Sequence(
             entries
                 .into_iter()
-                .map(|(n, v)| Value::String(match v {
-                    Some(v) => format!("{n}={v}"),
-                    None => n,
-                }))
+                .map(|(n, v)| {
+                    Value::String(match v {
+                        Some(v) => format!("{n}={v}"),
+                        None => n,
+                    })
+                })
                 .collect(),
         )
     };
@@ -282,11 +346,7 @@ fn resolve_env(configuration: &mut serde_json::Value, spec_name: &str) -> Result
     match configuration.get_mut("env") {
         Some(serde_json::Value::Array(items)) => {
             for item in items.iter_mut() {
-                if let Some(name) = item
-                    .as_str()
-                    .filter(|s| !s.contains('='))
-                    .map(str::to_string)
-                {
+                if let Some(name) = item.as_str().filter(|s| !s.contains('=')).map(str::to_string) {
                     *item = serde_json::Value::String(format!("{name}={}", lookup(&name)?));
                 }
             }
@@ -378,25 +438,31 @@ impl DstackDeployer {
     fn served_model(configuration: &serde_yaml::Mapping, spec: &ServiceSpec) -> String {
         match configuration.get("model") {
             Some(Value::String(name)) => name.clone(),
-            Some(Value::Mapping(m)) => m
-                .get("name")
-                .and_then(Value::as_str)
-                .unwrap_or(&spec.model)
-                .to_string(),
+            Some(Value::Mapping(m)) => m.get("name").and_then(Value::as_str).unwrap_or(&spec.model).to_string(),
             _ => spec.model.clone(),
         }
     }
 
-    /// The latest job submission id of a run, for `logs/poll`.
+    /// The latest job submission id of a run, for `logs/poll`. For a running job, first waits
+    /// (bounded by [`LOG_CATCH_UP`]) until the server has processed the job after this call began:
+    /// the server pulls a job's output from its runner every few seconds, so without the wait the
+    /// last seconds of a benchmark window would be missing from its logs.
     async fn latest_submission(&self, run_name: &str) -> Result<Option<String>> {
-        let run = self.client()?.get_run(run_name).await?;
-        Ok(run
-            .jobs
-            .iter()
-            .filter_map(|j| j.job_submissions.last())
-            .map(|s| s.id.clone())
-            .next()
-            .or(run.latest_job_submission.map(|s| s.id)))
+        let asked_ns = TimeWindow::now_ns();
+        let deadline = Instant::now() + LOG_CATCH_UP;
+        loop {
+            let run = self.client()?.get_run(run_name).await?;
+            let latest =
+                run.jobs.iter().filter_map(|j| j.job_submissions.last()).next().or(run.latest_job_submission.as_ref());
+            let Some(submission) = latest else { return Ok(None) };
+            let caught_up = submission.status != "running"
+                || submission.last_processed_at.as_deref().and_then(parse_time_ns).is_none_or(|t| t >= asked_ns);
+            if caught_up || Instant::now() >= deadline {
+                tracing::debug!(run = %run_name, caught_up, last_processed_at = ?submission.last_processed_at, "dstack job output pulled");
+                return Ok(Some(submission.id.clone()));
+            }
+            tokio::time::sleep(self.poll_interval.min(Duration::from_secs(1))).await;
+        }
     }
 }
 
@@ -425,32 +491,59 @@ impl Deployer for DstackDeployer {
         check_run_name(&spec.name)?;
         let configuration = self.configuration(spec)?;
         let model = Self::served_model(&configuration, spec);
-        let mut configuration_json = serde_json::to_value(&configuration).map_err(|e| {
-            Error::config(
-                format!("service `{}`", spec.name),
-                format!("cannot encode as JSON: {e}"),
-            )
-        })?;
+        let mut configuration_json = serde_json::to_value(&configuration)
+            .map_err(|e| Error::config(format!("service `{}`", spec.name), format!("cannot encode as JSON: {e}")))?;
         resolve_env(&mut configuration_json, &spec.name)?;
-        let run_spec =
-            serde_json::json!({ "run_name": spec.name, "configuration": configuration_json });
+        mark_owned(&mut configuration_json, &owner_mark());
+        let run_spec = serde_json::json!({ "run_name": spec.name, "configuration": configuration_json });
 
-        let plan = client.get_plan(&run_spec).await?;
-        if let Some(status) = plan.current_resource.get("status").and_then(|s| s.as_str())
-            && !matches!(status, "terminated" | "failed" | "done")
+        let mut plan = client.get_plan(&run_spec).await?;
+        let active = |plan: &api::RunPlan| {
+            plan.current_resource
+                .get("status")
+                .and_then(|s| s.as_str())
+                .filter(|s| !matches!(*s, "terminated" | "failed" | "done"))
+                .map(str::to_string)
+        };
+        if let Some(status) = active(&plan)
+            && let Some(owner) = owner_of(&plan.current_resource)
+            && owner_is_gone(&owner, &this_host(), process_alive)
         {
-            return Err(Error::Deploy(format!(
+            // Left behind by an autodebug that was killed before its teardown: ours to stop.
+            tracing::warn!(run = %spec.name, %status, %owner, "stopping a run an autodebug that no longer runs left behind");
+            let orphan = Deployment {
+                id: spec.name.clone(),
+                backend: "dstack".into(),
+                spec: spec.clone(),
+                started_ns: TimeWindow::now_ns(),
+                details: Default::default(),
+            };
+            self.teardown(&orphan).await?;
+            plan = client.get_plan(&run_spec).await?;
+        }
+        if let Some(status) = active(&plan) {
+            return Err(Error::infrastructure(format!(
                 "a run named `{}` is already {status} in dstack project `{}`; stop it (`dstack stop {} -y`) or rename the service",
                 spec.name,
                 client.connection().project,
                 spec.name
             )));
         }
-        let offers: u64 = plan.job_plans.iter().map(|j| j.total_offers).sum();
+        let mut offers: u64 = plan.job_plans.iter().map(|j| j.total_offers).sum();
+        if offers == 0 && client.fleet_count().await? > 0 {
+            // An instance the previous iteration's run just released reads busy for a few
+            // seconds more; applying now would fail with "no capacity". With no fleet at all
+            // there is nothing to wait for: dstack's own "no fleets" is the answer.
+            let deadline = Instant::now() + OFFER_WAIT;
+            while offers == 0 && Instant::now() < deadline {
+                tokio::time::sleep(self.poll_interval).await;
+                plan = client.get_plan(&run_spec).await?;
+                offers = plan.job_plans.iter().map(|j| j.total_offers).sum();
+            }
+            tracing::debug!(run = %spec.name, offers, "waited for the fleet's instances to be free");
+        }
         let started_ns = TimeWindow::now_ns();
-        let run = client
-            .apply(&run_spec, &plan.current_resource, false)
-            .await?;
+        let run = client.apply(&run_spec, &plan.current_resource, false).await?;
         tracing::info!(run = %spec.name, project = %client.connection().project, status = %run.status, offers, "dstack run submitted");
 
         let mut details = std::collections::BTreeMap::new();
@@ -462,23 +555,16 @@ impl Deployer for DstackDeployer {
         if let Some(action) = plan.action {
             details.insert("action".into(), action);
         }
-        if let Some(submission) = run
-            .latest_job_submission
-            .as_ref()
-            .or(run.jobs.first().and_then(|j| j.job_submissions.last()))
+        if let Some(submission) =
+            run.latest_job_submission.as_ref().or(run.jobs.first().and_then(|j| j.job_submissions.last()))
         {
             details.insert("job_submission_id".into(), submission.id.clone());
         }
         if configuration.get("auth").and_then(Value::as_bool) == Some(false) {
             details.insert("auth".into(), "false".into());
         }
-        Ok(Deployment {
-            id: spec.name.clone(),
-            backend: "dstack".into(),
-            spec: spec.clone(),
-            started_ns,
-            details,
-        })
+        details.insert("ready_path".into(), readiness_path(&configuration));
+        Ok(Deployment { id: spec.name.clone(), backend: "dstack".into(), spec: spec.clone(), started_ns, details })
     }
 
     async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
@@ -491,13 +577,26 @@ impl Deployer for DstackDeployer {
             match client.get_run(run_name).await {
                 Ok(run) => match status::assess(&run) {
                     Readiness::Ready { service_url } => {
+                        let base = status::service_base_url(&client.connection().url, &service_url);
+                        let path = deployment.details.get("ready_path").map_or("/health", String::as_str);
+                        match client.probe(&format!("{base}{path}")).await {
+                            Ok(code) if (200..300).contains(&code) => {}
+                            Ok(code) => {
+                                last = format!("running; the proxy answers {path} with HTTP {code}");
+                                return_if_late(started, deadline, run_name, &last)?;
+                                tokio::time::sleep(self.poll_interval).await;
+                                continue;
+                            }
+                            Err(e) => {
+                                last = format!("running; the proxy does not answer {path}: {e}");
+                                return_if_late(started, deadline, run_name, &last)?;
+                                tokio::time::sleep(self.poll_interval).await;
+                                continue;
+                            }
+                        }
                         let mut endpoint = Endpoint::new(
-                            status::service_base_url(&client.connection().url, &service_url),
-                            deployment
-                                .details
-                                .get("model")
-                                .cloned()
-                                .unwrap_or_else(|| deployment.spec.model.clone()),
+                            base,
+                            deployment.details.get("model").cloned().unwrap_or_else(|| deployment.spec.model.clone()),
                         );
                         if deployment.details.get("auth").map(String::as_str) != Some("false") {
                             endpoint.token = Some(client.connection().token.clone());
@@ -506,10 +605,20 @@ impl Deployer for DstackDeployer {
                         return Ok(endpoint);
                     }
                     Readiness::Failed(reason) => {
-                        return Err(Error::Deploy(format!(
-                            "dstack run `{run_name}` in project `{}` failed: {reason}",
-                            client.connection().project
-                        )));
+                        // dstack's reason says the container exited; the engine's own last words
+                        // (a rejected flag, a crash) are in the job's output.
+                        let (output, kind) = match self.logs(deployment, None).await {
+                            Ok(lines) => (quote_tail(&lines), start_failure_kind(&lines)),
+                            Err(e) => (format!("  (its output could not be read: {e})"), ErrorKind::Transient),
+                        };
+                        return Err(Error::Deploy {
+                            message: format!(
+                                "dstack run `{run_name}` in project `{}` failed: {reason}; its last output:\n{output}",
+                                client.connection().project
+                            ),
+                            kind,
+                            source: None,
+                        });
                     }
                     Readiness::Pending(what) => {
                         if what != last {
@@ -524,15 +633,8 @@ impl Deployer for DstackDeployer {
                     last = e.to_string();
                 }
             }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(Error::NotReady {
-                    name: run_name.clone(),
-                    waited_s: started.elapsed().as_secs_f64(),
-                    message: format!("dstack run still `{last}`; see `dstack logs {run_name}`"),
-                });
-            }
-            tokio::time::sleep(self.poll_interval.min(deadline - now)).await;
+            return_if_late(started, deadline, run_name, &last)?;
+            tokio::time::sleep(self.poll_interval.min(deadline.saturating_duration_since(Instant::now()))).await;
         }
     }
 
@@ -542,19 +644,14 @@ impl Deployer for DstackDeployer {
         let Some(submission) = self.latest_submission(run_name).await? else {
             return Ok(Vec::new());
         };
-        let start_time = since_ns.and_then(rfc3339);
+        // dstack returns events strictly after `start_time`; one microsecond earlier keeps a line
+        // stamped exactly `since_ns` (the filter below drops anything older).
+        let start_time = since_ns.and_then(|ns| rfc3339(ns - 1_000));
         let mut lines = Vec::new();
         let mut next_token: Option<String> = None;
         for _ in 0..MAX_LOG_PAGES {
-            let page = client
-                .poll_logs(
-                    run_name,
-                    &submission,
-                    start_time.as_deref(),
-                    next_token.as_deref(),
-                    LOG_PAGE,
-                )
-                .await?;
+            let page =
+                client.poll_logs(run_name, &submission, start_time.as_deref(), next_token.as_deref(), LOG_PAGE).await?;
             let empty = page.logs.is_empty();
             lines.extend(decode_events(&page.logs, since_ns));
             next_token = page.next_token;
@@ -562,6 +659,7 @@ impl Deployer for DstackDeployer {
                 break;
             }
         }
+        tracing::debug!(run = %run_name, lines = lines.len(), last_ns = lines.last().map(|l| l.time_ns), "dstack logs read");
         Ok(lines)
     }
 
@@ -570,7 +668,7 @@ impl Deployer for DstackDeployer {
         let run_name = &deployment.id;
         match client.stop(run_name, false).await {
             Ok(()) => {}
-            Err(Error::Deploy(message))
+            Err(Error::Deploy { message, .. })
                 if message.contains("not found") || message.contains("resource_not_exists") =>
             {
                 return Ok(());
@@ -589,7 +687,7 @@ impl Deployer for DstackDeployer {
                         return client.stop(run_name, true).await;
                     }
                 }
-                Err(Error::Deploy(message))
+                Err(Error::Deploy { message, .. })
                     if message.contains("not found") || message.contains("resource_not_exists") =>
                 {
                     return Ok(());
@@ -599,6 +697,28 @@ impl Deployer for DstackDeployer {
             tokio::time::sleep(self.poll_interval).await;
         }
     }
+}
+
+/// The last lines of a job's output, quoted for an error message.
+fn quote_tail(lines: &[LogLine]) -> String {
+    const QUOTED: usize = 20;
+    if lines.is_empty() {
+        return "  (it printed nothing)".into();
+    }
+    let tail = &lines[lines.len().saturating_sub(QUOTED)..];
+    tail.iter().map(|l| format!("  | {}", l.text)).collect::<Vec<_>>().join("\n")
+}
+
+/// `NotReady` once `deadline` has passed, naming what the run was still doing.
+fn return_if_late(started: Instant, deadline: Instant, run_name: &str, last: &str) -> Result<()> {
+    if Instant::now() < deadline {
+        return Ok(());
+    }
+    Err(Error::NotReady {
+        name: run_name.to_string(),
+        waited_s: started.elapsed().as_secs_f64(),
+        message: format!("dstack run still `{last}`; see `dstack logs {run_name}`"),
+    })
 }
 
 /// Log events → lines: messages are base64 of raw output, one event may hold several lines.
@@ -613,15 +733,8 @@ fn decode_events(events: &[api::LogEvent], since_ns: Option<i128>) -> Vec<LogLin
             .decode(event.message.trim())
             .unwrap_or_else(|_| event.message.clone().into_bytes());
         let text = String::from_utf8_lossy(&bytes);
-        for line in text
-            .split('\n')
-            .map(|l| l.trim_end_matches('\r'))
-            .filter(|l| !l.is_empty())
-        {
-            lines.push(LogLine {
-                time_ns,
-                text: line.to_string(),
-            });
+        for line in text.split('\n').map(|l| l.trim_end_matches('\r')).filter(|l| !l.is_empty()) {
+            lines.push(LogLine { time_ns, text: line.to_string() });
         }
     }
     lines
@@ -642,13 +755,7 @@ mod tests {
         let since = parse_time_ns("2025-01-01T00:00:01Z");
         let lines = decode_events(&events, since);
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
-        assert_eq!(
-            texts,
-            [
-                "[2025] Prefill batch. #new-seq: 1",
-                "Decode batch. #running-req: 3"
-            ]
-        );
+        assert_eq!(texts, ["[2025] Prefill batch. #new-seq: 1", "Decode batch. #running-req: 3"]);
         assert_eq!(lines[0].time_ns - since.unwrap(), 1_500_000_000);
     }
 
@@ -656,6 +763,39 @@ mod tests {
     fn start_time_round_trips_at_microsecond_precision() {
         let ns = parse_time_ns("2025-06-01T12:00:00.123456Z").unwrap() + 789;
         assert_eq!(rfc3339(ns).as_deref(), Some("2025-06-01T12:00:00.123456Z"));
+    }
+
+    #[test]
+    fn runs_carry_their_owner_in_either_env_shape() {
+        for env in [serde_json::json!(["A=1"]), serde_json::json!({"A": "1"}), serde_json::Value::Null] {
+            let mut configuration = serde_json::json!({ "type": "service" });
+            if !env.is_null() {
+                configuration["env"] = env;
+            }
+            let run = serde_json::json!({ "run_spec": { "configuration": configuration.clone() } });
+            assert_eq!(owner_of(&run), None, "{run}");
+            mark_owned(&mut configuration, "box:42");
+            let run = serde_json::json!({ "run_spec": { "configuration": configuration } });
+            assert_eq!(owner_of(&run).as_deref(), Some("box:42"), "{run}");
+        }
+    }
+
+    #[test]
+    fn only_a_run_whose_autodebug_is_gone_from_this_host_is_an_orphan() {
+        let alive = |pid| pid == 7;
+        assert!(owner_is_gone("box:8", "box", alive));
+        assert!(!owner_is_gone("box:7", "box", alive), "a live session's run is not an orphan");
+        assert!(!owner_is_gone("other:8", "box", alive), "another host's process cannot be checked");
+        assert!(!owner_is_gone("box:not-a-pid", "box", alive));
+        assert!(!owner_is_gone(&owner_mark(), &this_host(), process_alive), "this process is alive");
+    }
+
+    #[test]
+    fn the_proxy_is_polled_on_the_services_own_probe_path() {
+        let conf = |yaml: &str| serde_yaml::from_str::<serde_yaml::Mapping>(yaml).unwrap();
+        assert_eq!(readiness_path(&conf("type: service")), "/health");
+        assert_eq!(readiness_path(&conf("probes: [{type: http, url: /v1/models}]")), "/v1/models");
+        assert_eq!(readiness_path(&conf("probes: [{url: ready}]")), "/ready");
     }
 
     #[test]
@@ -670,10 +810,7 @@ mod tests {
     fn valueless_env_comes_from_the_environment_or_fails_by_name() {
         let mut conf = serde_json::json!({"env": ["A=1", "AUTODEBUG_TEST_SURELY_UNSET_VAR"]});
         let err = resolve_env(&mut conf, "svc").unwrap_err().to_string();
-        assert!(
-            err.contains("AUTODEBUG_TEST_SURELY_UNSET_VAR") && err.contains("svc"),
-            "{err}"
-        );
+        assert!(err.contains("AUTODEBUG_TEST_SURELY_UNSET_VAR") && err.contains("svc"), "{err}");
         let mut conf = serde_json::json!({"env": ["A=1", "PATH"]});
         resolve_env(&mut conf, "svc").unwrap();
         assert!(conf["env"][1].as_str().unwrap().starts_with("PATH=/"));
@@ -689,12 +826,6 @@ mod tests {
             .block_on(deployer.deploy(&spec))
             .unwrap_err();
         assert!(err.to_string().contains("render_only"), "{err}");
-        assert!(
-            deployer
-                .render(&spec)
-                .unwrap()
-                .content
-                .contains("sglang.launch_server")
-        );
+        assert!(deployer.render(&spec).unwrap().content.contains("sglang.launch_server"));
     }
 }

@@ -1,22 +1,14 @@
 //! dstack service configurations: the user's YAML in, a [`ServiceSpec`] out
 //! ([`spec_from_yaml`]), and back again with only the planned knobs changed ([`render`]).
 
-use autodebug_core::{EngineKind, Error, Result, ServiceSpec};
+use autodebug_core::{Error, Result, ServiceSpec};
 use serde_yaml::{Mapping, Value};
 
 use super::command::LaunchCommand;
+pub use crate::template::default_image;
 
 /// The container port used when neither the base file nor the command names one.
 pub const DEFAULT_PORT: u16 = 8000;
-
-/// Default image per engine, for specs without a base file.
-pub fn default_image(engine: EngineKind) -> &'static str {
-    match engine {
-        EngineKind::Sglang => "lmsysorg/sglang:latest",
-        EngineKind::Vllm => "vllm/vllm-openai:latest",
-        EngineKind::LlamaCpp => "ghcr.io/ggml-org/llama.cpp:server",
-    }
-}
 
 fn key(name: &str) -> Value {
     Value::String(name.to_string())
@@ -53,12 +45,7 @@ pub fn env_entries(env: Option<&Value>) -> Vec<(String, Option<String>)> {
             .collect(),
         Some(Value::Mapping(map)) => map
             .iter()
-            .filter_map(|(k, v)| {
-                Some((
-                    scalar_text(k)?,
-                    if v.is_null() { None } else { scalar_text(v) },
-                ))
-            })
+            .filter_map(|(k, v)| Some((scalar_text(k)?, if v.is_null() { None } else { scalar_text(v) })))
             .collect(),
         _ => Vec::new(),
     }
@@ -83,13 +70,10 @@ fn find_launch(commands: &[Value], location: &str) -> Result<Option<(usize, Laun
 /// the launch command (`sglang.launch_server`, `vllm serve`, `llama-server`), image, resources
 /// and env from their fields, and the whole file as `base`. `location` names the file in errors.
 pub fn spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
-    let base: Value = serde_yaml::from_str(text)
-        .map_err(|e| Error::config(location, format!("not valid YAML: {e}")))?;
+    let base: Value =
+        serde_yaml::from_str(text).map_err(|e| Error::config(location, format!("not valid YAML: {e}")))?;
     let Some(map) = base.as_mapping() else {
-        return Err(Error::config(
-            location,
-            "expected a dstack configuration (a YAML mapping with `type: service`)",
-        ));
+        return Err(Error::config(location, "expected a dstack configuration (a YAML mapping with `type: service`)"));
     };
     match map.get("type").and_then(Value::as_str) {
         Some("service") => {}
@@ -103,11 +87,7 @@ pub fn spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
             ));
         }
     }
-    let commands = map
-        .get("commands")
-        .and_then(Value::as_sequence)
-        .cloned()
-        .unwrap_or_default();
+    let commands = map.get("commands").and_then(Value::as_sequence).cloned().unwrap_or_default();
     let Some((_, launch)) = find_launch(&commands, location)? else {
         return Err(Error::config(
             format!("{location}: commands"),
@@ -122,15 +102,9 @@ pub fn spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
     };
     // `$MODEL_ID` in the command resolves through the file's own env.
     let command_model = launch.model_arg.as_deref().map(|arg| {
-        let var = arg
-            .trim_start_matches('$')
-            .trim_start_matches('{')
-            .trim_end_matches('}');
+        let var = arg.trim_start_matches('$').trim_start_matches('{').trim_end_matches('}');
         if arg.starts_with('$') {
-            env.iter()
-                .find(|(n, _)| n == var)
-                .and_then(|(_, v)| v.clone())
-                .unwrap_or_else(|| arg.to_string())
+            env.iter().find(|(n, _)| n == var).and_then(|(_, v)| v.clone()).unwrap_or_else(|| arg.to_string())
         } else {
             arg.to_string()
         }
@@ -141,11 +115,7 @@ pub fn spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
             "no model: set `model:` or pass --model-path/--model in the command",
         )
     })?;
-    let name = map
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("autodebug-service")
-        .to_string();
+    let name = map.get("name").and_then(Value::as_str).unwrap_or("autodebug-service").to_string();
     let mut spec = ServiceSpec::new(name, launch.engine, model);
     spec.flags = launch.flags.clone();
     spec.image = map.get("image").and_then(Value::as_str).map(str::to_string);
@@ -163,20 +133,13 @@ pub fn spec_from_yaml(text: &str, location: &str) -> Result<ServiceSpec> {
 /// service template) with the name, image, resources, env and launch flags of `spec`.
 /// Every other field of the user's file is kept as it was.
 pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
-    let base = if spec.base.is_null() {
-        fallback_base
-    } else {
-        &spec.base
-    };
+    let base = if spec.base.is_null() { fallback_base } else { &spec.base };
     let location = format!("service `{}` base configuration", spec.name);
     let mut map = match base {
         Value::Mapping(m) => m.clone(),
         Value::Null => Mapping::new(),
         _ => {
-            return Err(Error::config(
-                location,
-                "the base configuration is not a YAML mapping",
-            ));
+            return Err(Error::config(location, "the base configuration is not a YAML mapping"));
         }
     };
     if !map.contains_key("type") {
@@ -184,14 +147,8 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
     }
     map.insert(key("name"), Value::String(spec.name.clone()));
 
-    let image = spec
-        .image
-        .clone()
-        .or_else(|| map.get("image").and_then(Value::as_str).map(str::to_string));
-    map.insert(
-        key("image"),
-        Value::String(image.unwrap_or_else(|| default_image(spec.engine).to_string())),
-    );
+    let image = spec.image.clone().or_else(|| map.get("image").and_then(Value::as_str).map(str::to_string));
+    map.insert(key("image"), Value::String(image.unwrap_or_else(|| default_image(spec.engine).to_string())));
 
     let port = match map.get("port") {
         Some(port) => port.clone(),
@@ -207,11 +164,7 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
             None => env.push((name.clone(), Some(value.clone()))),
         }
     }
-    let mut commands = map
-        .get("commands")
-        .and_then(Value::as_sequence)
-        .cloned()
-        .unwrap_or_default();
+    let mut commands = map.get("commands").and_then(Value::as_sequence).cloned().unwrap_or_default();
     let launch = find_launch(&commands, &location)?;
     if launch.is_none() && !env.iter().any(|(n, _)| n == "MODEL_ID") {
         env.insert(0, ("MODEL_ID".into(), Some(spec.model.clone())));
@@ -221,14 +174,7 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
         let value = if env_as_mapping {
             Value::Mapping(
                 env.iter()
-                    .map(|(n, v)| {
-                        (
-                            key(n),
-                            v.as_ref()
-                                .map(|v| Value::String(v.clone()))
-                                .unwrap_or(Value::Null),
-                        )
-                    })
+                    .map(|(n, v)| (key(n), v.as_ref().map(|v| Value::String(v.clone())).unwrap_or(Value::Null)))
                     .collect(),
             )
         } else {
@@ -251,22 +197,14 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
             if command.engine != spec.engine {
                 return Err(Error::config(
                     format!("{location}: commands[{index}]"),
-                    format!(
-                        "the command launches {} but the spec is for {}",
-                        command.engine, spec.engine
-                    ),
+                    format!("the command launches {} but the spec is for {}", command.engine, spec.engine),
                 ));
             }
             commands[index] = Value::String(command.render(&spec.flags));
         }
         None => {
-            let port = port
-                .as_u64()
-                .and_then(|p| u16::try_from(p).ok())
-                .unwrap_or(DEFAULT_PORT);
-            commands.push(Value::String(
-                LaunchCommand::template(spec.engine, port).render(&spec.flags),
-            ));
+            let port = port.as_u64().and_then(|p| u16::try_from(p).ok()).unwrap_or(DEFAULT_PORT);
+            commands.push(Value::String(LaunchCommand::template(spec.engine, port).render(&spec.flags)));
         }
     }
     map.insert(key("commands"), Value::Sequence(commands));
@@ -279,11 +217,9 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
         Some(Value::Mapping(r)) => r.clone(),
         _ => Mapping::new(),
     };
-    for (field, value) in [
-        ("gpu", &spec.resources.gpu),
-        ("cpu", &spec.resources.cpu),
-        ("memory", &spec.resources.memory),
-    ] {
+    for (field, value) in
+        [("gpu", &spec.resources.gpu), ("cpu", &spec.resources.cpu), ("memory", &spec.resources.memory)]
+    {
         if let Some(value) = value {
             resources.insert(key(field), scalar(value));
         }
@@ -296,27 +232,20 @@ pub fn render(spec: &ServiceSpec, fallback_base: &Value) -> Result<Mapping> {
 
 /// The YAML text of a rendered configuration, headed by a comment saying where it came from.
 pub fn to_yaml(spec: &ServiceSpec, configuration: &Mapping) -> Result<String> {
-    let body = serde_yaml::to_string(configuration).map_err(|e| {
-        Error::config(
-            format!("service `{}`", spec.name),
-            format!("cannot write YAML: {e}"),
-        )
-    })?;
+    let body = serde_yaml::to_string(configuration)
+        .map_err(|e| Error::config(format!("service `{}`", spec.name), format!("cannot write YAML: {e}")))?;
     Ok(format!(
         "# dstack service configuration rendered by autodebug: {} {} ({})\n# apply with: dstack apply -f <this file>\n{body}",
         spec.engine,
         spec.model,
-        if spec.flags.is_empty() {
-            "engine defaults".to_string()
-        } else {
-            spec.flags.to_command_line()
-        }
+        if spec.flags.is_empty() { "engine defaults".to_string() } else { spec.flags.to_command_line() }
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autodebug_core::EngineKind;
 
     const BASE: &str = "type: service\nname: qwen\nimage: lmsysorg/sglang:latest\nenv:\n  - MODEL_ID=Qwen/Qwen1.5-0.5B-Chat\n  - HF_TOKEN\ncommands:\n  - pip list\n  - python3 -m sglang.launch_server --model-path $MODEL_ID --port 8000 --schedule-policy lpm\nport: 8000\nresources:\n  gpu: H100:1\n  disk: 100GB\nprobes:\n  - {type: http, url: /health, ready_after: 2}\nspot_policy: auto\n";
 
@@ -329,10 +258,7 @@ mod tests {
         );
         assert_eq!(spec.flags.to_args(), ["--schedule-policy", "lpm"]);
         assert_eq!(spec.resources.gpu.as_deref(), Some("H100:1"));
-        assert_eq!(
-            spec.env,
-            [("MODEL_ID".to_string(), "Qwen/Qwen1.5-0.5B-Chat".to_string())]
-        );
+        assert_eq!(spec.env, [("MODEL_ID".to_string(), "Qwen/Qwen1.5-0.5B-Chat".to_string())]);
     }
 
     #[test]
@@ -343,15 +269,7 @@ mod tests {
         spec.resources.gpu = Some("H100:80GB:2".into());
         let out = render(&spec, &Value::Null).unwrap();
         let base: Mapping = serde_yaml::from_str(BASE).unwrap();
-        for field in [
-            "type",
-            "name",
-            "image",
-            "env",
-            "port",
-            "probes",
-            "spot_policy",
-        ] {
+        for field in ["type", "name", "image", "env", "port", "probes", "spot_policy"] {
             assert_eq!(out.get(field), base.get(field), "field `{field}` changed");
         }
         let commands = out.get("commands").and_then(Value::as_sequence).unwrap();
@@ -372,37 +290,21 @@ mod tests {
         let out = render(&spec, &Value::Null).unwrap();
         assert_eq!(out["type"].as_str(), Some("service"));
         assert_eq!(out["image"].as_str(), Some("vllm/vllm-openai:latest"));
-        assert_eq!(
-            out["env"][0].as_str(),
-            Some("MODEL_ID=Qwen/Qwen1.5-0.5B-Chat")
-        );
+        assert_eq!(out["env"][0].as_str(), Some("MODEL_ID=Qwen/Qwen1.5-0.5B-Chat"));
         assert_eq!(
             out["commands"][0].as_str(),
             Some("vllm serve $MODEL_ID --host 0.0.0.0 --port 8000 --max-num-seqs 32")
         );
         assert_eq!(out["model"].as_str(), Some("Qwen/Qwen1.5-0.5B-Chat"));
         let back = spec_from_yaml(&serde_yaml::to_string(&out).unwrap(), "rendered").unwrap();
-        assert_eq!(
-            (back.engine, back.flags, back.model),
-            (spec.engine, spec.flags, spec.model)
-        );
+        assert_eq!((back.engine, back.flags, back.model), (spec.engine, spec.flags, spec.model));
     }
 
     #[test]
     fn errors_name_the_file_and_field() {
-        let err = spec_from_yaml("type: task\nname: x\n", "x.yml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("x.yml: type") && err.contains("service"),
-            "{err}"
-        );
-        let err = spec_from_yaml("type: service\ncommands: [echo hi]\n", "y.yml")
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("y.yml: commands") && err.contains("sglang"),
-            "{err}"
-        );
+        let err = spec_from_yaml("type: task\nname: x\n", "x.yml").unwrap_err().to_string();
+        assert!(err.contains("x.yml: type") && err.contains("service"), "{err}");
+        let err = spec_from_yaml("type: service\ncommands: [echo hi]\n", "y.yml").unwrap_err().to_string();
+        assert!(err.contains("y.yml: commands") && err.contains("sglang"), "{err}");
     }
 }

@@ -28,16 +28,10 @@ fn describe_failure(run: &Run, submission: Option<&JobSubmission>) -> String {
     let mut headline = String::new();
     let mut details = Vec::new();
     if let Some(s) = submission {
-        headline = if s.status_message.is_empty() {
-            s.status.clone()
-        } else {
-            s.status_message.clone()
-        };
+        headline = if s.status_message.is_empty() { s.status.clone() } else { s.status_message.clone() };
         if let Some(reason) = &s.termination_reason {
             match &s.termination_reason_message {
-                Some(message) if !message.is_empty() => {
-                    details.push(format!("job {reason}: {message}"))
-                }
+                Some(message) if !message.is_empty() => details.push(format!("job {reason}: {message}")),
                 _ => details.push(format!("job {reason}")),
             }
         }
@@ -49,11 +43,7 @@ fn describe_failure(run: &Run, submission: Option<&JobSubmission>) -> String {
         }
     }
     if headline.is_empty() || headline == "failed" || headline == "terminated" {
-        let run_message = if run.status_message.is_empty() {
-            &run.status
-        } else {
-            &run.status_message
-        };
+        let run_message = if run.status_message.is_empty() { &run.status } else { &run.status_message };
         if headline.is_empty() {
             headline = run_message.clone();
         }
@@ -64,11 +54,7 @@ fn describe_failure(run: &Run, submission: Option<&JobSubmission>) -> String {
     if let Some(error) = run.error.as_ref().filter(|e| !e.is_empty()) {
         details.push(format!("run error: {error}"));
     }
-    if details.is_empty() {
-        headline
-    } else {
-        format!("{headline} ({})", details.join("; "))
-    }
+    if details.is_empty() { headline } else { format!("{headline} ({})", details.join("; ")) }
 }
 
 /// Judges a run as `/runs/get` returns it.
@@ -81,29 +67,15 @@ pub fn assess(run: &Run) -> Readiness {
         }
     }
     if FINISHED_RUN.contains(&run.status.as_str()) {
-        let submission = run
-            .jobs
-            .iter()
-            .filter_map(latest)
-            .next()
-            .or(run.latest_job_submission.as_ref());
+        let submission = run.jobs.iter().filter_map(latest).next().or(run.latest_job_submission.as_ref());
         return Readiness::Failed(describe_failure(run, submission));
     }
-    if let Some(s) = run
-        .jobs
-        .iter()
-        .filter_map(latest)
-        .find(|s| s.status == "terminating")
-    {
+    if let Some(s) = run.jobs.iter().filter_map(latest).find(|s| s.status == "terminating") {
         let reason = s.termination_reason.as_deref().unwrap_or("no reason yet");
         return Readiness::Pending(format!("terminating ({reason})"));
     }
     if run.status != "running" {
-        let message = if run.status_message.is_empty() {
-            &run.status
-        } else {
-            &run.status_message
-        };
+        let message = if run.status_message.is_empty() { &run.status } else { &run.status_message };
         return Readiness::Pending(message.clone());
     }
     let mut waiting = Vec::new();
@@ -122,29 +94,18 @@ pub fn assess(run: &Run) -> Readiness {
             .probes
             .iter()
             .enumerate()
-            .filter(|(i, spec)| {
-                s.probes
-                    .get(*i)
-                    .is_some_and(|p| p.success_streak >= spec.ready_after)
-            })
+            .filter(|(i, spec)| s.probes.get(*i).is_some_and(|p| p.success_streak >= spec.ready_after))
             .count();
         if passing < total {
-            waiting.push(format!(
-                "{}: running; probes ready {passing}/{total}",
-                job.job_spec.job_name
-            ));
+            waiting.push(format!("{}: running; probes ready {passing}/{total}", job.job_spec.job_name));
         }
     }
     if run.jobs.is_empty() {
         waiting.push("no jobs yet".into());
     }
     match (&run.service, waiting.is_empty()) {
-        (Some(service), true) => Readiness::Ready {
-            service_url: service.url.clone(),
-        },
-        (None, true) => {
-            Readiness::Pending("running; the server has not published the service URL yet".into())
-        }
+        (Some(service), true) => Readiness::Ready { service_url: service.url.clone() },
+        (None, true) => Readiness::Pending("running; the server has not published the service URL yet".into()),
         (_, false) => Readiness::Pending(waiting.join(", ")),
     }
 }
@@ -155,11 +116,7 @@ pub fn service_base_url(server_url: &str, service_url: &str) -> String {
     let joined = if service_url.starts_with("http://") || service_url.starts_with("https://") {
         service_url.to_string()
     } else {
-        format!(
-            "{}/{}",
-            server_url.trim_end_matches('/'),
-            service_url.trim_start_matches('/')
-        )
+        format!("{}/{}", server_url.trim_end_matches('/'), service_url.trim_start_matches('/'))
     };
     joined.trim_end_matches('/').to_string()
 }
@@ -185,19 +142,11 @@ mod tests {
         let r = run(
             serde_json::json!({"status": "running", "jobs": [job("running", &[1], &[2])], "service": {"url": "/proxy/services/main/svc/"}}),
         );
-        assert_eq!(
-            assess(&r),
-            Readiness::Pending("svc-0-0: running; probes ready 0/1".into())
-        );
+        assert_eq!(assess(&r), Readiness::Pending("svc-0-0: running; probes ready 0/1".into()));
         let r = run(
             serde_json::json!({"status": "running", "jobs": [job("running", &[2, 5], &[2, 1])], "service": {"url": "/proxy/services/main/svc/"}}),
         );
-        assert_eq!(
-            assess(&r),
-            Readiness::Ready {
-                service_url: "/proxy/services/main/svc/".into()
-            }
-        );
+        assert_eq!(assess(&r), Readiness::Ready { service_url: "/proxy/services/main/svc/".into() });
     }
 
     #[test]
@@ -205,10 +154,7 @@ mod tests {
         let mut j = job("terminating", &[], &[2]);
         j["job_submissions"][0]["termination_reason"] = "failed_to_start_due_to_no_capacity".into();
         let r = run(serde_json::json!({"status": "submitted", "jobs": [j]}));
-        assert_eq!(
-            assess(&r),
-            Readiness::Pending("terminating (failed_to_start_due_to_no_capacity)".into())
-        );
+        assert_eq!(assess(&r), Readiness::Pending("terminating (failed_to_start_due_to_no_capacity)".into()));
     }
 
     #[test]
@@ -217,16 +163,10 @@ mod tests {
         j["job_submissions"][0]["status_message"] = "no fleets".into();
         j["job_submissions"][0]["termination_reason"] = "failed_to_start_due_to_no_capacity".into();
         j["job_submissions"][0]["termination_reason_message"] = "No matching fleet found.".into();
-        let r = run(
-            serde_json::json!({"status": "terminating", "termination_reason": "job_failed", "jobs": [j]}),
-        );
-        let Readiness::Failed(reason) = assess(&r) else {
-            panic!("not failed")
-        };
+        let r = run(serde_json::json!({"status": "terminating", "termination_reason": "job_failed", "jobs": [j]}));
+        let Readiness::Failed(reason) = assess(&r) else { panic!("not failed") };
         assert!(
-            reason.starts_with(
-                "no fleets (job failed_to_start_due_to_no_capacity: No matching fleet found."
-            ),
+            reason.starts_with("no fleets (job failed_to_start_due_to_no_capacity: No matching fleet found."),
             "{reason}"
         );
         assert!(reason.contains("run job_failed"), "{reason}");

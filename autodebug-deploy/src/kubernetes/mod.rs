@@ -51,23 +51,20 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use autodebug_core::failure::start_failure_kind;
 use autodebug_core::{
-    Artifact, Deployer, Deployment, Endpoint, Error, LogLine, Result, ServiceSpec, TimeWindow,
-    async_trait,
+    Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, ServiceSpec, TimeWindow, async_trait,
 };
 use k8s_openapi::api::apps::v1::Deployment as K8sDeployment;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{
-    Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams,
-};
+use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, ListParams, LogParams, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use serde_yaml::Value;
 
 pub use k8s_openapi;
 pub use kube;
 pub use manifest::{
-    DEFAULT_PORT, GPU_RESOURCE, MANAGED_BY_LABEL, MANAGER, ModelCache, RUN_LABEL, RenderOptions,
-    Rendered,
+    DEFAULT_PORT, GPU_RESOURCE, MANAGED_BY_LABEL, MANAGER, ModelCache, RUN_LABEL, RenderOptions, Rendered,
 };
 
 /// Environment variables read by [`KubernetesDeployerBuilder::from_env`].
@@ -246,15 +243,11 @@ impl KubernetesDeployerBuilder {
         if let Some(ns) = &self.namespace
             && (ns.is_empty()
                 || ns.len() > 63
-                || !ns
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
+                || !ns.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-'))
         {
             return Err(Error::config(
                 env_vars::NAMESPACE,
-                format!(
-                    "`{ns}` is not a valid namespace name: lowercase letters, digits and dashes"
-                ),
+                format!("`{ns}` is not a valid namespace name: lowercase letters, digits and dashes"),
             ));
         }
         let cell = match self.client {
@@ -283,17 +276,19 @@ fn api_error(what: &str, error: kube::Error) -> Error {
         kube::Error::Api(status) => {
             let hint = match status.code {
                 401 => "; check the credentials of your kubeconfig context",
-                403 => {
-                    "; the kubeconfig user lacks permission for this (check with `kubectl auth can-i`)"
-                }
+                403 => "; the kubeconfig user lacks permission for this (check with `kubectl auth can-i`)",
                 _ => "",
             };
-            Error::Deploy(format!(
-                "Kubernetes API: {what}: {} ({} {}){hint}",
-                status.message, status.code, status.reason
-            ))
+            let message =
+                format!("Kubernetes API: {what}: {} ({} {}){hint}", status.message, status.code, status.reason);
+            match status.code {
+                401 | 403 => Error::infrastructure(message),
+                // The API server refused the object itself (an invalid manifest, a quota).
+                400..=499 => Error::rejected(message),
+                _ => Error::deploy(message),
+            }
         }
-        other => Error::Deploy(format!("Kubernetes API: {what}: {other}")),
+        other => Error::deploy(format!("Kubernetes API: {what}: {other}")).caused_by(other),
     }
 }
 
@@ -319,14 +314,8 @@ fn parse_log_line(line: &str, fallback_ns: i128) -> LogLine {
             .map(|t| (t.unix_timestamp_nanos(), text))
     });
     match stamped {
-        Some((time_ns, text)) => LogLine {
-            time_ns,
-            text: text.trim_end_matches('\r').to_string(),
-        },
-        None => LogLine {
-            time_ns: fallback_ns,
-            text: line.trim_end_matches('\r').to_string(),
-        },
+        Some((time_ns, text)) => LogLine { time_ns, text: text.trim_end_matches('\r').to_string() },
+        None => LogLine { time_ns: fallback_ns, text: line.trim_end_matches('\r').to_string() },
     }
 }
 
@@ -355,9 +344,7 @@ impl KubernetesDeployer {
 
     /// Renders without a cluster: `render` works, `deploy` fails saying a cluster is needed.
     pub fn render_only() -> Self {
-        let mut deployer = Self::builder()
-            .build()
-            .unwrap_or_else(|_| unreachable!("default settings are valid"));
+        let mut deployer = Self::builder().build().unwrap_or_else(|_| unreachable!("default settings are valid"));
         deployer.infer_client = false;
         deployer
     }
@@ -421,73 +408,40 @@ impl KubernetesDeployer {
 
     /// Label selector for everything one run applied.
     fn selector(deployment: &Deployment) -> String {
-        let run = deployment
-            .details
-            .get("run")
-            .unwrap_or(&deployment.spec.name);
+        let run = deployment.details.get("run").unwrap_or(&deployment.spec.name);
         format!("{MANAGED_BY_LABEL}={MANAGER},{RUN_LABEL}={run}")
     }
 
-    async fn timed<T>(
-        &self,
-        what: &str,
-        call: impl Future<Output = kube::Result<T>>,
-    ) -> Result<kube::Result<T>> {
-        tokio::time::timeout(self.request_timeout, call)
-            .await
-            .map_err(|_| {
-                Error::Deploy(format!(
-                    "Kubernetes API: {what}: no answer within {:.0} s",
-                    self.request_timeout.as_secs_f64()
-                ))
-            })
+    async fn timed<T>(&self, what: &str, call: impl Future<Output = kube::Result<T>>) -> Result<kube::Result<T>> {
+        tokio::time::timeout(self.request_timeout, call).await.map_err(|_| {
+            Error::deploy(format!(
+                "Kubernetes API: {what}: no answer within {:.0} s",
+                self.request_timeout.as_secs_f64()
+            ))
+        })
     }
 
     async fn apply(&self, client: &kube::Client, namespace: &str, doc: &Value) -> Result<String> {
-        let field = |name: &str| {
-            doc.get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let field = |name: &str| doc.get(name).and_then(Value::as_str).unwrap_or_default().to_string();
         let (api_version, kind) = (field("apiVersion"), field("kind"));
-        let name = doc
-            .get("metadata")
-            .and_then(|m| m.get("name"))
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                Error::config(
-                    format!("manifest: {kind}"),
-                    "an object without metadata.name cannot be applied",
-                )
-            })?;
+        let name = doc.get("metadata").and_then(|m| m.get("name")).and_then(Value::as_str).ok_or_else(|| {
+            Error::config(format!("manifest: {kind}"), "an object without metadata.name cannot be applied")
+        })?;
         if CLUSTER_SCOPED.contains(&kind.as_str()) {
             return Err(Error::config(
                 format!("manifest: {kind} `{name}`"),
                 "cluster-scoped objects are not applied by autodebug: apply it once yourself and remove it from the base manifest",
             ));
         }
-        let namespace = doc
-            .get("metadata")
-            .and_then(|m| m.get("namespace"))
-            .and_then(Value::as_str)
-            .unwrap_or(namespace);
-        let api: Api<DynamicObject> = Api::namespaced_with(
-            client.clone(),
-            namespace,
-            &api_resource(&api_version, &kind),
-        );
-        let body = serde_json::to_value(doc).map_err(|e| {
-            Error::config(
-                format!("manifest: {kind} `{name}`"),
-                format!("cannot encode as JSON: {e}"),
-            )
-        })?;
+        let namespace =
+            doc.get("metadata").and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or(namespace);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), namespace, &api_resource(&api_version, &kind));
+        let body = serde_json::to_value(doc)
+            .map_err(|e| Error::config(format!("manifest: {kind} `{name}`"), format!("cannot encode as JSON: {e}")))?;
         let params = PatchParams::apply(MANAGER).force();
         let what = format!("apply {kind} `{name}` in namespace `{namespace}`");
-        self.timed(&what, api.patch(name, &params, &Patch::Apply(&body)))
-            .await?
-            .map_err(|e| api_error(&what, e))?;
+        self.timed(&what, api.patch(name, &params, &Patch::Apply(&body))).await?.map_err(|e| api_error(&what, e))?;
         tracing::debug!(%kind, %name, %namespace, "applied");
         Ok(format!("{api_version}/{kind}"))
     }
@@ -500,10 +454,7 @@ impl KubernetesDeployer {
             tail_lines: Some(CRASH_OUTPUT_LINES),
             ..LogParams::default()
         };
-        match self
-            .timed("read previous log", pods.logs(&failure.pod, &params))
-            .await
-        {
+        match self.timed("read previous log", pods.logs(&failure.pod, &params)).await {
             Ok(Ok(text)) if !text.trim().is_empty() => {
                 let quoted: Vec<String> = text.lines().map(|l| format!("  | {l}")).collect();
                 format!("\nlast output of the container:\n{}", quoted.join("\n"))
@@ -514,29 +465,15 @@ impl KubernetesDeployer {
 
     fn endpoint(&self, deployment: &Deployment, namespace: &str) -> Endpoint {
         let detail = |name: &str| deployment.details.get(name).cloned().unwrap_or_default();
-        let service = deployment
-            .details
-            .get("service")
-            .cloned()
-            .unwrap_or_else(|| deployment.id.clone());
-        let port = deployment
-            .details
-            .get("port")
-            .cloned()
-            .unwrap_or_else(|| DEFAULT_PORT.to_string());
+        let service = deployment.details.get("service").cloned().unwrap_or_else(|| deployment.id.clone());
+        let port = deployment.details.get("port").cloned().unwrap_or_else(|| DEFAULT_PORT.to_string());
         let url = match &self.base_url {
-            Some(template) => template
-                .replace("{service}", &service)
-                .replace("{namespace}", namespace)
-                .replace("{port}", &port),
-            None => format!(
-                "http://{service}.{namespace}.svc.{}:{port}",
-                self.cluster_domain
-            ),
+            Some(template) => {
+                template.replace("{service}", &service).replace("{namespace}", namespace).replace("{port}", &port)
+            }
+            None => format!("http://{service}.{namespace}.svc.{}:{port}", self.cluster_domain),
         };
-        let model = Some(detail("model"))
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| deployment.spec.model.clone());
+        let model = Some(detail("model")).filter(|m| !m.is_empty()).unwrap_or_else(|| deployment.spec.model.clone());
         Endpoint::new(url, model)
     }
 }
@@ -623,14 +560,14 @@ impl Deployer for KubernetesDeployer {
                         return Ok(endpoint);
                     }
                     status::Rollout::Failed(reason) => {
-                        return Err(Error::Deploy(format!(
+                        return Err(Error::deploy(format!(
                             "Kubernetes Deployment `{name}` in namespace `{namespace}` failed: {reason}"
                         )));
                     }
                     status::Rollout::Progressing(what) => last = what,
                 },
                 Err(e) if is_not_found(&e) => {
-                    return Err(Error::Deploy(format!(
+                    return Err(Error::infrastructure(format!(
                         "Kubernetes Deployment `{name}` not found in namespace `{namespace}`: it was torn down or never applied"
                     )));
                 }
@@ -643,14 +580,23 @@ impl Deployer for KubernetesDeployer {
             match self.timed("list pods", pods.list(&selector)).await? {
                 Ok(list) => match status::pods(&list.items) {
                     status::PodsState::Failed(failure) => {
-                        let output = if failure.crashed {
-                            self.previous_output(&pods, &failure).await
+                        // A crash is judged by the engine's own last words; a pod that never ran
+                        // (an image that cannot be pulled, a bad volume) was refused as configured.
+                        let (output, kind) = if failure.crashed {
+                            let output = self.previous_output(&pods, &failure).await;
+                            let logs: Vec<LogLine> =
+                                output.lines().map(|text| LogLine { time_ns: 0, text: text.to_string() }).collect();
+                            (output, start_failure_kind(&logs))
                         } else {
-                            String::new()
+                            (String::new(), ErrorKind::RejectedConfig)
                         };
-                        return Err(Error::Deploy(format!(
-                            "Kubernetes Deployment `{name}` in namespace `{namespace}` cannot start: {failure}{output}"
-                        )));
+                        return Err(Error::Deploy {
+                            message: format!(
+                                "Kubernetes Deployment `{name}` in namespace `{namespace}` cannot start: {failure}{output}"
+                            ),
+                            kind,
+                            source: None,
+                        });
                     }
                     status::PodsState::Unschedulable { pod, message } => {
                         let since = *unschedulable_since.get_or_insert_with(|| {
@@ -658,11 +604,9 @@ impl Deployer for KubernetesDeployer {
                             Instant::now()
                         });
                         last = format!("{last}; pod `{pod}` is Unschedulable: {message}");
-                        if self
-                            .unschedulable_grace
-                            .is_some_and(|grace| since.elapsed() >= grace)
-                        {
-                            return Err(Error::Deploy(format!(
+                        if self.unschedulable_grace.is_some_and(|grace| since.elapsed() >= grace) {
+                            // No node has what the spec asks for (GPUs, memory).
+                            return Err(Error::rejected(format!(
                                 "Kubernetes Deployment `{name}` in namespace `{namespace}` cannot start: pod `{pod}` is Unschedulable: {message}"
                             )));
                         }
@@ -695,30 +639,17 @@ impl Deployer for KubernetesDeployer {
         let client = self.client().await?;
         let namespace = self.namespace_of(deployment, &client);
         let pods: Api<Pod> = Api::namespaced(client, &namespace);
-        let what = format!(
-            "list pods of `{}` in namespace `{namespace}`",
-            deployment.id
-        );
-        let mut found = match self
-            .timed(
-                &what,
-                pods.list(&ListParams::default().labels(&Self::selector(deployment))),
-            )
-            .await?
-        {
-            Ok(list) => list.items,
-            Err(e) if is_not_found(&e) => return Ok(Vec::new()),
-            Err(e) => return Err(api_error(&what, e)),
-        };
-        found.sort_by(|a, b| {
-            a.metadata
-                .creation_timestamp
-                .cmp(&b.metadata.creation_timestamp)
-        });
+        let what = format!("list pods of `{}` in namespace `{namespace}`", deployment.id);
+        let mut found =
+            match self.timed(&what, pods.list(&ListParams::default().labels(&Self::selector(deployment)))).await? {
+                Ok(list) => list.items,
+                Err(e) if is_not_found(&e) => return Ok(Vec::new()),
+                Err(e) => return Err(api_error(&what, e)),
+            };
+        found.sort_by(|a, b| a.metadata.creation_timestamp.cmp(&b.metadata.creation_timestamp));
         let now = TimeWindow::now_ns();
         // The kubelet filters by whole seconds; the exact cut is made on the stamps below.
-        let since_seconds =
-            since_ns.map(|since| (((now - since).max(0) / 1_000_000_000) as i64 + 1).max(1));
+        let since_seconds = since_ns.map(|since| (((now - since).max(0) / 1_000_000_000) as i64 + 1).max(1));
         let container = deployment.details.get("container").cloned();
         let mut lines = Vec::new();
         for pod in found.iter().rev().take(MAX_LOG_PODS).rev() {
@@ -757,21 +688,15 @@ impl Deployer for KubernetesDeployer {
         let client = self.client().await?;
         let namespace = self.namespace_of(deployment, &client);
         let selector = ListParams::default().labels(&Self::selector(deployment));
-        let kinds = deployment
-            .details
-            .get("kinds")
-            .cloned()
-            .unwrap_or_else(|| "apps/v1/Deployment,v1/Service".into());
+        let kinds = deployment.details.get("kinds").cloned().unwrap_or_else(|| "apps/v1/Deployment,v1/Service".into());
         for kind in kinds.split(',').filter(|k| !k.is_empty()) {
             let Some((api_version, kind)) = kind.rsplit_once('/') else {
                 continue;
             };
             let api: Api<DynamicObject> =
                 Api::namespaced_with(client.clone(), &namespace, &api_resource(api_version, kind));
-            let what = format!(
-                "list {kind} objects labelled {RUN_LABEL}={} in namespace `{namespace}`",
-                deployment.spec.name
-            );
+            let what =
+                format!("list {kind} objects labelled {RUN_LABEL}={} in namespace `{namespace}`", deployment.spec.name);
             let objects = match self.timed(&what, api.list(&selector)).await? {
                 Ok(list) => list.items,
                 Err(e) if is_not_found(&e) => continue,
@@ -782,10 +707,7 @@ impl Deployer for KubernetesDeployer {
                     continue;
                 };
                 let what = format!("delete {kind} `{name}` in namespace `{namespace}`");
-                match self
-                    .timed(&what, api.delete(name, &DeleteParams::background()))
-                    .await?
-                {
+                match self.timed(&what, api.delete(name, &DeleteParams::background())).await? {
                     Ok(_) => tracing::debug!(%kind, %name, "deleted"),
                     Err(e) if is_not_found(&e) => {}
                     Err(e) => return Err(api_error(&what, e)),
@@ -818,19 +740,10 @@ mod tests {
 
     #[test]
     fn log_lines_keep_the_kubelet_stamp() {
-        let line = parse_log_line(
-            "2025-06-01T12:00:00.123456789Z [2025] Decode batch. #running-req: 3",
-            7,
-        );
+        let line = parse_log_line("2025-06-01T12:00:00.123456789Z [2025] Decode batch. #running-req: 3", 7);
         assert_eq!(line.text, "[2025] Decode batch. #running-req: 3");
         assert_eq!(line.time_ns % 1_000_000_000, 123_456_789);
-        assert_eq!(
-            parse_log_line("no stamp here", 7),
-            LogLine {
-                time_ns: 7,
-                text: "no stamp here".into()
-            }
-        );
+        assert_eq!(parse_log_line("no stamp here", 7), LogLine { time_ns: 7, text: "no stamp here".into() });
     }
 
     #[test]
@@ -841,10 +754,7 @@ mod tests {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(
-            err.contains(env_vars::BASE_URL) && err.contains("localhost:8000"),
-            "{err}"
-        );
+        assert!(err.contains(env_vars::BASE_URL) && err.contains("localhost:8000"), "{err}");
     }
 
     #[test]

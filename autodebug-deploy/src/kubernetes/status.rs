@@ -39,18 +39,13 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
     };
     let generation = deployment.metadata.generation.unwrap_or(0);
     if status.observed_generation.unwrap_or(0) < generation {
-        return Rollout::Progressing(format!(
-            "waiting for the controller to observe generation {generation}"
-        ));
+        return Rollout::Progressing(format!("waiting for the controller to observe generation {generation}"));
     }
     for condition in status.conditions.iter().flatten() {
         let reason = condition.reason.as_deref().unwrap_or("");
         let message = condition.message.as_deref().unwrap_or("");
         let (kind, state) = (condition.type_.as_deref(), condition.status.as_deref());
-        if kind == Some("Progressing")
-            && state == Some("False")
-            && reason == "ProgressDeadlineExceeded"
-        {
+        if kind == Some("Progressing") && state == Some("False") && reason == "ProgressDeadlineExceeded" {
             return Rollout::Failed(format!("{reason}: {message}"));
         }
         if kind == Some("ReplicaFailure") && state == Some("True") {
@@ -63,14 +58,9 @@ pub fn rollout(deployment: &Deployment) -> Rollout {
     if updated < wanted {
         Rollout::Progressing(format!("{updated} of {wanted} replicas updated"))
     } else if total > updated {
-        Rollout::Progressing(format!(
-            "{} old replicas pending termination",
-            total - updated
-        ))
+        Rollout::Progressing(format!("{} old replicas pending termination", total - updated))
     } else if available < updated {
-        Rollout::Progressing(format!(
-            "{available} of {updated} updated replicas available"
-        ))
+        Rollout::Progressing(format!("{available} of {updated} updated replicas available"))
     } else {
         Rollout::Available
     }
@@ -126,20 +116,13 @@ fn last_exit(status: &ContainerStatus) -> Option<String> {
         "{}, exit code {}{}",
         terminated.reason.as_deref().unwrap_or("terminated"),
         terminated.exit_code,
-        terminated
-            .message
-            .as_deref()
-            .map(|m| format!(": {}", m.trim()))
-            .unwrap_or_default()
+        terminated.message.as_deref().map(|m| format!(": {}", m.trim())).unwrap_or_default()
     ))
 }
 
 /// Looks through `pods` (terminating ones are ignored) for a reason they cannot start.
 pub fn pods(pods: &[Pod]) -> PodsState {
-    let live: Vec<&Pod> = pods
-        .iter()
-        .filter(|p| p.metadata.deletion_timestamp.is_none())
-        .collect();
+    let live: Vec<&Pod> = pods.iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect();
     if live.is_empty() {
         return PodsState::Waiting("no pods yet".into());
     }
@@ -161,11 +144,8 @@ pub fn pods(pods: &[Pod]) -> PodsState {
                 crashed: false,
             });
         }
-        let containers = status
-            .init_container_statuses
-            .iter()
-            .flatten()
-            .chain(status.container_statuses.iter().flatten());
+        let containers =
+            status.init_container_statuses.iter().flatten().chain(status.container_statuses.iter().flatten());
         let mut waiting_on = Vec::new();
         for container in containers {
             let Some(waiting) = container.state.as_ref().and_then(|s| s.waiting.as_ref()) else {
@@ -185,15 +165,12 @@ pub fn pods(pods: &[Pod]) -> PodsState {
             }
             waiting_on.push(format!("{} {reason}", container.name));
         }
-        let not_scheduled = status.conditions.iter().flatten().find(|c| {
-            c.type_ == "PodScheduled"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-        });
-        if let Some(condition) = not_scheduled {
-            unschedulable.get_or_insert_with(|| {
-                (name.clone(), condition.message.clone().unwrap_or_default())
+        let not_scheduled =
+            status.conditions.iter().flatten().find(|c| {
+                c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable")
             });
+        if let Some(condition) = not_scheduled {
+            unschedulable.get_or_insert_with(|| (name.clone(), condition.message.clone().unwrap_or_default()));
         }
         let phase = status.phase.as_deref().unwrap_or("Unknown");
         summary.push(if waiting_on.is_empty() {

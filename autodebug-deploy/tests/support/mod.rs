@@ -27,9 +27,10 @@ fn workspace_root() -> PathBuf {
 
 /// Runs `cargo build <args>` once per distinct args, bounded in time; Ok(()) when it succeeded.
 type BuildArgs = &'static [&'static str];
+type BuildResults = Vec<(BuildArgs, Result<(), String>)>;
 
 fn cargo_build_once(args: BuildArgs) -> Result<(), String> {
-    static BUILDS: OnceLock<Mutex<Vec<(BuildArgs, Result<(), String>)>>> = OnceLock::new();
+    static BUILDS: OnceLock<Mutex<BuildResults>> = OnceLock::new();
     let builds = BUILDS.get_or_init(|| Mutex::new(Vec::new()));
     let mut builds = builds.lock().unwrap_or_else(|p| p.into_inner());
     if let Some((_, result)) = builds.iter().find(|(a, _)| *a == args) {

@@ -59,38 +59,23 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         Ok(parsed) => parsed,
         Err(error) => {
             let _ = error.print();
-            return if error.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let Some(engine) = EngineKind::parse(&parsed.engine)
-        .filter(|e| matches!(e, EngineKind::Sglang | EngineKind::Vllm))
+    let Some(engine) = EngineKind::parse(&parsed.engine).filter(|e| matches!(e, EngineKind::Sglang | EngineKind::Vllm))
     else {
-        eprintln!(
-            "autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{}`",
-            parsed.engine
-        );
+        eprintln!("autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{}`", parsed.engine);
         return ExitCode::from(2);
     };
     let args = &parsed.engine_args;
-    let model = flag_value(args, "--model-path")
-        .or_else(|| flag_value(args, "--model"))
-        .unwrap_or(&parsed.model)
-        .to_string();
-    let host = flag_value(args, "--host")
-        .map(str::to_string)
-        .or(parsed.host.clone())
-        .unwrap_or_else(|| "127.0.0.1".into());
+    let model =
+        flag_value(args, "--model-path").or_else(|| flag_value(args, "--model")).unwrap_or(&parsed.model).to_string();
+    let host =
+        flag_value(args, "--host").map(str::to_string).or(parsed.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
     let port = match flag_value(args, "--port").map(str::parse::<u16>) {
         Some(Ok(port)) => port,
         Some(Err(_)) => {
-            eprintln!(
-                "{}: error: argument --port: invalid int value",
-                program(engine)
-            );
+            eprintln!("{}: error: argument --port: invalid int value", program(engine));
             return ExitCode::from(2);
         }
         None => parsed.port.unwrap_or(default_port(engine)),
@@ -98,9 +83,7 @@ pub fn run_cli(args: &[String]) -> ExitCode {
     let options = ServeOptions {
         seed: parsed.seed,
         model_name: flag_value(args, "--served-model-name").map(str::to_string),
-        api_key: flag_value(args, "--api-key")
-            .map(str::to_string)
-            .or(parsed.api_key.clone()),
+        api_key: flag_value(args, "--api-key").map(str::to_string).or(parsed.api_key.clone()),
         fast: parsed.fast,
         quiet: parsed.quiet,
     };
@@ -120,10 +103,7 @@ pub fn run_cli(args: &[String]) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("autodebug-sim: could not start the async runtime: {error}");
@@ -134,10 +114,7 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         let address = format!("{host}:{port}");
         let listener = tokio::net::TcpListener::bind(&address)
             .await
-            .map_err(|source| super::ServerError::Bind {
-                address: address.clone(),
-                source,
-            })?;
+            .map_err(|source| super::ServerError::Bind { address: address.clone(), source })?;
         serve_engine(engine_model, listener, options).await
     });
     match result {

@@ -36,22 +36,14 @@ pub struct Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        let anchor_unix_ns = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        Clock {
-            anchor: Instant::now(),
-            anchor_unix_ns,
-        }
+        let anchor_unix_ns = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
+        Clock { anchor: Instant::now(), anchor_unix_ns }
     }
 
     pub fn unix_ns(&self, at: Instant) -> u64 {
         match at.checked_duration_since(self.anchor) {
             Some(after) => self.anchor_unix_ns + after.as_nanos() as u64,
-            None => self
-                .anchor_unix_ns
-                .saturating_sub(self.anchor.duration_since(at).as_nanos() as u64),
+            None => self.anchor_unix_ns.saturating_sub(self.anchor.duration_since(at).as_nanos() as u64),
         }
     }
 
@@ -122,14 +114,11 @@ pub struct DeliveryReceiver {
 impl DeliveryReceiver {
     pub async fn recv(&mut self) -> Option<Delivery> {
         let delivery = self.receiver.recv().await?;
-        let left = self
-            .undelivered
-            .fetch_sub(1, Ordering::AcqRel)
-            .saturating_sub(1);
-        if left == 0 {
-            if let Some(thread) = &self.engine_thread {
-                thread.unpark();
-            }
+        let left = self.undelivered.fetch_sub(1, Ordering::AcqRel).saturating_sub(1);
+        if left == 0
+            && let Some(thread) = &self.engine_thread
+        {
+            thread.unpark();
         }
         Some(delivery)
     }
@@ -156,15 +145,8 @@ impl EngineHandle {
         let undelivered = Arc::new(AtomicU32::new(0));
         let engine_thread = self.fast.then(|| self.thread.clone());
         (
-            DeliverySink {
-                sender,
-                undelivered: Arc::clone(&undelivered),
-            },
-            DeliveryReceiver {
-                receiver,
-                undelivered,
-                engine_thread,
-            },
+            DeliverySink { sender, undelivered: Arc::clone(&undelivered) },
+            DeliveryReceiver { receiver, undelivered, engine_thread },
         )
     }
 
@@ -197,14 +179,7 @@ pub fn spawn_engine_thread(
     let thread = std::thread::Builder::new()
         .name("sim-engine".into())
         .spawn(move || EngineLoop::new(engine, inbox, options).run())?;
-    Ok((
-        EngineHandle {
-            commands,
-            thread: thread.thread().clone(),
-            fast,
-        },
-        thread,
-    ))
+    Ok((EngineHandle { commands, thread: thread.thread().clone(), fast }, thread))
 }
 
 struct LiveRequest {
@@ -231,6 +206,8 @@ struct EngineLoop {
     schedule: Option<Instant>,
     // Per-step scratch space, reused so the hot loop does not allocate.
     finished_scratch: Vec<FinishedRequest>,
+    /// This step's tokens, sent once its telemetry is recorded.
+    deliveries: Vec<(u64, Delivery)>,
     queue_times_s: Vec<f64>,
     itl_observations: Vec<(f64, u32)>,
 }
@@ -247,6 +224,7 @@ impl EngineLoop {
             live: HashMap::new(),
             schedule: None,
             finished_scratch: Vec::new(),
+            deliveries: Vec::new(),
             queue_times_s: Vec::new(),
             itl_observations: Vec::new(),
         }
@@ -313,11 +291,7 @@ impl EngineLoop {
     fn step_once(&mut self) {
         let outcome = self.engine.step();
         let started = match self.schedule {
-            Some(planned)
-                if Instant::now().saturating_duration_since(planned) < MAX_SCHEDULE_LAG =>
-            {
-                planned
-            }
+            Some(planned) if Instant::now().saturating_duration_since(planned) < MAX_SCHEDULE_LAG => planned,
             _ => Instant::now(),
         };
         let deadline = started + Duration::from_nanos(outcome.duration_ns);
@@ -331,10 +305,7 @@ impl EngineLoop {
         let produced_at = Instant::now();
         let produced_unix_ns = self.clock.unix_ns(produced_at);
 
-        if matches!(outcome.kind, StepKind::Idle)
-            && outcome.events.is_empty()
-            && outcome.duration_ns == 0
-        {
+        if matches!(outcome.kind, StepKind::Idle) && outcome.events.is_empty() && outcome.duration_ns == 0 {
             self.wait_while_blocked();
         }
 
@@ -361,36 +332,22 @@ impl EngineLoop {
             if event.first || request.first_token_at.is_none() {
                 request.first_token_at = Some(produced_at);
                 first_tokens += 1;
-                new_prompt_tokens +=
-                    u64::from(event.prompt_tokens.saturating_sub(event.cached_tokens));
+                new_prompt_tokens += u64::from(event.prompt_tokens.saturating_sub(event.cached_tokens));
                 cached_prompt_tokens += u64::from(event.cached_tokens);
-                self.queue_times_s.push(
-                    started
-                        .saturating_duration_since(request.arrived)
-                        .as_secs_f64(),
-                );
+                self.queue_times_s.push(started.saturating_duration_since(request.arrived).as_secs_f64());
             } else if let Some(last) = request.last_token_at {
-                let per_token = produced_at.saturating_duration_since(last).as_secs_f64()
-                    / f64::from(event.new_tokens.max(1));
-                self.itl_observations
-                    .push((per_token, event.new_tokens.max(1)));
+                let per_token =
+                    produced_at.saturating_duration_since(last).as_secs_f64() / f64::from(event.new_tokens.max(1));
+                self.itl_observations.push((per_token, event.new_tokens.max(1)));
             }
             request.last_token_at = Some(produced_at);
-            let client_gone = !request.sink.send(delivery);
-            if event.finished || client_gone {
-                if let Some(request) = self.live.remove(&event.id) {
-                    let reason = if client_gone && !event.finished {
-                        self.engine.cancel(event.id);
-                        "abort"
-                    } else if request.output_tokens < request.requested_max_tokens {
-                        "stop"
-                    } else {
-                        "length"
-                    };
-                    let record = self.finished_record(&request, produced_at, reason);
-                    self.finished_scratch.push(record);
-                }
+            if event.finished {
+                let request = &self.live[&event.id];
+                let reason = if request.output_tokens < request.requested_max_tokens { "stop" } else { "length" };
+                let record = self.finished_record(request, produced_at, reason);
+                self.finished_scratch.push(record);
             }
+            self.deliveries.push((event.id, delivery));
         }
 
         let stats = self.engine.stats();
@@ -409,13 +366,7 @@ impl EngineLoop {
         };
         {
             let mut telemetry = lock(&self.telemetry);
-            telemetry.record_step(
-                &record,
-                stats,
-                first_tokens,
-                new_prompt_tokens,
-                cached_prompt_tokens,
-            );
+            telemetry.record_step(&record, stats, first_tokens, new_prompt_tokens, cached_prompt_tokens);
             for queue_time in &self.queue_times_s {
                 telemetry.record_queue_time(*queue_time);
             }
@@ -437,6 +388,31 @@ impl EngineLoop {
         );
         if let Some(gen_throughput) = gen_throughput {
             lock(&self.telemetry).set_gen_throughput(gen_throughput);
+        }
+        // Tokens go out only now: a client that has read a request's last chunk and then scrapes
+        // the metrics finds that request counted, as with a real engine.
+        let mut aborted = Vec::new();
+        let mut deliveries = std::mem::take(&mut self.deliveries);
+        for (id, delivery) in deliveries.drain(..) {
+            let finished = delivery.finished;
+            let Some(request) = self.live.get(&id) else { continue };
+            let client_gone = !request.sink.send(delivery);
+            if (finished || client_gone)
+                && let Some(request) = self.live.remove(&id)
+                && !finished
+            {
+                self.engine.cancel(id);
+                aborted.push(self.finished_record(&request, produced_at, "abort"));
+            }
+        }
+        self.deliveries = deliveries;
+        if !aborted.is_empty() {
+            let mut telemetry = lock(&self.telemetry);
+            for record in aborted {
+                telemetry.record_request(record);
+            }
+            // The cancelled requests left the engine after this step's gauges were taken.
+            telemetry.refresh_gauges(self.engine.stats());
         }
     }
 
@@ -464,22 +440,12 @@ impl EngineLoop {
         }
     }
 
-    fn finished_record(
-        &self,
-        request: &LiveRequest,
-        finished_at: Instant,
-        reason: &'static str,
-    ) -> FinishedRequest {
-        let ttft_s = request.first_token_at.map(|first| {
-            first
-                .saturating_duration_since(request.arrived)
-                .as_secs_f64()
-        });
+    fn finished_record(&self, request: &LiveRequest, finished_at: Instant, reason: &'static str) -> FinishedRequest {
+        let ttft_s = request.first_token_at.map(|first| first.saturating_duration_since(request.arrived).as_secs_f64());
         let tpot_s = match (request.first_token_at, request.last_token_at) {
-            (Some(first), Some(last)) if request.output_tokens > 1 => Some(
-                last.saturating_duration_since(first).as_secs_f64()
-                    / f64::from(request.output_tokens - 1),
-            ),
+            (Some(first), Some(last)) if request.output_tokens > 1 => {
+                Some(last.saturating_duration_since(first).as_secs_f64() / f64::from(request.output_tokens - 1))
+            }
             _ => None,
         };
         FinishedRequest {
@@ -487,9 +453,7 @@ impl EngineLoop {
             finished_unix_ns: self.clock.unix_ns(finished_at),
             ttft_s,
             tpot_s,
-            e2e_s: finished_at
-                .saturating_duration_since(request.arrived)
-                .as_secs_f64(),
+            e2e_s: finished_at.saturating_duration_since(request.arrived).as_secs_f64(),
             prompt_tokens: request.prompt_tokens,
             cached_tokens: request.cached_tokens,
             completion_tokens: request.output_tokens,
@@ -501,7 +465,5 @@ impl EngineLoop {
 /// A poisoned lock only means another thread panicked mid-update of plain counters; the data is
 /// still usable, and the server must keep serving.
 pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

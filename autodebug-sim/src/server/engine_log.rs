@@ -20,19 +20,12 @@ pub fn format_line(engine: EngineKind, level: Level, line: &str) -> String {
     let now = OffsetDateTime::now_utc();
     match engine {
         EngineKind::Vllm => {
-            let stamp = now
-                .format(format_description!(
-                    "[month]-[day] [hour]:[minute]:[second]"
-                ))
-                .unwrap_or_default();
+            let stamp = now.format(format_description!("[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default();
             format!("{} {stamp} [{}] {line}", level.as_str(), vllm_source(line))
         }
         _ => {
-            let stamp = now
-                .format(format_description!(
-                    "[year]-[month]-[day] [hour]:[minute]:[second]"
-                ))
-                .unwrap_or_default();
+            let stamp =
+                now.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default();
             format!("[{stamp}] {line}")
         }
     }
@@ -115,12 +108,7 @@ pub struct BatchLogger {
 }
 
 impl BatchLogger {
-    pub fn new(
-        engine: EngineKind,
-        enabled: bool,
-        cuda_graph: bool,
-        cuda_graph_max_bs: u32,
-    ) -> BatchLogger {
+    pub fn new(engine: EngineKind, enabled: bool, cuda_graph: bool, cuda_graph_max_bs: u32) -> BatchLogger {
         BatchLogger {
             engine,
             enabled,
@@ -149,18 +137,13 @@ impl BatchLogger {
         cached_prompt_tokens: u64,
     ) -> Option<f64> {
         for line in &outcome.log_lines {
-            if line.contains("Prefill batch")
-                || line.contains("Decode batch")
-                || line.contains("Avg prompt throughput")
+            if line.contains("Prefill batch") || line.contains("Decode batch") || line.contains("Avg prompt throughput")
             {
                 self.model_logs_batches = true;
             }
             if self.enabled {
-                let level = if line.contains("full") || line.contains("Retract") {
-                    Level::Warning
-                } else {
-                    Level::Info
-                };
+                let level =
+                    if line.contains("full") || line.contains("Retract") { Level::Warning } else { Level::Info };
                 emit(self.engine, level, line);
             }
         }
@@ -210,8 +193,7 @@ impl BatchLogger {
                     if self.decode_steps >= SGLANG_DECODE_LOG_INTERVAL {
                         let generation = self.interval_generated as f64 / elapsed.max(1e-9);
                         if self.enabled && !self.model_logs_batches {
-                            let graphed =
-                                self.cuda_graph && step.batch_size <= self.cuda_graph_max_bs;
+                            let graphed = self.cuda_graph && step.batch_size <= self.cuda_graph_max_bs;
                             let line = format!(
                                 "Decode batch, #running-req: {}, #token: {}, token usage: {:.2}, cuda graph: {}, gen throughput (token/s): {:.2}, #queue-req: {}",
                                 stats.running,

@@ -32,17 +32,16 @@ pub fn parse_query(
     let number = |name: &str, text: Option<&str>, default: u64| -> Result<u64, String> {
         match text {
             None | Some("") => Ok(default),
-            Some(text) => text.trim().parse::<u64>().map_err(|_| {
-                format!("query parameter `{name}` must be Unix time in nanoseconds, got `{text}`")
-            }),
+            Some(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| format!("query parameter `{name}` must be Unix time in nanoseconds, got `{text}`")),
         }
     };
     let start_ns = number("start_time_ns", start, server_started_ns)?;
     let end_ns = number("end_time_ns", end, now_ns)?;
     if end_ns < start_ns {
-        return Err(format!(
-            "`end_time_ns` ({end_ns}) is before `start_time_ns` ({start_ns}): swap them"
-        ));
+        return Err(format!("`end_time_ns` ({end_ns}) is before `start_time_ns` ({start_ns}): swap them"));
     }
     let tags = tags
         .unwrap_or_default()
@@ -51,16 +50,10 @@ pub fn parse_query(
         .map(|tag| {
             tag.split_once(':')
                 .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| {
-                    format!("tag `{tag}` in `tags` must read `key:value` (separate tags with `;`)")
-                })
+                .ok_or_else(|| format!("tag `{tag}` in `tags` must read `key:value` (separate tags with `;`)"))
         })
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(ContextQuery {
-        start_ns,
-        end_ns,
-        tags,
-    })
+    Ok(ContextQuery { start_ns, end_ns, tags })
 }
 
 /// What the debug context describes besides the telemetry: the engine's identity and flags.
@@ -98,21 +91,10 @@ fn names(engine: EngineKind) -> Names {
 }
 
 /// Builds the JSON payload of the context for a window.
-pub fn context_json(
-    telemetry: &Telemetry,
-    identity: &ServerIdentity,
-    query: &ContextQuery,
-) -> Value {
+pub fn context_json(telemetry: &Telemetry, identity: &ServerIdentity, query: &ContextQuery) -> Value {
     let n = names(identity.engine);
-    let matches_us = query
-        .tags
-        .iter()
-        .all(|(key, value)| key != "deployment" || value == DEPLOYMENT_TAG);
-    let (start, end) = if matches_us {
-        (query.start_ns, query.end_ns)
-    } else {
-        (1, 0)
-    };
+    let matches_us = query.tags.iter().all(|(key, value)| key != "deployment" || value == DEPLOYMENT_TAG);
+    let (start, end) = if matches_us { (query.start_ns, query.end_ns) } else { (1, 0) };
 
     let mut run_batch = (0u64, 0u64);
     let mut forward = (0u64, 0u64);
@@ -129,23 +111,12 @@ pub fn context_json(
             prefill_forward_ns.push(step.forward_ns as f64);
         }
         generated += step.new_tokens;
-        active = (
-            active.0.min(step.start_unix_ns),
-            active.1.max(step.end_unix_ns),
-        );
+        active = (active.0.min(step.start_unix_ns), active.1.max(step.end_unix_ns));
         last_step = Some(*step);
     }
     let requests: Vec<&FinishedRequest> = telemetry.requests_in(start, end).collect();
-    let ttft_ns: Vec<f64> = requests
-        .iter()
-        .filter_map(|r| r.ttft_s)
-        .map(|s| s * 1e9)
-        .collect();
-    let itl_ns: Vec<f64> = requests
-        .iter()
-        .filter_map(|r| r.tpot_s)
-        .map(|s| s * 1e9)
-        .collect();
+    let ttft_ns: Vec<f64> = requests.iter().filter_map(|r| r.ttft_s).map(|s| s * 1e9).collect();
+    let itl_ns: Vec<f64> = requests.iter().filter_map(|r| r.tpot_s).map(|s| s * 1e9).collect();
     let e2e_ns: u64 = requests.iter().map(|r| (r.e2e_s * 1e9) as u64).sum();
     let prompt: u64 = requests.iter().map(|r| u64::from(r.prompt_tokens)).sum();
     let cached: u64 = requests.iter().map(|r| u64::from(r.cached_tokens)).sum();
@@ -157,82 +128,29 @@ pub fn context_json(
     ]);
     let usage = |name: &str, values: Vec<u64>| json!({"name": format!("{}.usage.{name}", n.prefix), "count": values.len(), "sum": values.iter().sum::<u64>()});
     let span_counters = json!([
-        latency_counter(
-            &format!("{}.latency.time_to_first_token", n.prefix),
-            &ttft_ns
-        ),
-        latency_counter(
-            &format!("{}.latency.time_in_model_prefill", n.prefix),
-            &prefill_forward_ns
-        ),
-        latency_counter(
-            &format!("{}.latency.inter_token_latency", n.prefix),
-            &itl_ns
-        ),
-        usage(
-            "prompt_tokens",
-            requests
-                .iter()
-                .map(|r| u64::from(r.prompt_tokens))
-                .collect()
-        ),
-        usage(
-            "cached_tokens",
-            requests
-                .iter()
-                .map(|r| u64::from(r.cached_tokens))
-                .collect()
-        ),
-        usage(
-            "completion_tokens",
-            requests
-                .iter()
-                .map(|r| u64::from(r.completion_tokens))
-                .collect()
-        ),
+        latency_counter(&format!("{}.latency.time_to_first_token", n.prefix), &ttft_ns),
+        latency_counter(&format!("{}.latency.time_in_model_prefill", n.prefix), &prefill_forward_ns),
+        latency_counter(&format!("{}.latency.inter_token_latency", n.prefix), &itl_ns),
+        usage("prompt_tokens", requests.iter().map(|r| u64::from(r.prompt_tokens)).collect()),
+        usage("cached_tokens", requests.iter().map(|r| u64::from(r.cached_tokens)).collect()),
+        usage("completion_tokens", requests.iter().map(|r| u64::from(r.completion_tokens)).collect()),
     ]);
 
     let mut attributes = serde_json::Map::new();
     for (key, value) in &identity.startup_attributes {
-        attributes.insert(
-            format!("{}.startup.{key}", n.prefix),
-            Value::String(value.clone()),
-        );
+        attributes.insert(format!("{}.startup.{key}", n.prefix), Value::String(value.clone()));
     }
-    attributes.insert(
-        "engine.name".into(),
-        Value::String(identity.engine.as_str().into()),
-    );
+    attributes.insert("engine.name".into(), Value::String(identity.engine.as_str().into()));
     attributes.insert("engine.gpu".into(), Value::String(identity.gpu.clone()));
-    attributes.insert(
-        "engine.gpu_count".into(),
-        Value::String(identity.gpu_count.to_string()),
-    );
+    attributes.insert("engine.gpu_count".into(), Value::String(identity.gpu_count.to_string()));
     attributes.insert("engine.model".into(), Value::String(identity.model.clone()));
 
-    let hit_rate = if prompt == 0 {
-        0.0
-    } else {
-        cached as f64 / prompt as f64
-    };
-    let active_s = if active.1 > active.0 {
-        (active.1 - active.0) as f64 / 1e9
-    } else {
-        0.0
-    };
-    let gen_throughput = if active_s > 0.0 {
-        generated as f64 / active_s
-    } else {
-        0.0
-    };
-    let itl_s = if itl_ns.is_empty() {
-        0.0
-    } else {
-        itl_ns.iter().sum::<f64>() / itl_ns.len() as f64 / 1e9
-    };
-    let (running, queued, usage_now) = last_step
-        .map(|s| (f64::from(s.running), f64::from(s.queued), s.token_usage))
-        .unwrap_or((0.0, 0.0, 0.0));
+    let hit_rate = if prompt == 0 { 0.0 } else { cached as f64 / prompt as f64 };
+    let active_s = if active.1 > active.0 { (active.1 - active.0) as f64 / 1e9 } else { 0.0 };
+    let gen_throughput = if active_s > 0.0 { generated as f64 / active_s } else { 0.0 };
+    let itl_s = if itl_ns.is_empty() { 0.0 } else { itl_ns.iter().sum::<f64>() / itl_ns.len() as f64 / 1e9 };
+    let (running, queued, usage_now) =
+        last_step.map(|s| (f64::from(s.running), f64::from(s.queued), s.token_usage)).unwrap_or((0.0, 0.0, 0.0));
     let metric = |name: &str, value: f64| json!({"name": name, "value": value});
     let metrics = match identity.engine {
         EngineKind::Vllm => json!([
@@ -252,17 +170,12 @@ pub fn context_json(
             metric("sglang.inter_token_latency_seconds", itl_s),
         ]),
     };
-    let aborted = requests
-        .iter()
-        .filter(|r| r.finish_reason == "abort")
-        .count();
+    let aborted = requests.iter().filter(|r| r.finish_reason == "abort").count();
     let errors: Vec<Value> = if aborted == 0 {
         Vec::new()
     } else {
-        vec![
-            json!({"name": format!("{}.request.aborted", n.prefix), "count": aborted,
-                     "message": "client disconnected before the request finished"}),
-        ]
+        vec![json!({"name": format!("{}.request.aborted", n.prefix), "count": aborted,
+                     "message": "client disconnected before the request finished"})]
     };
     json!({
         "profiles": profiles,
@@ -294,11 +207,7 @@ fn percentile(values: &[f64], p: f64) -> f64 {
 }
 
 /// The markdown text: a short description of each section, then the one JSON block.
-pub fn context_markdown(
-    payload: &Value,
-    identity: &ServerIdentity,
-    query: &ContextQuery,
-) -> String {
+pub fn context_markdown(payload: &Value, identity: &ServerIdentity, query: &ContextQuery) -> String {
     let mut text = String::new();
     let _ = writeln!(
         text,

@@ -8,42 +8,37 @@ use super::EngineKind;
 use super::telemetry::{Buckets, Histogram, RequestSeries, Telemetry};
 
 pub const SGLANG_BUCKETS: Buckets = Buckets {
-    ttft: &[
-        0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0,
-        200.0, 400.0,
-    ],
+    ttft: &[0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0],
     itl: &[
-        0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1,
-        0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0,
+        0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
+        1.0, 2.0, 4.0, 6.0, 8.0,
     ],
     tpot: &[
-        0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1,
-        0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0,
+        0.002, 0.004, 0.006, 0.008, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.06, 0.08, 0.1, 0.2, 0.4, 0.6, 0.8,
+        1.0, 2.0, 4.0, 6.0, 8.0,
     ],
     e2e: &[
-        0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0,
-        200.0, 400.0, 600.0, 1200.0, 1800.0, 2400.0,
+        0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 2.0, 4.0, 6.0, 8.0, 10.0, 20.0, 40.0, 60.0, 80.0, 100.0, 200.0, 400.0, 600.0,
+        1200.0, 1800.0, 2400.0,
     ],
     queue: &[
-        0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0,
-        30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0,
-        800.0, 900.0, 1000.0, 1200.0, 1400.0, 1600.0, 1800.0, 2000.0, 2500.0, 3000.0,
+        0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 3.0, 4.0, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0,
+        60.0, 70.0, 80.0, 90.0, 100.0, 200.0, 300.0, 400.0, 500.0, 600.0, 700.0, 800.0, 900.0, 1000.0, 1200.0, 1400.0,
+        1600.0, 1800.0, 2000.0, 2500.0, 3000.0,
     ],
 };
 
 const VLLM_REQUEST_TIME_BUCKETS: &[f64] = &[
-    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0,
-    480.0, 960.0, 1920.0, 7680.0,
+    0.3, 0.5, 0.8, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 15.0, 20.0, 30.0, 40.0, 50.0, 60.0, 120.0, 240.0, 480.0, 960.0,
+    1920.0, 7680.0,
 ];
-const VLLM_TOKEN_TIME_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0,
-    40.0, 80.0,
-];
+const VLLM_TOKEN_TIME_BUCKETS: &[f64] =
+    &[0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0];
 
 pub const VLLM_BUCKETS: Buckets = Buckets {
     ttft: &[
-        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0,
-        20.0, 40.0, 80.0, 160.0, 640.0, 2560.0,
+        0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+        160.0, 640.0, 2560.0,
     ],
     itl: VLLM_TOKEN_TIME_BUCKETS,
     tpot: VLLM_TOKEN_TIME_BUCKETS,
@@ -60,9 +55,7 @@ pub fn buckets_for(engine: EngineKind) -> &'static Buckets {
 
 /// Renders the exposition text for the engine the server plays.
 pub fn render(telemetry: &Telemetry) -> String {
-    let mut out = Exposition {
-        text: String::with_capacity(16 * 1024),
-    };
+    let mut out = Exposition { text: String::with_capacity(16 * 1024) };
     match telemetry.engine {
         EngineKind::Vllm => render_vllm(telemetry, &mut out),
         _ => render_sglang(telemetry, &mut out),
@@ -109,41 +102,18 @@ impl Exposition {
     }
 
     /// SGLang's multiprocess layout: `_sum`, the buckets, then `_count`.
-    fn histogram_multiproc(
-        &mut self,
-        name: &str,
-        help: &str,
-        labels: &Labels<'_>,
-        histogram: &Histogram,
-    ) {
+    fn histogram_multiproc(&mut self, name: &str, help: &str, labels: &Labels<'_>, histogram: &Histogram) {
         self.family(name, "histogram", help);
         self.sample(&format!("{name}_sum"), labels, None, histogram.sum);
         self.buckets(name, labels, histogram);
-        self.sample(
-            &format!("{name}_count"),
-            labels,
-            None,
-            histogram.count as f64,
-        );
+        self.sample(&format!("{name}_count"), labels, None, histogram.count as f64);
     }
 
     /// prometheus_client's single-process layout: buckets, `_count`, `_sum`, then a `_created` gauge family.
-    fn histogram_single(
-        &mut self,
-        name: &str,
-        help: &str,
-        labels: &Labels<'_>,
-        histogram: &Histogram,
-        created: f64,
-    ) {
+    fn histogram_single(&mut self, name: &str, help: &str, labels: &Labels<'_>, histogram: &Histogram, created: f64) {
         self.family(name, "histogram", help);
         self.buckets(name, labels, histogram);
-        self.sample(
-            &format!("{name}_count"),
-            labels,
-            None,
-            histogram.count as f64,
-        );
+        self.sample(&format!("{name}_count"), labels, None, histogram.count as f64);
         self.sample(&format!("{name}_sum"), labels, None, histogram.sum);
         let created_name = format!("{name}_created");
         self.family(&created_name, "gauge", help);
@@ -152,29 +122,14 @@ impl Exposition {
 
     fn buckets(&mut self, name: &str, labels: &Labels<'_>, histogram: &Histogram) {
         let bucket_name = format!("{name}_bucket");
-        let bounds = histogram
-            .bounds
-            .iter()
-            .map(|b| format_go_float(*b))
-            .chain(std::iter::once("+Inf".to_string()));
+        let bounds = histogram.bounds.iter().map(|b| format_go_float(*b)).chain(std::iter::once("+Inf".to_string()));
         for (bound, cumulative) in bounds.zip(histogram.cumulative()) {
-            self.sample(
-                &bucket_name,
-                labels,
-                Some(("le", &bound)),
-                cumulative as f64,
-            );
+            self.sample(&bucket_name, labels, Some(("le", &bound)), cumulative as f64);
         }
     }
 
     /// A counter as prometheus_client writes it: `<base>_total`, then a `<base>_created` gauge family.
-    fn counter_with_created(
-        &mut self,
-        base: &str,
-        help: &str,
-        samples: &[(&Labels<'_>, f64)],
-        created: f64,
-    ) {
+    fn counter_with_created(&mut self, base: &str, help: &str, samples: &[(&Labels<'_>, f64)], created: f64) {
         let total = format!("{base}_total");
         self.family(&total, "counter", help);
         for (labels, value) in samples {
@@ -190,57 +145,17 @@ impl Exposition {
 
 fn render_sglang(t: &Telemetry, out: &mut Exposition) {
     let model = t.served_model_name.as_str();
-    let rank: &Labels<'_> = &[
-        ("engine_type", "unified"),
-        ("model_name", model),
-        ("moe_ep_rank", "0"),
-        ("pp_rank", "0"),
-        ("tp_rank", "0"),
-    ];
+    let rank: &Labels<'_> =
+        &[("engine_type", "unified"), ("model_name", model), ("moe_ep_rank", "0"), ("pp_rank", "0"), ("tp_rank", "0")];
     let g = &t.gauges;
     let used_tokens = (g.token_usage * g.max_total_tokens as f64).round();
-    out.gauge(
-        "sglang:num_running_reqs",
-        "The number of running requests.",
-        rank,
-        g.running as f64,
-    );
-    out.gauge(
-        "sglang:num_queue_reqs",
-        "The number of requests in the waiting queue.",
-        rank,
-        g.queued as f64,
-    );
-    out.gauge(
-        "sglang:num_grammar_queue_reqs",
-        "The number of requests in the grammar waiting queue.",
-        rank,
-        0.0,
-    );
-    out.gauge(
-        "sglang:gen_throughput",
-        "The generation throughput (token/s).",
-        rank,
-        t.gen_throughput,
-    );
-    out.gauge(
-        "sglang:cache_hit_rate",
-        "The prefix cache hit rate.",
-        rank,
-        t.last_prefill_hit_rate,
-    );
-    out.gauge(
-        "sglang:token_usage",
-        "The token usage.",
-        rank,
-        g.token_usage,
-    );
-    out.gauge(
-        "sglang:num_used_tokens",
-        "The number of used tokens.",
-        rank,
-        used_tokens,
-    );
+    out.gauge("sglang:num_running_reqs", "The number of running requests.", rank, g.running as f64);
+    out.gauge("sglang:num_queue_reqs", "The number of requests in the waiting queue.", rank, g.queued as f64);
+    out.gauge("sglang:num_grammar_queue_reqs", "The number of requests in the grammar waiting queue.", rank, 0.0);
+    out.gauge("sglang:gen_throughput", "The generation throughput (token/s).", rank, t.gen_throughput);
+    out.gauge("sglang:cache_hit_rate", "The prefix cache hit rate.", rank, t.last_prefill_hit_rate);
+    out.gauge("sglang:token_usage", "The token usage.", rank, g.token_usage);
+    out.gauge("sglang:num_used_tokens", "The number of used tokens.", rank, used_tokens);
     out.gauge(
         "sglang:max_total_num_tokens",
         "Maximum total number of tokens in the KV cache pool.",
@@ -253,12 +168,7 @@ fn render_sglang(t: &Telemetry, out: &mut Exposition) {
         rank,
         (g.max_total_tokens as f64 - used_tokens).max(0.0),
     );
-    out.gauge(
-        "sglang:kv_used_tokens",
-        "Number of actively used token slots in the KV cache pool.",
-        rank,
-        used_tokens,
-    );
+    out.gauge("sglang:kv_used_tokens", "Number of actively used token slots in the KV cache pool.", rank, used_tokens);
     out.gauge(
         "sglang:is_cuda_graph",
         "Whether the batch is using CUDA graph.",
@@ -276,76 +186,34 @@ fn render_sglang(t: &Telemetry, out: &mut Exposition) {
         rank,
         accept_length,
     );
-    out.gauge(
-        "sglang:num_retracted_reqs",
-        "The number of retracted requests.",
-        rank,
-        t.retractions_last_step as f64,
-    );
-    out.family(
-        "sglang:num_retracted_requests_total",
-        "counter",
-        "Total number of retracted requests.",
-    );
-    out.sample(
-        "sglang:num_retracted_requests_total",
-        rank,
-        None,
-        g.retractions as f64,
-    );
+    out.gauge("sglang:num_retracted_reqs", "The number of retracted requests.", rank, t.retractions_last_step as f64);
+    out.family("sglang:num_retracted_requests_total", "counter", "Total number of retracted requests.");
+    out.sample("sglang:num_retracted_requests_total", rank, None, g.retractions as f64);
     out.family(
         "sglang:cuda_graph_passes_total",
         "counter",
         "Total number of forward passes categorized by CUDA graph.",
     );
-    out.sample(
-        "sglang:cuda_graph_passes_total",
-        rank,
-        Some(("mode", "cuda_graph")),
-        t.graph_passes as f64,
-    );
-    out.sample(
-        "sglang:cuda_graph_passes_total",
-        rank,
-        Some(("mode", "none")),
-        t.eager_passes as f64,
-    );
+    out.sample("sglang:cuda_graph_passes_total", rank, Some(("mode", "cuda_graph")), t.graph_passes as f64);
+    out.sample("sglang:cuda_graph_passes_total", rank, Some(("mode", "none")), t.eager_passes as f64);
 
     let series: [(&str, &RequestSeries); 2] = [("true", &t.streaming), ("false", &t.non_streaming)];
-    let per_stream =
-        |out: &mut Exposition, name: &str, help: &str, value: fn(&RequestSeries) -> f64| {
-            out.family(name, "counter", help);
-            for (streaming, s) in &series {
-                out.sample(
-                    name,
-                    &[
-                        ("engine_type", "unified"),
-                        ("is_streaming", streaming),
-                        ("model_name", model),
-                    ],
-                    None,
-                    value(s),
-                );
-            }
-        };
-    per_stream(
-        out,
-        "sglang:prompt_tokens_total",
-        "Number of prefill tokens processed.",
-        |s| s.prompt_tokens as f64,
-    );
-    per_stream(
-        out,
-        "sglang:generation_tokens_total",
-        "Number of generation tokens processed.",
-        |s| s.generation_tokens as f64,
-    );
-    per_stream(
-        out,
-        "sglang:num_requests_total",
-        "Number of requests processed.",
-        |s| s.requests as f64,
-    );
+    let per_stream = |out: &mut Exposition, name: &str, help: &str, value: fn(&RequestSeries) -> f64| {
+        out.family(name, "counter", help);
+        for (streaming, s) in &series {
+            out.sample(
+                name,
+                &[("engine_type", "unified"), ("is_streaming", streaming), ("model_name", model)],
+                None,
+                value(s),
+            );
+        }
+    };
+    per_stream(out, "sglang:prompt_tokens_total", "Number of prefill tokens processed.", |s| s.prompt_tokens as f64);
+    per_stream(out, "sglang:generation_tokens_total", "Number of generation tokens processed.", |s| {
+        s.generation_tokens as f64
+    });
+    per_stream(out, "sglang:num_requests_total", "Number of requests processed.", |s| s.requests as f64);
     out.family(
         "sglang:cached_tokens_total",
         "counter",
@@ -354,40 +222,17 @@ fn render_sglang(t: &Telemetry, out: &mut Exposition) {
     for (source, value) in [("device", t.cached_tokens), ("host", 0), ("storage", 0)] {
         out.sample(
             "sglang:cached_tokens_total",
-            &[
-                ("cache_source", source),
-                ("engine_type", "unified"),
-                ("model_name", model),
-            ],
+            &[("cache_source", source), ("engine_type", "unified"), ("model_name", model)],
             None,
             value as f64,
         );
     }
-    out.histogram_multiproc(
-        "sglang:queue_time_seconds",
-        "Histogram of queueing time in seconds.",
-        rank,
-        &t.queue_time,
-    );
-    let streaming_labels = |streaming: &'static str| {
-        [
-            ("engine_type", "unified"),
-            ("is_streaming", streaming),
-            ("model_name", model),
-        ]
-    };
-    out.family(
-        "sglang:time_to_first_token_seconds",
-        "histogram",
-        "Histogram of time to first token in seconds.",
-    );
+    out.histogram_multiproc("sglang:queue_time_seconds", "Histogram of queueing time in seconds.", rank, &t.queue_time);
+    let streaming_labels =
+        |streaming: &'static str| [("engine_type", "unified"), ("is_streaming", streaming), ("model_name", model)];
+    out.family("sglang:time_to_first_token_seconds", "histogram", "Histogram of time to first token in seconds.");
     for (streaming, s) in &series {
-        histogram_samples(
-            out,
-            "sglang:time_to_first_token_seconds",
-            &streaming_labels(streaming),
-            &s.ttft,
-        );
+        histogram_samples(out, "sglang:time_to_first_token_seconds", &streaming_labels(streaming), &s.ttft);
     }
     out.histogram_multiproc(
         "sglang:inter_token_latency_seconds",
@@ -401,37 +246,18 @@ fn render_sglang(t: &Telemetry, out: &mut Exposition) {
         "Per-request TPOT in seconds: (finished_time - first_token_time) / (completion_tokens - 1).",
     );
     for (streaming, s) in &series {
-        histogram_samples(
-            out,
-            "sglang:request_time_per_output_token_seconds",
-            &streaming_labels(streaming),
-            &s.tpot,
-        );
+        histogram_samples(out, "sglang:request_time_per_output_token_seconds", &streaming_labels(streaming), &s.tpot);
     }
-    out.family(
-        "sglang:e2e_request_latency_seconds",
-        "histogram",
-        "Histogram of End-to-end request latency in seconds",
-    );
+    out.family("sglang:e2e_request_latency_seconds", "histogram", "Histogram of End-to-end request latency in seconds");
     for (streaming, s) in &series {
-        histogram_samples(
-            out,
-            "sglang:e2e_request_latency_seconds",
-            &streaming_labels(streaming),
-            &s.e2e,
-        );
+        histogram_samples(out, "sglang:e2e_request_latency_seconds", &streaming_labels(streaming), &s.e2e);
     }
 }
 
 fn histogram_samples(out: &mut Exposition, name: &str, labels: &Labels<'_>, histogram: &Histogram) {
     out.sample(&format!("{name}_sum"), labels, None, histogram.sum);
     out.buckets(name, labels, histogram);
-    out.sample(
-        &format!("{name}_count"),
-        labels,
-        None,
-        histogram.count as f64,
-    );
+    out.sample(&format!("{name}_count"), labels, None, histogram.count as f64);
 }
 
 fn render_vllm(t: &Telemetry, out: &mut Exposition) {
@@ -439,24 +265,9 @@ fn render_vllm(t: &Telemetry, out: &mut Exposition) {
     let labels: &Labels<'_> = &[("engine", "0"), ("model_name", model)];
     let created = t.started_unix_ns as f64 / 1e9;
     let g = &t.gauges;
-    out.gauge(
-        "vllm:num_requests_running",
-        "Number of requests in model execution batches.",
-        labels,
-        g.running as f64,
-    );
-    out.gauge(
-        "vllm:num_requests_waiting",
-        "Number of requests waiting to be processed.",
-        labels,
-        g.queued as f64,
-    );
-    out.gauge(
-        "vllm:kv_cache_usage_perc",
-        "KV-cache usage. 1 means 100 percent usage.",
-        labels,
-        g.token_usage,
-    );
+    out.gauge("vllm:num_requests_running", "Number of requests in model execution batches.", labels, g.running as f64);
+    out.gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels, g.queued as f64);
+    out.gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, g.token_usage);
     out.counter_with_created(
         "vllm:prefix_cache_queries",
         "Prefix cache queries, in terms of number of queried tokens.",
@@ -496,28 +307,13 @@ fn render_vllm(t: &Telemetry, out: &mut Exposition) {
     let reason_labels: Vec<[(&str, &str); 3]> = t
         .finish_reasons
         .iter()
-        .map(|(reason, _)| {
-            [
-                ("engine", "0"),
-                ("finished_reason", *reason),
-                ("model_name", model),
-            ]
-        })
+        .map(|(reason, _)| [("engine", "0"), ("finished_reason", *reason), ("model_name", model)])
         .collect();
-    let success: Vec<(&Labels<'_>, f64)> = reason_labels
-        .iter()
-        .zip(&t.finish_reasons)
-        .map(|(l, (_, count))| (&l[..], *count as f64))
-        .collect();
-    out.counter_with_created(
-        "vllm:request_success",
-        "Count of successfully processed requests.",
-        &success,
-        created,
-    );
+    let success: Vec<(&Labels<'_>, f64)> =
+        reason_labels.iter().zip(&t.finish_reasons).map(|(l, (_, count))| (&l[..], *count as f64)).collect();
+    out.counter_with_created("vllm:request_success", "Count of successfully processed requests.", &success, created);
 
-    let merged =
-        |pick: fn(&RequestSeries) -> &Histogram| merge(pick(&t.streaming), pick(&t.non_streaming));
+    let merged = |pick: fn(&RequestSeries) -> &Histogram| merge(pick(&t.streaming), pick(&t.non_streaming));
     out.histogram_single(
         "vllm:time_to_first_token_seconds",
         "Histogram of time to first token in seconds.",
@@ -553,17 +349,9 @@ fn render_vllm(t: &Telemetry, out: &mut Exposition) {
         &t.queue_time,
         created,
     );
-    out.family(
-        "vllm:cache_config_info",
-        "gauge",
-        "Information of the LLMEngine CacheConfig",
-    );
+    out.family("vllm:cache_config_info", "gauge", "Information of the LLMEngine CacheConfig");
     let blocks = (g.max_total_tokens / 16).to_string();
-    let mut config: Vec<(&str, &str)> = vec![
-        ("block_size", "16"),
-        ("engine", "0"),
-        ("num_gpu_blocks", &blocks),
-    ];
+    let mut config: Vec<(&str, &str)> = vec![("block_size", "16"), ("engine", "0"), ("num_gpu_blocks", &blocks)];
     config.extend(t.cache_config.iter().map(|(k, v)| (*k, v.as_str())));
     out.sample("vllm:cache_config_info", &config, None, 1.0);
 }
@@ -579,10 +367,7 @@ fn merge(a: &Histogram, b: &Histogram) -> Histogram {
 }
 
 fn escape_label(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
 /// Formats a float the way prometheus_client does (Python `repr`, with Go's earlier switch to
@@ -592,22 +377,18 @@ pub fn format_go_float(value: f64) -> String {
         return "NaN".into();
     }
     if value.is_infinite() {
-        return if value > 0.0 {
-            "+Inf".into()
-        } else {
-            "-Inf".into()
-        };
+        return if value > 0.0 { "+Inf".into() } else { "-Inf".into() };
     }
     let repr = python_repr(value);
-    if value > 0.0 {
-        if let Some(dot) = repr.find('.') {
-            if dot > 6 && !repr.contains('e') {
-                let digits = format!("{}{}", &repr[1..dot], &repr[dot + 1..]);
-                let mantissa = format!("{}.{}", &repr[..1], digits);
-                let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
-                return format!("{mantissa}e+0{}", dot - 1);
-            }
-        }
+    if value > 0.0
+        && let Some(dot) = repr.find('.')
+        && dot > 6
+        && !repr.contains('e')
+    {
+        let digits = format!("{}{}", &repr[1..dot], &repr[dot + 1..]);
+        let mantissa = format!("{}.{}", &repr[..1], digits);
+        let mantissa = mantissa.trim_end_matches('0').trim_end_matches('.');
+        return format!("{mantissa}e+0{}", dot - 1);
     }
     repr
 }
@@ -624,11 +405,7 @@ fn python_repr(value: f64) -> String {
         return format!("{mantissa}e{sign}{:02}", exponent.abs());
     }
     let plain = format!("{value}");
-    if plain.contains('.') {
-        plain
-    } else {
-        format!("{plain}.0")
-    }
+    if plain.contains('.') { plain } else { format!("{plain}.0") }
 }
 
 #[cfg(test)]

@@ -58,8 +58,7 @@ use graphsignal::ServerIdentity;
 use telemetry::Telemetry;
 
 pub(crate) use crate::{
-    Engine, EngineKind, EngineStats, SimConfig, SimError, SimRequest, StepKind, StepOutcome,
-    tokenize,
+    Engine, EngineKind, EngineStats, SimConfig, SimError, SimRequest, StepKind, StepOutcome, tokenize,
 };
 
 /// How the server behaves, beyond the engine configuration.
@@ -84,10 +83,7 @@ pub enum ServerError {
     #[error("{0}")]
     Engine(#[from] SimError),
     #[error("could not bind {address}: {source}; pick another --port or stop the process using it")]
-    Bind {
-        address: String,
-        source: std::io::Error,
-    },
+    Bind { address: String, source: std::io::Error },
     #[error("could not start the engine thread: {0}")]
     EngineThread(std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -123,6 +119,20 @@ pub async fn serve(
     serve_engine(engine, listener, options).await
 }
 
+/// Serves the reference target that client self-checks measure against (`autodebug bench
+/// --self-check`): SGLang on an H100 with Qwen1.5-0.5B, seed 7, as `sim serve --engine sglang
+/// --gpu H100 --model qwen1.5-0.5b --seed 7 --quiet` would, under `model_name`; `fast` streams
+/// tokens as fast as the client reads them instead of pacing steps in real time.
+pub async fn serve_reference(
+    listener: tokio::net::TcpListener,
+    fast: bool,
+    model_name: String,
+) -> Result<(), ServerError> {
+    let config = SimConfig::from_args(EngineKind::Sglang, "H100", "qwen1.5-0.5b", &[])?;
+    let options = ServeOptions { seed: 7, model_name: Some(model_name), fast, quiet: true, ..ServeOptions::default() };
+    serve(config, listener, options).await
+}
+
 /// Starts the engine model and prints its startup lines (unless `quiet`); the error of a bad
 /// configuration or a startup OOM is the engine-like message.
 pub fn start_engine(config: SimConfig, seed: u64, quiet: bool) -> Result<Engine, ServerError> {
@@ -151,13 +161,8 @@ pub async fn serve_engine(
         .clone()
         .or_else(|| flag_value(&config.args, "--served-model-name").map(str::to_string))
         .unwrap_or_else(|| config.model.hf_id.to_string());
-    let cuda_graph = !config
-        .args
-        .iter()
-        .any(|a| a == "--disable-cuda-graph" || a == "--enforce-eager");
-    let cuda_graph_max_bs = flag_value(&config.args, "--cuda-graph-max-bs")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
+    let cuda_graph = !config.args.iter().any(|a| a == "--disable-cuda-graph" || a == "--enforce-eager");
+    let cuda_graph_max_bs = flag_value(&config.args, "--cuda-graph-max-bs").and_then(|v| v.parse().ok()).unwrap_or(256);
     let identity = ServerIdentity {
         engine: engine_kind,
         gpu: config.gpu.name.to_string(),
@@ -176,26 +181,13 @@ pub async fn serve_engine(
         metrics::buckets_for(engine_kind),
     )));
     if engine_kind == EngineKind::Vllm {
-        let prefix_caching = !config
-            .args
-            .iter()
-            .any(|a| a == "--no-enable-prefix-caching");
+        let prefix_caching = !config.args.iter().any(|a| a == "--no-enable-prefix-caching");
         lock(&telemetry).cache_config = vec![
-            (
-                "cache_dtype",
-                flag_value(&config.args, "--kv-cache-dtype")
-                    .unwrap_or("auto")
-                    .to_string(),
-            ),
-            (
-                "enable_prefix_caching",
-                if prefix_caching { "True" } else { "False" }.to_string(),
-            ),
+            ("cache_dtype", flag_value(&config.args, "--kv-cache-dtype").unwrap_or("auto").to_string()),
+            ("enable_prefix_caching", if prefix_caching { "True" } else { "False" }.to_string()),
             (
                 "gpu_memory_utilization",
-                flag_value(&config.args, "--gpu-memory-utilization")
-                    .unwrap_or("0.9")
-                    .to_string(),
+                flag_value(&config.args, "--gpu-memory-utilization").unwrap_or("0.9").to_string(),
             ),
         ];
     }
@@ -259,8 +251,7 @@ fn flag_value<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         if arg == name {
             args.get(i + 1).map(String::as_str)
         } else {
-            arg.strip_prefix(name)
-                .and_then(|rest| rest.strip_prefix('='))
+            arg.strip_prefix(name).and_then(|rest| rest.strip_prefix('='))
         }
     })
 }
@@ -270,23 +261,13 @@ async fn health() -> StatusCode {
 }
 
 async fn not_found() -> Response {
-    openai::ApiError::not_found(
-        "no such route; see /v1/chat/completions, /v1/completions, /v1/models, /metrics",
-        None,
-    )
-    .into_response()
+    openai::ApiError::not_found("no such route; see /v1/chat/completions, /v1/completions, /v1/models, /metrics", None)
+        .into_response()
 }
 
 async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
     let text = metrics::render(&lock(&state.telemetry));
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }
 
 async fn server_info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -297,15 +278,9 @@ async fn server_info(State(state): State<Arc<AppState>>, headers: HeaderMap) -> 
     for (key, value) in &state.identity.startup_attributes {
         info.insert(key.clone(), typed_attribute(value));
     }
-    info.insert(
-        "served_model_name".into(),
-        Value::String(state.served_model_name.clone()),
-    );
+    info.insert("served_model_name".into(), Value::String(state.served_model_name.clone()));
     info.insert("model_path".into(), Value::String(state.hf_id.clone()));
-    info.insert(
-        "version".into(),
-        Value::String(format!("{}-sim", env!("CARGO_PKG_VERSION"))),
-    );
+    info.insert("version".into(), Value::String(format!("{}-sim", env!("CARGO_PKG_VERSION"))));
     let max_total = lock(&state.telemetry).gauges.max_total_tokens;
     info.insert("max_total_num_tokens".into(), json!(max_total));
     axum::Json(Value::Object(info)).into_response()
@@ -329,10 +304,7 @@ fn typed_attribute(value: &str) -> Value {
     }
 }
 
-async fn debug_context(
-    State(state): State<Arc<AppState>>,
-    Query(query): Query<HashMap<String, String>>,
-) -> Response {
+async fn debug_context(State(state): State<Arc<AppState>>, Query(query): Query<HashMap<String, String>>) -> Response {
     let telemetry = lock(&state.telemetry);
     let parsed = graphsignal::parse_query(
         query.get("start_time_ns").map(String::as_str),
@@ -344,11 +316,7 @@ async fn debug_context(
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(message) => {
-            return (
-                StatusCode::BAD_REQUEST,
-                axum::Json(json!({"error": message})),
-            )
-                .into_response();
+            return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": message}))).into_response();
         }
     };
     let payload = graphsignal::context_json(&telemetry, &state.identity, &parsed);

@@ -14,15 +14,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
+use autodebug_core::rng::splitmix64;
 use axum::Extension;
+use axum::body::{Body, Bytes};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::rx_stamp::RxStamp;
 use super::clock::{Delivery, DeliveryReceiver, EngineHandle, Submission};
+use super::rx_stamp::RxStamp;
 use super::{AppState, EngineKind, SimRequest, tokenize};
 
 /// Output words; a response of N tokens is N of these, so `tokenize` counts it back as N tokens.
@@ -113,28 +114,17 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn bad_request(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
-        ApiError {
-            status: StatusCode::BAD_REQUEST,
-            message: message.into(),
-            kind: "BadRequestError",
-            param,
-        }
+        ApiError { status: StatusCode::BAD_REQUEST, message: message.into(), kind: "BadRequestError", param }
     }
 
     pub fn not_found(message: impl Into<String>, param: Option<&'static str>) -> ApiError {
-        ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: message.into(),
-            kind: "NotFoundError",
-            param,
-        }
+        ApiError { status: StatusCode::NOT_FOUND, message: message.into(), kind: "NotFoundError", param }
     }
 
     fn unauthorized() -> ApiError {
         ApiError {
             status: StatusCode::UNAUTHORIZED,
-            message: "Unauthorized: send the server's API key as `Authorization: Bearer <key>`"
-                .into(),
+            message: "Unauthorized: send the server's API key as `Authorization: Bearer <key>`".into(),
             kind: "AuthenticationError",
             param: None,
         }
@@ -165,11 +155,7 @@ pub fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), ApiError> 
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .and_then(|value| {
-            value
-                .strip_prefix("Bearer ")
-                .or_else(|| value.strip_prefix("bearer "))
-        })
+        .and_then(|value| value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")))
         .map(str::trim);
     match presented {
         Some(key) if constant_time_eq(key.as_bytes(), expected.as_bytes()) => Ok(()),
@@ -204,9 +190,7 @@ pub async fn chat_completions(
     body: Bytes,
 ) -> Response {
     let received_unix_ns = rx.and_then(|Extension(ConnectInfo(stamp))| stamp.take());
-    generate(state, received_unix_ns, headers, body, Api::Chat)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    generate(state, received_unix_ns, headers, body, Api::Chat).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 pub async fn completions(
@@ -216,9 +200,7 @@ pub async fn completions(
     body: Bytes,
 ) -> Response {
     let received_unix_ns = rx.and_then(|Extension(ConnectInfo(stamp))| stamp.take());
-    generate(state, received_unix_ns, headers, body, Api::Completion)
-        .await
-        .unwrap_or_else(IntoResponse::into_response)
+    generate(state, received_unix_ns, headers, body, Api::Completion).await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// A validated generation request.
@@ -233,23 +215,14 @@ pub struct GenerationRequest {
 
 /// Reads the fields the simulator honours; unknown fields (temperature, top_p...) are accepted
 /// and ignored like the engines do.
-pub fn parse_request(
-    api: Api,
-    body: &Value,
-    served_model_name: &str,
-) -> Result<GenerationRequest, ApiError> {
-    let object = body
-        .as_object()
-        .ok_or_else(|| ApiError::bad_request("the request body must be a JSON object", None))?;
+pub fn parse_request(api: Api, body: &Value, served_model_name: &str) -> Result<GenerationRequest, ApiError> {
+    let object =
+        body.as_object().ok_or_else(|| ApiError::bad_request("the request body must be a JSON object", None))?;
     if let Some(model) = object.get("model") {
-        let model = model
-            .as_str()
-            .ok_or_else(|| ApiError::bad_request("`model` must be a string", Some("model")))?;
+        let model = model.as_str().ok_or_else(|| ApiError::bad_request("`model` must be a string", Some("model")))?;
         if model != served_model_name {
             return Err(ApiError::not_found(
-                format!(
-                    "The model `{model}` does not exist. This server serves `{served_model_name}`."
-                ),
+                format!("The model `{model}` does not exist. This server serves `{served_model_name}`."),
                 Some("model"),
             ));
         }
@@ -259,24 +232,14 @@ pub fn parse_request(
         Api::Completion => completion_prompt(object.get("prompt"))?,
     };
     if prompt.is_empty() {
-        let param = if api == Api::Chat {
-            "messages"
-        } else {
-            "prompt"
-        };
-        return Err(ApiError::bad_request(
-            format!("`{param}` holds no text: send at least one word"),
-            Some(param),
-        ));
+        let param = if api == Api::Chat { "messages" } else { "prompt" };
+        return Err(ApiError::bad_request(format!("`{param}` holds no text: send at least one word"), Some(param)));
     }
     let flag = |name: &str| -> Result<bool, ApiError> {
         match object.get(name) {
             None | Some(Value::Null) => Ok(false),
             Some(Value::Bool(value)) => Ok(*value),
-            Some(_) => Err(ApiError::bad_request(
-                format!("`{name}` must be true or false"),
-                None,
-            )),
+            Some(_) => Err(ApiError::bad_request(format!("`{name}` must be true or false"), None)),
         }
     };
     let stream = flag("stream")?;
@@ -286,21 +249,12 @@ pub fn parse_request(
         .and_then(|options| options.get("include_usage"))
         .and_then(Value::as_bool)
         .unwrap_or(false);
-    let max_tokens = match (
-        object.get("max_completion_tokens"),
-        object.get("max_tokens"),
-    ) {
+    let max_tokens = match (object.get("max_completion_tokens"), object.get("max_tokens")) {
         (Some(value), _) if !value.is_null() => Some(positive(value, "max_completion_tokens")?),
         (_, Some(value)) if !value.is_null() => Some(positive(value, "max_tokens")?),
         _ => None,
     };
-    Ok(GenerationRequest {
-        prompt,
-        stream,
-        include_usage,
-        max_tokens,
-        ignore_eos,
-    })
+    Ok(GenerationRequest { prompt, stream, include_usage, max_tokens, ignore_eos })
 }
 
 fn positive(value: &Value, name: &'static str) -> Result<u32, ApiError> {
@@ -308,22 +262,14 @@ fn positive(value: &Value, name: &'static str) -> Result<u32, ApiError> {
         .as_u64()
         .filter(|n| *n >= 1)
         .map(|n| n.min(u64::from(u32::MAX)) as u32)
-        .ok_or_else(|| {
-            ApiError::bad_request(
-                format!("`{name}` must be an integer of at least 1, got {value}"),
-                None,
-            )
-        })
+        .ok_or_else(|| ApiError::bad_request(format!("`{name}` must be an integer of at least 1, got {value}"), None))
 }
 
 /// The prompt is the messages' text, one token per word; the chat template adds no tokens so a
 /// client's "N-word prompt" is exactly N prompt tokens.
 fn chat_prompt(messages: Option<&Value>) -> Result<Vec<u32>, ApiError> {
     let messages = messages.and_then(Value::as_array).ok_or_else(|| {
-        ApiError::bad_request(
-            "`messages` must be a list of {role, content} objects",
-            Some("messages"),
-        )
+        ApiError::bad_request("`messages` must be a list of {role, content} objects", Some("messages"))
     })?;
     let mut text = String::new();
     for message in messages {
@@ -365,11 +311,7 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
             Ok(tokenize(items[0].as_str().unwrap_or_default()))
         }
         Some(Value::Array(items)) if !items.is_empty() && items.iter().all(Value::is_u64) => {
-            Ok(items
-                .iter()
-                .filter_map(Value::as_u64)
-                .map(|id| id as u32)
-                .collect())
+            Ok(items.iter().filter_map(Value::as_u64).map(|id| id as u32).collect())
         }
         _ => Err(invalid()),
     }
@@ -378,18 +320,10 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
 /// How many tokens the model "wants" to write for this prompt when allowed to stop on its own:
 /// fixed by the seed and the prompt, like greedy decoding of the same prompt.
 pub fn natural_length(seed: u64, prompt: &[u32]) -> u32 {
-    let prompt_hash = prompt.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| {
-        (h ^ u64::from(*t)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let prompt_hash =
+        prompt.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ u64::from(*t)).wrapping_mul(0x0100_0000_01b3));
     let mixed = splitmix64(seed ^ prompt_hash);
     (NATURAL_MIN_TOKENS + mixed % (NATURAL_MAX_TOKENS - NATURAL_MIN_TOKENS + 1)) as u32
-}
-
-fn splitmix64(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Cancels the request in the engine if the response is dropped before it finished (the client
@@ -419,9 +353,8 @@ async fn generate(
 ) -> Result<Response, ApiError> {
     let arrived = Instant::now();
     authorize(&state, &headers)?;
-    let body: Value = serde_json::from_slice(&body).map_err(|error| {
-        ApiError::bad_request(format!("the request body is not valid JSON: {error}"), None)
-    })?;
+    let body: Value = serde_json::from_slice(&body)
+        .map_err(|error| ApiError::bad_request(format!("the request body is not valid JSON: {error}"), None))?;
     let request = parse_request(api, &body, &state.served_model_name)?;
     let prompt_len = request.prompt.len() as u64;
     let context = u64::from(state.max_context);
@@ -444,11 +377,8 @@ async fn generate(
             Some("max_tokens"),
         ));
     }
-    let budget = if request.ignore_eos {
-        requested
-    } else {
-        requested.min(natural_length(state.seed, &request.prompt))
-    };
+    let budget =
+        if request.ignore_eos { requested } else { requested.min(natural_length(state.seed, &request.prompt)) };
 
     let id = state.next_request_id.fetch_add(1, Ordering::Relaxed);
     let (sink, deliveries) = state.engine.delivery_channel();
@@ -469,11 +399,7 @@ async fn generate(
     if !submitted {
         return Err(ApiError::unavailable());
     }
-    let guard = CancelOnDrop {
-        engine: state.engine.clone(),
-        id,
-        done: false,
-    };
+    let guard = CancelOnDrop { engine: state.engine.clone(), id, done: false };
     let writer = ChunkWriter::new(
         &state,
         api,
@@ -551,8 +477,7 @@ impl ChunkWriter {
             if self.text_position > 0 {
                 text.push(' ');
             }
-            let index = splitmix64(self.word_seed.wrapping_add(u64::from(self.text_position)))
-                % WORDS.len() as u64;
+            let index = splitmix64(self.word_seed.wrapping_add(u64::from(self.text_position))) % WORDS.len() as u64;
             text.push_str(WORDS[index as usize]);
             self.text_position += 1;
         }
@@ -560,11 +485,7 @@ impl ChunkWriter {
     }
 
     fn finish_reason(&self, delivery: &Delivery) -> &'static str {
-        if delivery.output_tokens < self.requested_max_tokens {
-            "stop"
-        } else {
-            "length"
-        }
+        if delivery.output_tokens < self.requested_max_tokens { "stop" } else { "length" }
     }
 
     fn object(&self, streaming: bool) -> &'static str {
@@ -634,17 +555,13 @@ impl ChunkWriter {
         let text = self.next_text(delivery.new_tokens);
         let reason = delivery.finished.then(|| self.finish_reason(delivery));
         match self.engine {
-            EngineKind::Vllm => out.push_back(sse(
-                &self.chunk(self.content_choice(text, reason), delivery.produced_unix_ns)
-            )),
+            EngineKind::Vllm => {
+                out.push_back(sse(&self.chunk(self.content_choice(text, reason), delivery.produced_unix_ns)))
+            }
             _ => {
-                out.push_back(sse(
-                    &self.chunk(self.content_choice(text, None), delivery.produced_unix_ns)
-                ));
+                out.push_back(sse(&self.chunk(self.content_choice(text, None), delivery.produced_unix_ns)));
                 if let Some(reason) = reason {
-                    out.push_back(sse(
-                        &self.chunk(self.finish_choice(reason), delivery.produced_unix_ns)
-                    ));
+                    out.push_back(sse(&self.chunk(self.finish_choice(reason), delivery.produced_unix_ns)));
                 }
             }
         }
@@ -679,11 +596,7 @@ struct StreamState {
     ended: bool,
 }
 
-fn stream_response(
-    mut writer: ChunkWriter,
-    deliveries: DeliveryReceiver,
-    guard: CancelOnDrop,
-) -> Response {
+fn stream_response(mut writer: ChunkWriter, deliveries: DeliveryReceiver, guard: CancelOnDrop) -> Response {
     let mut pending = VecDeque::new();
     if writer.engine == EngineKind::Vllm {
         // vLLM sends the role chunk as soon as the request is accepted.
@@ -691,13 +604,7 @@ fn stream_response(
             pending.push_back(sse(&role));
         }
     }
-    let state = StreamState {
-        writer,
-        deliveries,
-        guard,
-        pending,
-        ended: false,
-    };
+    let state = StreamState { writer, deliveries, guard, pending, ended: false };
     let chunks = futures_util::stream::unfold(state, |mut state| async move {
         loop {
             if let Some(chunk) = state.pending.pop_front() {
@@ -724,10 +631,7 @@ fn stream_response(
     });
     let mut response = Body::from_stream(chunks).into_response();
     let headers = response.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream; charset=utf-8"),
-    );
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/event-stream; charset=utf-8"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
@@ -781,15 +685,8 @@ mod tests {
         let a = natural_length(7, &prompt);
         assert_eq!(a, natural_length(7, &prompt));
         let lengths: Vec<u32> = (0..64).map(|seed| natural_length(seed, &prompt)).collect();
-        assert!(
-            lengths
-                .iter()
-                .all(|n| (NATURAL_MIN_TOKENS as u32..=NATURAL_MAX_TOKENS as u32).contains(n))
-        );
-        assert!(
-            lengths.iter().any(|n| *n != a),
-            "the seed must change the length"
-        );
+        assert!(lengths.iter().all(|n| (NATURAL_MIN_TOKENS as u32..=NATURAL_MAX_TOKENS as u32).contains(n)));
+        assert!(lengths.iter().any(|n| *n != a), "the seed must change the length");
     }
 
     #[test]
@@ -797,22 +694,13 @@ mod tests {
         let body = json!({"model": "m", "messages": [{"role": "user", "content": "one two three"}],
                           "max_completion_tokens": 5, "max_tokens": 9, "ignore_eos": true, "stream": true,
                           "stream_options": {"include_usage": true}});
-        let parsed = parse_request(Api::Chat, &body, "m")
-            .ok()
-            .expect("valid request");
+        let parsed = parse_request(Api::Chat, &body, "m").ok().expect("valid request");
         assert_eq!(parsed.prompt.len(), 3);
         assert_eq!(parsed.max_tokens, Some(5));
         assert!(parsed.ignore_eos && parsed.stream && parsed.include_usage);
-        let wrong = parse_request(Api::Chat, &body, "other")
-            .err()
-            .expect("model mismatch");
+        let wrong = parse_request(Api::Chat, &body, "other").expect_err("model mismatch");
         assert_eq!(wrong.status, StatusCode::NOT_FOUND);
         let zero = json!({"prompt": "a b", "max_tokens": 0});
-        assert_eq!(
-            parse_request(Api::Completion, &zero, "m")
-                .err()
-                .map(|e| e.status),
-            Some(StatusCode::BAD_REQUEST)
-        );
+        assert_eq!(parse_request(Api::Completion, &zero, "m").err().map(|e| e.status), Some(StatusCode::BAD_REQUEST));
     }
 }

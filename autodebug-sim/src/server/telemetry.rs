@@ -75,12 +75,7 @@ pub struct Histogram {
 
 impl Histogram {
     pub fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram {
-            bounds,
-            counts: vec![0; bounds.len() + 1],
-            sum: 0.0,
-            count: 0,
-        }
+        Histogram { bounds, counts: vec![0; bounds.len() + 1], sum: 0.0, count: 0 }
     }
 
     pub fn observe(&mut self, value: f64) {
@@ -215,10 +210,7 @@ impl Telemetry {
             non_streaming: RequestSeries::new(buckets),
             queue_time: Histogram::new(buckets.queue),
             inter_token: Histogram::new(buckets.itl),
-            finish_reasons: ["stop", "length", "abort", "error", "repetition"]
-                .iter()
-                .map(|r| (*r, 0))
-                .collect(),
+            finish_reasons: ["stop", "length", "abort", "error", "repetition"].iter().map(|r| (*r, 0)).collect(),
             cached_tokens: 0,
             gauges: EngineGauges::default(),
             last_prefill_hit_rate: 0.0,
@@ -244,11 +236,7 @@ impl Telemetry {
         self.retractions_last_step = stats.retractions.saturating_sub(retractions_before);
         if new_seqs > 0 {
             let total = new_prompt_tokens + cached_prompt_tokens;
-            self.last_prefill_hit_rate = if total == 0 {
-                0.0
-            } else {
-                cached_prompt_tokens as f64 / total as f64
-            };
+            self.last_prefill_hit_rate = if total == 0 { 0.0 } else { cached_prompt_tokens as f64 / total as f64 };
         }
         let graphed = self.cuda_graph && step.phase == StepPhase::Decode;
         if graphed {
@@ -283,11 +271,7 @@ impl Telemetry {
     }
 
     pub fn record_request(&mut self, request: FinishedRequest) {
-        let series = if request.streaming {
-            &mut self.streaming
-        } else {
-            &mut self.non_streaming
-        };
+        let series = if request.streaming { &mut self.streaming } else { &mut self.non_streaming };
         series.requests += 1;
         series.prompt_tokens += u64::from(request.prompt_tokens);
         series.generation_tokens += u64::from(request.completion_tokens);
@@ -299,11 +283,7 @@ impl Telemetry {
         }
         series.e2e.observe(request.e2e_s);
         self.cached_tokens += u64::from(request.cached_tokens);
-        if let Some(slot) = self
-            .finish_reasons
-            .iter_mut()
-            .find(|(reason, _)| *reason == request.finish_reason)
-        {
+        if let Some(slot) = self.finish_reasons.iter_mut().find(|(reason, _)| *reason == request.finish_reason) {
             slot.1 += 1;
         }
         if self.requests.len() == REQUEST_HISTORY {
@@ -314,25 +294,13 @@ impl Telemetry {
 
     /// Steps that ended inside `[start_ns, end_ns]`.
     pub fn steps_in(&self, start_ns: u64, end_ns: u64) -> impl Iterator<Item = &StepRecord> {
-        let first = self
-            .steps
-            .partition_point(|step| step.end_unix_ns < start_ns);
-        self.steps
-            .range(first..)
-            .take_while(move |step| step.end_unix_ns <= end_ns)
+        let first = self.steps.partition_point(|step| step.end_unix_ns < start_ns);
+        self.steps.range(first..).take_while(move |step| step.end_unix_ns <= end_ns)
     }
 
     /// Requests that finished inside `[start_ns, end_ns]`.
-    pub fn requests_in(
-        &self,
-        start_ns: u64,
-        end_ns: u64,
-    ) -> impl Iterator<Item = &FinishedRequest> {
-        let first = self
-            .requests
-            .partition_point(|request| request.finished_unix_ns < start_ns);
-        self.requests
-            .range(first..)
-            .take_while(move |request| request.finished_unix_ns <= end_ns)
+    pub fn requests_in(&self, start_ns: u64, end_ns: u64) -> impl Iterator<Item = &FinishedRequest> {
+        let first = self.requests.partition_point(|request| request.finished_unix_ns < start_ns);
+        self.requests.range(first..).take_while(move |request| request.finished_unix_ns <= end_ns)
     }
 }

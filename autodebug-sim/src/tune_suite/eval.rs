@@ -134,11 +134,8 @@ impl Evaluator {
 
     fn bench(&mut self, name: &str) -> Result<&Bench> {
         if !self.benches.contains_key(name) {
-            let scenario = scenarios()
-                .into_iter()
-                .find(|s| s.name == name)
-                .or_else(|| generated(name))
-                .ok_or_else(|| {
+            let scenario =
+                scenarios().into_iter().find(|s| s.name == name).or_else(|| generated(name)).ok_or_else(|| {
                     let names: Vec<String> = scenarios().into_iter().map(|s| s.name).collect();
                     Error::config(
                         "scenario",
@@ -147,9 +144,7 @@ impl Evaluator {
                 })?;
             self.benches.insert(name.to_string(), Bench::new(scenario, self.noise_scale));
         }
-        self.benches
-            .get(name)
-            .ok_or_else(|| Error::Plan(format!("scenario `{name}` vanished")))
+        self.benches.get(name).ok_or_else(|| Error::Plan(format!("scenario `{name}` vanished")))
     }
 
     /// Answers one request; an unknown scenario is an error, a configuration outside the space

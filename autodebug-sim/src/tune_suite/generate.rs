@@ -23,7 +23,7 @@
 use autodebug_core::{Comparison, Constraint, Objective};
 
 use super::{Scenario, dims, scenario};
-use crate::rng::SplitMix64;
+use crate::rng::{SplitMix64, seeded};
 use crate::{EngineKind, SimConfig, SimWorkload, simulate};
 
 /// A space larger than this drops levels until it fits, so a run stays in seconds.
@@ -75,7 +75,7 @@ fn range(rng: &mut SplitMix64, low: usize, high: usize) -> usize {
 fn generated_at(seed: u64, index: usize) -> Option<Scenario> {
     let name = format!("gen-{seed}-{index}");
     (0..ATTEMPTS).find_map(|attempt| {
-        let mut rng = SplitMix64::new(
+        let mut rng = seeded(
             seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (index as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9) ^ attempt,
         );
         draw(&mut rng, &name)
@@ -83,7 +83,12 @@ fn generated_at(seed: u64, index: usize) -> Option<Scenario> {
 }
 
 /// One noise-free run of the flags' configuration: its metrics, `None` when it does not run.
-fn run(gpu: &str, model: &str, flags: &[String], workload: &SimWorkload) -> Option<std::collections::BTreeMap<String, f64>> {
+fn run(
+    gpu: &str,
+    model: &str,
+    flags: &[String],
+    workload: &SimWorkload,
+) -> Option<std::collections::BTreeMap<String, f64>> {
     let mut config = SimConfig::from_args(EngineKind::Sglang, gpu, model, flags).ok()?;
     config.noise = 0.0;
     let result = simulate(&config, workload, 1);
@@ -108,10 +113,8 @@ fn draw(rng: &mut SplitMix64, name: &str) -> Option<Scenario> {
     // Knobs: 4-7 distinct ones; with several GPUs the TP degree may be one of them.
     let mut pool: Vec<(&str, Vec<&str>)> = LADDERS.iter().map(|(f, l)| (*f, l.to_vec())).collect();
     if tp > 1 {
-        let degrees: Vec<&str> = ["1", "2", "4", "8"]
-            .into_iter()
-            .filter(|d| d.parse::<u32>().is_ok_and(|d| d <= tp))
-            .collect();
+        let degrees: Vec<&str> =
+            ["1", "2", "4", "8"].into_iter().filter(|d| d.parse::<u32>().is_ok_and(|d| d <= tp)).collect();
         let start = ["1", "2", "4", "8"].into_iter().find(|d| *d == tp.to_string())?;
         let mut ladder = vec![start];
         ladder.extend(degrees.into_iter().filter(|d| *d != start));
@@ -161,35 +164,28 @@ fn draw(rng: &mut SplitMix64, name: &str) -> Option<Scenario> {
     let mut load = format!("concurrency {concurrency}");
     if rng.next_f64() < 0.25 {
         let capacity = run(gpu, model, &start_args, &workload.clone().with_concurrency(64))?;
-        let rate = closed.get("request_throughput").copied().unwrap_or(0.0).max(
-            capacity.get("request_throughput").copied().unwrap_or(0.0) * (0.3 + 0.6 * rng.next_f64()),
-        );
+        let rate = closed
+            .get("request_throughput")
+            .copied()
+            .unwrap_or(0.0)
+            .max(capacity.get("request_throughput").copied().unwrap_or(0.0) * (0.3 + 0.6 * rng.next_f64()));
         if rate > 0.0 {
             workload = workload.with_arrival_rate(rate).with_arrival_seed(super::REFERENCE_SEED);
             load = format!("Poisson arrivals at {rate:.2} req/s");
         }
     }
     let metrics = run(gpu, model, &start_args, &workload)?;
-    let (metric, maximize) = *pick(
-        rng,
-        &[("e2e.mean", false), ("ttft.mean", false), ("tpot.mean", false), ("output_throughput", true)],
-    );
+    let (metric, maximize) =
+        *pick(rng, &[("e2e.mean", false), ("ttft.mean", false), ("tpot.mean", false), ("output_throughput", true)]);
     let mut objective = if maximize { Objective::maximize(metric) } else { Objective::minimize(metric) };
-    objective = objective.with_constraint(Constraint {
-        metric: "error_rate".into(),
-        op: Comparison::AtMost,
-        bound: 0.0,
-    });
+    objective =
+        objective.with_constraint(Constraint { metric: "error_rate".into(), op: Comparison::AtMost, bound: 0.0 });
     let mut slo_text = String::new();
     if rng.next_f64() < 0.6 {
         let slo = *pick(rng, &["ttft.p99", "itl.p99", "e2e.p99"]);
         if slo != metric.replace(".mean", ".p99") || maximize {
             let bound = metrics.get(slo).copied()? * (1.1 + 1.4 * rng.next_f64());
-            objective = objective.with_constraint(Constraint {
-                metric: slo.into(),
-                op: Comparison::AtMost,
-                bound,
-            });
+            objective = objective.with_constraint(Constraint { metric: slo.into(), op: Comparison::AtMost, bound });
             slo_text = format!(" with {slo} <= {bound:.1}ms");
         }
     }
@@ -223,8 +219,6 @@ pub fn informative(scenario: &Scenario) -> bool {
         return false;
     };
     let share = map.within_count(&scenario.objective, optimum) as f64 / map.points.len().max(1) as f64;
-    let start_is_near = bench
-        .value(&scenario.base)
-        .is_some_and(|v| super::within(&scenario.objective, optimum, v));
+    let start_is_near = bench.value(&scenario.base).is_some_and(|v| super::within(&scenario.objective, optimum, v));
     !start_is_near && share <= MAX_WITHIN_SHARE
 }

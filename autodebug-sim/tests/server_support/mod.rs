@@ -17,9 +17,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 pub async fn start(engine: EngineKind, flags: &[&str], options: ServeOptions) -> SocketAddr {
     let args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
     let config = SimConfig::from_args(engine, "H100", "qwen1.5-0.5b", &args).expect("valid simulator flags");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind loopback");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let address = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         if let Err(error) = serve(config, listener, options).await {
@@ -30,11 +28,7 @@ pub async fn start(engine: EngineKind, flags: &[&str], options: ServeOptions) ->
 }
 
 pub fn quiet(seed: u64) -> ServeOptions {
-    ServeOptions {
-        seed,
-        quiet: true,
-        ..ServeOptions::default()
-    }
+    ServeOptions { seed, quiet: true, ..ServeOptions::default() }
 }
 
 /// A prompt of exactly `words` distinct words (one token each).
@@ -70,16 +64,9 @@ pub async fn stream(client: &reqwest::Client, url: &str, body: &Value, bearer: O
         }
         let response = request.send().await.expect("send");
         assert_eq!(response.status(), 200, "streaming request failed");
-        let content_type = response
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_string();
-        assert!(
-            content_type.starts_with("text/event-stream"),
-            "content-type was {content_type}"
-        );
+        let content_type =
+            response.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        assert!(content_type.starts_with("text/event-stream"), "content-type was {content_type}");
         let mut bytes = response.bytes_stream();
         let mut buffer = String::new();
         let mut events = Vec::new();
@@ -88,25 +75,16 @@ pub async fn stream(client: &reqwest::Client, url: &str, body: &Value, bearer: O
             buffer.push_str(std::str::from_utf8(&piece.expect("body chunk")).expect("utf-8"));
             while let Some(end) = buffer.find("\n\n") {
                 let event: String = buffer.drain(..end + 2).collect();
-                let data = event
-                    .trim()
-                    .strip_prefix("data: ")
-                    .expect("every event is a data line")
-                    .to_string();
-                let json = if data == "[DONE]" {
-                    None
-                } else {
-                    Some(serde_json::from_str(&data).expect("chunk is JSON"))
-                };
+                let data = event.trim().strip_prefix("data: ").expect("every event is a data line").to_string();
+                let json =
+                    if data == "[DONE]" { None } else { Some(serde_json::from_str(&data).expect("chunk is JSON")) };
                 events.push(Event { received, json });
             }
         }
         assert!(buffer.trim().is_empty(), "stream ended mid-event: {buffer:?}");
         events
     };
-    tokio::time::timeout(REQUEST_TIMEOUT, read)
-        .await
-        .expect("stream finished in time")
+    tokio::time::timeout(REQUEST_TIMEOUT, read).await.expect("stream finished in time")
 }
 
 /// The content chunks (chat `delta.content` or completion `text`, non-empty).
@@ -115,10 +93,7 @@ pub fn content_events(events: &[Event]) -> Vec<&Event> {
         .iter()
         .filter(|e| {
             e.json.as_ref().and_then(|j| j["choices"].get(0)).is_some_and(|choice| {
-                let text = choice["delta"]["content"]
-                    .as_str()
-                    .or_else(|| choice["text"].as_str())
-                    .unwrap_or("");
+                let text = choice["delta"]["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("");
                 !text.is_empty()
             })
         })
@@ -127,11 +102,7 @@ pub fn content_events(events: &[Event]) -> Vec<&Event> {
 
 pub fn content_text(event: &Event) -> String {
     let choice = &event.json.as_ref().expect("json chunk")["choices"][0];
-    choice["delta"]["content"]
-        .as_str()
-        .or_else(|| choice["text"].as_str())
-        .unwrap_or("")
-        .to_string()
+    choice["delta"]["content"].as_str().or_else(|| choice["text"].as_str()).unwrap_or("").to_string()
 }
 
 /// The usage of the final usage-only chunk.

@@ -49,10 +49,10 @@ fn json_blocks(text: &str) -> Vec<String> {
         let trimmed = line.trim();
         match &mut current {
             None => {
-                if let Some(info) = trimmed.strip_prefix("```") {
-                    if info.trim().eq_ignore_ascii_case("json") {
-                        current = Some(String::new());
-                    }
+                if let Some(info) = trimmed.strip_prefix("```")
+                    && info.trim().eq_ignore_ascii_case("json")
+                {
+                    current = Some(String::new());
                 }
             }
             Some(block) => {

@@ -66,6 +66,36 @@ impl Default for GraphsignalSourceBuilder {
 }
 
 impl GraphsignalSourceBuilder {
+    /// Fills in what was not set from the environment: the API base from `GRAPHSIGNAL_API_BASE`,
+    /// the key from `GRAPHSIGNAL_API_KEY` or else `api_key` in `~/.graphsignal/config.yml`; an
+    /// error names what is missing when no key is found.
+    pub fn from_env(mut self) -> Result<Self> {
+        if let Ok(base) = std::env::var("GRAPHSIGNAL_API_BASE")
+            && !base.trim().is_empty()
+            && self.api_base == DEFAULT_API_BASE
+            && !self.base_from_endpoint
+        {
+            self = self.api_base(base.trim());
+        }
+        if self.api_key.is_some() {
+            return Ok(self);
+        }
+        let key = match Secret::from_env("GRAPHSIGNAL_API_KEY") {
+            Some(key) => Some(key),
+            None => match default_config_path() {
+                Some(path) if path.exists() => api_key_from_config(&path)?,
+                _ => None,
+            },
+        };
+        match key {
+            Some(key) => Ok(self.api_key(key)),
+            None => Err(TelemetryError::Config {
+                location: "GRAPHSIGNAL_API_KEY".to_string(),
+                message: "not set and no api_key in ~/.graphsignal/config.yml; set GRAPHSIGNAL_API_KEY to your Graphsignal API key".to_string(),
+            }),
+        }
+    }
+
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -110,7 +140,10 @@ impl GraphsignalSourceBuilder {
             name: self.name,
             api_base: self.api_base,
             base_from_endpoint: self.base_from_endpoint,
-            api_key: self.api_key, tags: self.tags, client }
+            api_key: self.api_key,
+            tags: self.tags,
+            client,
+        }
     }
 }
 
@@ -126,27 +159,8 @@ impl GraphsignalSource {
 
     /// `GRAPHSIGNAL_API_BASE` (default `https://api.graphsignal.com`), and the key from
     /// `GRAPHSIGNAL_API_KEY` or else `api_key` in `~/.graphsignal/config.yml`.
-    pub fn from_env() -> Result<GraphsignalSourceBuilder> {
-        let mut builder = GraphsignalSourceBuilder::default();
-        if let Ok(base) = std::env::var("GRAPHSIGNAL_API_BASE") {
-            if !base.trim().is_empty() {
-                builder = builder.api_base(base.trim());
-            }
-        }
-        let key = match Secret::from_env("GRAPHSIGNAL_API_KEY") {
-            Some(key) => Some(key),
-            None => match default_config_path() {
-                Some(path) if path.exists() => api_key_from_config(&path)?,
-                _ => None,
-            },
-        };
-        match key {
-            Some(key) => Ok(builder.api_key(key)),
-            None => Err(TelemetryError::Config {
-                location: "GRAPHSIGNAL_API_KEY".to_string(),
-                message: "not set and no api_key in ~/.graphsignal/config.yml; set GRAPHSIGNAL_API_KEY to your Graphsignal API key".to_string(),
-            }),
-        }
+    pub fn from_env() -> Result<GraphsignalSource> {
+        Ok(GraphsignalSource::builder().from_env()?.build())
     }
 
     /// The URL `fetch` reads for `window`.

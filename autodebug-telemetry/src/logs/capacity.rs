@@ -159,8 +159,8 @@ pub fn capacity_plan(engine: EngineKind, snapshot: &TelemetrySnapshot, request: 
             plan.kv_pool_gb = value(snapshot, "vllm.log.available_kv_cache_memory_gib")
                 .or_else(|| value(snapshot, "vllm.log.cpu_kv_cache_space_gib"))
                 .map(|g| g * GIB_IN_GB);
-            plan.kv_tokens = value(snapshot, "vllm.log.gpu_kv_cache_tokens")
-                .or_else(|| value(snapshot, "vllm.log.kv_cache_tokens"));
+            plan.kv_tokens =
+                value(snapshot, "vllm.log.gpu_kv_cache_tokens").or_else(|| value(snapshot, "vllm.log.kv_cache_tokens"));
             plan.cuda_graph_gb = value(snapshot, "vllm.log.cuda_graph.memory_gib").map(|g| g * GIB_IN_GB);
             // vLLM states its per-request length in the concurrency line: `for 32,768 tokens per request`.
             plan.context_len = snapshot
@@ -177,10 +177,10 @@ pub fn capacity_plan(engine: EngineKind, snapshot: &TelemetrySnapshot, request: 
             slots_cap = true;
         }
     }
-    if let (Some(gb), Some(tokens)) = (plan.kv_pool_gb, plan.kv_tokens) {
-        if tokens > 0.0 {
-            plan.kv_bytes_per_token = Some(gb * 1e9 / tokens);
-        }
+    if let (Some(gb), Some(tokens)) = (plan.kv_pool_gb, plan.kv_tokens)
+        && tokens > 0.0
+    {
+        plan.kv_bytes_per_token = Some(gb * 1e9 / tokens);
     }
     if let Some(headroom) = plan.headroom_gb.filter(|h| *h < LOW_HEADROOM_GB) {
         plan.warnings.push(warning(
@@ -249,9 +249,10 @@ fn concurrency(plan: &mut CapacityPlan, shape: RequestShape, slots_cap: bool) {
                 format_number(tokens)
             ),
         ));
-    } else if let (Some(kv), Some(cap)) = (by_kv, plan.max_running_requests) {
-        if kv < cap {
-            plan.warnings.push(warning(
+    } else if let (Some(kv), Some(cap)) = (by_kv, plan.max_running_requests)
+        && kv < cap
+    {
+        plan.warnings.push(warning(
                 "capacity.kv_bound",
                 kv,
                 "requests",
@@ -263,6 +264,5 @@ fn concurrency(plan: &mut CapacityPlan, shape: RequestShape, slots_cap: bool) {
                     format_number(cap)
                 ),
             ));
-        }
     }
 }

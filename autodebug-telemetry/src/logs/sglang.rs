@@ -81,19 +81,19 @@ fn read_prefill(text: &str, collector: &mut Collector) {
             text,
         );
     }
-    if let (Some(new), Some(cached)) = (new_tokens, cached_tokens) {
-        if new + cached > 0.0 {
-            // Weighted by the batch's tokens, so the mean is cached / (cached + new) over the window.
-            collector.observe_weighted(
-                "sglang.log.prefill.cached_ratio",
-                cached / (new + cached),
-                new + cached,
-                "ratio",
-                Reduce::Mean,
-                Some(canonical::PREFIX_HIT_RATE),
-                text,
-            );
-        }
+    if let (Some(new), Some(cached)) = (new_tokens, cached_tokens)
+        && new + cached > 0.0
+    {
+        // Weighted by the batch's tokens, so the mean is cached / (cached + new) over the window.
+        collector.observe_weighted(
+            "sglang.log.prefill.cached_ratio",
+            cached / (new + cached),
+            new + cached,
+            "ratio",
+            Reduce::Mean,
+            Some(canonical::PREFIX_HIT_RATE),
+            text,
+        );
     }
     if let Some(n) = number_after(text, "#new-seq:") {
         collector.observe("sglang.log.prefill.new_seqs", n, "requests", Reduce::Sum, None, text);

@@ -137,7 +137,6 @@ fn version_in(text: &str) -> Option<&str> {
     word.starts_with(|c: char| c.is_ascii_digit()).then_some(word)
 }
 
-
 fn read_stats(text: &str, collector: &mut Collector) {
     // (key, signal name, unit, how lines combine, canonical, scale to the unit)
     type Fact = (&'static str, &'static str, &'static str, Reduce, Option<&'static str>, f64);
@@ -180,4 +179,3 @@ fn read_stats(text: &str, collector: &mut Collector) {
         collector.observe(name, percent * 0.01, "ratio", Reduce::Max, Some(canonical::KV_USAGE), text);
     }
 }
-

@@ -411,15 +411,15 @@ impl Emitter<'_> {
         let unit = names::unit_for(name);
         let count = delta.count.or_else(|| delta.buckets.last().map(|b| b.1)).unwrap_or(0.0);
         let observations = format!("{} observations in the window", format_number(count));
-        if count > 0.0 {
-            if let Some(sum) = delta.sum {
-                let mean = sum / count;
-                let signal = self
-                    .signal(name, labels, "mean", mean, unit)
-                    .with_count(count)
-                    .with_detail(format!("mean {} {unit} (Δsum/Δcount, {observations})", format_number(mean)));
-                out.push(self.tag(signal, name, "mean", tagged));
-            }
+        if count > 0.0
+            && let Some(sum) = delta.sum
+        {
+            let mean = sum / count;
+            let signal = self
+                .signal(name, labels, "mean", mean, unit)
+                .with_count(count)
+                .with_detail(format!("mean {} {unit} (Δsum/Δcount, {observations})", format_number(mean)));
+            out.push(self.tag(signal, name, "mean", tagged));
         }
         if !delta.buckets.is_empty() {
             for (stat, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {

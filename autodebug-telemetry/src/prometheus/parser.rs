@@ -220,15 +220,15 @@ impl FamilyBuilder {
         }
         for suffix in ["_bucket", "_sum", "_count", "_total", "_created", "_gsum", "_gcount", "_info"] {
             let Some(base) = sample_name.strip_suffix(suffix) else { continue };
-            if let Some(&index) = self.by_name.get(base) {
-                if self.families[index].metric_type.suffixes().contains(&suffix) {
-                    return Some(index);
-                }
+            if let Some(&index) = self.by_name.get(base)
+                && self.families[index].metric_type.suffixes().contains(&suffix)
+            {
+                return Some(index);
             }
-            if suffix == "_created" {
-                if let Some(index) = self.created_parent(sample_name) {
-                    return Some(index);
-                }
+            if suffix == "_created"
+                && let Some(index) = self.created_parent(sample_name)
+            {
+                return Some(index);
             }
         }
         None

@@ -137,10 +137,10 @@ impl PrometheusScrape {
     /// (default 500).
     pub fn from_env() -> Result<Self> {
         let mut builder = PrometheusScrapeBuilder::default();
-        if let Ok(path) = std::env::var("AUTODEBUG_METRICS_PATH") {
-            if !path.trim().is_empty() {
-                builder = builder.path(path.trim());
-            }
+        if let Ok(path) = std::env::var("AUTODEBUG_METRICS_PATH")
+            && !path.trim().is_empty()
+        {
+            builder = builder.path(path.trim());
         }
         if let Ok(ms) = std::env::var("AUTODEBUG_METRICS_INTERVAL_MS") {
             let ms: u64 = ms.trim().parse().map_err(|_| TelemetryError::Config {

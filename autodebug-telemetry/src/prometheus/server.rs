@@ -4,8 +4,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use autodebug_core::canonical;
 use autodebug_core::{
-    Secret, Signal, SignalKind, Target, TelemetrySnapshot, TelemetrySource, TimeWindow, async_trait, format_number,
+    EngineKind, Secret, Signal, SignalKind, Target, TelemetrySnapshot, TelemetrySource, TimeWindow, async_trait,
+    format_number,
 };
 use serde::Deserialize;
 
@@ -37,6 +39,64 @@ impl PromQuery {
     pub fn with_canonical(mut self, canonical: impl Into<String>) -> Self {
         self.canonical = Some(canonical.into());
         self
+    }
+
+    /// PromQL for the figures the analyzers read, under `engine`'s metric names (each named
+    /// metric is in [`NAME_MAP`](crate::prometheus::names::NAME_MAP) with the same canonical).
+    ///
+    /// ```
+    /// use autodebug_core::EngineKind;
+    /// use autodebug_telemetry::prometheus::PromQuery;
+    /// let queries = PromQuery::defaults_for(EngineKind::Vllm);
+    /// assert!(queries.iter().any(|q| q.promql.contains("vllm:num_requests_waiting")));
+    /// ```
+    pub fn defaults_for(engine: EngineKind) -> Vec<PromQuery> {
+        let quantile = |name: &str, metric: &str, canonical: &str| {
+            PromQuery::new(name, format!("histogram_quantile(0.99, sum by (le) (rate({metric}[1m])))"))
+                .with_unit("s")
+                .with_canonical(canonical)
+        };
+        let gauge = |name: &str, promql: &str, unit: &str, canonical: &str| {
+            PromQuery::new(name, promql).with_unit(unit).with_canonical(canonical)
+        };
+        match engine {
+            EngineKind::Sglang => vec![
+                quantile("ttft_p99", "sglang:time_to_first_token_seconds_bucket", canonical::TTFT_S),
+                quantile("itl_p99", "sglang:inter_token_latency_seconds_bucket", canonical::ITL_S),
+                quantile("e2e_p99", "sglang:e2e_request_latency_seconds_bucket", canonical::E2E_S),
+                gauge("running", "sum(sglang:num_running_reqs)", "requests", canonical::RUNNING),
+                gauge("queue", "sum(sglang:num_queue_reqs)", "requests", canonical::QUEUE_LEN),
+                gauge("kv_usage", "max(sglang:token_usage)", "ratio", canonical::KV_USAGE),
+                gauge("prefix_hit_rate", "avg(sglang:cache_hit_rate)", "ratio", canonical::PREFIX_HIT_RATE),
+                gauge("gen_throughput", "sum(sglang:gen_throughput)", "tok/s", canonical::GEN_THROUGHPUT),
+            ],
+            EngineKind::Vllm => vec![
+                quantile("ttft_p99", "vllm:time_to_first_token_seconds_bucket", canonical::TTFT_S),
+                quantile("itl_p99", "vllm:inter_token_latency_seconds_bucket", canonical::ITL_S),
+                quantile("e2e_p99", "vllm:e2e_request_latency_seconds_bucket", canonical::E2E_S),
+                gauge("running", "sum(vllm:num_requests_running)", "requests", canonical::RUNNING),
+                gauge("queue", "sum(vllm:num_requests_waiting)", "requests", canonical::QUEUE_LEN),
+                gauge("kv_usage", "max(vllm:kv_cache_usage_perc)", "ratio", canonical::KV_USAGE),
+                gauge(
+                    "preemptions",
+                    "sum(increase(vllm:num_preemptions_total[1m]))",
+                    "requests",
+                    canonical::PREEMPTIONS,
+                ),
+                gauge(
+                    "gen_throughput",
+                    "sum(rate(vllm:generation_tokens_total[1m]))",
+                    "tok/s",
+                    canonical::GEN_THROUGHPUT,
+                ),
+            ],
+            EngineKind::LlamaCpp => vec![
+                gauge("running", "sum(llamacpp:requests_processing)", "requests", canonical::RUNNING),
+                gauge("deferred", "sum(llamacpp:requests_deferred)", "requests", canonical::DEFERRED),
+                gauge("gen_throughput", "avg(llamacpp:predicted_tokens_seconds)", "tok/s", canonical::GEN_THROUGHPUT),
+                gauge("kv_usage", "max(llamacpp:kv_cache_usage_ratio)", "ratio", canonical::KV_USAGE),
+            ],
+        }
     }
 }
 
@@ -72,6 +132,26 @@ pub struct PrometheusServerBuilder {
 }
 
 impl PrometheusServerBuilder {
+    /// Fills in what was not set from the environment: the server from `PROMETHEUS_URL` when the
+    /// builder has none (an error says to set it), the bearer token from `PROMETHEUS_TOKEN`.
+    pub fn from_env(mut self) -> Result<Self> {
+        if self.base_url.trim().is_empty() {
+            let url = std::env::var("PROMETHEUS_URL").ok().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
+                TelemetryError::Config {
+                    location: "PROMETHEUS_URL".to_string(),
+                    message: "not set; set it to the Prometheus server, e.g. http://prometheus:9090".to_string(),
+                }
+            })?;
+            self.base_url = url.trim().to_string();
+        }
+        if self.token.is_none()
+            && let Some(token) = Secret::from_env("PROMETHEUS_TOKEN")
+        {
+            self = self.bearer_token(token);
+        }
+        Ok(self)
+    }
+
     pub fn name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -127,20 +207,18 @@ impl PrometheusServer {
         }
     }
 
-    /// `PROMETHEUS_URL` (required) and `PROMETHEUS_TOKEN` (optional bearer token); add the
-    /// queries with [`PrometheusServerBuilder::query`].
-    pub fn from_env() -> Result<PrometheusServerBuilder> {
-        let url = std::env::var("PROMETHEUS_URL").ok().filter(|u| !u.trim().is_empty()).ok_or_else(|| {
-            TelemetryError::Config {
-                location: "PROMETHEUS_URL".to_string(),
-                message: "not set; set it to the Prometheus server, e.g. http://prometheus:9090".to_string(),
+    /// `PROMETHEUS_URL` (required) and `PROMETHEUS_TOKEN` (optional bearer token), asking the
+    /// [default queries](PromQuery::defaults_for) of every engine (those of an engine that is
+    /// not there come back empty). For your own queries, start from
+    /// [`PrometheusServer::builder`] and call [`PrometheusServerBuilder::from_env`].
+    pub fn from_env() -> Result<PrometheusServer> {
+        let mut builder = Self::builder("").from_env()?;
+        for engine in [EngineKind::Sglang, EngineKind::Vllm, EngineKind::LlamaCpp] {
+            for query in PromQuery::defaults_for(engine) {
+                builder = builder.query(query);
             }
-        })?;
-        let mut builder = Self::builder(url.trim());
-        if let Some(token) = Secret::from_env("PROMETHEUS_TOKEN") {
-            builder = builder.bearer_token(token);
         }
-        Ok(builder)
+        Ok(builder.build())
     }
 
     pub fn queries(&self) -> &[PromQuery] {
@@ -300,4 +378,33 @@ fn varying_labels(series: &[RangeSeries]) -> std::collections::BTreeSet<&str> {
         }
     }
     names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::prometheus::names::NAME_MAP;
+
+    /// The default PromQL and the scrape's name map must not drift apart: every metric a default
+    /// query reads maps onto the query's canonical signal.
+    #[test]
+    fn default_queries_read_mapped_metrics_under_their_canonical_names() {
+        for engine in [EngineKind::Sglang, EngineKind::Vllm, EngineKind::LlamaCpp] {
+            let queries = PromQuery::defaults_for(engine);
+            assert!(queries.len() >= 4, "{engine}: {queries:?}");
+            for query in queries {
+                let canonical = query.canonical.clone().expect("every default query is canonical");
+                let metric = query
+                    .promql
+                    .split(|c: char| !(c.is_ascii_alphanumeric() || c == ':' || c == '_'))
+                    .find(|word| word.starts_with(&format!("{}:", engine.as_str())))
+                    .unwrap_or_else(|| panic!("{engine}: no engine metric in {}", query.promql));
+                let metric = metric.strip_suffix("_bucket").unwrap_or(metric);
+                assert!(
+                    NAME_MAP.iter().any(|m| m.metric == metric && m.canonical == canonical),
+                    "{engine}: `{metric}` is not mapped to {canonical} in NAME_MAP"
+                );
+            }
+        }
+    }
 }

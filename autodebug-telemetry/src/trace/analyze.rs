@@ -35,14 +35,30 @@ pub struct TraceAnalysis {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub wall_end_ns: Option<i64>,
     pub events: u64,
+    /// Kernels, memcpy and memset events together: `kernel_count + memcpy_count + memset_count`.
     pub gpu_events: u64,
     /// From the first to the last GPU event (summed over devices); 0 when no GPU ran.
     pub span_us: f64,
     /// From the first to the last event of any kind.
     pub trace_span_us: f64,
-    /// Sum of all GPU event durations (kernels, memcpy, memset), overlapping streams counted twice.
+    /// Sum of kernel durations, overlapping streams counted twice. Memcpy and memset are data
+    /// movement, not kernel work, so they are totalled apart ([`memcpy_us`](Self::memcpy_us),
+    /// [`memset_us`](Self::memset_us)) and appear in neither `kernels` nor `categories`.
     pub kernel_total_us: f64,
-    /// Time at least one GPU event ran, summed over devices.
+    /// Kernel launches, the sum of `count` over all of `kernels` (before any `--top` cut).
+    #[serde(default)]
+    pub kernel_count: u64,
+    /// Sum of memcpy durations (host/device and device/device copies).
+    #[serde(default)]
+    pub memcpy_us: f64,
+    #[serde(default)]
+    pub memcpy_count: u64,
+    /// Sum of memset durations.
+    #[serde(default)]
+    pub memset_us: f64,
+    #[serde(default)]
+    pub memset_count: u64,
+    /// Time at least one GPU event (kernel, memcpy or memset) ran, summed over devices.
     pub gpu_busy_us: f64,
     /// `span_us - gpu_busy_us`.
     pub gpu_idle_us: f64,
@@ -278,10 +294,10 @@ impl Accumulator {
                 if matches!(cat, "Runtime") {
                     self.legacy_categories = true;
                 }
-                if let Some(args) = event.args {
-                    if let Some(correlation) = args.correlation.as_ref().and_then(Id::as_i64) {
-                        self.launches.insert(correlation, Launch { ts, external: args.external() });
-                    }
+                if let Some(args) = event.args
+                    && let Some(correlation) = args.correlation.as_ref().and_then(Id::as_i64)
+                {
+                    self.launches.insert(correlation, Launch { ts, external: args.external() });
                 }
             }
             "gpu_user_annotation" => {}
@@ -395,11 +411,22 @@ impl Accumulator {
     }
 
     fn kernel_tables(&mut self, out: &mut TraceAnalysis) {
-        let total: i64 = self.kernels.iter().flat_map(|k| k.durations.iter()).sum();
-        out.kernel_total_us = us(total);
-        let share = |ns: i64| if total > 0 { ns as f64 / total as f64 } else { 0.0 };
+        let (mut kernel_ns, mut memcpy_ns, mut memset_ns) = (0i64, 0i64, 0i64);
+        for stat in &self.kernels {
+            let (total_ns, count) = match stat.category {
+                KernelCategory::Memcpy => (&mut memcpy_ns, &mut out.memcpy_count),
+                KernelCategory::Memset => (&mut memset_ns, &mut out.memset_count),
+                _ => (&mut kernel_ns, &mut out.kernel_count),
+            };
+            *total_ns += stat.durations.iter().sum::<i64>();
+            *count += stat.durations.len() as u64;
+        }
+        out.kernel_total_us = us(kernel_ns);
+        out.memcpy_us = us(memcpy_ns);
+        out.memset_us = us(memset_ns);
+        let share = |ns: i64| if kernel_ns > 0 { ns as f64 / kernel_ns as f64 } else { 0.0 };
         let mut by_category: HashMap<KernelCategory, (u64, i64)> = HashMap::new();
-        for stat in &mut self.kernels {
+        for stat in self.kernels.iter_mut().filter(|k| k.category.is_kernel()) {
             stat.durations.sort_unstable();
             let count = stat.durations.len() as u64;
             let sum: i64 = stat.durations.iter().sum();

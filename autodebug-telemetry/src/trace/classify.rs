@@ -53,6 +53,12 @@ impl KernelCategory {
         !matches!(self, KernelCategory::Communication | KernelCategory::Memcpy | KernelCategory::Memset)
     }
 
+    /// A kernel launch, as opposed to a memcpy or memset: the analysis totals those two apart so
+    /// that "GPU kernel time" means kernels only.
+    pub fn is_kernel(self) -> bool {
+        !matches!(self, KernelCategory::Memcpy | KernelCategory::Memset)
+    }
+
     /// Classifies one GPU event by its trace category (`kernel`, `gpu_memcpy`, `Memset`...) and name.
     ///
     /// ```

@@ -5,7 +5,8 @@
 //! flows, `baseTimeNanoseconds`), the 2021 legacy format (`Kernel`, `Runtime`, `Memcpy`, flows
 //! `async`/`launch`, string tids such as `"stream 7"`) and ROCm traces — in one streaming pass
 //! (no DOM: a serde visitor walks `traceEvents` one event at a time, borrowing strings from the
-//! input), and returns a [`TraceAnalysis`]: kernels and kernel classes, GPU busy/idle with idle
+//! input), and returns a [`TraceAnalysis`]: kernels and kernel classes (memcpy and memset totalled
+//! apart, as they are not kernel work), GPU busy/idle over all GPU events with idle
 //! split into host-bound gaps and launch gaps, per-stream compute/communication overlap, CPU
 //! operators mapped to the kernels they launched, and per-step figures.
 //!
@@ -16,10 +17,13 @@
 //! use autodebug_telemetry::trace::{analyze_bytes, KernelCategory};
 //! let trace = br#"{"schemaVersion": 1, "traceEvents": [
 //!   {"ph": "X", "cat": "kernel", "name": "sm90_xmma_gemm_bf16", "pid": 0, "tid": 7, "ts": 0.0, "dur": 30.0},
-//!   {"ph": "X", "cat": "kernel", "name": "flash_fwd_kernel", "pid": 0, "tid": 7, "ts": 35.0, "dur": 10.0}]}"#;
+//!   {"ph": "X", "cat": "kernel", "name": "flash_fwd_kernel", "pid": 0, "tid": 7, "ts": 35.0, "dur": 10.0},
+//!   {"ph": "X", "cat": "gpu_memcpy", "name": "Memcpy DtoH", "pid": 0, "tid": 7, "ts": 45.0, "dur": 5.0}]}"#;
 //! let analysis = analyze_bytes(trace).unwrap();
-//! assert_eq!(analysis.kernel_total_us, 40.0);
-//! assert_eq!(analysis.span_us, 45.0);
+//! assert_eq!((analysis.kernel_total_us, analysis.kernel_count), (40.0, 2));
+//! assert_eq!((analysis.memcpy_us, analysis.memcpy_count), (5.0, 1));
+//! assert_eq!(analysis.span_us, 50.0);
+//! assert_eq!(analysis.gpu_busy_us, 45.0);
 //! assert_eq!(analysis.gpu_idle_us, 5.0);
 //! assert_eq!(analysis.kernels[0].category, KernelCategory::Gemm);
 //! ```
@@ -40,7 +44,7 @@ pub use analyze::{
 pub use classify::KernelCategory;
 pub use parse::DistributedInfo;
 pub use signals::{SOURCE, analysis_signals};
-pub use source::TraceSource;
+pub use source::{TraceFileAnalysis, TraceSource};
 
 /// Why a trace could not be analysed; names the file and what is wrong with it.
 #[derive(Debug, thiserror::Error)]

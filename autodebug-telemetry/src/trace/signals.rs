@@ -19,8 +19,10 @@ pub fn short_kernel_name(name: &str) -> String {
 }
 
 /// Signals for one or more analysed traces (e.g. every file in a window), summed across them:
-/// the share of GPU time per kernel class (`gpu.compute.gemm`...), GPU busy and idle shares,
-/// communication overlap, the `top_kernels` heaviest kernels and mean step time.
+/// the share of GPU kernel time per kernel class (`gpu.compute.gemm`...), GPU busy and idle
+/// shares, memcpy and memset time (summed like kernel time) as shares of the GPU span
+/// (`gpu.memcpy_share`, `gpu.memset_share`), communication overlap, the `top_kernels` heaviest
+/// kernels and mean step time.
 ///
 /// ```
 /// use autodebug_telemetry::trace::{analyze_bytes, analysis_signals};
@@ -35,9 +37,10 @@ pub fn analysis_signals(analyses: &[TraceAnalysis], top_kernels: usize) -> Vec<S
     let total_us: f64 = analyses.iter().map(|a| a.kernel_total_us).sum();
     let span_us: f64 = analyses.iter().map(|a| a.span_us).sum();
     let mut signals = Vec::new();
-    if total_us <= 0.0 {
+    if analyses.iter().all(|a| a.gpu_events == 0) {
         return signals;
     }
+    let of_kernel_time = |us: f64| if total_us > 0.0 { us / total_us } else { 0.0 };
     let files = analyses.len();
     let mut categories: BTreeMap<KernelCategory, (u64, f64)> = BTreeMap::new();
     let mut kernels: BTreeMap<&str, (KernelCategory, u64, f64)> = BTreeMap::new();
@@ -54,7 +57,7 @@ pub fn analysis_signals(analyses: &[TraceAnalysis], top_kernels: usize) -> Vec<S
         }
     }
     for (category, (count, us)) in &categories {
-        let share = us / total_us;
+        let share = of_kernel_time(*us);
         signals.push(
             Signal::number(SOURCE, SignalKind::Kernel, &format!("gpu.compute.{category}"), share, "ratio")
                 .with_count(*count as f64)
@@ -100,6 +103,24 @@ pub fn analysis_signals(analyses: &[TraceAnalysis], top_kernels: usize) -> Vec<S
                     format_number(gap_us)
                 )),
         );
+        let memcpy: (f64, u64) =
+            (analyses.iter().map(|a| a.memcpy_us).sum(), analyses.iter().map(|a| a.memcpy_count).sum());
+        let memset: (f64, u64) =
+            (analyses.iter().map(|a| a.memset_us).sum(), analyses.iter().map(|a| a.memset_count).sum());
+        for (kind, (us, count)) in [("memcpy", memcpy), ("memset", memset)] {
+            if count == 0 {
+                continue;
+            }
+            signals.push(
+                Signal::number(SOURCE, SignalKind::Kernel, &format!("gpu.{kind}_share"), us / span_us, "ratio")
+                    .with_count(count as f64)
+                    .with_detail(format!(
+                        "{kind} ran {} ms over {count} events, {}% of the GPU span (not counted as kernel time)",
+                        format_number(us / 1e3),
+                        format_number(us / span_us * 100.0)
+                    )),
+            );
+        }
     }
     let comm: f64 = analyses.iter().flat_map(|a| &a.devices).map(|d| d.comm_us).sum();
     if comm > 0.0 {
@@ -126,7 +147,7 @@ pub fn analysis_signals(analyses: &[TraceAnalysis], top_kernels: usize) -> Vec<S
                     "{} ms over {count} launches ({} µs each, {}% of GPU kernel time)",
                     format_number(us / 1e3),
                     format_number(us / count.max(1) as f64),
-                    format_number(us / total_us * 100.0)
+                    format_number(of_kernel_time(us) * 100.0)
                 )),
         );
     }

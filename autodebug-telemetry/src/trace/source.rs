@@ -8,6 +8,9 @@ use autodebug_core::{Target, TelemetrySnapshot, TelemetrySource, TimeWindow, asy
 use super::analyze::TraceAnalysis;
 use super::signals::{SOURCE, analysis_signals};
 
+/// One trace file and what [`analyze_file`](super::analyze_file) found in it.
+pub type TraceFileAnalysis = (PathBuf, TraceAnalysis);
+
 /// Reads the PyTorch-profiler traces in a directory (`*.json`, `*.json.gz`, e.g. what
 /// `torch.profiler.tensorboard_trace_handler` or SGLang's `/start_profile` write) whose time
 /// range overlaps the window, and reports their kernel classes as `gpu.compute.*` signals.
@@ -32,9 +35,14 @@ impl TraceSource {
         TraceSource { name: SOURCE.to_string(), dir: dir.into(), top_kernels: 10 }
     }
 
-    /// Reads the directory from `AUTODEBUG_TRACE_DIR`.
-    pub fn from_env() -> Option<Self> {
-        std::env::var_os("AUTODEBUG_TRACE_DIR").filter(|d| !d.is_empty()).map(TraceSource::new)
+    /// Reads the directory from `AUTODEBUG_TRACE_DIR`; an error says to set it.
+    pub fn from_env() -> crate::Result<Self> {
+        std::env::var_os("AUTODEBUG_TRACE_DIR").filter(|d| !d.is_empty()).map(TraceSource::new).ok_or_else(|| {
+            crate::TelemetryError::Config {
+                location: "AUTODEBUG_TRACE_DIR".to_string(),
+                message: "not set; set it to the folder the PyTorch profiler writes its traces to".to_string(),
+            }
+        })
     }
 
     pub fn name(mut self, name: impl Into<String>) -> Self {
@@ -52,11 +60,8 @@ impl TraceSource {
         &self.dir
     }
 
-    /// The analyses of the traces overlapping `window`, with a note for each file skipped.
-    pub fn analyses_for(
-        &self,
-        window: TimeWindow,
-    ) -> autodebug_core::Result<(Vec<(PathBuf, TraceAnalysis)>, Vec<String>)> {
+    /// The analyses of the traces overlapping `window` by file, with a note for each file skipped.
+    pub fn analyses_for(&self, window: TimeWindow) -> autodebug_core::Result<(Vec<TraceFileAnalysis>, Vec<String>)> {
         let entries = std::fs::read_dir(&self.dir).map_err(|e| {
             autodebug_core::Error::telemetry(
                 &self.name,
