@@ -172,19 +172,7 @@ impl SseBenchmarker {
         .max(1);
         let path = if plan.chat { "/v1/chat/completions" } else { "/v1/completions" };
         let url = endpoint.url(path);
-        let transport = Transport::for_url(&url, self.http_client, plan.timeouts.connect, || {
-            let mut client = reqwest::Client::builder()
-                .connect_timeout(plan.timeouts.connect)
-                .pool_max_idle_per_host(pool)
-                .pool_idle_timeout(Duration::from_secs(90))
-                .tcp_nodelay(true)
-                .user_agent(CLIENT);
-            if let Some(timeout) = self.client_timeout {
-                client = client.timeout(timeout);
-            }
-            client.build()
-        })
-        .map_err(BenchError::Client)?;
+        let transport = Transport::for_url(&url, self.http_client, plan.timeouts.connect, pool, self.client_timeout)?;
         let ctx = Arc::new(RequestContext {
             transport,
             url,
@@ -385,7 +373,7 @@ impl Benchmarker for SseBenchmarker {
 fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
     let invalid =
         |field: &'static str, message: String| BenchError::InvalidPlan { plan: plan.name.clone(), field, message };
-    if let Err(e) = reqwest::Url::parse(&endpoint.base_url) {
+    if let Err(e) = crate::wire::HttpUrl::check(&endpoint.base_url) {
         return Err(invalid(
             "endpoint.base_url",
             format!("{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000", endpoint.base_url),

@@ -9,8 +9,17 @@ pub enum BenchError {
     InvalidPlan { plan: String, field: &'static str, message: String },
 
     /// The HTTP client could not be built (TLS backend, system configuration).
+    #[cfg(feature = "https")]
     #[error("could not build the HTTP client: {0}")]
     Client(#[source] reqwest::Error),
+
+    /// The endpoint needs reqwest (`https://`, a proxy, credentials in the URL, or
+    /// `HttpClient::Reqwest`), which this build left out.
+    #[error(
+        "{url} needs the `https` feature of autodebug-bench (TLS, proxies, HttpClient::Reqwest); \
+         this build has only the plain http:// client: enable the feature or use an http:// endpoint"
+    )]
+    HttpsNotBuilt { url: String },
 
     /// An input file (dataset, trace, tokenizer) could not be read.
     #[error("could not read {path}: {source}; check the path and its permissions")]
@@ -44,6 +53,7 @@ impl From<BenchError> for autodebug_core::Error {
                 autodebug_core::Error::config(format!("bench plan `{plan}`, field {field}"), message)
             }
             BenchError::InvalidInput { location, message } => autodebug_core::Error::config(location, message),
+            e @ BenchError::HttpsNotBuilt { .. } => autodebug_core::Error::config("endpoint.base_url", e.to_string()),
             other => autodebug_core::Error::Bench(other.to_string()),
         }
     }

@@ -15,7 +15,8 @@
 //! task reading its own socket, kernel receive stamps) and its own strict SSE parser (several
 //! times faster than `eventsource-stream` on the same bytes: `benches/README.md`); `https://`, a
 //! proxied host, or [`HttpClient::Reqwest`] through reqwest, its body parsed by
-//! `eventsource-stream` behind a line check that refuses the same non-SSE lines.
+//! `eventsource-stream` behind a line check that refuses the same non-SSE lines (the `https` feature,
+//! on by default; without it such endpoints are refused with what to do).
 //!
 //! ```no_run
 //! use autodebug_bench::SseBenchmarker;

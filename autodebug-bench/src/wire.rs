@@ -78,24 +78,16 @@ impl WireClient {
     /// variable applies to it; `None` otherwise (the caller uses reqwest, which speaks TLS and
     /// proxies).
     pub(crate) fn for_url(url: &str, connect_timeout: Duration, user_agent: &str) -> Option<WireClient> {
-        let parsed = reqwest::Url::parse(url).ok()?;
-        if parsed.scheme() != "http" || !parsed.username().is_empty() || parsed.password().is_some() {
+        let parsed = HttpUrl::parse(url).ok()?;
+        if !parsed.scheme.eq_ignore_ascii_case("http") || parsed.has_userinfo || proxy_may_apply(parsed.host) {
             return None;
         }
-        let host = parsed.host_str()?;
-        if proxy_may_apply(&parsed) {
-            return None;
-        }
-        let port = parsed.port_or_known_default()?;
-        let host_header = match parsed.port() {
-            Some(port) => format!("{host}:{port}"),
-            None => host.to_string(),
-        };
-        let mut target = parsed.path().to_string();
-        if let Some(query) = parsed.query() {
-            target.push('?');
-            target.push_str(query);
-        }
+        let host = parsed.host.to_ascii_lowercase();
+        let port = parsed.port.unwrap_or(80);
+        // As a browser writes it: the default port is left out of `Host`.
+        let host_header = if port == 80 { host.clone() } else { format!("{host}:{port}") };
+        let target =
+            if parsed.target.starts_with('/') { parsed.target.to_string() } else { format!("/{}", parsed.target) };
         let head = format!(
             "POST {target} HTTP/1.1\r\nHost: {host_header}\r\nUser-Agent: {user_agent}\r\n\
              Content-Type: application/json\r\nAccept: text/event-stream\r\n"
@@ -181,12 +173,11 @@ impl WireClient {
 /// Whether a proxy variable reqwest honours (`http_proxy`, `all_proxy`, either case) is set for
 /// a host that is not loopback: reqwest then decides, `NO_PROXY` included. Loopback is never
 /// sent through a proxy.
-fn proxy_may_apply(url: &reqwest::Url) -> bool {
-    proxy_may_apply_with(url, |var| std::env::var_os(var).is_some_and(|value| !value.is_empty()))
+fn proxy_may_apply(host: &str) -> bool {
+    proxy_may_apply_with(host, |var| std::env::var_os(var).is_some_and(|value| !value.is_empty()))
 }
 
-fn proxy_may_apply_with(url: &reqwest::Url, is_set: impl Fn(&str) -> bool) -> bool {
-    let host = url.host_str().unwrap_or_default();
+fn proxy_may_apply_with(host: &str, is_set: impl Fn(&str) -> bool) -> bool {
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host
             .trim_start_matches('[')
@@ -194,6 +185,67 @@ fn proxy_may_apply_with(url: &reqwest::Url, is_set: impl Fn(&str) -> bool) -> bo
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback());
     !loopback && ["http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"].into_iter().any(is_set)
+}
+
+/// An absolute URL as the lean client needs it, split without a URL library (that would come
+/// with the `https` feature's whole stack). Anything it cannot take plainly (a non-ASCII host,
+/// spaces, a fragment) is refused, and the caller hands the URL to reqwest where it is built.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct HttpUrl<'a> {
+    pub scheme: &'a str,
+    pub has_userinfo: bool,
+    /// A name, an IPv4 address or a bracketed IPv6 literal, as written.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// Path and query, as written (`""` for none).
+    pub target: &'a str,
+}
+
+impl<'a> HttpUrl<'a> {
+    pub(crate) fn parse(text: &'a str) -> Result<HttpUrl<'a>, String> {
+        let (scheme, rest) = text.split_once("://").ok_or("no scheme (such as http://)")?;
+        if scheme.is_empty() || !scheme.chars().all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) {
+            return Err(format!("scheme {scheme:?} is not valid"));
+        }
+        if let Some(c) = rest.chars().find(|c| c.is_whitespace() || c.is_control() || !c.is_ascii() || *c == '#') {
+            return Err(format!("{c:?} is not allowed here"));
+        }
+        let (authority, target) = rest.find(['/', '?']).map_or((rest, ""), |i| rest.split_at(i));
+        let (has_userinfo, host_port) = match authority.rsplit_once('@') {
+            Some((_, host_port)) => (true, host_port),
+            None => (false, authority),
+        };
+        let (host, port) = if let Some(literal) = host_port.strip_prefix('[') {
+            let end = literal.find(']').ok_or("an IPv6 host without its closing ]")?;
+            literal[..end].parse::<std::net::Ipv6Addr>().map_err(|e| format!("IPv6 host: {e}"))?;
+            (&host_port[..end + 2], &literal[end + 1..])
+        } else {
+            match host_port.find(':') {
+                Some(i) => host_port.split_at(i),
+                None => (host_port, ""),
+            }
+        };
+        if host.is_empty() {
+            return Err("no host".into());
+        }
+        if !host.starts_with('[') && !host.chars().all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)) {
+            return Err(format!("host {host:?} is not valid"));
+        }
+        let port = match port.strip_prefix(':') {
+            None if port.is_empty() => None,
+            None => return Err(format!("unexpected {port:?} after the host")),
+            Some("") => None,
+            Some(digits) => {
+                Some(digits.parse::<u16>().map_err(|_| format!("port {digits:?} is not a number up to 65535"))?)
+            }
+        };
+        Ok(HttpUrl { scheme, has_userinfo, host, port, target })
+    }
+
+    /// Whether `text` is an absolute URL with a host, whatever its scheme.
+    pub(crate) fn check(text: &str) -> Result<(), String> {
+        HttpUrl::parse(text).map(|_| ())
+    }
 }
 
 /// One TCP connection and the bytes read from it but not yet consumed (`buf[start..end]`).
@@ -893,13 +945,39 @@ mod tests {
 
     #[test]
     fn a_proxy_variable_hands_remote_hosts_to_reqwest_but_never_loopback() {
-        let url = |text: &str| reqwest::Url::parse(text).expect("URL");
+        fn host(text: &str) -> &str {
+            HttpUrl::parse(text).expect("URL").host
+        }
         let proxied = |var: &str| var == "HTTPS_PROXY" || var == "all_proxy";
         let https_only = |var: &str| var == "HTTPS_PROXY";
-        assert!(proxy_may_apply_with(&url("http://gpu-node:8000/v1"), proxied));
-        assert!(!proxy_may_apply_with(&url("http://gpu-node:8000/v1"), https_only), "https_proxy is for https");
+        assert!(proxy_may_apply_with(host("http://gpu-node:8000/v1"), proxied));
+        assert!(!proxy_may_apply_with(host("http://gpu-node:8000/v1"), https_only), "https_proxy is for https");
         for local in ["http://localhost:8000/v1", "http://127.0.0.1:8000/v1", "http://[::1]:8000/v1"] {
-            assert!(!proxy_may_apply_with(&url(local), proxied), "{local}");
+            assert!(!proxy_may_apply_with(host(local), proxied), "{local}");
+        }
+    }
+
+    #[test]
+    fn urls_split_into_the_parts_a_request_head_needs() {
+        let url = HttpUrl::parse("http://user:pw@Node-1.local:8000/v1/x?y=1").expect("URL");
+        assert_eq!(
+            url,
+            HttpUrl { scheme: "http", has_userinfo: true, host: "Node-1.local", port: Some(8000), target: "/v1/x?y=1" }
+        );
+        let url = HttpUrl::parse("https://[::1]").expect("IPv6 literal");
+        assert_eq!((url.host, url.port, url.target), ("[::1]", None, ""));
+        assert_eq!(HttpUrl::parse("http://h?q=1").expect("query only").target, "?q=1");
+        for bad in [
+            "127.0.0.1:8000",
+            "http://",
+            "http://h:99999/",
+            "http://h:x/",
+            "http://[::1/",
+            "http://a b/",
+            "http://h/é",
+            "ht tp://h/",
+        ] {
+            assert!(HttpUrl::parse(bad).is_err(), "{bad} parsed");
         }
     }
 
@@ -912,6 +990,9 @@ mod tests {
         let client = WireClient::for_url("http://[::1]:9/v1/x?y=1", timeout, "t").expect("IPv6 literal");
         assert_eq!(client.authority, "[::1]:9");
         assert!(String::from_utf8_lossy(&client.head).starts_with("POST /v1/x?y=1 HTTP/1.1\r\nHost: [::1]:9\r\n"));
+        let client = WireClient::for_url("http://LocalHost:80?y=1", timeout, "t").expect("default port");
+        assert_eq!(client.authority, "localhost:80");
+        assert!(String::from_utf8_lossy(&client.head).starts_with("POST /?y=1 HTTP/1.1\r\nHost: localhost\r\n"));
     }
 
     /// Real loopback sockets: a token that arrived while the client was busy elsewhere is timed

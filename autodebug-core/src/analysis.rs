@@ -18,6 +18,8 @@ pub enum Bottleneck {
     Errors,
     Client,
     Config,
+    /// Not a bottleneck of the service: evidence the analysis had to go without.
+    Telemetry,
 }
 
 impl Bottleneck {
@@ -32,6 +34,7 @@ impl Bottleneck {
             Bottleneck::Errors => "errors",
             Bottleneck::Client => "client",
             Bottleneck::Config => "configuration",
+            Bottleneck::Telemetry => "telemetry gaps",
         }
     }
 }

@@ -43,6 +43,14 @@ impl IterationStatus {
     }
 }
 
+/// Name of the signal a failure finding cites for the error itself; its `kind` label is the
+/// [`ErrorKind`](crate::ErrorKind) when the error said.
+pub const ERROR_SIGNAL: &str = "iteration.error";
+
+/// Name of the signal a failure finding cites for its root cause; its labels carry `class`,
+/// `deterministic`, and the `flag` and `value` it blames when the configuration set that flag.
+pub const ROOT_CAUSE_SIGNAL: &str = "engine.root_cause";
+
 /// One pass of the loop, as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Iteration {
@@ -78,7 +86,7 @@ impl Iteration {
             .findings
             .iter()
             .flat_map(|f| f.evidence.iter())
-            .find(|s| s.name == crate::session::ERROR_SIGNAL)?
+            .find(|s| s.name == ERROR_SIGNAL)?
             .labels
             .get("kind")?;
         crate::ErrorKind::parse(kind)
@@ -150,12 +158,12 @@ impl History {
     }
 
     /// Settings that made a start fail for a reason that holds whatever else changes, read from the
-    /// failed iterations' root-cause citations (see [`session::ROOT_CAUSE_SIGNAL`](crate::session::ROOT_CAUSE_SIGNAL)).
+    /// failed iterations' root-cause citations (`session::ROOT_CAUSE_SIGNAL`).
     pub fn blamed_settings(&self) -> Vec<BlamedSetting> {
         let mut out: Vec<BlamedSetting> = Vec::new();
         for it in self.iterations.iter().filter(|i| !i.is_ok()) {
             let causes = it.analysis.findings.iter().flat_map(|f| f.evidence.iter());
-            for signal in causes.filter(|s| s.name == crate::session::ROOT_CAUSE_SIGNAL) {
+            for signal in causes.filter(|s| s.name == ROOT_CAUSE_SIGNAL) {
                 let label = |k: &str| signal.labels.get(k).cloned();
                 let (Some(flag), Some(value)) = (label("flag"), label("value")) else { continue };
                 if label("deterministic").as_deref() != Some("true")
@@ -239,9 +247,8 @@ mod tests {
 
     fn failed(number: u32, kind: ErrorKind) -> Iteration {
         let mut it = iteration(number, IterationStatus::DeployFailed, 0.0, 0.0);
-        let error =
-            crate::Signal::text("session", crate::SignalKind::LogLine, crate::session::ERROR_SIGNAL, "deploy failed")
-                .with_label("kind", kind.as_str());
+        let error = crate::Signal::text("session", crate::SignalKind::LogLine, ERROR_SIGNAL, "deploy failed")
+            .with_label("kind", kind.as_str());
         it.analysis.findings.push(crate::Finding {
             rule: "session.deploy_failed".into(),
             bottleneck: crate::Bottleneck::Errors,

@@ -6,7 +6,9 @@
 //! knob catalogs ([`SearchSpace`]), and the pieces that compose them: the rule analyzer and
 //! planner, the session loop, the SQLite experiment store and the markdown/YAML session trail.
 //!
-//! It depends on no HTTP client and no engine; the other crates implement its traits.
+//! It depends on no HTTP client and no engine; the other crates implement its traits. The
+//! `session` feature (on by default) adds the loop, the store and the trail, and with them SQLite;
+//! an embedder that only needs the vocabulary (a benchmarker, a telemetry source) turns it off.
 //!
 //! ```
 //! use autodebug_core::{EngineKind, SearchSpace, ServiceSpec};
@@ -59,9 +61,12 @@ pub mod rng;
 pub mod rules;
 pub mod rx_stamp;
 pub mod search;
+#[cfg(feature = "session")]
 pub mod session;
 pub mod startup_args;
 pub mod stats;
+#[cfg(feature = "session")]
 pub mod store;
 pub mod testing;
+#[cfg(feature = "session")]
 pub mod trail;

@@ -701,9 +701,9 @@ impl Session {
         endpoint: &crate::Endpoint,
     ) -> std::result::Result<(), Failed> {
         let number = iteration.number;
-        let startup_logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
-        let target = Target { deployment, endpoint, logs: &startup_logs };
         let mut warnings = Vec::new();
+        let startup_logs = self.engine_logs(deployment, &mut warnings).await;
+        let target = Target { deployment, endpoint, logs: &startup_logs };
         for source in &self.telemetry {
             if let Err(e) = source.begin(&target).await {
                 warnings.push(format!("telemetry source {} could not start: {e}", source.name()));
@@ -761,7 +761,7 @@ impl Session {
         derive_cost_metrics(&iteration.spec, &mut iteration.metrics, &self.prices);
 
         let step = Instant::now();
-        let logs = self.deployer.logs(deployment, None).await.unwrap_or_default();
+        let logs = self.engine_logs(deployment, &mut warnings).await;
         let target = Target { deployment, endpoint, logs: &logs };
         let mut snapshots: Vec<TelemetrySnapshot> = Vec::new();
         for source in &self.telemetry {
@@ -772,7 +772,7 @@ impl Session {
         }
         if !warnings.is_empty() {
             let mut notes = TelemetrySnapshot::new("session", Some(window));
-            notes.warnings = warnings;
+            notes.warnings = warnings.clone();
             snapshots.push(notes);
         }
         iteration.timings.insert("telemetry".into(), step.elapsed().as_secs_f64());
@@ -781,10 +781,29 @@ impl Session {
         let evidence = Evidence { spec: &iteration.spec, bench: &reports, logs: &logs, telemetry: &snapshots, history };
         let mut analysis = Analysis { metrics: iteration.metrics.clone(), ..Default::default() };
         analysis.merge(self.analyze(&evidence).await);
+        if let Some(gaps) = telemetry_gaps(&warnings) {
+            analysis.findings.push(gaps);
+        }
         iteration.metrics = analysis.metrics.clone();
         iteration.analysis = analysis;
         iteration.timings.insert("analyze".into(), step.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// The engine's log as the deployer serves it; a failed read is tried once more (a loaded
+    /// cluster API times out now and then) and then recorded as a gap, never dropped silently.
+    async fn engine_logs(&self, deployment: &Deployment, warnings: &mut Vec<String>) -> Vec<LogLine> {
+        let mut last_error = None;
+        for _ in 0..2 {
+            match self.deployer.logs(deployment, None).await {
+                Ok(lines) => return lines,
+                Err(e) => last_error = Some(e),
+            }
+        }
+        if let Some(e) = last_error {
+            warnings.push(format!("engine log unavailable from {}: {e}", self.deployer.name()));
+        }
+        Vec::new()
     }
 
     async fn teardown(&self, deployment: &Deployment) {
@@ -987,17 +1006,29 @@ fn failure_finding(
     }
 }
 
+/// What the analysis went without (a telemetry source that failed, a log that could not be read),
+/// kept with the iteration so its trail and store say so instead of reading as a quiet service.
+fn telemetry_gaps(warnings: &[String]) -> Option<Finding> {
+    if warnings.is_empty() {
+        return None;
+    }
+    Some(Finding {
+        rule: "session.telemetry_gaps".into(),
+        bottleneck: Bottleneck::Telemetry,
+        severity: Severity::Info,
+        summary: format!("analyzed without {} source(s): {}", warnings.len(), warnings.join("; ")),
+        evidence: warnings
+            .iter()
+            .map(|w| Signal::text("session", SignalKind::LogLine, "telemetry.gap", w.clone()))
+            .collect(),
+    })
+}
+
 fn first_line(text: &str) -> &str {
     text.lines().next().unwrap_or(text)
 }
 
-/// Name of the signal a failure finding cites for the error itself; its `kind` label is the
-/// [`ErrorKind`] when the error said.
-pub const ERROR_SIGNAL: &str = "iteration.error";
-
-/// Name of the signal a failure finding cites for its root cause; its labels carry `class`,
-/// `deterministic`, and the `flag` and `value` it blames when the configuration set that flag.
-pub const ROOT_CAUSE_SIGNAL: &str = "engine.root_cause";
+pub use crate::history::{ERROR_SIGNAL, ROOT_CAUSE_SIGNAL};
 
 fn root_cause_signal(cause: &RootCause, spec: &ServiceSpec) -> Signal {
     let mut detail = cause.line.trim().to_string();

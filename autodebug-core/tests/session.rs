@@ -291,13 +291,43 @@ async fn stop_flag_finishes_the_iteration_and_stops() {
     assert_eq!(live.load(Ordering::SeqCst), 0);
 }
 
+/// Any deployer whose log cannot be read (a cluster API that times out).
+struct UnreadableLogs<D>(D);
+
+#[async_trait]
+impl<D: Deployer> Deployer for UnreadableLogs<D> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+        self.0.render(spec)
+    }
+
+    async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+        self.0.deploy(spec).await
+    }
+
+    async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+        self.0.wait_ready(deployment, timeout).await
+    }
+
+    async fn logs(&self, _deployment: &Deployment, _since: Option<i128>) -> Result<Vec<LogLine>> {
+        Err(Error::deploy("logs/poll: operation timed out"))
+    }
+
+    async fn teardown(&self, deployment: &Deployment) -> Result<()> {
+        self.0.teardown(deployment).await
+    }
+}
+
 #[tokio::test]
 async fn an_invalid_plan_is_rejected_and_a_broken_telemetry_source_is_skipped() {
     let _g = SERIAL.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let live = Arc::new(AtomicUsize::new(0));
     let s = Session::builder()
-        .deployer(StandInDeployer { live })
+        .deployer(UnreadableLogs(StandInDeployer { live }))
         .benchmarker(StandInBench)
         .telemetry(StandInTelemetry { broken: true })
         .analyzer(CiteAll)
@@ -311,6 +341,11 @@ async fn an_invalid_plan_is_rejected_and_a_broken_telemetry_source_is_skipped() 
     assert!(plan.notes[0].contains("--rm-rf"), "{:?}", plan.notes);
     assert_eq!(plan.next.flags, baseline().flags, "the rejected plan was not applied");
     assert!(!outcome.history.iterations[1].spec.flags.contains("--rm-rf"));
+    // What the analysis went without is recorded with the iteration, not dropped.
+    let gaps = first.analysis.findings.iter().find(|f| f.rule == "session.telemetry_gaps").expect("gaps recorded");
+    assert!(gaps.summary.contains("telemetry source standin skipped"), "{}", gaps.summary);
+    assert!(gaps.summary.contains("engine log unavailable from standin: "), "{}", gaps.summary);
+    assert!(gaps.summary.contains("timed out"), "{}", gaps.summary);
 }
 
 /// A model that does not fit one GPU: the start fails with the engine's out-of-memory line

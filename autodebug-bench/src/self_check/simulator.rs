@@ -111,6 +111,7 @@ pub(super) async fn start_simulator(serve: &InProcessSimulator, fast: bool) -> R
 pub(super) struct ChildSimulator {
     child: std::process::Child,
     command: String,
+    port: u16,
     pub(super) base_url: String,
 }
 
@@ -150,15 +151,14 @@ impl ChildSimulator {
         }
         let shown = format!("{} {} (port {port})", program.display(), args.join(" "));
         let child = command.spawn().map_err(|e| task_error(format!("could not start the simulator `{shown}`: {e}")))?;
-        Ok(ChildSimulator { child, command: shown, base_url: format!("http://127.0.0.1:{port}") })
+        Ok(ChildSimulator { child, command: shown, port, base_url: format!("http://127.0.0.1:{port}") })
     }
 
     pub(super) async fn wait_healthy(&self, within: Duration) -> Result<(), BenchError> {
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(2)).build().map_err(BenchError::Client)?;
         let url = format!("{}/health", self.base_url);
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
-            if client.get(&url).send().await.is_ok_and(|r| r.status().is_success()) {
+            if tokio::time::timeout(Duration::from_secs(2), health_ok(self.port)).await.is_ok_and(|ok| ok) {
                 return Ok(());
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -169,6 +169,26 @@ impl ChildSimulator {
             within.as_secs()
         )))
     }
+}
+
+/// Whether the simulator on `port` answers `GET /health` with a 2xx status line.
+async fn health_ok(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else { return false };
+    let request = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+    if stream.write_all(request.as_bytes()).await.is_err() {
+        return false;
+    }
+    // The status line may come in pieces; its first 12 bytes say the code.
+    let mut head = Vec::new();
+    let mut buf = [0u8; 64];
+    while head.len() < 12 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    head.starts_with(b"HTTP/1.1 2") || head.starts_with(b"HTTP/1.0 2")
 }
 
 impl Drop for ChildSimulator {

@@ -41,6 +41,11 @@ pub fn assert_real_llamacpp_evidence(first: &autodebug_core::Iteration) {
     assert_eq!(first.status, IterationStatus::Ok, "{:?}", first.error);
     assert!(first.metrics["output_throughput"] > 0.0);
     let cited: Vec<&str> = first.analysis.cited.iter().map(|s| s.name.as_str()).collect();
-    assert!(cited.iter().any(|n| n.starts_with("llamacpp:")), "no llama.cpp metric cited: {cited:?}");
-    assert!(first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine), "no log line cited: {cited:?}");
+    // The findings say what the analysis went without (a log that could not be read, a source that failed).
+    let findings: Vec<&str> = first.analysis.findings.iter().map(|f| f.summary.as_str()).collect();
+    assert!(cited.iter().any(|n| n.starts_with("llamacpp:")), "no llama.cpp metric cited: {cited:?}; {findings:?}");
+    assert!(
+        first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine),
+        "no log line cited: {cited:?}; {findings:?}"
+    );
 }

@@ -1,20 +1,19 @@
 //! One streaming request: send, read the SSE stream under its timeouts, and record what arrived.
 
 use std::ops::ControlFlow;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts};
-use eventsource_stream::{EventStreamError, Eventsource};
-use futures_util::StreamExt;
-use reqwest::header::{ACCEPT, CONTENT_TYPE};
 use tokio::time::timeout_at;
 
+use crate::error::BenchError;
 use crate::prompt::{Message, conversation_body};
-use crate::sse::{SseError, SseLineCheck, SseParser};
+use crate::sse::SseParser;
 use crate::stream::{Stop, StreamAccount};
 use crate::wire::{WireClient, WireError, WireResponse};
+
+#[cfg(feature = "https")]
+mod https;
 
 /// The `client` string written into every report's context.
 pub const CLIENT: &str = concat!("autodebug-bench/", env!("CARGO_PKG_VERSION"));
@@ -134,27 +133,36 @@ const DRAIN_BUDGET_BYTES: usize = 64 * 1024;
 
 /// How requests reach the server: the lean HTTP/1.1 client for `http://` (its reads carry the
 /// kernel's receive stamps; see [`crate::wire`]; SSE parsed by [`SseParser`]), reqwest for
-/// everything else (SSE parsed by `eventsource-stream` behind [`SseLineCheck`]).
+/// everything else when the `https` feature is on (SSE parsed by `eventsource-stream`).
 pub(crate) enum Transport {
     Wire(WireClient),
+    #[cfg(feature = "https")]
     Reqwest(reqwest::Client),
 }
 
 impl Transport {
-    /// The transport for `url`; `reqwest` is built only when it is used.
+    /// The transport for `url`; reqwest (keeping `pool` idle connections, `timeout` on every
+    /// request) is built only when it is used.
     pub(crate) fn for_url(
         url: &str,
         choice: HttpClient,
         connect_timeout: Duration,
-        reqwest: impl FnOnce() -> Result<reqwest::Client, reqwest::Error>,
-    ) -> Result<Transport, reqwest::Error> {
+        pool: usize,
+        timeout: Option<Duration>,
+    ) -> Result<Transport, BenchError> {
         let wire = match choice {
             HttpClient::Auto => WireClient::for_url(url, connect_timeout, CLIENT),
             HttpClient::Reqwest => None,
         };
         match wire {
             Some(wire) => Ok(Transport::Wire(wire)),
-            None => Ok(Transport::Reqwest(reqwest()?)),
+            #[cfg(feature = "https")]
+            None => Ok(Transport::Reqwest(https::client(connect_timeout, pool, timeout)?)),
+            #[cfg(not(feature = "https"))]
+            None => {
+                let _ = (pool, timeout);
+                Err(BenchError::HttpsNotBuilt { url: url.to_string() })
+            }
         }
     }
 
@@ -165,16 +173,9 @@ impl Transport {
                 .await
                 .map(|response| Response::Wire { response, url })
                 .map_err(|e| classify_wire_error(e, url)),
+            #[cfg(feature = "https")]
             Transport::Reqwest(client) => {
-                let mut request = client
-                    .post(url)
-                    .header(CONTENT_TYPE, "application/json")
-                    .header(ACCEPT, "text/event-stream")
-                    .body(body);
-                if let Some(token) = token {
-                    request = request.bearer_auth(token.expose());
-                }
-                let response = request.send().await.map_err(|e| classify_send_error(&e, url))?;
+                let response = https::send(client, url, body, token).await?;
                 Ok(Response::Reqwest { response, body: Vec::new(), url })
             }
         }
@@ -183,16 +184,25 @@ impl Transport {
 
 /// A response whose head arrived.
 enum Response<'a> {
-    Wire { response: WireResponse<'a>, url: &'a str },
-    Reqwest { response: reqwest::Response, body: Vec<u8>, url: &'a str },
+    Wire {
+        response: WireResponse<'a>,
+        url: &'a str,
+    },
+    #[cfg(feature = "https")]
+    Reqwest {
+        response: reqwest::Response,
+        body: Vec<u8>,
+        url: &'a str,
+    },
 }
 
 impl Response<'_> {
-    fn status(&self) -> reqwest::StatusCode {
+    fn status(&self) -> http::StatusCode {
         match self {
             Response::Wire { response, .. } => {
-                reqwest::StatusCode::from_u16(response.status()).unwrap_or(reqwest::StatusCode::BAD_GATEWAY)
+                http::StatusCode::from_u16(response.status()).unwrap_or(http::StatusCode::BAD_GATEWAY)
             }
+            #[cfg(feature = "https")]
             Response::Reqwest { response, .. } => response.status(),
         }
     }
@@ -201,6 +211,7 @@ impl Response<'_> {
     fn head_arrived(&self) -> Instant {
         match self {
             Response::Wire { response, .. } => response.head_arrived(),
+            #[cfg(feature = "https")]
             Response::Reqwest { .. } => Instant::now(),
         }
     }
@@ -210,6 +221,7 @@ impl Response<'_> {
     async fn read(&mut self) -> Result<Option<Instant>, Failure> {
         match self {
             Response::Wire { response, url } => response.read().await.map_err(|e| classify_wire_error(e, url)),
+            #[cfg(feature = "https")]
             Response::Reqwest { response, body, url } => {
                 body.clear();
                 match response.chunk().await {
@@ -218,7 +230,7 @@ impl Response<'_> {
                         Ok(Some(Instant::now()))
                     }
                     Ok(None) => Ok(None),
-                    Err(e) => Err(classify_body_error(&e, url)),
+                    Err(e) => Err(https::classify_body_error(&e, url)),
                 }
             }
         }
@@ -227,6 +239,7 @@ impl Response<'_> {
     fn body(&self) -> &[u8] {
         match self {
             Response::Wire { response, .. } => response.body(),
+            #[cfg(feature = "https")]
             Response::Reqwest { body, .. } => body,
         }
     }
@@ -236,6 +249,7 @@ impl Response<'_> {
         let deadline = Instant::now() + DRAIN_AFTER_DONE;
         match self {
             Response::Wire { response, .. } => response.finish(deadline, DRAIN_BUDGET_BYTES).await,
+            #[cfg(feature = "https")]
             Response::Reqwest { mut response, .. } => {
                 let mut budget = DRAIN_BUDGET_BYTES;
                 while let Ok(Ok(Some(bytes))) = timeout_at(deadline.into(), response.chunk()).await {
@@ -295,12 +309,14 @@ async fn stream(
     }
 
     let limits = Limits { first_deadline, first_class, total_deadline, timeouts: t };
-    let mut response = match response {
+    #[cfg(feature = "https")]
+    let response = match response {
         Response::Reqwest { response, .. } => {
-            return reqwest_events(response, url, scheduled, &limits, account, last_byte_at).await;
+            return https::reqwest_events(response, url, scheduled, &limits, account, last_byte_at).await;
         }
         wire => wire,
     };
+    let mut response = response;
     let mut parser = SseParser::default();
     loop {
         let (deadline, class) = limits.next_read(account, *last_byte_at);
@@ -371,136 +387,6 @@ fn ended(stop: Option<Stop>, account: &StreamAccount, url: &str, now: Instant) -
     }
 }
 
-/// One piece of a reqwest body as `eventsource-stream` reads it: a network read, or the blank
-/// lines appended at the body's end, so an unterminated last event still counts, as
-/// [`SseParser::finish`] counts it on the other path.
-enum BodyPiece<B> {
-    Read(B),
-    End,
-}
-
-impl<B: AsRef<[u8]>> AsRef<[u8]> for BodyPiece<B> {
-    fn as_ref(&self) -> &[u8] {
-        match self {
-            BodyPiece::Read(bytes) => bytes.as_ref(),
-            BodyPiece::End => b"\n\n",
-        }
-    }
-}
-
-/// Why a reqwest body stopped before `eventsource-stream` saw its bytes.
-#[derive(Debug)]
-enum BodyError {
-    Http(reqwest::Error),
-    Sse(SseError),
-}
-
-/// What the body's reads reported to the loop that awaits its events: ns after the response head
-/// arrived, since an event is yielded by the read that completed it (`eventsource-stream` hands
-/// out the events already buffered before it reads again), so the last read's time is its arrival.
-#[derive(Default)]
-struct ReadStamps {
-    /// Arrival of the last read, ns after the head, +1 (0: none yet).
-    last_read: AtomicU64,
-    /// When the body's end was seen, ns after the head, +1 (0: not yet).
-    end: AtomicU64,
-    bytes: AtomicUsize,
-}
-
-impl ReadStamps {
-    fn at(base: Instant, stamp: &AtomicU64) -> Option<Instant> {
-        match stamp.load(Ordering::Relaxed) {
-            0 => None,
-            ns => Some(base + Duration::from_nanos(ns - 1)),
-        }
-    }
-}
-
-/// The reqwest path: the body's reads go through [`SseLineCheck`] into `eventsource-stream`,
-/// its events into `account`, under the same deadlines and with the same verdicts as the lean
-/// client's loop in [`stream`]. Events are stamped by the read that completed them.
-async fn reqwest_events(
-    response: reqwest::Response,
-    url: &str,
-    scheduled: Instant,
-    limits: &Limits<'_>,
-    account: &mut StreamAccount,
-    last_byte_at: &mut Instant,
-) -> Result<Instant, Failure> {
-    let base = *last_byte_at;
-    let stamps = Arc::new(ReadStamps::default());
-    let reads = stamps.clone();
-    let mut check = SseLineCheck::default();
-    let body = response
-        .bytes_stream()
-        .map(|read| read.map(BodyPiece::Read).map_err(BodyError::Http))
-        .chain(futures_util::stream::once(std::future::ready(Ok(BodyPiece::End))))
-        .map(move |piece| {
-            let piece = piece?;
-            let ns = ns_between(base, Instant::now()).saturating_add(1);
-            match &piece {
-                BodyPiece::Read(bytes) => {
-                    reads.last_read.store(ns, Ordering::Relaxed);
-                    reads.bytes.fetch_add(bytes.len(), Ordering::Relaxed);
-                    check.check(bytes).map_err(BodyError::Sse)?;
-                }
-                BodyPiece::End => reads.end.store(ns, Ordering::Relaxed),
-            }
-            Ok(piece)
-        });
-    let mut events = body.eventsource();
-    loop {
-        let (deadline, class) = limits.next_read(account, *last_byte_at);
-        let next = timeout_at(deadline.into(), events.next()).await;
-        let last_read = ReadStamps::at(base, &stamps.last_read).unwrap_or(base);
-        let end = ReadStamps::at(base, &stamps.end);
-        let read_since = last_read > *last_byte_at;
-        *last_byte_at = (*last_byte_at).max(last_read);
-        let event = match next {
-            // Reads that completed no event (a keep-alive comment, half an event) still count as
-            // bytes for the idle timeout, as they do on the other path; `next()` is cancel-safe.
-            Err(_) if read_since => continue,
-            Err(_) => return Err((class, timeout_message(class, url, limits.timeouts))),
-            Ok(None) => {
-                let now = end.unwrap_or_else(Instant::now).max(*last_byte_at);
-                return ended(None, account, url, now);
-            }
-            Ok(Some(Err(error))) => return Err(classify_event_error(error, url)),
-            Ok(Some(Ok(event))) => event,
-        };
-        let now = end.map_or(*last_byte_at, |end| end.max(*last_byte_at));
-        match account.on_event(event.data.as_bytes(), ns_between(scheduled, now)) {
-            ControlFlow::Continue(()) => {}
-            ControlFlow::Break(Stop::Failed(class, message)) => return Err((class, message)),
-            ControlFlow::Break(Stop::Done) => {
-                // Read what is left for a moment, so the connection can be reused.
-                let drain_until = Instant::now() + DRAIN_AFTER_DONE;
-                let drained_from = stamps.bytes.load(Ordering::Relaxed);
-                while stamps.bytes.load(Ordering::Relaxed) - drained_from < DRAIN_BUDGET_BYTES {
-                    match timeout_at(drain_until.into(), events.next()).await {
-                        Ok(Some(Ok(_))) => {}
-                        _ => break,
-                    }
-                }
-                return Ok(now);
-            }
-        }
-    }
-}
-
-fn classify_event_error(error: EventStreamError<BodyError>, url: &str) -> Failure {
-    match error {
-        EventStreamError::Transport(BodyError::Http(error)) => classify_body_error(&error, url),
-        EventStreamError::Transport(BodyError::Sse(error)) => {
-            (ErrorClass::MalformedSse, format!("{error} (from {url})"))
-        }
-        EventStreamError::Utf8(error) => {
-            (ErrorClass::MalformedSse, format!("SSE that is not UTF-8 ({error}) from {url}"))
-        }
-        EventStreamError::Parser(error) => (ErrorClass::MalformedSse, format!("not SSE ({error:?}) from {url}")),
-    }
-}
-
 /// Hands one event to the account; a stop is kept in `stop` and ends the parse.
 fn on_event(account: &mut StreamAccount, stop: &mut Option<Stop>, data: &[u8], now_ns: u64) -> ControlFlow<()> {
     match account.on_event(data, now_ns) {
@@ -522,29 +408,6 @@ fn timeout_message(class: ErrorClass, url: &str, t: &Timeouts) -> String {
     }
 }
 
-/// `error: cause: cause` — reqwest's own Display omits the underlying reason.
-fn chain(error: &reqwest::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
-fn classify_send_error(error: &reqwest::Error, url: &str) -> Failure {
-    let class = if error.is_connect() {
-        ErrorClass::Connect
-    } else if error.is_timeout() {
-        ErrorClass::TimeoutTotal
-    } else {
-        ErrorClass::EarlyClose
-    };
-    (class, format!("request to {url} failed: {}", chain(error)))
-}
-
 fn classify_wire_error(error: WireError, url: &str) -> Failure {
     let message = match &error {
         WireError::Connect(why) => format!("request to {url} failed: {why}"),
@@ -554,14 +417,25 @@ fn classify_wire_error(error: WireError, url: &str) -> Failure {
     (error.class(), message)
 }
 
-fn classify_body_error(error: &reqwest::Error, url: &str) -> Failure {
-    let class = if error.is_timeout() { ErrorClass::TimeoutTotal } else { ErrorClass::EarlyClose };
-    (class, format!("stream from {url} broke: {}", chain(error)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_https_endpoint_goes_to_reqwest_or_is_refused_with_what_to_do() {
+        let url = "https://example.com/v1/completions";
+        let transport = Transport::for_url(url, HttpClient::Auto, Duration::from_secs(1), 1, None);
+        #[cfg(feature = "https")]
+        assert!(matches!(transport, Ok(Transport::Reqwest(_))));
+        #[cfg(not(feature = "https"))]
+        {
+            let error = transport.err().expect("refused").to_string();
+            assert!(error.contains("`https` feature") && error.contains(url), "{error}");
+        }
+        let plain =
+            Transport::for_url("http://127.0.0.1:9/v1/completions", HttpClient::Auto, Duration::from_secs(1), 1, None);
+        assert!(matches!(plain, Ok(Transport::Wire(_))));
+    }
 
     #[test]
     fn wall_clock_maps_instants_both_ways() {
