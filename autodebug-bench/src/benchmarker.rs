@@ -12,6 +12,7 @@ use autodebug_core::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use crate::capacity::{SloWatch, WATCH_TICK};
 use crate::error::BenchError;
 use crate::prompt::Message;
 use crate::request::{CLIENT, HttpClient, Outcome, Prepared, RequestContext, Transport, WallClock, execute};
@@ -163,6 +164,18 @@ impl SseBenchmarker {
         source: &RequestSource,
         trial: u32,
     ) -> Result<BenchReport, BenchError> {
+        self.run_watched(endpoint, plan, source, trial, None).await
+    }
+
+    /// One trial; an open loop stops sending when `watch` says its SLO can no longer hold.
+    pub(crate) async fn run_watched(
+        &self,
+        endpoint: &Endpoint,
+        plan: &BenchPlan,
+        source: &RequestSource,
+        trial: u32,
+        watch: Option<Arc<SloWatch>>,
+    ) -> Result<BenchReport, BenchError> {
         validate(endpoint, plan)?;
         let pool = match plan.load {
             Load::Rate { .. } => self.max_in_flight,
@@ -182,6 +195,7 @@ impl SseBenchmarker {
             ignore_eos: source.ignore_eos(),
             chat: plan.chat,
             timeouts: plan.timeouts,
+            watch: watch.clone(),
         });
         let source = Arc::new(source.clone());
         let clock = WallClock::now();
@@ -259,6 +273,9 @@ impl SseBenchmarker {
                 records.len(),
                 self.max_in_flight
             ));
+        }
+        if let Some(reason) = watch.as_ref().and_then(|w| w.stopped()) {
+            warnings.push(format!("stopped early: {reason}"));
         }
         if summary.failed > 0 {
             let classes: Vec<String> = summary.errors.iter().map(|(class, n)| format!("{class} {n}")).collect();
@@ -553,7 +570,23 @@ async fn open_loop(
             break;
         }
         let scheduled = start + Duration::from_secs_f64(offset_s);
-        tokio::time::sleep_until(scheduled.into()).await;
+        match &pass.ctx.watch {
+            Some(watch) => watch.sleep_until(scheduled).await,
+            None => tokio::time::sleep_until(scheduled.into()).await,
+        }
+        if let Some(watch) = &pass.ctx.watch {
+            if slots.available_permits() == 0 {
+                watch.stop(format!(
+                    "all {max_in_flight} in-flight slots were busy when request {number} was due: the server \
+                     completes fewer requests than are offered"
+                ));
+            }
+            if watch.check(Instant::now()).is_some() {
+                // What is still in flight would only say how long an overloaded queue takes to drain.
+                tasks.abort_all();
+                break;
+            }
+        }
         if slots.available_permits() == 0 {
             waited_for_slot += 1;
         }
@@ -574,8 +607,29 @@ async fn open_loop(
         }
     }
     let mut outcomes = Vec::with_capacity(pass.count.min(1 << 16));
-    while let Some(joined) = tasks.join_next().await {
-        outcomes.extend(joined.map_err(|e| task_error(e.to_string()))?);
+    loop {
+        let joined = match &pass.ctx.watch {
+            // The watch's clock runs while the last requests drain: a queue can still break the SLO.
+            Some(watch) => match tokio::time::timeout(WATCH_TICK, tasks.join_next()).await {
+                Err(_) => {
+                    if watch.check(Instant::now()).is_some() {
+                        tasks.abort_all();
+                    }
+                    continue;
+                }
+                Ok(joined) => joined,
+            },
+            None => tasks.join_next().await,
+        };
+        let Some(joined) = joined else { break };
+        match joined {
+            Ok(finished) => outcomes.extend(finished),
+            Err(e) if e.is_cancelled() => {}
+            Err(e) => return Err(task_error(e.to_string())),
+        }
+        if pass.ctx.watch.as_ref().is_some_and(|w| w.check(Instant::now()).is_some()) {
+            tasks.abort_all();
+        }
     }
     Ok((outcomes, waited_for_slot))
 }

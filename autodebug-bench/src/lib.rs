@@ -62,6 +62,9 @@
 //!   [`Verdict`] for one metric: the difference of per-trial means B − A with a seeded bootstrap
 //!   CI (each arm resampled independently); `Better`/`Worse` only when the CI excludes 0 and the
 //!   relative difference reaches `min_relative_effect` (default 2%), else `WithinNoise`.
+//! - [`CapacitySearch`] finds the highest open-loop rate that holds a latency SLO (bracket, then
+//!   bisect, repeated trials at the boundary), ending each overloaded step as soon as its p99 can
+//!   no longer hold.
 //!
 //! ## Workloads ([`RequestSource`])
 //!
@@ -149,6 +152,7 @@
 //! without `[DONE]` or a `finish_reason`).
 
 mod benchmarker;
+mod capacity;
 mod chunk;
 mod error;
 mod prompt;
@@ -165,6 +169,7 @@ mod wire;
 mod workloads;
 
 pub use benchmarker::{DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
+pub use capacity::{Capacity, CapacitySearch, CapacitySlo, CapacityStep, MIN_STEP_REQUESTS};
 pub use error::BenchError;
 pub use prompt::{Message, synthetic_prompt};
 pub use report::{PointReport, ReportContext, ReportFile, SCHEMA_VERSION, write_jsonl};

@@ -135,6 +135,11 @@ impl StreamAccount {
         !self.chunk_at_ns.is_empty()
     }
 
+    /// When the first content chunk arrived, ns after the request was due.
+    pub(crate) fn first_content_ns(&self) -> Option<u64> {
+        self.chunk_at_ns.first().copied()
+    }
+
     pub(crate) fn content_chunks(&self) -> usize {
         self.chunk_at_ns.len()
     }

@@ -38,9 +38,15 @@ fn healthy(port: u16) -> bool {
 }
 
 fn start_sim() -> Sim {
+    start_sim_as(&["--engine", "sglang", "--gpu", "H100", "--model", "qwen1.5-0.5b"])
+}
+
+fn start_sim_as(profile: &[&str]) -> Sim {
     let port = free_port();
     let child = Command::new(BIN)
-        .args(["sim", "serve", "--engine", "sglang", "--gpu", "H100", "--model", "qwen1.5-0.5b", "--port"])
+        .args(["sim", "serve"])
+        .args(profile)
+        .arg("--port")
         .arg(port.to_string())
         .arg("--")
         .stdout(Stdio::null())
@@ -164,4 +170,26 @@ fn quick_self_check_runs_the_simulators_as_children() {
     // Both legs of the error are measured (the simulator stamps `sim_sent_ns`).
     assert!(report["ttft_legs_c8"]["response_p99_ms"].as_f64().is_some_and(|ms| ms != 0.0), "{report}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn find_max_rate_brackets_the_capacity_and_reports_it_as_json() {
+    // Qwen2.5-7B on one L4: a capacity of a few requests per second with 1024-token prompts.
+    let sim = start_sim_as(&["--engine", "vllm", "--gpu", "L4", "--model", "qwen2.5-7b"]);
+    let out = Command::new(BIN)
+        .args(["bench", "--url", &sim.base, "--model", "Qwen/Qwen2.5-7B-Instruct", "--isl", "1024", "--osl", "32"])
+        .args(["--find-max-rate", "--slo-ttft-p99-ms", "1500", "--duration", "2s", "--tolerance", "0.5", "--json"])
+        .output()
+        .expect("run autodebug bench --find-max-rate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON on stdout");
+    let (rate, broke) = (json["rate"].as_f64().expect("rate"), json["broke_at"].as_f64().expect("broke_at"));
+    assert!(rate > 0.0 && broke > rate && broke / rate <= 1.5 + 1e-9, "{json}");
+    assert_eq!(json["slo"]["ttft_p99_ms"], 1500.0);
+    let steps = json["steps"].as_array().expect("steps");
+    assert!(steps.iter().any(|s| s["holds"] == false) && steps.iter().any(|s| s["holds"] == true), "{json}");
+
+    let refused = Command::new(BIN).args(["bench", "--url", &sim.base, "--find-max-rate"]).output().expect("run");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--slo-ttft-p99-ms"));
 }

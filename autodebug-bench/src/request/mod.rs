@@ -1,11 +1,14 @@
 //! One streaming request: send, read the SSE stream under its timeouts, and record what arrived.
 
 use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use autodebug_core::{ErrorClass, RequestRecord, Secret, TimeWindow, Timeouts};
 use tokio::time::timeout_at;
 
+use crate::capacity::SloWatch;
 use crate::error::BenchError;
 use crate::prompt::{Message, conversation_body};
 use crate::sse::SseParser;
@@ -41,6 +44,8 @@ pub(crate) struct RequestContext {
     pub ignore_eos: bool,
     pub chat: bool,
     pub timeouts: Timeouts,
+    /// Told when each request is due, gets its first token and ends (capacity search).
+    pub watch: Option<Arc<SloWatch>>,
 }
 
 /// Maps the monotonic clock to wall-clock ns, so windows are exact and immune to clock steps.
@@ -111,8 +116,14 @@ pub(crate) async fn execute(
     };
     let mut account = if request.keep_answer { StreamAccount::keeping_answer() } else { StreamAccount::new() };
     let mut last_byte_at = sent_at;
-    let result = stream(ctx, body, scheduled, sent_at, &mut account, &mut last_byte_at).await;
+    if let Some(watch) = &ctx.watch {
+        watch.due(index, scheduled);
+    }
+    let result = stream(ctx, index, body, scheduled, sent_at, &mut account, &mut last_byte_at).await;
     account.fill(&mut record);
+    if let Some(watch) = &ctx.watch {
+        watch.ended(index, result.is_err());
+    }
     match result {
         Ok(end) => record.e2e_ns = Some(ns_between(scheduled, end)),
         Err((class, message)) => {
@@ -277,8 +288,10 @@ impl Response<'_> {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn stream(
     ctx: &RequestContext,
+    index: usize,
     body: Vec<u8>,
     scheduled: Instant,
     sent_at: Instant,
@@ -308,7 +321,8 @@ async fn stream(
         return Err((ErrorClass::HttpStatus, format!("HTTP {status} from {url}: {snippet}")));
     }
 
-    let limits = Limits { first_deadline, first_class, total_deadline, timeouts: t };
+    let first_token = FirstToken { watch: ctx.watch.as_deref(), index, told: AtomicBool::new(false) };
+    let limits = Limits { first_deadline, first_class, total_deadline, timeouts: t, first_token };
     #[cfg(feature = "https")]
     let response = match response {
         Response::Reqwest { response, .. } => {
@@ -355,12 +369,27 @@ struct Limits<'a> {
     first_class: ErrorClass,
     total_deadline: Instant,
     timeouts: &'a Timeouts,
+    first_token: FirstToken<'a>,
+}
+
+/// Tells a watch, once, when the stream's first content chunk arrived.
+struct FirstToken<'a> {
+    watch: Option<&'a SloWatch>,
+    index: usize,
+    told: AtomicBool,
 }
 
 impl Limits<'_> {
     /// Until when the next read may take, and the class of missing it: the first-token deadline
     /// until a content chunk arrived, then the idle timeout after the last byte, capped by the total.
+    /// Both stream loops ask before every read, right after handling the last one, which is when a
+    /// watch hears of the first token.
     fn next_read(&self, account: &StreamAccount, last_byte_at: Instant) -> (Instant, ErrorClass) {
+        if let (Some(watch), Some(ttft_ns)) = (self.first_token.watch, account.first_content_ns())
+            && !self.first_token.told.swap(true, Ordering::Relaxed)
+        {
+            watch.first_token(self.first_token.index, ttft_ns);
+        }
         if !account.has_content() {
             (self.first_deadline, self.first_class)
         } else if last_byte_at + self.timeouts.idle_between_chunks < self.total_deadline {

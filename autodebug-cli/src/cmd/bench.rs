@@ -1,13 +1,14 @@
-//! `autodebug bench`: benchmark an OpenAI-compatible endpoint (one plan, a sweep, or an A/B
-//! comparison) and print a table, or write the versioned JSON report and per-request JSONL.
+//! `autodebug bench`: benchmark an OpenAI-compatible endpoint (one plan, a sweep, an A/B
+//! comparison, or the capacity under an SLO) and print a table, or write the versioned JSON report
+//! and per-request JSONL.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use autodebug_bench::{
-    AbTest, LengthDist, PointReport, Preset, ReportFile, RequestSource, Slo, SseBenchmarker, Sweep, SweepAxis,
-    Synthetic, Tokenizer, TrialRun, write_jsonl,
+    AbTest, CapacitySearch, CapacitySlo, LengthDist, PointReport, Preset, ReportFile, RequestSource, Slo,
+    SseBenchmarker, Sweep, SweepAxis, Synthetic, Tokenizer, TrialRun, write_jsonl,
 };
 use autodebug_core::{Arrival, BenchPlan, Endpoint, Error, Load, Secret, Workload};
 
@@ -98,9 +99,32 @@ pub struct Args {
     /// Goodput SLO: time to first token, ms.
     #[arg(long)]
     slo_ttft_ms: Option<f64>,
-    /// Goodput SLO: time per output token, ms.
+    /// Goodput SLO: time per output token, ms (with --find-max-rate: bound on the p99 of per-request TPOT).
     #[arg(long)]
     slo_tpot_ms: Option<f64>,
+    /// Find the highest open-loop rate that holds --slo-ttft-p99-ms (and --slo-tpot-ms): bracket,
+    /// bisect, repeat trials at the boundary; each step lasts --duration (default 20s) and ends early
+    /// once its p99 cannot hold.
+    #[arg(long, requires = "slo_ttft_p99_ms", conflicts_with_all = ["compare_url", "sweep_rate", "sweep_concurrency", "rate", "concurrency"])]
+    find_max_rate: bool,
+    /// With --find-max-rate: bound on the p99 of time to first token, ms (queueing included).
+    #[arg(long)]
+    slo_ttft_p99_ms: Option<f64>,
+    /// With --find-max-rate: the first rate tried, req/s.
+    #[arg(long, default_value_t = 1.0)]
+    start_rate: f64,
+    /// With --find-max-rate: the highest rate tried, req/s.
+    #[arg(long, default_value_t = 1000.0)]
+    max_rate: f64,
+    /// With --find-max-rate: stop when the rate that broke the SLO is within this share above the one that held.
+    #[arg(long, default_value_t = 0.05)]
+    tolerance: f64,
+    /// With --find-max-rate: trials of each rate near the boundary (all must hold).
+    #[arg(long, default_value_t = 2)]
+    boundary_trials: u32,
+    /// With --find-max-rate: largest share of failed requests a rate may have.
+    #[arg(long, default_value_t = 0.01)]
+    max_error_rate: f64,
     /// Goodput SLO: end-to-end latency, ms.
     #[arg(long)]
     slo_e2e_ms: Option<f64>,
@@ -140,6 +164,9 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
     let source = source(&args)?;
     let plan = plan(&args, &source)?;
     let bench = SseBenchmarker::builder().build();
+    if args.find_max_rate {
+        return find_max_rate(&args, plan, &bench, &endpoint, &source, global).await;
+    }
     let slo = Slo { ttft_ms: args.slo_ttft_ms, tpot_ms: args.slo_tpot_ms, e2e_ms: args.slo_e2e_ms };
     let point = |run: &TrialRun| PointReport::from_run(run, Some(slo), CONFIDENCE, args.seed);
 
@@ -260,6 +287,44 @@ fn source(args: &Args) -> autodebug_core::Result<RequestSource> {
         }
     };
     Ok(source.with_ignore_eos(!args.no_ignore_eos))
+}
+
+async fn find_max_rate(
+    args: &Args,
+    plan: BenchPlan,
+    bench: &SseBenchmarker,
+    endpoint: &Endpoint,
+    source: &RequestSource,
+    global: &crate::Global,
+) -> autodebug_core::Result<ExitCode> {
+    let slo = CapacitySlo {
+        ttft_p99_ms: args.slo_ttft_p99_ms.unwrap_or_default(),
+        tpot_p99_ms: args.slo_tpot_ms,
+        max_error_rate: args.max_error_rate,
+    };
+    let mut search = CapacitySearch::new(plan, slo);
+    search.arrival = arrival(args)?;
+    search.start_rate = args.start_rate;
+    search.min_rate = search.min_rate.min(args.start_rate);
+    search.max_rate = args.max_rate;
+    search.tolerance = args.tolerance;
+    search.boundary_trials = args.boundary_trials;
+    if let Some(step) = args.duration {
+        search.step = step;
+    }
+    let capacity = search.run(bench, endpoint, source).await?;
+    let json = || serde_json::to_string_pretty(&capacity).map_err(|e| Error::Bench(e.to_string()));
+    match args.json.as_deref() {
+        Some(path) if path.as_os_str() == "-" => println!("{}", json()?),
+        Some(path) => {
+            std::fs::write(path, json()? + "\n").map_err(|e| Error::io(path, e))?;
+            if !global.quiet {
+                print!("{}", capacity.to_table());
+            }
+        }
+        None => print!("{}", capacity.to_table()),
+    }
+    Ok(if capacity.rate.is_some() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 fn arrival(args: &Args) -> autodebug_core::Result<Arrival> {
