@@ -9,6 +9,8 @@
 //! the TTFT bound than its p99 allows, more failures than the error budget, or every in-flight slot
 //! busy when a request is due (the server completes fewer requests than are offered). An
 //! overloaded step then costs seconds instead of its whole duration plus the drain of its queue.
+//! Every step opens with at least one warmup request, sent alone and left out: it waits behind any
+//! work an aborted step left in the server, so no step inherits another's backlog.
 //!
 //! ```no_run
 //! use autodebug_bench::{CapacitySearch, CapacitySlo, RequestSource, SseBenchmarker};
@@ -65,7 +67,7 @@ pub struct CapacitySearch {
     pub min_rate: f64,
     pub max_rate: f64,
     /// Measured time of a step that runs to its end: `ceil(rate * step)` requests (at least
-    /// [`MIN_STEP_REQUESTS`]).
+    /// [`MIN_STEP_REQUESTS`] while they fit in three step lengths).
     pub step: Duration,
     /// Stop when the lowest rate that broke the SLO is within this share above the highest that held it.
     pub tolerance: f64,
@@ -202,8 +204,13 @@ impl CapacitySearch {
         let mut plan = self.plan.clone();
         plan.load = Load::Rate { requests_per_s: rate, arrival: self.arrival };
         plan.requests = ((rate * self.step.as_secs_f64()).ceil() as usize).max(MIN_STEP_REQUESTS);
-        plan.duration_ms = None;
+        // At a low rate the minimum count would stretch a step far past its length; the server is
+        // mostly idle there, and three lengths' worth of requests say enough.
+        plan.duration_ms = Some(3 * self.step.as_millis() as u64);
         plan.trials = 1;
+        // A closed-loop warmup request queues behind whatever an aborted step left in the server,
+        // so a step starts on an idle server instead of inheriting the last one's backlog.
+        plan.warmup_requests = plan.warmup_requests.max(1);
         let watch = std::sync::Arc::new(SloWatch::new(&self.slo, plan.requests));
         let started = Instant::now();
         let report = bench.run_watched(endpoint, &plan, source, trial, Some(watch.clone())).await?;

@@ -13,6 +13,9 @@ use autodebug_core::store::Store;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 
+/// One real server at a time on two cores: each test's figures would be the other's noise.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Where `scripts/llama-server.sh` caches (llama-server, model); the test fails when either is missing.
 fn llama_server() -> (PathBuf, PathBuf) {
     let cache = support::engine_cache();
@@ -31,6 +34,7 @@ fn llama_server() -> (PathBuf, PathBuf) {
 #[test]
 #[ignore = "needs llama-server: bash scripts/llama-server.sh, then cargo test --workspace -- --include-ignored"]
 fn the_loop_tunes_a_real_llama_server_and_the_trail_shows_what_changed_and_why() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let (server, model) = llama_server();
     let dir = tempfile::tempdir().unwrap();
     let example =
@@ -73,4 +77,74 @@ fn the_loop_tunes_a_real_llama_server_and_the_trail_shows_what_changed_and_why()
         .unwrap();
     assert!(log.contains("**Planned changes**") && log.contains(&plan.changes[0].knob), "{log}");
     assert_ne!(history.iterations[1].spec.flags, first.spec.flags, "iteration 2 runs the planned change");
+}
+
+/// The real server as a child on a free loopback port, killed when dropped.
+struct LlamaServer {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Drop for LlamaServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_llama_server() -> LlamaServer {
+    let (server, model) = llama_server();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("free port").local_addr().expect("address").port();
+    let child = Command::new(&server)
+        .arg("-m")
+        .arg(&model)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start llama-server");
+    let running = LlamaServer { child, base: format!("http://127.0.0.1:{port}") };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let health = std::net::TcpStream::connect(("127.0.0.1", port)).ok().and_then(|mut stream| {
+            use std::io::{Read, Write};
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(2))).ok()?;
+            stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").ok()?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).ok()?;
+            Some(head.starts_with(b"HTTP/1.1 200"))
+        });
+        if health == Some(true) {
+            return running;
+        }
+        assert!(std::time::Instant::now() < deadline, "llama-server did not become healthy within 120 s");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs llama-server: bash scripts/llama-server.sh, then cargo test --workspace -- --include-ignored"]
+fn find_max_rate_finishes_on_a_real_llama_server_and_reports_its_bracket() {
+    let _serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let server = start_llama_server();
+    let out = Command::new(BIN)
+        .args(["bench", "--url", &server.base, "--model", "smollm2", "--isl", "64", "--osl", "16"])
+        .args(["--find-max-rate", "--slo-ttft-p99-ms", "2000", "--duration", "4s", "--tolerance", "0.3", "--json"])
+        .output()
+        .expect("run autodebug bench --find-max-rate");
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("no JSON ({e}): {}", String::from_utf8_lossy(&out.stderr)));
+    println!("{json:#}");
+    let steps = json["steps"].as_array().expect("steps");
+    assert!(!steps.is_empty());
+    // A rate that held and one that broke, within the tolerance, unless the search hit a bound.
+    let (rate, broke) = (json["rate"].as_f64(), json["broke_at"].as_f64());
+    assert!(rate.is_some() || broke.is_some(), "{json}");
+    if let (Some(rate), Some(broke)) = (rate, broke) {
+        assert!(broke > rate && broke / rate <= 1.3 + 1e-9, "{json}");
+        assert!(out.status.success());
+    }
+    for step in steps.iter().filter(|s| s["holds"] == true) {
+        assert!(step["ttft_p99_ms"].as_f64().expect("ttft") <= 2000.0 && step["failed"] == 0, "{step}");
+    }
 }
