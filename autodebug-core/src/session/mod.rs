@@ -16,15 +16,20 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::failure::{RootCause, root_cause};
+mod confirmation;
+mod failed;
+
+pub use crate::history::{ERROR_SIGNAL, ROOT_CAUSE_SIGNAL};
+pub use confirmation::Confirmation;
+use failed::{Failed, failure_finding, nothing_measured, same_failure_twice, telemetry_gaps, without_blamed_settings};
+
 use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
 use crate::trail::Trail;
 use crate::{
-    Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Bottleneck, Deployer, Deployment,
-    EngineArgs, Error, ErrorKind, Evidence, Finding, History, Iteration, IterationStatus, LogLine, Objective, Plan,
-    PlanInput, Planner, Result, SearchSpace, ServiceSpec, Severity, Signal, SignalKind, Target, TelemetrySnapshot,
-    TelemetrySource, TimeWindow,
+    Analysis, Analyzer, BenchPlan, BenchReport, BenchSummary, Benchmarker, Deployer, Deployment, EngineArgs, Error,
+    ErrorKind, Evidence, History, Iteration, IterationStatus, LogLine, Objective, Plan, PlanInput, Planner, Result,
+    SearchSpace, ServiceSpec, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
 };
 
 /// What a session runs and for how long.
@@ -122,90 +127,6 @@ impl StopReason {
             StopReason::SameFailureTwice => "two iterations in a row measured nothing, for the same reason",
         }
     }
-}
-
-/// The champion against the baseline on interleaved re-runs of both, after the search.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Confirmation {
-    /// The iterations whose configurations were re-run.
-    pub baseline_iteration: u32,
-    pub champion_iteration: u32,
-    /// The objective's value in each trial, in the order they ran.
-    pub baseline_values: Vec<f64>,
-    pub champion_values: Vec<f64>,
-    /// Champion median over baseline median (for a minimized objective, baseline over champion):
-    /// above 1 is better.
-    pub ratio: f64,
-    /// Chance of a separation at least this clean if both were the same configuration: the exact
-    /// one-sided Mann-Whitney probability that every champion trial beats every baseline trial.
-    pub p_value: f64,
-    /// Every champion trial beat every baseline trial, and the medians differ by more than the
-    /// objective's noise margin.
-    pub confirmed: bool,
-}
-
-impl Confirmation {
-    fn judge(
-        baseline_iteration: u32,
-        champion_iteration: u32,
-        base: Vec<f64>,
-        champ: Vec<f64>,
-        objective: &Objective,
-    ) -> Self {
-        let median = |v: &[f64]| {
-            let mut v = v.to_vec();
-            v.sort_by(f64::total_cmp);
-            let n = v.len();
-            if n == 0 {
-                f64::NAN
-            } else if n % 2 == 1 {
-                v[n / 2]
-            } else {
-                (v[n / 2 - 1] + v[n / 2]) / 2.0
-            }
-        };
-        let (mb, mc) = (median(&base), median(&champ));
-        let maximize = objective.direction == crate::Direction::Maximize;
-        let ratio = if maximize { mc / mb } else { mb / mc };
-        let better = |c: f64, b: f64| if maximize { c > b } else { c < b };
-        let separated =
-            !base.is_empty() && !champ.is_empty() && champ.iter().all(|&c| base.iter().all(|&b| better(c, b)));
-        // 1 / C(n+m, n): the only ordering out of all equally likely ones that separates this cleanly.
-        let (n, m) = (champ.len() as f64, base.len() as f64);
-        let p_value = if separated { 1.0 / binomial(n + m, n) } else { 1.0 };
-        let confirmed = separated && objective.improvement_pct(mb, mc) > objective.noise_pct;
-        Confirmation {
-            baseline_iteration,
-            champion_iteration,
-            baseline_values: base,
-            champion_values: champ,
-            ratio,
-            p_value,
-            confirmed,
-        }
-    }
-
-    /// One line for people: `CONFIRMED: 1.62x over the baseline in 3 interleaved trials each (p = 0.05)`.
-    pub fn describe(&self) -> String {
-        format!(
-            "{}: champion (iteration {}) {:.2}x the baseline (iteration {}) on medians of {} interleaved trials each, p = {:.3}{}",
-            if self.confirmed { "CONFIRMED" } else { "NOT CONFIRMED" },
-            self.champion_iteration,
-            self.ratio,
-            self.baseline_iteration,
-            self.champion_values.len().min(self.baseline_values.len()),
-            self.p_value,
-            if self.confirmed {
-                ""
-            } else {
-                " (some baseline trial matched or beat a champion trial, or the gap is within the noise)"
-            }
-        )
-    }
-}
-
-fn binomial(n: f64, k: f64) -> f64 {
-    (0..k as u32).fold(1.0, |acc, i| acc * (n - f64::from(i)) / (f64::from(i) + 1.0))
 }
 
 /// What a finished session reports.
@@ -892,50 +813,6 @@ impl Session {
     }
 }
 
-/// Prefix of the message of an iteration whose benchmark got no answer at all.
-const NOTHING_MEASURED: &str = "no request succeeded";
-
-/// `Some(message)` when a benchmark plan had requests and none succeeded: such a run measured
-/// nothing, so it is a failure (of its most common error), never a result to plan from. The message
-/// says what to do for the failures that have one cause a user can fix.
-fn nothing_measured(reports: &[BenchReport], endpoint: &crate::Endpoint) -> Option<String> {
-    let report = reports.iter().find(|r| r.summary.requests > 0 && r.summary.succeeded == 0)?;
-    let (class, count) = report.summary.errors.iter().max_by_key(|(_, n)| **n).map(|(c, n)| (c.as_str(), *n))?;
-    let sample = report.records.iter().find_map(|r| r.error_message.as_deref()).unwrap_or("");
-    let lower = sample.to_ascii_lowercase();
-    let advice = if lower.contains("401") || lower.contains("403") || lower.contains("unauthorized") {
-        if endpoint.token.is_some() {
-            "the engine refused the key the benchmark sent: check that the service's key and the bench's token are the same"
-        } else {
-            "the engine requires a key: the benchmark sends the service's `--api-key`, or set the bench token's environment variable"
-        }
-    } else if lower.contains("404") {
-        "the engine does not serve this model name: check `--served-model-name` and the model the benchmark asks for"
-    } else if class == "connect" {
-        "nothing answered at the endpoint: check the port and that the engine is still running"
-    } else {
-        "see the engine log below"
-    };
-    Some(format!(
-        "{NOTHING_MEASURED} in `{}`: {count} of {} failed with {class}{}; {advice}",
-        report.plan.name,
-        report.summary.requests,
-        if sample.is_empty() { String::new() } else { format!(" ({})", crate::secret::redact(sample)) },
-    ))
-}
-
-/// Whether the last two iterations both measured nothing, for the same reason.
-fn same_failure_twice(history: &History) -> bool {
-    let reason = |it: &Iteration| {
-        (it.status == IterationStatus::BenchFailed)
-            .then(|| it.error.as_deref().filter(|e| e.starts_with(NOTHING_MEASURED)))
-            .flatten()
-            .map(|e| e.split(';').next().unwrap_or(e).to_string())
-    };
-    let mut last = history.iterations.iter().rev();
-    matches!((last.next().and_then(reason), last.next().and_then(reason)), (Some(a), Some(b)) if a == b)
-}
-
 /// Flat metrics of every report, `<plan>.<metric>`, plus the first (primary) report unprefixed.
 pub fn bench_metrics(reports: &[BenchReport]) -> BTreeMap<String, f64> {
     let mut metrics = BTreeMap::new();
@@ -949,132 +826,4 @@ pub fn bench_metrics(reports: &[BenchReport]) -> BTreeMap<String, f64> {
         }
     }
     metrics
-}
-
-/// Why an iteration stopped short: the status to record, the message, the logs that explain it,
-/// and, when an error said so, what kind of failure it was (the trail and the planner read it
-/// from the finding's `iteration.error` signal).
-struct Failed {
-    status: IterationStatus,
-    message: String,
-    logs: Vec<LogLine>,
-    kind: Option<ErrorKind>,
-}
-
-impl Failed {
-    fn new(status: IterationStatus, message: impl Into<String>, logs: Vec<LogLine>) -> Self {
-        Failed { status, message: message.into(), logs, kind: None }
-    }
-
-    fn of(error: &Error, status: IterationStatus, message: String, logs: Vec<LogLine>) -> Self {
-        Failed { kind: Some(error.kind()), ..Failed::new(status, message, logs) }
-    }
-}
-
-/// The finding a failed iteration records: the engine's own root-cause line (found in the log,
-/// not the traceback's last lines) with its failure class and the flag it names, so the trail
-/// says why and the planner can keep away from a setting that fails for a reason that holds.
-fn failure_finding(
-    status: IterationStatus,
-    message: &str,
-    kind: Option<ErrorKind>,
-    logs: &[LogLine],
-    spec: &ServiceSpec,
-) -> Finding {
-    let mut error = Signal::text("session", SignalKind::LogLine, ERROR_SIGNAL, first_line(message));
-    if let Some(kind) = kind {
-        error = error.with_label("kind", kind.as_str());
-    }
-    let mut evidence = vec![error];
-    let cause = root_cause(logs, message);
-    let summary = match &cause {
-        Some(cause) => {
-            evidence.push(root_cause_signal(cause, spec));
-            // The header of a validation error says little; its field lines say what was wrong.
-            let detail: Vec<&str> = cause.detail.iter().map(|d| d.trim()).filter(|d| !d.is_empty()).take(2).collect();
-            let detail = if detail.is_empty() { String::new() } else { format!(": {}", detail.join("; ")) };
-            format!("{} ({}): {}{detail}", status.as_str(), cause.class.as_str(), cause.line.trim())
-        }
-        None => format!("{}: {}", status.as_str(), first_line(message)),
-    };
-    Finding {
-        rule: format!("session.{}", status.as_str()),
-        bottleneck: Bottleneck::Errors,
-        severity: Severity::Critical,
-        summary,
-        evidence,
-    }
-}
-
-/// What the analysis went without (a telemetry source that failed, a log that could not be read),
-/// kept with the iteration so its trail and store say so instead of reading as a quiet service.
-fn telemetry_gaps(warnings: &[String]) -> Option<Finding> {
-    if warnings.is_empty() {
-        return None;
-    }
-    Some(Finding {
-        rule: "session.telemetry_gaps".into(),
-        bottleneck: Bottleneck::Telemetry,
-        severity: Severity::Info,
-        summary: format!("analyzed without {} source(s): {}", warnings.len(), warnings.join("; ")),
-        evidence: warnings
-            .iter()
-            .map(|w| Signal::text("session", SignalKind::LogLine, "telemetry.gap", w.clone()))
-            .collect(),
-    })
-}
-
-fn first_line(text: &str) -> &str {
-    text.lines().next().unwrap_or(text)
-}
-
-pub use crate::history::{ERROR_SIGNAL, ROOT_CAUSE_SIGNAL};
-
-fn root_cause_signal(cause: &RootCause, spec: &ServiceSpec) -> Signal {
-    let mut detail = cause.line.trim().to_string();
-    for line in &cause.detail {
-        detail.push_str(" | ");
-        detail.push_str(line.trim());
-    }
-    if !cause.hint.is_empty() {
-        detail.push_str(" -> ");
-        detail.push_str(&cause.hint);
-    }
-    let mut signal = Signal::text("logs", SignalKind::LogLine, ROOT_CAUSE_SIGNAL, cause.line.trim())
-        .with_detail(detail)
-        .with_label("class", cause.class.as_str())
-        .with_label("deterministic", if cause.class.is_deterministic() { "true" } else { "false" });
-    if let Some(flag) = &cause.flag
-        && let Some(value) = spec.flags.get(flag)
-    {
-        signal = signal.with_label("flag", flag).with_label("value", value.unwrap_or("true"));
-    }
-    signal
-}
-
-/// Drops from a plan every change back to a setting that already made a start fail for a reason
-/// that still holds (an unknown flag, a value the engine refuses, hardware it lacks): such a
-/// change fails again, whatever the planner thinks of it.
-fn without_blamed_settings(mut plan: Plan, current: &ServiceSpec, history: &History, space: &SearchSpace) -> Plan {
-    for blamed in history.blamed_settings() {
-        let proposed = plan.next.flags.get(&blamed.flag).map(|v| v.unwrap_or("true"));
-        if proposed != Some(blamed.value.as_str()) {
-            continue;
-        }
-        // Back to what the configuration planned from had, or, when that is the failed setting
-        // itself (a baseline that never started), to the engine's default.
-        match current.flags.get(&blamed.flag).filter(|v| v.unwrap_or("true") != blamed.value) {
-            Some(value) => plan.next.flags.set(&blamed.flag, value),
-            None => {
-                plan.next.flags.remove(&blamed.flag);
-            }
-        }
-        let knob = space.knob_for(&blamed.flag).map_or(blamed.flag.as_str(), |k| k.flag.as_str());
-        plan.changes.retain(|c| c.knob != knob && c.knob != blamed.flag);
-        plan.notes.push(format!(
-            "not retried: `{} {}` made iteration {} fail ({}: {})",
-            blamed.flag, blamed.value, blamed.iteration, blamed.class, blamed.line
-        ));
-    }
-    plan
 }
