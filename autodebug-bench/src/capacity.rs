@@ -9,8 +9,9 @@
 //! the TTFT bound than its p99 allows, more failures than the error budget, or every in-flight slot
 //! busy when a request is due (the server completes fewer requests than are offered). An
 //! overloaded step then costs seconds instead of its whole duration plus the drain of its queue.
-//! Every step opens with at least one warmup request, sent alone and left out: it waits behind any
-//! work an aborted step left in the server, so no step inherits another's backlog.
+//! After a step cut short the search waits for the server to settle (one request at a time until
+//! one's first token comes within half the bound), and every step opens with a warmup request,
+//! sent alone and left out, so no step inherits another's backlog.
 //!
 //! ```no_run
 //! use autodebug_bench::{CapacitySearch, CapacitySlo, RequestSource, SseBenchmarker};
@@ -214,12 +215,46 @@ impl CapacitySearch {
         let watch = std::sync::Arc::new(SloWatch::new(&self.slo, plan.requests));
         let started = Instant::now();
         let report = bench.run_watched(endpoint, &plan, source, trial, Some(watch.clone())).await?;
+        if watch.stopped().is_some() {
+            self.settle(bench, endpoint, source, trial).await?;
+        }
         let step = CapacityStep::judge(&report, rate, trial, &self.slo, watch.stopped(), started.elapsed());
         tracing::info!(rate, trial, holds = step.holds, ttft_p99_ms = step.ttft_p99_ms, stopped_early = ?step.stopped_early,
             "capacity step");
         Ok(step)
     }
 }
+
+impl CapacitySearch {
+    /// After a step cut short: the requests it abandoned may still be queued in the server (an
+    /// engine may notice a closed stream only when it writes the first token), and the next step
+    /// would inherit them. Sends one request at a time until one gets its first token within half
+    /// the TTFT bound, which FCFS admission gives only once what was queued ahead is gone.
+    async fn settle(
+        &self,
+        bench: &SseBenchmarker,
+        endpoint: &Endpoint,
+        source: &RequestSource,
+        trial: u32,
+    ) -> Result<(), BenchError> {
+        let mut probe = self.plan.clone();
+        probe.name = format!("{} settle", self.plan.name);
+        probe.load = Load::Sequential;
+        (probe.requests, probe.warmup_requests, probe.trials, probe.duration_ms) = (1, 0, 1, None);
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        while Instant::now() < deadline {
+            let report = bench.run_once(endpoint, &probe, source, trial).await?;
+            if report.summary.succeeded > 0 && report.summary.ttft_ms.max <= self.slo.ttft_p99_ms / 2.0 {
+                return Ok(());
+            }
+        }
+        tracing::warn!(limit_s = SETTLE_LIMIT.as_secs(), "the server did not settle after an overloaded step");
+        Ok(())
+    }
+}
+
+/// How long [`CapacitySearch`] waits for a server to settle after an overloaded step.
+const SETTLE_LIMIT: Duration = Duration::from_secs(120);
 
 /// The steps so far and what they say about the bracket.
 #[derive(Default)]
