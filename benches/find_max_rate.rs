@@ -84,8 +84,11 @@ async fn main() {
         step_plan.name = format!("sweep {rate:.3}");
         step_plan.load = Load::Rate { requests_per_s: rate, arrival: Arrival::Poisson };
         step_plan.requests = ((rate * step.as_secs_f64()).ceil() as usize).max(1);
+        // Fresh prompts and arrivals per step, as the search's trials have: the same prompts again
+        // would be answered from the engine's prefix cache.
         step_plan.workload.seed = 1000 + k as u64;
-        let report = bench.run_source(&endpoint, &step_plan, &source).await.expect("sweep step runs");
+        let step_source = RequestSource::from_workload(&step_plan.workload);
+        let report = bench.run_source(&endpoint, &step_plan, &step_source).await.expect("sweep step runs");
         steps += 1;
         let s = &report.summary;
         let holds = s.succeeded > 0
