@@ -55,7 +55,8 @@ impl CapacitySlo {
     }
 }
 
-/// The search; see the [module docs](self).
+/// The search: doubling or halving from `start_rate` until the SLO both holds and breaks, then
+/// bisection, repeated trials near the boundary, and every overloaded step cut short.
 #[derive(Debug, Clone)]
 pub struct CapacitySearch {
     /// Workload, warmup, timeouts and endpoint path of every step; its load and length are set per step.
