@@ -390,7 +390,7 @@ impl Benchmarker for SseBenchmarker {
 fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
     let invalid =
         |field: &'static str, message: String| BenchError::InvalidPlan { plan: plan.name.clone(), field, message };
-    if let Err(e) = crate::wire::HttpUrl::check(&endpoint.base_url) {
+    if let Err(e) = check_url(&endpoint.base_url) {
         return Err(invalid(
             "endpoint.base_url",
             format!("{:?} is not a URL ({e}); write e.g. http://127.0.0.1:30000", endpoint.base_url),
@@ -427,6 +427,21 @@ fn validate(endpoint: &Endpoint, plan: &BenchPlan) -> Result<(), BenchError> {
         }
     }
     Ok(())
+}
+
+/// Whether `text` is an absolute URL with a host. With reqwest built in, its parser decides: a URL
+/// the lean client cannot take plainly (an internationalized host, a `#fragment`) is still sent,
+/// through reqwest, so refusing it here would turn away a URL that works.
+#[cfg(feature = "https")]
+fn check_url(text: &str) -> Result<(), String> {
+    let url = reqwest::Url::parse(text).map_err(|e| e.to_string())?;
+    if url.has_host() { Ok(()) } else { Err("no host".into()) }
+}
+
+/// Whether `text` is an absolute URL with a host, as the lean client (the only one built) reads it.
+#[cfg(not(feature = "https"))]
+fn check_url(text: &str) -> Result<(), String> {
+    crate::wire::HttpUrl::check(text)
 }
 
 /// What one pass (warmup or measured) sends: `count` records, conversation numbers starting
@@ -632,4 +647,35 @@ async fn open_loop(
         }
     }
     Ok((outcomes, waited_for_slot))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use autodebug_core::Workload;
+
+    fn base_url_accepted(url: &str) -> bool {
+        validate(&Endpoint::new(url, "m"), &BenchPlan::new("p", Workload::new(8, 8), Load::Sequential, 1)).is_ok()
+    }
+
+    #[cfg(feature = "https")]
+    #[test]
+    fn with_reqwest_built_in_a_url_reqwest_takes_is_accepted() {
+        for url in ["http://bücher.example:8000", "https://例え.jp/v1", "http://127.0.0.1:30000/#frag", "http://h:1"]
+        {
+            assert!(base_url_accepted(url), "{url} refused");
+        }
+        for url in ["127.0.0.1:30000x", "not a url", "unix:/tmp/sock", "http://h:99999"] {
+            assert!(!base_url_accepted(url), "{url} accepted");
+        }
+    }
+
+    #[cfg(not(feature = "https"))]
+    #[test]
+    fn without_reqwest_only_what_the_lean_client_takes_is_accepted() {
+        assert!(base_url_accepted("http://127.0.0.1:30000/v1?x=1"));
+        for url in ["http://bücher.example:8000", "http://127.0.0.1:30000/#frag", "not a url", "http://h:99999"] {
+            assert!(!base_url_accepted(url), "{url} accepted");
+        }
+    }
 }

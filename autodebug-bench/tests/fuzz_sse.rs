@@ -141,3 +141,50 @@ proptest! {
         }
     }
 }
+
+/// The parser's bounds (4 MiB a line, 4 MiB of data an event), as the crate documents them.
+const CAP_BYTES: usize = 4 * 1024 * 1024;
+
+/// Feeds `first` and then `block` over and over, lazily (the same bytes each read, so nothing is
+/// allocated for the stream itself), stopping after `max_reads` reads at the latest; returns the
+/// outcome and how many reads the client took before it stopped.
+fn replay_endless(first: &[u8], block: &[u8], max_reads: usize) -> (ReplayOutcome, usize) {
+    let reads = std::cell::Cell::new(0usize);
+    let stream =
+        std::iter::once(first).chain(std::iter::repeat(block)).take(max_reads).inspect(|_| reads.set(reads.get() + 1));
+    let outcome = replay_sse(stream);
+    (outcome, reads.get())
+}
+
+#[test]
+fn an_endless_line_is_refused_after_the_line_cap() {
+    let block = vec![b'a'; 64 * 1024];
+    // Enough reads for 1 GiB: a parser without a cap would take them all.
+    let max_reads = (1 << 30) / block.len();
+    let (outcome, reads) = replay_endless(b"data: ", &block, max_reads);
+    assert_eq!(outcome.end, ReplayEnd::Failed(ErrorClass::MalformedSse), "{outcome:?}");
+    assert!(reads <= CAP_BYTES / block.len() + 2, "{reads} reads of 64 KiB before the client stopped");
+}
+
+#[test]
+fn an_event_that_never_ends_is_refused_after_the_event_cap() {
+    // Short, valid data lines and never the blank line that ends an event.
+    let line = [&b"data: "[..], &[b'b'; 1018], b"\n"].concat();
+    let block = line.repeat(64);
+    let max_reads = (1 << 30) / block.len();
+    let (outcome, reads) = replay_endless(b"", &block, max_reads);
+    assert_eq!(outcome.end, ReplayEnd::Failed(ErrorClass::MalformedSse), "{outcome:?}");
+    // The first (empty) read, then blocks of 64 x 1018 data bytes up to the cap.
+    assert!(reads <= CAP_BYTES / (64 * 1018) + 2, "{reads} reads of 64 KiB before the client stopped");
+    assert_eq!(outcome.events, 0);
+}
+
+#[test]
+fn endless_keep_alives_and_small_events_are_not_refused_for_size() {
+    // The caps are per line and per event: a long stream of small events is not too large.
+    let block = b": keep-alive\n\ndata: {\"choices\":[{\"delta\":{}}]}\n\n".repeat(512);
+    let reads = 2 * CAP_BYTES / block.len();
+    let (outcome, taken) = replay_endless(b"", &block, reads);
+    assert_eq!(taken, reads);
+    assert_eq!(outcome.end, ReplayEnd::Failed(ErrorClass::EarlyClose), "{outcome:?}");
+}

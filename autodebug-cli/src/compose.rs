@@ -42,7 +42,17 @@ pub fn session(
         ),
         DeployerConfig::Dstack { .. } => Box::new(DstackDeployer::from_env()?),
         DeployerConfig::Slurm {
-            program, args, partition, time_limit, cpus_per_task, mem, gres, output_dir, ..
+            program,
+            args,
+            partition,
+            time_limit,
+            cpus_per_task,
+            mem,
+            gres,
+            output_dir,
+            bind_host,
+            connect_host,
+            ..
         } => {
             let (default_program, default_args) = engine_command(config.service.engine);
             let mut slurm = SlurmDeployer::builder()
@@ -67,6 +77,12 @@ pub fn session(
             }
             if let Some(d) = output_dir {
                 slurm = slurm.output_dir(d.clone());
+            }
+            if let Some(h) = bind_host {
+                slurm = slurm.bind_host(h.clone());
+            }
+            if let Some(h) = connect_host {
+                slurm = slurm.connect_host(h.clone());
             }
             Box::new(slurm.build()?)
         }
@@ -113,7 +129,9 @@ pub fn session(
     if let Some(args) = installed_engine_args(config) {
         builder = builder.engine_args(args);
     }
-    builder = builder.planner_boxed(planner);
+    let slot_env =
+        config.slot_env.iter().map(|env| env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
+    builder = builder.planner_boxed(planner).parallel(config.parallel as usize).slot_env(slot_env);
     builder.build(session_config)
 }
 

@@ -58,6 +58,14 @@ pub struct RunConfig {
     /// while measuring on `deployer`: a preview of what a real campaign would apply.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub render_as: Option<RenderTarget>,
+    /// Candidates per round, deployed and measured side by side (each its own deployment,
+    /// endpoint and telemetry window); 1 is the serial loop.
+    #[serde(default = "default_parallel")]
+    pub parallel: u32,
+    /// Environment per slot of a round (slot `i` gets entry `i` modulo their number), to pin
+    /// side-by-side engines to their own devices, e.g. `[{CUDA_VISIBLE_DEVICES: "0"}, {CUDA_VISIBLE_DEVICES: "1"}]`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slot_env: Vec<std::collections::BTreeMap<String, String>>,
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
@@ -75,6 +83,10 @@ pub enum RenderTarget {
     Dstack,
     /// Kubernetes manifests (Deployment + Service), multi-document YAML.
     Kubernetes,
+}
+
+fn default_parallel() -> u32 {
+    1
 }
 
 fn default_sessions_dir() -> PathBuf {
@@ -145,6 +157,12 @@ pub enum DeployerConfig {
         /// Where job scripts and output go (must be visible from the nodes).
         #[serde(default)]
         output_dir: Option<PathBuf>,
+        /// The address the engine listens on, on the node (default `0.0.0.0`).
+        #[serde(default)]
+        bind_host: Option<String>,
+        /// How to reach the node from here (default: the node name Slurm reports).
+        #[serde(default)]
+        connect_host: Option<String>,
         #[serde(default = "default_cloud_ready_timeout")]
         ready_timeout_s: f64,
     },
@@ -468,7 +486,7 @@ impl Default for BudgetConfig {
 impl RunConfig {
     /// Reads and checks a config file; errors name the file and the field.
     pub fn load(path: &Path) -> Result<RunConfig> {
-        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        let text = read_config_text(path)?;
         let mut config: RunConfig = serde_yaml::from_str(&text).map_err(|e| {
             let at = e.location().map(|l| format!(":{}:{}", l.line(), l.column())).unwrap_or_default();
             Error::config(format!("{}{at}", path.display()), e.to_string())
@@ -555,6 +573,8 @@ impl RunConfig {
             budget: BudgetConfig { iterations, ..Default::default() },
             telemetry: default_telemetry(),
             render_as: None,
+            parallel: 1,
+            slot_env: Vec::new(),
             origin: None,
         }
     }
@@ -684,6 +704,9 @@ impl RunConfig {
     }
 
     pub fn session_config(&self, name: String, iterations: Option<u32>) -> Result<SessionConfig> {
+        if self.parallel == 0 {
+            return Err(Error::config(self.location("parallel"), "must be at least 1 (1 is the serial loop)"));
+        }
         Ok(SessionConfig {
             name,
             objective: self.objective()?,
@@ -695,6 +718,39 @@ impl RunConfig {
             confirm_trials: self.budget.confirm_trials,
         })
     }
+}
+
+/// The largest configuration file read. A real one is a few KB; a path that names something else
+/// (a log, a model file, `/dev/zero`) is refused after this many bytes instead of read whole.
+const MAX_CONFIG_BYTES: u64 = 1024 * 1024;
+
+/// The most flow brackets (`[`, `{`) a configuration file may hold. libyaml parses nested flow
+/// collections in time quadratic in their depth (100 000 `{a: ` take minutes, long before
+/// serde_yaml's depth limit refuses them), and a real configuration has a few dozen.
+const MAX_CONFIG_BRACKETS: usize = 4096;
+
+/// The file's text, at most [`MAX_CONFIG_BYTES`] of it and [`MAX_CONFIG_BRACKETS`] brackets.
+fn read_config_text(path: &Path) -> Result<String> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(Error::config(
+            path.display().to_string(),
+            format!("larger than {MAX_CONFIG_BYTES} bytes; a configuration is a few KB (is this the right file?)"),
+        ));
+    }
+    let brackets = bytes.iter().filter(|&&b| b == b'[' || b == b'{').count();
+    if brackets > MAX_CONFIG_BRACKETS {
+        return Err(Error::config(
+            path.display().to_string(),
+            format!(
+                "{brackets} `[`/`{{` brackets, more than {MAX_CONFIG_BRACKETS}; a configuration has a few dozen (is this the right file?)"
+            ),
+        ));
+    }
+    String::from_utf8(bytes).map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
 }
 
 /// `~/x` → `$HOME/x`; anything else unchanged.
@@ -727,5 +783,144 @@ mod tests {
         };
         assert_eq!(write("service.dstack.yml"), sub.join("service.dstack.yml"));
         assert_eq!(write("/abs/service.dstack.yml"), PathBuf::from("/abs/service.dstack.yml"));
+    }
+}
+
+/// Property tests of [`RunConfig::load`] on hostile files: whatever `autodebug.yaml` holds, loading
+/// it gives a configuration or an error naming the file, never a panic, a stack overflow or an
+/// unbounded read.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The example configurations shipped in the repository: real files to mutate.
+    fn examples() -> &'static [String] {
+        static EXAMPLES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        EXAMPLES.get_or_init(|| {
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+            ["llamacpp-local.yaml", "vllm-cpu.yaml", "llm-planner.yaml", "dstack-llamacpp.yaml"]
+                .iter()
+                .map(|name| std::fs::read_to_string(dir.join(name)).unwrap())
+                .collect()
+        })
+    }
+
+    /// Writes `bytes` as a configuration and loads it; an error must name the file.
+    fn load_bytes(dir: &Path, bytes: &[u8]) -> Result<RunConfig> {
+        let path = dir.join("autodebug.yaml");
+        std::fs::write(&path, bytes).unwrap();
+        let loaded = RunConfig::load(&path);
+        if let Err(e) = &loaded {
+            let message = e.to_string();
+            assert!(message.contains("autodebug.yaml"), "the error does not name the file: {message}");
+        }
+        loaded
+    }
+
+    fn mutate(base: &str, edits: &[(usize, u8, u8)]) -> Vec<u8> {
+        const SIGNIFICANT: &[u8] = b":-[]{}&*!|>'\"#,? \n\t0123456789~%@`";
+        let mut bytes = base.as_bytes().to_vec();
+        for &(at, byte, kind) in edits {
+            let at = at % (bytes.len() + 1);
+            let significant = SIGNIFICANT[byte as usize % SIGNIFICANT.len()];
+            match kind {
+                0 if at < bytes.len() => bytes[at] = byte,
+                1 if at < bytes.len() => bytes[at] = significant,
+                2 => bytes.insert(at, significant),
+                3 if at < bytes.len() => {
+                    bytes.remove(at);
+                }
+                4 if at < bytes.len() => {
+                    let end = (at + 1 + byte as usize).min(bytes.len());
+                    let copy = bytes[at..end].to_vec();
+                    bytes.splice(at..at, copy);
+                }
+                5 => bytes.truncate(at),
+                _ => {}
+            }
+        }
+        bytes
+    }
+
+    #[test]
+    fn every_example_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        for text in examples() {
+            load_bytes(dir.path(), text.as_bytes()).unwrap();
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 1_000, failure_persistence: None, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_bytes_load_or_name_the_file(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let dir = tempfile::tempdir().unwrap();
+            let _ = load_bytes(dir.path(), &bytes);
+        }
+
+        #[test]
+        fn mutated_examples_load_or_name_the_file(
+            which in 0usize..4,
+            edits in proptest::collection::vec((any::<usize>(), any::<u8>(), 0u8..6), 1..10),
+        ) {
+            let dir = tempfile::tempdir().unwrap();
+            if let Ok(config) = load_bytes(dir.path(), &mutate(&examples()[which], &edits)) {
+                // What loads is usable: the parts the session reads next must not panic either.
+                let _ = config.objective();
+                let _ = config.bench_plans();
+                let _ = config.llm_config();
+                let _ = config.session_config("s".to_string(), None);
+            }
+        }
+
+        #[test]
+        fn spliced_examples_load_or_name_the_file(a in 0usize..4, b in 0usize..4, cut in any::<usize>(), from in any::<usize>()) {
+            let (a, b) = (&examples()[a], &examples()[b]);
+            let cut = (0..=cut % (a.len() + 1)).rev().find(|&c| a.is_char_boundary(c)).unwrap_or(0);
+            let from = (from % (b.len() + 1)..=b.len()).find(|&c| b.is_char_boundary(c)).unwrap_or(b.len());
+            let dir = tempfile::tempdir().unwrap();
+            let _ = load_bytes(dir.path(), format!("{}{}", &a[..cut], &b[from..]).as_bytes());
+        }
+    }
+
+    #[test]
+    fn hostile_sizes_depths_and_aliases_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = &examples()[0];
+        // Deep flow nesting is refused by its bracket count before libyaml spends quadratic time.
+        for nested in ["[".repeat(100_000), "{a: ".repeat(100_000)] {
+            let error = load_bytes(dir.path(), nested.as_bytes()).unwrap_err().to_string();
+            assert!(error.contains(&format!("more than {MAX_CONFIG_BRACKETS}")), "{error}");
+        }
+        // Under the bracket count, and in block style, serde_yaml's depth limit (not the stack)
+        // ends them.
+        for nested in ["[".repeat(MAX_CONFIG_BRACKETS), "{a: ".repeat(2_000), "- ".repeat(100_000)] {
+            load_bytes(dir.path(), nested.as_bytes()).unwrap_err();
+            load_bytes(dir.path(), format!("{base}\nsession: {nested}\n").as_bytes()).unwrap_err();
+        }
+        // A billion laughs: aliases that expand exponentially.
+        let mut laughs =
+            String::from("a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n");
+        for level in 1..12 {
+            let prev = (b'a' + level - 1) as char;
+            let this = (b'a' + level) as char;
+            laughs.push_str(&format!(
+                "{this}: &{this} [*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev},*{prev}]\n"
+            ));
+        }
+        load_bytes(dir.path(), laughs.as_bytes()).unwrap_err();
+        load_bytes(dir.path(), format!("{base}\n{}", laughs.replace("a: &a", "x: &a")).as_bytes()).unwrap_err();
+        // A file over the limit is refused by size, whatever it holds.
+        let path = dir.path().join("autodebug.yaml");
+        std::fs::File::create(&path).unwrap().set_len(64 << 20).unwrap();
+        let error = RunConfig::load(&path).unwrap_err().to_string();
+        assert!(error.contains(&format!("larger than {MAX_CONFIG_BYTES} bytes")), "{error}");
+        // An endless file: read up to the limit, then refused.
+        if Path::new("/dev/zero").exists() {
+            let error = RunConfig::load(Path::new("/dev/zero")).unwrap_err().to_string();
+            assert!(error.contains(&format!("larger than {MAX_CONFIG_BYTES} bytes")), "{error}");
+        }
     }
 }

@@ -13,6 +13,11 @@ macro_rules! println {
 macro_rules! print {
     ($($arg:tt)*) => { $crate::output::write_stdout(format_args!($($arg)*)) };
 }
+// And stderr: an error message that quotes a command line or an engine's line goes through the
+// same redaction as the logs.
+macro_rules! eprintln {
+    ($($arg:tt)*) => { $crate::output::write_stderr(format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 mod cmd;
 mod compose;
@@ -158,6 +163,14 @@ enum SimCommand {
         after_help = "Examples:\n  autodebug sim tune-suite\n  autodebug sim tune-suite --generate 30 --seed 1\n  autodebug sim tune-suite --planners random,hybrid --seeds 3 --json results.json\n  autodebug sim tune-suite --scenarios kv-starved --budget 30 --json -"
     )]
     TuneSuite(cmd::tune_suite::Args),
+    /// Run the loop for a long time on the simulator with faults injected at every stage (deploy
+    /// errors, crashes, cut and garbage streams, broken telemetry, hostile logs, nonsense from the
+    /// LLM planner, SIGKILL and resume, a full disk, a corrupt store) and check what must hold:
+    /// nothing lost, nothing leaked, nothing left running.
+    #[command(
+        after_help = "Examples:\n  autodebug sim chaos --iterations 500 --faults all --seed 1 --json\n  autodebug sim chaos --iterations 60 --faults stall,stream_cut,sigkill\n\nExit code 1 when an invariant does not hold."
+    )]
+    Chaos(cmd::chaos::Args),
     /// Evaluate configurations of the tune-suite's scenarios, one JSON line in, one out: the
     /// noisy metrics, feasibility and objective value an outside optimizer is measured on.
     #[command(
@@ -179,7 +192,7 @@ fn init_logging(verbose: u8, quiet: bool) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = log_colour(std::io::stderr().is_terminal(), std::env::var_os("NO_COLOR").as_deref());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(output::LogWriter { ansi }).with_ansi(ansi).init();
 }
 
 /// Colour is for a person at a terminal who has not opted out (<https://no-color.org>: any
@@ -228,6 +241,7 @@ fn main() -> ExitCode {
             // -- dispatch: add one arm per sub-command above this line --
             Command::Sim { command: SimCommand::TuneSuite(args) } => cmd::tune_suite::run(args, &global).await,
             Command::Sim { command: SimCommand::Eval(args) } => cmd::sim_eval::run(args, &global).await,
+            Command::Sim { command: SimCommand::Chaos(args) } => cmd::chaos::run(args, &global).await,
             Command::Sim { .. } => Ok(ExitCode::SUCCESS),
         }
     });

@@ -1,5 +1,6 @@
 //! What the binary prints: a progress line while the loop runs, then a table or one JSON object.
 
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::path::Path;
 
@@ -63,6 +64,7 @@ impl Progress {
                 ),
                 SessionEvent::Stopped { reason } => format!("stopped: {reason}"),
             };
+            let message = shown(&message).into_owned();
             if let Some(bar) = &bar {
                 bar.set_message(message);
             } else if lines {
@@ -159,7 +161,10 @@ pub fn outcome_json(outcome: &SessionOutcome, dir: &Path) -> String {
         .map(|it| {
             json!({
                 "number": it.number,
+                "round": it.round,
                 "status": it.status.as_str(),
+                "started_ns": it.started_ns.to_string(),
+                "finished_ns": it.finished_ns.to_string(),
                 "objective_value": objective.value(&it.metrics),
                 "feasible": objective.is_feasible(&it.metrics),
                 "flags": it.spec.flags,
@@ -184,13 +189,120 @@ pub fn outcome_json(outcome: &SessionOutcome, dir: &Path) -> String {
     serde_json::to_string_pretty(&value).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
-/// Writes to stdout; a reader that went away (a closed pipe) is not an error worth a panic.
+/// `text` as this process may show it: registered secret values masked, and control characters
+/// other than newline and tab (terminal escapes an engine printed) made visible.
+pub fn shown(text: &str) -> Cow<'_, str> {
+    match autodebug_core::secret::redact(text) {
+        Cow::Borrowed(text) => autodebug_core::printable(text),
+        Cow::Owned(text) => Cow::Owned(autodebug_core::printable(&text).into_owned()),
+    }
+}
+
+/// Writes to stdout what [`shown`] lets through; a reader that went away (a closed pipe) is not
+/// an error worth a panic.
 pub fn write_stdout(args: std::fmt::Arguments<'_>) {
     use std::io::Write;
+    let text = match args.as_str() {
+        Some(text) => Cow::Borrowed(text),
+        None => Cow::Owned(args.to_string()),
+    };
     let mut out = std::io::stdout().lock();
-    if let Err(e) = out.write_fmt(args).and_then(|_| out.flush())
+    if let Err(e) = out.write_all(shown(&text).as_bytes()).and_then(|_| out.flush())
         && e.kind() != std::io::ErrorKind::BrokenPipe
     {
         eprintln!("error: writing to stdout: {e}");
+    }
+}
+
+/// Writes to stderr what [`shown`] lets through; a closed stderr leaves nowhere to complain.
+pub fn write_stderr(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let text = args.to_string();
+    let mut err = std::io::stderr().lock();
+    let _ = err.write_all(shown(&text).as_bytes()).and_then(|_| err.flush());
+}
+
+/// The log subscriber's writer: stderr, one formatted event at a time, through [`shown`], so a
+/// secret value in a field (`flags = --api-key K`) or a control character an engine printed never
+/// reaches the terminal or a CI log. With colour on, ESC passes: the formatter writes it itself,
+/// and escapes any inside field values.
+#[derive(Clone, Copy)]
+pub struct LogWriter {
+    pub ansi: bool,
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
+    type Writer = LogEvent;
+
+    fn make_writer(&'a self) -> LogEvent {
+        LogEvent { ansi: self.ansi, buf: Vec::new() }
+    }
+}
+
+/// One event's bytes, redacted as a whole when it ends: a value split across two writes is
+/// still masked.
+pub struct LogEvent {
+    ansi: bool,
+    buf: Vec<u8>,
+}
+
+impl LogEvent {
+    fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.buf);
+        let text = autodebug_core::secret::redact(&text);
+        if !self.ansi {
+            return autodebug_core::printable(&text).into_owned();
+        }
+        // Colour codes are ESC sequences: keep ESC, make every other control visible.
+        text.split('\x1b').map(|part| autodebug_core::printable(part)).collect::<Vec<_>>().join("\x1b")
+    }
+}
+
+impl std::io::Write for LogEvent {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let text = self.text();
+        self.buf.clear();
+        let mut err = std::io::stderr().lock();
+        err.write_all(text.as_bytes())?;
+        err.flush()
+    }
+}
+
+impl Drop for LogEvent {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn what_is_shown_masks_registered_secrets_and_controls_but_keeps_colour_codes_when_asked() {
+        autodebug_core::secret::register("canary-shown-4f2a");
+        let line = "flags=--api-key canary-shown-4f2a\r\x1b]0;t\x07 --max-num-batched-tokens 4096\n";
+        assert_eq!(shown(line), "flags=--api-key ***\\r\\x1b]0;t\\x07 --max-num-batched-tokens 4096\n");
+        assert!(matches!(shown("plain line\n"), Cow::Borrowed(_)), "nothing to change, nothing copied");
+
+        let mut plain = LogEvent { ansi: false, buf: Vec::new() };
+        plain.write_all(b"\x1b[2mINFO\x1b[0m key=canary-").unwrap();
+        plain.write_all(b"shown-4f2a\r\n").unwrap();
+        assert_eq!(plain.text(), "\\x1b[2mINFO\\x1b[0m key=***\\r\n");
+        plain.buf.clear();
+        let mut coloured = LogEvent { ansi: true, buf: Vec::new() };
+        coloured.write_all(b"\x1b[2mINFO\x1b[0m key=canary-shown-4f2a\x07\n").unwrap();
+        assert_eq!(coloured.text(), "\x1b[2mINFO\x1b[0m key=***\\x07\n");
+        coloured.buf.clear();
     }
 }

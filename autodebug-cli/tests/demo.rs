@@ -81,6 +81,11 @@ fn demo_writes_the_trail_and_its_champion_beats_the_baseline_citing_telemetry() 
 }
 
 fn write_config(dir: &Path, iterations: u32) -> std::path::PathBuf {
+    write_config_with(dir, iterations, 40, "")
+}
+
+/// The simulator session of these tests, `requests` per iteration, with `extra` top-level YAML.
+fn write_config_with(dir: &Path, iterations: u32, requests: u32, extra: &str) -> std::path::PathBuf {
     let path = dir.join("autodebug.yaml");
     let text = format!(
         r#"session: killed
@@ -96,13 +101,13 @@ bench:
     prompt_tokens: 31
     output_tokens: 150
     repeat_prompt: true
-    requests: 40
+    requests: {requests}
 objective:
   minimize: e2e.mean
   constraints: ["error_rate == 0"]
 budget:
   iterations: {iterations}
-"#,
+{extra}"#,
         dir.join("sessions").display()
     );
     std::fs::write(&path, text).unwrap();
@@ -250,4 +255,108 @@ fn ctrl_c_finishes_the_current_step_records_it_and_exits_cleanly() {
     assert_eq!(history.iterations.len(), 1, "the interrupted iteration is recorded, nothing after it");
     assert!(store.unfinished(session.id).unwrap().is_empty());
     assert_eq!(files_with_prefix(&sessions, "debug-").len(), 1, "its log is written");
+}
+
+/// The iterations of each round, by round number.
+fn rounds(history: &autodebug_core::History) -> std::collections::BTreeMap<u32, Vec<&autodebug_core::Iteration>> {
+    let mut rounds = std::collections::BTreeMap::new();
+    for it in &history.iterations {
+        let round = it.round.unwrap_or_else(|| panic!("iteration {} of a parallel session has no round", it.number));
+        rounds.entry(round).or_insert_with(Vec::new).push(it);
+    }
+    rounds
+}
+
+#[test]
+fn parallel_rounds_run_side_by_side_each_reading_its_own_engine() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), 7, 12, "parallel: 3\n");
+    let output = Command::new(BIN).args(["run", "-q", "--json", "-c"]).arg(&config).output().unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let store = Store::open(&dir.path().join("sessions").join("autodebug.db")).unwrap();
+    let session = store.session_by_name("killed").unwrap().unwrap();
+    let history = store.history(session.id).unwrap();
+    let numbers: Vec<u32> = history.iterations.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, (1..=7).collect::<Vec<_>>());
+    let rounds = rounds(&history);
+    assert!(rounds.values().all(|r| r.len() <= 3), "a round has more slots than `parallel`");
+    assert!(rounds.values().any(|r| r.len() == 3), "no round filled its 3 slots: {:?}", rounds.keys());
+    for (round, members) in &rounds {
+        let flags: std::collections::BTreeSet<String> =
+            members.iter().map(|i| i.spec.flags.to_command_line()).collect();
+        assert_eq!(flags.len(), members.len(), "round {round} measured one configuration twice");
+        if members.len() > 1 {
+            // Side by side: every slot started before any slot of its round finished.
+            let last_start = members.iter().map(|i| i.started_ns).max().unwrap();
+            let first_end = members.iter().map(|i| i.finished_ns).min().unwrap();
+            assert!(last_start < first_end, "round {round} ran its slots one after another");
+        }
+    }
+    let mut own_setting_seen = 0;
+    for it in history.iterations.iter().filter(|i| i.is_ok()) {
+        assert!(
+            !it.analysis.findings.iter().any(|f| f.rule == "config.not_applied"),
+            "iteration {} read another slot's engine: {:?}",
+            it.number,
+            it.analysis.findings
+        );
+        // The engine it measured reports this iteration's own setting.
+        let reported = it.analysis.cited.iter().find(|s| s.name == "sglang.startup.num_continuous_decode_steps");
+        if let (Some(Some(steps)), Some(reported)) = (it.spec.flags.get("--num-continuous-decode-steps"), reported) {
+            assert_eq!(reported.value.as_text(), steps, "iteration {}", it.number);
+            own_setting_seen += 1;
+        }
+    }
+    assert!(own_setting_seen > 0, "no iteration cited its engine's own decode-steps setting");
+}
+
+#[test]
+fn sigkill_in_a_parallel_round_keeps_finished_rounds_and_resume_completes_the_open_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config_with(dir.path(), 9, 40, "parallel: 3\n");
+    let sessions = dir.path().join("sessions");
+    let mut child = Command::new(BIN)
+        .args(["run", "-q", "-c"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Round 1 is recorded (its trail is written when it closes) and round 2's engines are up.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        assert!(Instant::now() < deadline, "round 2 never started");
+        assert!(child.try_wait().unwrap().is_none(), "autodebug exited early");
+        if !files_with_prefix(&sessions, "debug-").is_empty() && children_of(child.id()).len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let store = Store::open(&sessions.join("autodebug.db")).unwrap();
+    let session = store.session_by_name("killed").unwrap().unwrap();
+    let before = store.history(session.id).unwrap();
+    let running = store.unfinished(session.id).unwrap();
+    assert!(!before.iterations.is_empty() && !running.is_empty(), "the kill missed the round: {running:?}");
+    drop(store);
+
+    let output =
+        Command::new(BIN).args(["run", "-q", "--resume", "--iterations", "3", "-c"]).arg(&config).output().unwrap();
+    assert!(output.status.success(), "resume failed: {}", String::from_utf8_lossy(&output.stderr));
+    let store = Store::open(&sessions.join("autodebug.db")).unwrap();
+    let after = store.history(session.id).unwrap();
+    assert!(store.unfinished(session.id).unwrap().is_empty());
+    for old in &before.iterations {
+        let now = after.iterations.iter().find(|i| i.number == old.number).unwrap();
+        assert_eq!(now, old, "finished iteration {} was redone", old.number);
+    }
+    for number in &running {
+        assert!(after.iterations.iter().any(|i| i.number == *number), "slot {number} was not completed");
+    }
+    let numbers: Vec<u32> = after.iterations.iter().map(|i| i.number).collect();
+    assert_eq!(numbers, (1..=numbers.len() as u32).collect::<Vec<_>>(), "numbers skipped or repeated");
+    rounds(&after);
 }

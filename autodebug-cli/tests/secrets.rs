@@ -69,6 +69,7 @@ fn iteration(spec: &ServiceSpec, artifact: autodebug_core::Artifact, number: u32
         started_ns: 1_774_191_600_000_000_000 + i128::from(number) * 60_000_000_000,
         finished_ns: 1_774_191_600_000_000_000 + i128::from(number) * 60_000_000_000 + 1,
         timings: BTreeMap::new(),
+        round: None,
     }
 }
 
@@ -106,6 +107,7 @@ fn a_canary_planted_in_every_input_reaches_no_output() {
     }
     let dstack = &artifacts[3].content;
     assert!(dstack.contains("- HF_TOKEN\n") && dstack.contains("\"$API_KEY\""), "dstack keeps references:\n{dstack}");
+    assert!(!dstack.contains("AUTODEBUG_SECRET_REF"), "the header shows the variable, not a stand-in:\n{dstack}");
 
     // The store: every byte of the database file (and its WAL).
     let sessions = dir.path().join("sessions");

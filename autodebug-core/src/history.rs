@@ -71,6 +71,10 @@ pub struct Iteration {
     pub finished_ns: i128,
     /// Seconds spent per step (`deploy`, `bench`, `telemetry`, `analyze`, `plan`).
     pub timings: BTreeMap<String, f64>,
+    /// The round of a parallel session this iteration ran in (its slots ran side by side);
+    /// `None` in a serial session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub round: Option<u32>,
 }
 
 impl Iteration {
@@ -218,6 +222,7 @@ mod tests {
             started_ns: 0,
             finished_ns: 0,
             timings: BTreeMap::new(),
+            round: None,
         }
     }
 

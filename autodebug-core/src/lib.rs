@@ -22,6 +22,7 @@
 mod analysis;
 mod bench;
 pub mod canonical;
+pub mod chaos;
 mod error;
 pub mod failure;
 mod history;
@@ -48,7 +49,8 @@ pub use plan::{Change, Plan};
 pub use secret::Secret;
 pub use signal::{Signal, SignalKind, SignalValue, TelemetrySnapshot, format_number};
 pub use spec::{
-    Artifact, Deployment, Endpoint, EngineKind, LaunchFlags, LogLine, Resources, ServiceSpec, is_env_knob, shell_quote,
+    Artifact, Deployment, Endpoint, EngineKind, LaunchFlags, LogLine, Resources, ServiceSpec, is_env_knob, printable,
+    shell_quote,
 };
 pub use traits::{Analyzer, Benchmarker, Deployer, PlanInput, Planner, Target, TelemetrySource};
 pub use window::{TimeWindow, parse_duration};

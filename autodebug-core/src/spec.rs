@@ -378,9 +378,58 @@ pub struct Artifact {
 }
 
 /// One line of service output.
+///
+/// Its text is the engine's, so it may hold anything, terminal escapes included; build lines with
+/// [`LogLine::new`], which makes the text [`printable`]. The session does so for every line a
+/// deployer returns, whichever way the deployer built it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     /// Wall-clock ns when the line was read (or the time the backend stamped on it).
     pub time_ns: i128,
     pub text: String,
+}
+
+impl LogLine {
+    /// A line whose control characters are shown as escapes (see [`printable`]).
+    ///
+    /// ```
+    /// use autodebug_core::LogLine;
+    /// let line = LogLine::new(0, "\x1b]0;pwned\x07\x1b[31mERROR\x1b[0m\r");
+    /// assert_eq!(line.text, r"\x1b]0;pwned\x07\x1b[31mERROR\x1b[0m\r");
+    /// ```
+    pub fn new(time_ns: i128, text: impl Into<String>) -> Self {
+        let text = text.into();
+        let text = match printable(&text) {
+            std::borrow::Cow::Borrowed(_) => text,
+            std::borrow::Cow::Owned(shown) => shown,
+        };
+        LogLine { time_ns, text }
+    }
+}
+
+/// `text` with every control character but newline and tab (C0, DEL, C1: ESC, BEL, CR, CSI, ...)
+/// written as a visible escape (`\x1b`, `\r`, `\u{9b}`), so text from the service under test
+/// cannot drive a terminal, rewrite a line of the trail or hide in a prompt. Text without control
+/// characters comes back as it is, without a copy.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    // Bytes first (every log line passes here): C0 and DEL are single bytes, and every C1
+    // character starts with 0xC2 in UTF-8 (so do a few printable ones, which take the slow path).
+    let suspect = |b: u8| (b < 0x20 && b != b'\n' && b != b'\t') || b == 0x7f || b == 0xc2;
+    if !text.bytes().any(suspect) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let shown = |c: char| c == '\n' || c == '\t' || !c.is_control();
+    if text.chars().all(shown) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            _ if shown(c) => out.push(c),
+            '\r' => out.push_str("\\r"),
+            c if (c as u32) < 0x80 => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }

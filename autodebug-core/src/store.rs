@@ -51,6 +51,7 @@
 //!     started_ns: 1_000,
 //!     finished_ns: 2_000,
 //!     timings: Default::default(),
+//!     round: None,
 //! };
 //! store.finish_iteration(session.id, &iteration)?;
 //! assert_eq!(store.history(session.id)?.iterations, vec![iteration]);
@@ -83,7 +84,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Schema migrations; entry `i` takes the database from version `i` to `i + 1`.
 /// Append new entries, never edit old ones: databases in the field were built by them.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE sessions (
     id             INTEGER PRIMARY KEY AUTOINCREMENT,
     name           TEXT    NOT NULL UNIQUE,
@@ -170,7 +172,11 @@ CREATE TABLE bench_records (
     records_json  TEXT    NOT NULL,
     PRIMARY KEY (session_id, number, plan_name)
 );
-"#];
+"#,
+    r#"
+ALTER TABLE iterations ADD COLUMN round INTEGER;
+"#,
+];
 
 /// One optimization session as recorded.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -478,9 +484,9 @@ impl Store {
             "INSERT INTO iterations (session_id, number, status, started_ns, started_at, finished_ns, finished_at,
                                      objective_value, feasible, engine, model, image, gpu, flags, error, planner,
                                      spec_json, artifact_json, metrics_json, bench_json, analysis_json, plan_json,
-                                     timings_json)
+                                     timings_json, round)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21,
-                     ?22, ?23)",
+                     ?22, ?23, ?24)",
             params![
                 session,
                 number,
@@ -505,6 +511,7 @@ impl Store {
                 self.encode_json(&record.analysis, "analysis")?,
                 record.plan.as_ref().map(|p| self.encode_json(p, "plan")).transpose()?,
                 self.encode_json(&record.timings, "timings")?,
+                record.round,
             ],
         )
         .map_err(|e| context("the iteration row", e))?;
@@ -750,7 +757,7 @@ impl Store {
     fn query_iterations<P: rusqlite::Params>(&self, clause: &str, params: P) -> Result<Vec<Iteration>> {
         let sql = format!(
             "SELECT session_id, number, status, started_ns, finished_ns, error, spec_json, artifact_json, metrics_json,
-                    bench_json, analysis_json, plan_json, timings_json
+                    bench_json, analysis_json, plan_json, timings_json, round
              FROM iterations {clause}"
         );
         let rows = (|| -> rusqlite::Result<Vec<IterationRow>> {
@@ -783,6 +790,7 @@ impl Store {
             // A Running row has no finish time yet; its start stands in so durations read as zero.
             finished_ns: row.finished_ns.unwrap_or(row.started_ns).into(),
             timings: optional(self, row.timings_json.as_deref(), &what("timings_json"))?.unwrap_or_default(),
+            round: row.round,
         })
     }
 }
@@ -831,6 +839,7 @@ struct IterationRow {
     analysis_json: Option<String>,
     plan_json: Option<String>,
     timings_json: Option<String>,
+    round: Option<u32>,
 }
 
 impl IterationRow {
@@ -849,6 +858,7 @@ impl IterationRow {
             analysis_json: row.get(10)?,
             plan_json: row.get(11)?,
             timings_json: row.get(12)?,
+            round: row.get(13)?,
         })
     }
 }

@@ -30,6 +30,7 @@
 //!     started_ns: 1_774_191_600_000_000_000,
 //!     finished_ns: 1_774_191_660_000_000_000,
 //!     timings: Default::default(),
+//!     round: None,
 //! };
 //! let log = render_debug_log(&iteration, None, &Objective::minimize("ttft.mean"), "chat: 512/128 tokens");
 //! assert!(log.starts_with("# debug-2026-03-22T15:00:00Z\n"));

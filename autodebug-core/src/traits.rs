@@ -178,6 +178,55 @@ pub trait Planner: Send + Sync {
     fn name(&self) -> &str;
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan>;
+
+    /// Up to `k` distinct candidates for the next round of a parallel session.
+    ///
+    /// The default asks [`plan`](Self::plan) again for each slot with the candidates so far in
+    /// the history as if each had measured what the champion did (the "constant liar" of batch
+    /// Bayesian optimization), so a search planner spreads its batch instead of proposing one
+    /// point `k` times; a planner that repeats itself or is exhausted ends the batch early.
+    async fn plan_batch(&self, input: PlanInput<'_>, k: usize) -> Result<Vec<Plan>> {
+        let mut history = input.history.clone();
+        let liar = history.champion(input.objective).or_else(|| history.last_ok()).cloned();
+        let mut plans: Vec<Plan> = Vec::new();
+        for _ in 0..k.max(1) * 2 {
+            if plans.len() >= k.max(1) {
+                break;
+            }
+            let plan = self.plan(PlanInput { history: &history, ..input }).await?;
+            let repeated = plans.iter().any(|p| p.next.flags == plan.next.flags);
+            if repeated || (plan.exhausted && !plans.is_empty()) {
+                break;
+            }
+            let exhausted = plan.exhausted;
+            let number = history.iterations.iter().map(|i| i.number).max().unwrap_or(0) + 1;
+            // Nothing measured yet to lie with: the candidate stands in as still running.
+            let pretend = match &liar {
+                Some(liar) => crate::Iteration { number, spec: plan.next.clone(), plan: None, ..liar.clone() },
+                None => crate::Iteration {
+                    number,
+                    spec: plan.next.clone(),
+                    artifact: None,
+                    status: crate::IterationStatus::Running,
+                    metrics: Default::default(),
+                    bench: Default::default(),
+                    analysis: Default::default(),
+                    plan: None,
+                    error: None,
+                    started_ns: 0,
+                    finished_ns: 0,
+                    timings: Default::default(),
+                    round: None,
+                },
+            };
+            history.iterations.push(pretend);
+            plans.push(plan);
+            if exhausted {
+                break;
+            }
+        }
+        Ok(plans)
+    }
 }
 
 forward_through_pointers!(Planner {
@@ -187,6 +236,10 @@ forward_through_pointers!(Planner {
 
     async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
         (**self).plan(input).await
+    }
+
+    async fn plan_batch(&self, input: PlanInput<'_>, k: usize) -> Result<Vec<Plan>> {
+        (**self).plan_batch(input, k).await
     }
 });
 

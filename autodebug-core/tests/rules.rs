@@ -174,6 +174,7 @@ async fn with_no_symptom_left_the_planner_explores_untried_values_then_says_it_i
         started_ns: 0,
         finished_ns: 0,
         timings: Default::default(),
+        round: None,
     });
     let plan = planner
         .plan(PlanInput {
@@ -221,6 +222,7 @@ fn iteration(number: u32, spec: ServiceSpec, metrics: &[(&str, f64)], analysis: 
         error: None,
         started_ns: 0,
         finished_ns: 0,
+        round: None,
         timings: Default::default(),
     }
 }
@@ -409,6 +411,24 @@ async fn vllm_cache_config_info_and_startup_lines_reveal_ignored_flags_which_are
     assert!(change(&plan, "--max-num-seqs").is_none(), "{:?}", plan.changes);
     assert_eq!(change(&plan, "--max-num-batched-tokens").unwrap().to.as_deref(), Some("4096"));
     assert!(plan.notes.iter().any(|n| n.contains("--gpu-memory-utilization")), "{:?}", plan.notes);
+}
+
+#[tokio::test]
+async fn a_masked_api_key_the_engine_reports_is_unknown_not_ignored_while_a_real_mismatch_still_is() {
+    let spec =
+        sglang_defaults().with_flag("--api-key", Some("canary-key-4e1d")).with_flag("--schedule-policy", Some("lpm"));
+    // As SGLang (and the simulator) print it: the key masked, the policy as it runs.
+    let logs = [LogLine {
+        time_ns: 0,
+        text: "server_args=ServerArgs(model_path='m', api_key='***', schedule_policy='fcfs')".into(),
+    }];
+    let masked = Signal::text("graphsignal", SignalKind::SpanAttribute, "sglang.startup.api_key", "***");
+    // The startup line alone, then with Graphsignal's startup attribute read first.
+    for signals in [vec![], vec![masked]] {
+        let (analysis, _) = analyze_with(None, &spec, signals, &logs).await;
+        let ignored: Vec<&str> = analysis.findings.iter().filter_map(autodebug_core::rules::not_applied_flag).collect();
+        assert_eq!(ignored, ["--schedule-policy"], "{:?}", analysis.findings);
+    }
 }
 
 #[tokio::test]

@@ -72,6 +72,7 @@ fn iteration(number: u32, spec: ServiceSpec, eval: &Eval) -> Iteration {
         started_ns: 0,
         finished_ns: 0,
         timings: BTreeMap::new(),
+        round: None,
     }
 }
 

@@ -137,6 +137,7 @@ fn full_iteration(number: u32, e2e_ms: f64, failed: u64) -> Iteration {
         started_ns: T0 + i128::from(number) * 60_000_000_000,
         finished_ns: T0 + i128::from(number) * 60_000_000_000 + 45_000_000_000,
         timings: [("deploy".to_string(), 20.5), ("bench".to_string(), 12.5), ("plan".to_string(), 0.01)].into(),
+        round: None,
     }
 }
 

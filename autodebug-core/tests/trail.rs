@@ -119,6 +119,7 @@ fn iteration() -> Iteration {
         started_ns: T0,
         finished_ns: T0 + 45_000_000_000,
         timings: [("bench".to_string(), 12.0), ("deploy".to_string(), 30.0)].into(),
+        round: None,
     }
 }
 

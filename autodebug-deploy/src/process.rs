@@ -2,7 +2,7 @@
 //! output captured line by line, stopped group-wide (SIGTERM, grace period, SIGKILL) and reaped.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, ExitStatus};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use autodebug_core::{LogLine, TimeWindow};
 
-use crate::logbuf::{LogBuffer, line_text};
+use crate::logbuf::{LogBuffer, read_line};
 
 /// How often stop and drop look at whether the process has exited.
 const EXIT_POLL: Duration = Duration::from_millis(20);
@@ -268,16 +268,14 @@ impl LineReader {
         let mut raw = Vec::new();
         let mut file_failed = false;
         loop {
-            raw.clear();
-            match reader.read_until(b'\n', &mut raw) {
-                Ok(0) => break,
-                Ok(_) => {}
+            let text = match read_line(&mut reader, &mut raw) {
+                Ok(Some(text)) => text,
+                Ok(None) => break,
                 Err(e) => {
                     tracing::debug!(pid = self.pid, error = %e, "engine output stream failed");
                     break;
                 }
-            }
-            let text = line_text(&raw);
+            };
             if let Some(file) = &self.file
                 && !file_failed
                 && let Err(e) = writeln!(lock(file), "{text}")

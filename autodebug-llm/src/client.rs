@@ -18,6 +18,11 @@ pub enum LlmError {
     BadResponse { url: String, message: String },
 }
 
+/// The largest answer read from the model's API. A plan is a few KB (the reply is capped at the
+/// budget's `max_tokens_per_call`), so a bigger answer is a broken or hostile server, refused
+/// before it can grow memory without bound.
+pub const MAX_RESPONSE_BYTES: usize = 8 * 1024 * 1024;
+
 /// The model's text and what it cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Completion {
@@ -81,9 +86,23 @@ pub(crate) async fn complete(
             LlmError::Transport { url: url.clone(), message: e.to_string() }
         }
     };
-    let response = request.send().await.map_err(transport)?;
+    let mut response = request.send().await.map_err(transport)?;
     let status = response.status();
-    let text = response.text().await.map_err(transport)?;
+    let too_large = || LlmError::BadResponse {
+        url: url.clone(),
+        message: format!("the answer is larger than {MAX_RESPONSE_BYTES} bytes (a plan is a few KB); refused"),
+    };
+    if response.content_length().is_some_and(|declared| declared > MAX_RESPONSE_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > MAX_RESPONSE_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(body).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned());
     if !status.is_success() {
         return Err(LlmError::Http { url, status: status.as_u16(), body: short(&text) });
     }

@@ -35,7 +35,7 @@ mod config;
 mod planner;
 pub mod schema;
 
-pub use client::{Completion, LlmError};
+pub use client::{Completion, LlmError, MAX_RESPONSE_BYTES};
 pub use config::{LlmConfig, Provider};
 pub use planner::LlmPlanner;
 pub use schema::{

@@ -81,8 +81,20 @@ pub struct Rejection {
     pub reason: String,
 }
 
+/// The longest rejection reason kept, in characters.
+const MAX_REASON_CHARS: usize = 400;
+
+/// Reasons quote the reply (a knob name, a value, a domain error that repeats the value), which
+/// is untrusted and goes on into the plan's notes, the trail and the terminal: one line, no
+/// control characters (terminal escapes), bounded length.
 fn reject(reason: impl Into<String>) -> Rejection {
-    Rejection { reason: reason.into() }
+    let reason = reason.into();
+    let mut clean: String =
+        reason.chars().take(MAX_REASON_CHARS).map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if reason.chars().nth(MAX_REASON_CHARS).is_some() {
+        clean.push_str("...");
+    }
+    Rejection { reason: clean }
 }
 
 /// A reply that passed validation.
@@ -235,6 +247,8 @@ impl<'a> PlanContext<'a> {
         autodebug_core::secret::register_spec(current);
         self.input.history.iterations.iter().for_each(|it| autodebug_core::secret::register_spec(&it.spec));
         let user = autodebug_core::secret::redact(&autodebug_core::secret::redact_command_line(&user)).into_owned();
+        // JSON escapes C0 controls but not DEL or C1 ones (an 8-bit CSI), which an engine's text may hold.
+        let user = autodebug_core::printable(&user).into_owned();
         Prompt { system: SYSTEM_PROMPT.to_string(), user }
     }
 

@@ -90,6 +90,7 @@ pub fn judge(budget: &Constraint, value: Option<f64>) -> Verdict {
 ///     started_ns: 0,
 ///     finished_ns: 0,
 ///     timings: Default::default(),
+///     round: None,
 /// };
 /// let budgets = ["ttft.p99 <= 200ms", "output_throughput >= 300", "itl.p95 <= 20"].map(|b| b.parse().unwrap());
 /// let verdict = check_iteration(&budgets, &it);
@@ -138,6 +139,7 @@ mod tests {
             started_ns: 0,
             finished_ns: 0,
             timings: Default::default(),
+            round: None,
         }
     }
 

@@ -89,6 +89,7 @@ pub struct IterationDiff {
 ///     started_ns: 0,
 ///     finished_ns: 0,
 ///     timings: Default::default(),
+///     round: None,
 /// };
 /// let d = diff(&it(1, "fcfs", 200.0), &it(2, "lpm", 150.0), 2.0, None);
 /// assert_eq!(d.config[0].knob, "--schedule-policy");

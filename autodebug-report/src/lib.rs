@@ -37,7 +37,7 @@
 //!         number, spec: spec.clone(), artifact: None, status: IterationStatus::Ok,
 //!         metrics: [("e2e.mean".to_string(), e2e)].into(), bench: Default::default(),
 //!         analysis: Analysis::default(), plan: None, error: None,
-//!         started_ns: 1_000, finished_ns: 2_000, timings: Default::default(),
+//!         started_ns: 1_000, finished_ns: 2_000, timings: Default::default(), round: None,
 //!     };
 //!     store.finish_iteration(session.id, &iteration)?;
 //! }

@@ -82,6 +82,7 @@ impl ParetoFront {
 ///     started_ns: 0,
 ///     finished_ns: 0,
 ///     timings: Default::default(),
+///     round: None,
 /// };
 /// // 2 is fast but slow-throughput, 3 is the opposite, 1 loses to 3 on both axes.
 /// let history = [it(1, 90.0, 500.0), it(2, 40.0, 400.0), it(3, 80.0, 900.0)];
@@ -136,6 +137,7 @@ mod tests {
             started_ns: 0,
             finished_ns: 0,
             timings: Default::default(),
+            round: None,
         }
     }
 

@@ -22,6 +22,12 @@ pub enum TelemetryError {
     #[error("GET {url}: {message}")]
     Body { url: String, message: String },
 
+    /// The answer was larger than the limit; reading stopped there.
+    #[error(
+        "GET {url}: the answer is larger than {limit} bytes and was refused; no real telemetry answer is that big (is the URL the service's?)"
+    )]
+    TooLarge { url: String, limit: usize },
+
     /// A Prometheus exposition could not be parsed.
     #[error("{origin}: {source}")]
     Exposition {

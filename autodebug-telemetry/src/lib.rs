@@ -29,6 +29,7 @@
 //! assert_eq!(rate.citation(), "Prometheus metric `sglang:generation_tokens_total{stat=\"rate\"}`: 200 tokens/s (2000 over 10.0 s)");
 //! ```
 
+mod body;
 mod error;
 pub mod graphsignal;
 pub mod logs;
@@ -36,6 +37,7 @@ pub mod prometheus;
 mod timestamps;
 pub mod trace;
 
+pub use body::MAX_BODY_BYTES;
 pub use error::{Result, TelemetryError};
 pub use graphsignal::{GraphsignalSource, parse_debug_context};
 pub use logs::{EngineLogSource, parse_engine_logs};

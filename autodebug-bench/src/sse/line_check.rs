@@ -1,7 +1,7 @@
 //! The line check that makes `eventsource-stream` as strict as [`SseParser`](super::SseParser),
 //! for the reqwest path (the `https` feature).
 
-use super::{MAX_LINE_BYTES, SseError};
+use super::{MAX_EVENT_BYTES, MAX_LINE_BYTES, SseError};
 
 /// Bytes of a refused line's start shown in its error.
 const SHOWN_BYTES: usize = 80;
@@ -21,6 +21,11 @@ pub(crate) struct SseLineCheck {
     head: Vec<u8>,
     /// The current line's field name is known and good; the rest of the line is not inspected.
     accepted: bool,
+    /// The accepted field is `data`, whose bytes add up to the event's size.
+    data_line: bool,
+    /// Data bytes of the event so far (since the last blank line), as [`SseParser`](super::SseParser)
+    /// bounds them: the parser behind this check would otherwise grow one event without bound.
+    event_bytes: usize,
     line_bytes: usize,
     /// The last read ended in `\r`: a `\n` that starts the next one belongs to that line end.
     after_cr: bool,
@@ -73,9 +78,19 @@ impl SseLineCheck {
                 // A line without a colon is a field name with an empty value.
                 self.field(self.head.len())?;
             }
+            if self.line_bytes == 0 {
+                self.event_bytes = 0;
+            } else if self.data_line {
+                // The line less its `data:`; the joining newline stands in for the optional space.
+                self.event_bytes += self.line_bytes.saturating_sub(b"data:".len());
+                if self.event_bytes > MAX_EVENT_BYTES {
+                    return Err(SseError::EventTooLarge);
+                }
+            }
             self.after_cr = bytes[end] == b'\r';
             self.head.clear();
             self.accepted = false;
+            self.data_line = false;
             self.line_bytes = 0;
             bytes = &bytes[end + 1..];
         }
@@ -84,8 +99,10 @@ impl SseLineCheck {
 
     /// Accepts the current line when `head[..name_end]` is a known field name (empty: a comment).
     fn field(&mut self, name_end: usize) -> Result<(), SseError> {
-        match &self.head[..name_end] {
+        let name = &self.head[..name_end];
+        match name {
             b"" | b"data" | b"event" | b"id" | b"retry" => {
+                self.data_line = name == b"data";
                 self.accepted = true;
                 Ok(())
             }
@@ -128,5 +145,34 @@ mod tests {
         let long = vec![b'a'; MAX_LINE_BYTES / 2 + 1];
         let data = [&b"data: "[..], &long].concat();
         assert_eq!(check_all(&[&data, &long]), Err(SseError::LineTooLong));
+    }
+
+    #[test]
+    fn line_check_refuses_an_event_that_never_ends() {
+        let line = [
+            &b"data: "[..],
+            &vec![b'a'; 64 * 1024],
+            b"
+",
+        ]
+        .concat();
+        let mut check = SseLineCheck::default();
+        let refused = (0..2 * MAX_EVENT_BYTES / line.len()).find_map(|_| check.check(&line).err());
+        assert_eq!(refused, Some(SseError::EventTooLarge));
+        // The same lines with blank lines between them are many small events.
+        let mut check = SseLineCheck::default();
+        let events = [
+            &line[..],
+            b"
+",
+            b": keep-alive
+",
+            b"event: x
+",
+        ]
+        .concat();
+        for _ in 0..2 * MAX_EVENT_BYTES / line.len() {
+            check.check(&events).unwrap();
+        }
     }
 }

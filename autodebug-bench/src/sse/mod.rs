@@ -22,6 +22,10 @@ pub(crate) use line_check::SseLineCheck;
 /// Longest line accepted; a server that never sends a newline cannot grow memory without bound.
 pub(crate) const MAX_LINE_BYTES: usize = 4 * 1024 * 1024;
 
+/// Most data one event may carry: `data:` lines joined until a blank line. The line cap alone lets
+/// a server that never sends a blank line grow an event without bound, one short line at a time.
+pub(crate) const MAX_EVENT_BYTES: usize = MAX_LINE_BYTES;
+
 /// Why a byte stream is not SSE.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum SseError {
@@ -29,6 +33,8 @@ pub(crate) enum SseError {
     UnknownLine(String),
     /// A line longer than [`MAX_LINE_BYTES`].
     LineTooLong,
+    /// An event whose data is longer than [`MAX_EVENT_BYTES`].
+    EventTooLarge,
 }
 
 impl std::fmt::Display for SseError {
@@ -36,6 +42,7 @@ impl std::fmt::Display for SseError {
         match self {
             SseError::UnknownLine(line) => write!(f, "not an SSE line: {line:?}"),
             SseError::LineTooLong => write!(f, "SSE line longer than {MAX_LINE_BYTES} bytes"),
+            SseError::EventTooLarge => write!(f, "SSE event with more than {MAX_EVENT_BYTES} bytes of data"),
         }
     }
 }
@@ -119,6 +126,9 @@ impl SseParser {
         };
         match field {
             b"data" => {
+                if self.data.len() + value.len() + usize::from(self.has_data) > MAX_EVENT_BYTES {
+                    return Err(SseError::EventTooLarge);
+                }
                 if self.has_data {
                     self.data.push(b'\n');
                 }

@@ -1,6 +1,7 @@
 //! One module per sub-command: its clap `Args` and an async `run`.
 
 pub mod bench;
+pub mod chaos;
 pub mod check;
 pub mod completions;
 pub mod config_reference;

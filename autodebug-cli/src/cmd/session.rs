@@ -25,6 +25,9 @@ pub struct DemoArgs {
     /// (the loop still measures the simulator).
     #[arg(long, value_enum)]
     render_as: Option<crate::config::RenderTarget>,
+    /// Candidates per round, each on its own simulated engine at the same time.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: u32,
 }
 
 #[derive(clap::Args)]
@@ -54,11 +57,15 @@ pub struct RunArgs {
     /// this store (the known-good config) instead of the file's baseline, when there is one.
     #[arg(long, conflicts_with = "resume")]
     from_known_good: bool,
+    /// Candidates per round, deployed and measured side by side, instead of the file's `parallel`.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=64))]
+    parallel: Option<u32>,
 }
 
 pub async fn demo(args: DemoArgs, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
     let mut config = RunConfig::demo(&args.out, args.iterations);
     config.render_as = args.render_as;
+    config.parallel = args.parallel;
     run_session(config, None, Start::Baseline, None, args.json, global.quiet).await
 }
 
@@ -77,6 +84,9 @@ pub async fn run(args: RunArgs, global: &crate::Global) -> autodebug_core::Resul
     }
     if let Some(seed) = args.seed {
         config.seed = seed;
+    }
+    if let Some(parallel) = args.parallel {
+        config.parallel = parallel;
     }
     let start = match (args.resume, args.from_known_good) {
         (true, _) => Start::Resume,

@@ -258,7 +258,9 @@ fn code_checks(ev: &Evidence<'_>, signals: &[&Signal], out: &mut Analysis) {
     // Did the change take effect? A flag the engine reports otherwise was ignored or overridden.
     for (flag, value) in ev.spec.flags.iter() {
         let Some((reported, signal)) = reported_setting(ev, signals, flag) else { continue };
-        if flag_matches(value, &reported) {
+        // An engine (or a redacted log line) that masks a secret setting says nothing about its
+        // value: that is unknown, not a mismatch.
+        if reported.contains(crate::secret::MASK) || flag_matches(value, &reported) {
             continue;
         }
         let mut evidence = vec![signal];

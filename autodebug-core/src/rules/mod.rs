@@ -134,6 +134,7 @@ mod tests {
                 started_ns: 0,
                 finished_ns: 0,
                 timings: Default::default(),
+                round: None,
             }],
         }
     }

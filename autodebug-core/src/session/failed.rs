@@ -64,8 +64,12 @@ pub(super) struct Failed {
 }
 
 impl Failed {
+    /// The message and the logs are the engine's words (a quoted log tail, a response body), so
+    /// they are made [printable](crate::printable) here, once for every way an iteration fails.
     pub(super) fn new(status: IterationStatus, message: impl Into<String>, logs: Vec<LogLine>) -> Self {
-        Failed { status, message: message.into(), logs, kind: None }
+        let message = crate::printable(&message.into()).into_owned();
+        let logs = logs.into_iter().map(|l| LogLine::new(l.time_ns, l.text)).collect();
+        Failed { status, message, logs, kind: None }
     }
 
     pub(super) fn of(error: &Error, status: IterationStatus, message: String, logs: Vec<LogLine>) -> Self {

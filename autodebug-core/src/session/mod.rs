@@ -18,10 +18,12 @@ use serde::{Deserialize, Serialize};
 
 mod confirmation;
 mod failed;
+mod rounds;
 
 pub use crate::history::{ERROR_SIGNAL, ROOT_CAUSE_SIGNAL};
 pub use confirmation::Confirmation;
 use failed::{Failed, failure_finding, nothing_measured, same_failure_twice, telemetry_gaps, without_blamed_settings};
+use rounds::Slot;
 
 use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
@@ -168,6 +170,8 @@ pub struct SessionBuilder {
     stop: Option<Arc<AtomicBool>>,
     prices: Option<PriceTable>,
     engine_args: Option<EngineArgs>,
+    parallel: usize,
+    slot_env: Vec<Vec<(String, String)>>,
 }
 
 impl SessionBuilder {
@@ -230,6 +234,21 @@ impl SessionBuilder {
         self
     }
 
+    /// Runs rounds of `k` candidates side by side (deployed, benchmarked and analyzed at once,
+    /// each on its own endpoint and telemetry window), planned together by
+    /// [`Planner::plan_batch`]; 1 (the default) is the serial loop.
+    pub fn parallel(mut self, k: usize) -> Self {
+        self.parallel = k.max(1);
+        self
+    }
+
+    /// Environment per slot of a parallel round (slot `i` gets entry `i` modulo their number),
+    /// e.g. `CUDA_VISIBLE_DEVICES` or a CPU set, so side-by-side engines do not share devices.
+    pub fn slot_env(mut self, slots: Vec<Vec<(String, String)>>) -> Self {
+        self.slot_env = slots;
+        self
+    }
+
     /// A flag that, once raised (e.g. by a Ctrl-C handler), lets the current step finish, records
     /// the iteration and stops.
     pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
@@ -255,6 +274,8 @@ impl SessionBuilder {
             stop: self.stop.unwrap_or_default(),
             prices: self.prices.unwrap_or_default(),
             engine_args: self.engine_args,
+            parallel: self.parallel.max(1),
+            slot_env: self.slot_env,
             config,
             store: Mutex::new(store),
             trail,
@@ -274,6 +295,8 @@ pub struct Session {
     stop: Arc<AtomicBool>,
     prices: PriceTable,
     engine_args: Option<EngineArgs>,
+    parallel: usize,
+    slot_env: Vec<Vec<(String, String)>>,
     config: SessionConfig,
     store: Mutex<Store>,
     trail: Trail,
@@ -285,6 +308,8 @@ struct Cursor {
     history: History,
     next_number: u32,
     next_spec: ServiceSpec,
+    /// Parallel sessions: where the rounds stand.
+    rounds: rounds::RoundCursor,
 }
 
 impl Session {
@@ -300,6 +325,8 @@ impl Session {
             stop: None,
             prices: None,
             engine_args: None,
+            parallel: 1,
+            slot_env: Vec::new(),
         }
     }
 
@@ -325,7 +352,8 @@ impl Session {
                 TimeWindow::now_ns(),
             )
         })?;
-        let cursor = Cursor { record, history: History::default(), next_number: 1, next_spec: baseline };
+        let rounds = rounds::RoundCursor::starting(&baseline);
+        let cursor = Cursor { record, history: History::default(), next_number: 1, next_spec: baseline, rounds };
         self.drive(cursor).await
     }
 
@@ -365,7 +393,16 @@ impl Session {
         let finished_max = history.iterations.iter().map(|i| i.number).max().unwrap_or(0);
         let next_number = unfinished.iter().copied().min().unwrap_or(finished_max + 1).min(finished_max + 1);
         tracing::info!(session = %record.name, next_number, "resuming");
-        let cursor = Cursor { record, history, next_number, next_spec };
+        let mut redo = Vec::new();
+        for number in &unfinished {
+            if let Some(it) = self.with_store(|s| s.iteration(record.id, *number))? {
+                let spec =
+                    source.map_or_else(|| it.spec.clone(), |source| crate::secret::restore_spec(&it.spec, source));
+                redo.push((*number, spec));
+            }
+        }
+        let rounds = rounds::RoundCursor::resumed(&history, redo);
+        let cursor = Cursor { record, history, next_number, next_spec, rounds };
         self.drive(cursor).await
     }
 
@@ -392,6 +429,9 @@ impl Session {
     }
 
     async fn drive(&self, mut cursor: Cursor) -> Result<SessionOutcome> {
+        if self.parallel > 1 {
+            return self.drive_rounds(cursor).await;
+        }
         let started = Instant::now();
         let last_number = cursor.history.iterations.iter().map(|i| i.number).max().unwrap_or(0);
         let budget_end = last_number.max(cursor.next_number - 1) + self.config.max_iterations;
@@ -426,6 +466,12 @@ impl Session {
                 break StopReason::PlannerExhausted;
             }
         };
+        self.conclude(cursor, stop_reason).await
+    }
+
+    /// After the last iteration: the confirmation trials where the budget ran out, then the
+    /// session's end in the store.
+    async fn conclude(&self, mut cursor: Cursor, stop_reason: StopReason) -> Result<SessionOutcome> {
         let confirmation = match stop_reason {
             StopReason::Iterations | StopReason::PlannerExhausted | StopReason::WallTime => {
                 self.confirm(&mut cursor).await?
@@ -500,10 +546,58 @@ impl Session {
 
     /// [`iterate`](Self::iterate); a `confirmation` note makes it a re-run that plans nothing.
     async fn iterate_as(&self, cursor: &Cursor, confirmation: Option<String>) -> Result<Iteration> {
-        let number = cursor.next_number;
         let spec = cursor.next_spec.clone();
         let objective = &cursor.record.objective;
+        let mut iteration =
+            self.run_measured(cursor.record.id, cursor.next_number, spec.clone(), &cursor.history, None).await?;
+        if let Some(note) = confirmation {
+            iteration.plan = Some(Plan {
+                planner: "confirmation".into(),
+                changes: Vec::new(),
+                next: spec.clone(),
+                exhausted: false,
+                notes: vec![note],
+            });
+        } else if iteration.status != IterationStatus::Interrupted && !self.stopping() {
+            let step = Instant::now();
+            iteration.plan = self.plan_next(&iteration, &cursor.history, objective).await;
+            iteration.timings.insert("plan".into(), step.elapsed().as_secs_f64());
+        }
+        self.record(cursor.record.id, &mut iteration, &cursor.history, objective)?;
+        Ok(iteration)
+    }
+
+    /// Writes the finished `iteration` to the store and the trail; `history` is what came before it.
+    fn record(
+        &self,
+        session_id: i64,
+        iteration: &mut Iteration,
+        history: &History,
+        objective: &Objective,
+    ) -> Result<()> {
+        iteration.finished_ns = TimeWindow::now_ns();
+        self.with_store(|s| s.finish_iteration(session_id, iteration))?;
+        let previous_ok = history.last_ok();
+        let previous = if iteration.is_ok() { previous_ok } else { history.champion(objective).or(previous_ok) };
+        let context = self.context_line(iteration);
+        self.trail.write_iteration(iteration, previous, objective, &context)?;
+        Ok(())
+    }
+
+    /// Starts iteration `number` on `spec` (in a slot of a parallel round, or alone), deploys,
+    /// measures and analyzes it, and returns it unplanned and not yet recorded as finished.
+    /// Errors are the store's only: every other failure is the iteration's result.
+    async fn run_measured(
+        &self,
+        session_id: i64,
+        number: u32,
+        spec: ServiceSpec,
+        history: &History,
+        slot: Option<Slot>,
+    ) -> Result<Iteration> {
         let started_ns = TimeWindow::now_ns();
+        // Before anything prints the spec (progress, logs), so its secret values are masked there.
+        crate::secret::register_spec(&spec);
         self.emit(SessionEvent::IterationStarted { number, spec: spec.clone() });
         tracing::info!(number, flags = %spec.flags.to_command_line(), "iteration starts");
 
@@ -521,16 +615,14 @@ impl Session {
             started_ns,
             finished_ns: started_ns,
             timings: BTreeMap::new(),
+            round: slot.as_ref().map(|s| s.round),
         };
-        self.with_store(|s| {
-            s.begin_iteration(cursor.record.id, number, &spec, iteration.artifact.as_ref(), started_ns)
-        })?;
+        self.with_store(|s| s.begin_iteration(session_id, number, &spec, iteration.artifact.as_ref(), started_ns))?;
 
         let outcome = match artifact {
             Err(e) => Err(Failed::of(&e, IterationStatus::DeployFailed, format!("render failed: {e}"), Vec::new())),
-            Ok(_) => self.measure(cursor.record.id, &mut iteration, &cursor.history).await,
+            Ok(_) => self.measure(session_id, &mut iteration, history, slot.as_ref()).await,
         };
-        let previous_ok = cursor.history.last_ok();
         match outcome {
             Ok(()) => iteration.status = IterationStatus::Ok,
             Err(Failed { status, message, logs, kind }) => {
@@ -542,38 +634,16 @@ impl Session {
                     // A start that failed leaves only the engine's log, but it says why (out of
                     // memory, a bad flag), and the startup rules turn that into a change.
                     if status == IterationStatus::DeployFailed && !logs.is_empty() {
-                        let evidence = Evidence {
-                            spec: &iteration.spec,
-                            bench: &[],
-                            logs: &logs,
-                            telemetry: &[],
-                            history: &cursor.history,
-                        };
-                        let failed = self.analyze(&evidence).await;
+                        let evidence =
+                            Evidence { spec: &iteration.spec, bench: &[], logs: &logs, telemetry: &[], history };
+                        let mut gaps = Vec::new();
+                        let failed = self.analyze(&evidence, &mut gaps).await;
                         iteration.analysis.merge(failed);
+                        iteration.analysis.findings.extend(telemetry_gaps(&gaps));
                     }
                 }
             }
         }
-
-        if let Some(note) = confirmation {
-            iteration.plan = Some(Plan {
-                planner: "confirmation".into(),
-                changes: Vec::new(),
-                next: spec.clone(),
-                exhausted: false,
-                notes: vec![note],
-            });
-        } else if iteration.status != IterationStatus::Interrupted && !self.stopping() {
-            let step = Instant::now();
-            iteration.plan = self.plan_next(&iteration, &cursor.history, objective).await;
-            iteration.timings.insert("plan".into(), step.elapsed().as_secs_f64());
-        }
-        iteration.finished_ns = TimeWindow::now_ns();
-        self.with_store(|s| s.finish_iteration(cursor.record.id, &iteration))?;
-        let previous = if iteration.is_ok() { previous_ok } else { cursor.history.champion(objective).or(previous_ok) };
-        let context = self.context_line(&iteration);
-        self.trail.write_iteration(&iteration, previous, objective, &context)?;
         Ok(iteration)
     }
 
@@ -584,17 +654,22 @@ impl Session {
         session_id: i64,
         iteration: &mut Iteration,
         history: &History,
+        slot: Option<&Slot>,
     ) -> std::result::Result<(), Failed> {
         let number = iteration.number;
         let step = Instant::now();
         self.emit(SessionEvent::Deploying { number });
-        let deployment = match self.deployer.deploy(&iteration.spec).await {
+        let deployed = match slot {
+            Some(slot) => slot.spec_for(&iteration.spec, &self.slot_env),
+            None => iteration.spec.clone(),
+        };
+        let deployment = match self.deployer.deploy(&deployed).await {
             Ok(d) => d,
             Err(e) => return Err(Failed::of(&e, IterationStatus::DeployFailed, e.to_string(), Vec::new())),
         };
         let ready = self.deployer.wait_ready(&deployment, self.config.ready_timeout).await;
         iteration.timings.insert("deploy".into(), step.elapsed().as_secs_f64());
-        let endpoint = match ready {
+        let mut endpoint = match ready {
             Ok(endpoint) => endpoint,
             Err(e) => {
                 let logs = self.deployer.logs(&deployment, None).await.unwrap_or_default();
@@ -602,6 +677,12 @@ impl Session {
                 return Err(Failed::of(&e, IterationStatus::DeployFailed, e.to_string(), logs));
             }
         };
+        // An engine started with `--api-key` answers only requests that carry that key.
+        if endpoint.token.is_none()
+            && let Some(Some(key)) = iteration.spec.flags.get("--api-key")
+        {
+            endpoint.token = Some(crate::Secret::new(key));
+        }
         self.emit(SessionEvent::Ready { number, base_url: endpoint.base_url.clone() });
         if self.stopping() {
             self.teardown(&deployment).await;
@@ -701,7 +782,7 @@ impl Session {
         let step = Instant::now();
         let evidence = Evidence { spec: &iteration.spec, bench: &reports, logs: &logs, telemetry: &snapshots, history };
         let mut analysis = Analysis { metrics: iteration.metrics.clone(), ..Default::default() };
-        analysis.merge(self.analyze(&evidence).await);
+        analysis.merge(self.analyze(&evidence, &mut warnings).await);
         if let Some(gaps) = telemetry_gaps(&warnings) {
             analysis.findings.push(gaps);
         }
@@ -717,7 +798,7 @@ impl Session {
         let mut last_error = None;
         for _ in 0..2 {
             match self.deployer.logs(deployment, None).await {
-                Ok(lines) => return lines,
+                Ok(lines) => return lines.into_iter().map(|l| LogLine::new(l.time_ns, l.text)).collect(),
                 Err(e) => last_error = Some(e),
             }
         }
@@ -733,14 +814,16 @@ impl Session {
         }
     }
 
-    /// Every analyzer's reading of `evidence`, merged; one that fails is logged and skipped.
-    async fn analyze(&self, evidence: &Evidence<'_>) -> Analysis {
+    /// Every analyzer's reading of `evidence`, merged; one that fails is skipped and named in
+    /// `gaps`, so the iteration records that its findings are missing.
+    async fn analyze(&self, evidence: &Evidence<'_>, gaps: &mut Vec<String>) -> Analysis {
         let mut analysis = Analysis::default();
         for analyzer in &self.analyzers {
             match analyzer.analyze(evidence).await {
                 Ok(a) => analysis.merge(a),
                 Err(e) => {
-                    tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing")
+                    tracing::warn!(analyzer = analyzer.name(), error = %e, "analyzer failed; its findings are missing");
+                    gaps.push(format!("analyzer {} failed, its findings are missing: {e}", analyzer.name()));
                 }
             }
         }
@@ -765,25 +848,43 @@ impl Session {
             _ => iteration.analysis.clone(),
         };
         let input = PlanInput { history: &full, analysis: &analysis, space: &space, current: &current, objective };
+        let previous = history.iterations.iter().rev().find(|i| i.number < iteration.number);
+        Some(self.checked_plan(self.planner.plan(input).await, &current, &full, &space, previous))
+    }
+
+    /// The planner's answer as the session takes it: a proposal outside the catalog or the
+    /// installed engine's arguments is refused (staying on `current`), settings that failed for a
+    /// reason that still holds are stripped, and a planner error is a note, not the end.
+    fn checked_plan(
+        &self,
+        proposal: Result<Plan>,
+        current: &ServiceSpec,
+        history: &History,
+        space: &SearchSpace,
+        previous: Option<&Iteration>,
+    ) -> Plan {
         let installed = |plan: &Plan| self.engine_args.as_ref().map_or(Ok(()), |a| a.check_flags(&plan.next.flags));
-        match self.planner.plan(input).await {
+        let staying = |notes: Vec<String>, exhausted: bool| Plan {
+            planner: self.planner.name().to_string(),
+            changes: Vec::new(),
+            next: current.clone(),
+            exhausted,
+            notes,
+        };
+        match proposal {
             Ok(plan) => match space.validate(&plan.next).and_then(|()| installed(&plan)) {
-                Ok(()) => Some(without_blamed_settings(plan, &current, &full, &space)),
-                Err(e) => Some(Plan {
-                    planner: self.planner.name().to_string(),
-                    changes: Vec::new(),
-                    next: current.clone(),
-                    exhausted: false,
-                    notes: vec![format!("rejected the planner's proposal: {e}; staying on the last good config")],
-                }),
+                Ok(()) => without_blamed_settings(plan, current, history, space),
+                Err(e) => staying(
+                    vec![format!("rejected the planner's proposal: {e}; staying on the last good config")],
+                    false,
+                ),
             },
-            Err(e) => Some(Plan {
-                planner: self.planner.name().to_string(),
-                changes: Vec::new(),
-                next: current.clone(),
-                exhausted: true,
-                notes: vec![format!("planner failed: {e}")],
-            }),
+            // One failure may be passing (a model API that timed out); the second in a row ends
+            // the session instead of spending the budget on re-runs of the same configuration.
+            Err(e) => staying(
+                vec![format!("{PLANNER_FAILED}: {e}; staying on the last good config")],
+                planner_failed(previous),
+            ),
         }
     }
 
@@ -811,6 +912,13 @@ impl Session {
             plans.join("; ")
         )
     }
+}
+
+/// The note that opens a plan whose planner failed.
+const PLANNER_FAILED: &str = "planner failed";
+
+fn planner_failed(iteration: Option<&Iteration>) -> bool {
+    iteration.and_then(|i| i.plan.as_ref()).is_some_and(|p| p.notes.iter().any(|n| n.starts_with(PLANNER_FAILED)))
 }
 
 /// Flat metrics of every report, `<plan>.<metric>`, plus the first (primary) report unprefixed.

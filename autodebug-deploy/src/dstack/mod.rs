@@ -482,7 +482,8 @@ impl Deployer for DstackDeployer {
         Ok(Artifact {
             target: "dstack".into(),
             extension: "yml".into(),
-            content: secret::redact(&render::to_yaml(&shown, &configuration)?).into_owned(),
+            // The header comment quotes the command line: its stand-ins read as the variables.
+            content: secret::redact(&render::to_yaml(&shown, &configuration)?.replace(SECRET_REF, "$")).into_owned(),
         })
     }
 

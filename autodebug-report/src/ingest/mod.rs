@@ -353,6 +353,7 @@ pub fn to_iteration(
         started_ns,
         finished_ns,
         timings: BTreeMap::new(),
+        round: None,
     }
 }
 

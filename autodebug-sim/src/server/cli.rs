@@ -80,7 +80,12 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         }
         None => parsed.port.unwrap_or(default_port(engine)),
     };
+    let fault = super::faults::from_env();
+    if let Some(code) = super::faults::startup_failure(fault, engine) {
+        return ExitCode::from(code);
+    }
     let options = ServeOptions {
+        fault,
         seed: parsed.seed,
         model_name: flag_value(args, "--served-model-name").map(str::to_string),
         api_key: flag_value(args, "--api-key").map(str::to_string).or(parsed.api_key.clone()),

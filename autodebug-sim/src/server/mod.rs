@@ -28,6 +28,7 @@
 mod cli;
 mod clock;
 mod engine_log;
+mod faults;
 mod graphsignal;
 mod metrics;
 mod openai;
@@ -74,6 +75,8 @@ pub struct ServeOptions {
     pub fast: bool,
     /// Do not print engine-style log lines (startup banner, batch statistics).
     pub quiet: bool,
+    /// A fault to play on the API, health and telemetry endpoints (chaos campaigns).
+    pub fault: Option<autodebug_core::chaos::FaultClass>,
 }
 
 /// Why the server could not start or stopped.
@@ -224,8 +227,20 @@ pub async fn serve_engine(
             engine_log::emit(engine_kind, Level::Info, &line);
         }
     }
+    if options.fault == Some(autodebug_core::chaos::FaultClass::HostileLog) {
+        for line in faults::hostile_lines() {
+            engine_log::emit(engine_kind, Level::Warning, line);
+        }
+    }
+    let mut router = router(state);
+    if let Some(fault) = options.fault {
+        router = router.layer(axum::middleware::from_fn_with_state(
+            faults::FaultState::new(fault, engine_kind),
+            faults::misbehave,
+        ));
+    }
     let listener = rx_stamp::StampedListener::new(listener);
-    axum::serve(listener, router(state).into_make_service_with_connect_info::<rx_stamp::RxStamp>())
+    axum::serve(listener, router.into_make_service_with_connect_info::<rx_stamp::RxStamp>())
         .await
         .map_err(ServerError::Http)
 }

@@ -251,6 +251,7 @@ pub(super) async fn run_planner(planner: &dyn Planner, bench: &Bench, budget: us
             started_ns: 0,
             finished_ns: 0,
             timings: BTreeMap::new(),
+            round: None,
         });
         if number == budget {
             break;

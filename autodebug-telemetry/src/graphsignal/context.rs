@@ -110,14 +110,16 @@ fn for_each_item(value: &Value, section: &str, block: usize, snapshot: &mut Tele
     }
 }
 
-/// A number written as a number or as a string (`"405"`, `"0.5"`).
+/// A number written as a number or as a string (`"405"`, `"0.5"`); an infinite or NaN one (`"inf"`,
+/// `1e309`) is no reading at all, and would poison every comparison made with it.
 fn number(object: &Map<String, Value>, key: &str) -> Option<f64> {
-    match object.get(key)? {
+    let value = match object.get(key)? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
         Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
         _ => None,
-    }
+    };
+    value.filter(|v| v.is_finite())
 }
 
 fn text<'a>(object: &'a Map<String, Value>, keys: &[&str]) -> Option<&'a str> {

@@ -212,9 +212,8 @@ impl GraphsignalSource {
             };
             return Err(TelemetryError::status(&url, status.as_u16(), hint));
         }
-        let body: serde_json::Value = response
-            .json()
-            .await
+        let text = crate::body::read_text(response, &url, crate::body::MAX_BODY_BYTES).await?;
+        let body: serde_json::Value = serde_json::from_str(&text)
             .map_err(|e| TelemetryError::Body { url: url.clone(), message: format!("not JSON: {e}") })?;
         match body.get(field) {
             Some(serde_json::Value::String(text)) => Ok(text.clone()),

@@ -91,7 +91,8 @@ impl TelemetrySource for EngineLogSource {
 }
 
 /// The number that follows `key` in `text` (`#new-token: 12`, `avail mem=74.33 GB`,
-/// `GPU KV cache size: 123,456 tokens`), thousands separators allowed.
+/// `GPU KV cache size: 123,456 tokens`), thousands separators allowed. Digits too many for an
+/// f64 (`9` x 400 reads as infinity) are no number.
 pub(crate) fn number_after(text: &str, key: &str) -> Option<f64> {
     let start = text.find(key)? + key.len();
     let rest = text[start..].trim_start_matches([' ', '=', ':', '\t']);
@@ -101,7 +102,7 @@ pub(crate) fn number_after(text: &str, key: &str) -> Option<f64> {
         .map(|(i, _)| i)
         .unwrap_or(rest.len());
     let token = rest[..end].trim_end_matches([',', '.']).replace(',', "");
-    token.parse().ok()
+    token.parse().ok().filter(|v: &f64| v.is_finite())
 }
 
 /// The word that follows `key` (`cuda graph: True` → `True`).

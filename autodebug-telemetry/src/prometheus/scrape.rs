@@ -188,7 +188,7 @@ async fn scrape(client: &reqwest::Client, url: &str, token: Option<&Secret>) -> 
         };
         return Err(TelemetryError::status(url, status.as_u16(), hint));
     }
-    let text = response.text().await.map_err(|source| TelemetryError::Request { url: url.to_string(), source })?;
+    let text = crate::body::read_text(response, url, crate::body::MAX_BODY_BYTES).await?;
     let families =
         parse_exposition(&text).map_err(|source| TelemetryError::Exposition { origin: url.to_string(), source })?;
     Ok((text, families))

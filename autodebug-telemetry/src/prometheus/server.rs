@@ -242,7 +242,7 @@ impl PrometheusServer {
         }
         let response = request.send().await.map_err(|source| TelemetryError::Request { url: url.clone(), source })?;
         let status = response.status();
-        let body = response.text().await.map_err(|source| TelemetryError::Request { url: url.clone(), source })?;
+        let body = crate::body::read_text(response, &url, crate::body::MAX_BODY_BYTES).await?;
         let parsed: std::result::Result<ApiResponse, _> = serde_json::from_str(&body);
         if !status.is_success() {
             let reason = parsed.ok().and_then(|p| p.error).unwrap_or_default();

@@ -226,7 +226,9 @@ impl Accumulator {
         match ph {
             "X" => {
                 let Some(ts) = ts else { return };
-                let end = ts + event.dur.map(|d| d.ns()).unwrap_or(0).max(0);
+                // Times and sums saturate throughout: a trace is the profiled program's (or
+                // anyone's) file, and timestamps near i64::MAX must not overflow the arithmetic.
+                let end = ts.saturating_add(event.dur.map(|d| d.ns()).unwrap_or(0).max(0));
                 self.first_ts = Some(self.first_ts.map_or(ts, |f| f.min(ts)));
                 self.last_end = Some(self.last_end.map_or(end, |l| l.max(end)));
                 self.complete_event(event, ts, end);
@@ -363,7 +365,7 @@ impl Accumulator {
         };
         let first = self.first_ts.unwrap_or(0);
         let last = self.last_end.unwrap_or(first);
-        out.trace_span_us = us(last - first);
+        out.trace_span_us = us(last.saturating_sub(first));
         self.wall_clock(&header, first, last, &mut out);
 
         // A flow's finish half may come before its kernel in the file; resolve those now.
@@ -418,7 +420,7 @@ impl Accumulator {
                 KernelCategory::Memset => (&mut memset_ns, &mut out.memset_count),
                 _ => (&mut kernel_ns, &mut out.kernel_count),
             };
-            *total_ns += stat.durations.iter().sum::<i64>();
+            *total_ns = total_ns.saturating_add(saturating_sum(&stat.durations));
             *count += stat.durations.len() as u64;
         }
         out.kernel_total_us = us(kernel_ns);
@@ -429,10 +431,10 @@ impl Accumulator {
         for stat in self.kernels.iter_mut().filter(|k| k.category.is_kernel()) {
             stat.durations.sort_unstable();
             let count = stat.durations.len() as u64;
-            let sum: i64 = stat.durations.iter().sum();
+            let sum = saturating_sum(&stat.durations);
             let entry = by_category.entry(stat.category).or_default();
             entry.0 += count;
-            entry.1 += sum;
+            entry.1 = entry.1.saturating_add(sum);
             out.kernels.push(KernelRow {
                 name: stat.name.clone(),
                 category: stat.category,
@@ -476,12 +478,12 @@ impl Accumulator {
                     .collect(),
             );
             let span = match (busy.first(), busy.last()) {
-                (Some(f), Some(l)) => l.1 - f.0,
+                (Some(f), Some(l)) => l.1.saturating_sub(f.0),
                 _ => 0,
             };
             let busy_ns = intervals::length(&busy);
             for pair in busy.windows(2) {
-                let gap = pair[1].0 - pair[0].1;
+                let gap = pair[1].0.saturating_sub(pair[0].1);
                 if gap <= LAUNCH_GAP_NS {
                     out.idle_launch_gap_us += us(gap);
                     out.idle_launch_gaps += 1;
@@ -494,7 +496,7 @@ impl Accumulator {
                 device,
                 span_us: us(span),
                 busy_us: us(busy_ns),
-                idle_us: us(span - busy_ns),
+                idle_us: us(span.saturating_sub(busy_ns)),
                 compute_us: us(intervals::length(&compute)),
                 comm_us: us(intervals::length(&comm)),
                 comm_overlap_us: us(intervals::overlap(&comm, &compute)),
@@ -536,7 +538,7 @@ impl Accumulator {
                 span.external.or_else(|| span.correlation.and_then(|c| self.launches.get(&c)).and_then(|l| l.external));
             if let Some(&op) = external.and_then(|e| self.operator_by_external.get(&e)) {
                 kernels[op as usize] += 1;
-                gpu_ns[op as usize] += span.end - span.start;
+                gpu_ns[op as usize] = gpu_ns[op as usize].saturating_add(span.end.saturating_sub(span.start));
                 out.links.gpu_events_with_operator += 1;
             }
         }
@@ -562,13 +564,17 @@ impl Accumulator {
         }
         // GPU work belongs to the step that launched it; sort by launch time once, then each
         // step is a binary search and a prefix-sum difference.
-        let mut launched: Vec<(i64, i64)> =
-            self.spans.iter().zip(launch_ts).map(|(s, t)| (t.unwrap_or(s.start), s.end - s.start)).collect();
+        let mut launched: Vec<(i64, i64)> = self
+            .spans
+            .iter()
+            .zip(launch_ts)
+            .map(|(s, t)| (t.unwrap_or(s.start), s.end.saturating_sub(s.start)))
+            .collect();
         launched.sort_unstable();
         let mut prefix = Vec::with_capacity(launched.len() + 1);
         prefix.push(0i64);
         for (_, dur) in &launched {
-            prefix.push(prefix.last().copied().unwrap_or(0) + dur);
+            prefix.push(prefix.last().copied().unwrap_or(0).saturating_add(*dur));
         }
         let mut steps: Vec<&Step> = self.steps.iter().collect();
         steps.sort_by_key(|s| s.start);
@@ -577,13 +583,17 @@ impl Accumulator {
             let hi = launched.partition_point(|&(t, _)| t <= step.end);
             out.steps.push(StepRow {
                 name: step.name.clone(),
-                start_us: us(step.start - first),
-                cpu_us: us(step.end - step.start),
+                start_us: us(step.start.saturating_sub(first)),
+                cpu_us: us(step.end.saturating_sub(step.start)),
                 kernels: (hi - lo) as u64,
-                gpu_us: us(prefix[hi] - prefix[lo]),
+                gpu_us: us(prefix[hi].saturating_sub(prefix[lo])),
             });
         }
     }
+}
+
+fn saturating_sum(values: &[i64]) -> i64 {
+    values.iter().fold(0i64, |sum, v| sum.saturating_add(*v))
 }
 
 fn us(ns: i64) -> f64 {

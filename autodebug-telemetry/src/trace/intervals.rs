@@ -16,17 +16,18 @@ pub(crate) fn union(mut spans: Vec<(i64, i64)>) -> Vec<(i64, i64)> {
 
 /// Total length of disjoint intervals.
 pub(crate) fn length(merged: &[(i64, i64)]) -> i64 {
-    merged.iter().map(|(s, e)| e - s).sum()
+    // Saturating: the intervals come from a trace file, whose times may be anywhere in i64.
+    merged.iter().fold(0i64, |total, (s, e)| total.saturating_add(e.saturating_sub(*s)))
 }
 
 /// Length of the intersection of two sorted disjoint interval lists.
 pub(crate) fn overlap(a: &[(i64, i64)], b: &[(i64, i64)]) -> i64 {
-    let (mut i, mut j, mut total) = (0, 0, 0);
+    let (mut i, mut j, mut total) = (0, 0, 0i64);
     while i < a.len() && j < b.len() {
         let start = a[i].0.max(b[j].0);
         let end = a[i].1.min(b[j].1);
         if end > start {
-            total += end - start;
+            total = total.saturating_add(end.saturating_sub(start));
         }
         if a[i].1 < b[j].1 {
             i += 1;

@@ -55,6 +55,11 @@ pub enum TraceError {
         #[source]
         source: std::io::Error,
     },
+    /// The file, or what it gunzips to, is larger than the limit; nothing past it was read.
+    #[error(
+        "{path}: the trace is larger than {limit} bytes (uncompressed) and was skipped; profile fewer steps, or raise the limit with TraceSource::max_trace_bytes"
+    )]
+    TooLarge { path: PathBuf, limit: u64 },
     #[error("{origin}: not a PyTorch-profiler trace (Chrome trace JSON with `traceEvents`): {source}")]
     Json {
         origin: String,
@@ -82,25 +87,60 @@ fn analyze_named(bytes: &[u8], origin: &str) -> Result<TraceAnalysis, TraceError
     Ok(accumulator.finish(header))
 }
 
-/// Reads a trace file, gunzipping it when it starts with the gzip magic (whatever its name).
+/// The largest trace (after gunzip) read by default. The whole trace is held in memory while it
+/// is analysed, and a profile of a few serving steps is tens to hundreds of MB: a bigger file, or
+/// a small `.gz` that inflates past it, is refused instead of exhausting memory.
+pub const MAX_TRACE_BYTES: u64 = 1024 * 1024 * 1024;
+
+/// Reads a trace file, gunzipping it when it starts with the gzip magic (whatever its name); at
+/// most [`MAX_TRACE_BYTES`].
 pub fn read_trace_file(path: &Path) -> Result<Vec<u8>, TraceError> {
+    read_trace_file_limited(path, MAX_TRACE_BYTES)
+}
+
+/// [`read_trace_file`] with another limit on the file's size and on what it gunzips to;
+/// [`TraceError::TooLarge`] as soon as either passes it.
+pub fn read_trace_file_limited(path: &Path, limit: u64) -> Result<Vec<u8>, TraceError> {
     let io = |source| TraceError::Io { path: path.to_path_buf(), source };
-    let raw = std::fs::read(path).map_err(io)?;
-    if raw.starts_with(&[0x1f, 0x8b]) {
-        // The gzip trailer holds the uncompressed size (mod 2^32); sizing the buffer from it
-        // keeps peak memory at the file's size instead of a doubling Vec's up-to-2x.
-        let trailer = raw.len().checked_sub(4).and_then(|at| raw.get(at..)).and_then(|b| <[u8; 4]>::try_from(b).ok());
-        let expected = trailer.map_or(0, |b| u32::from_le_bytes(b) as usize);
-        let mut out = Vec::with_capacity(expected.max(raw.len()) + 64);
-        flate2::read::MultiGzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(io)?;
-        Ok(out)
-    } else {
-        Ok(raw)
+    let too_large = || TraceError::TooLarge { path: path.to_path_buf(), limit };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let on_disk = file.metadata().map_err(io)?.len();
+    if on_disk > limit {
+        return Err(too_large());
     }
+    // The size on disk is only a hint (a device or a file still being written has another): the
+    // read itself stops one byte past the limit.
+    let mut raw = Vec::with_capacity(on_disk as usize);
+    file.take(limit.saturating_add(1)).read_to_end(&mut raw).map_err(io)?;
+    if raw.len() as u64 > limit {
+        return Err(too_large());
+    }
+    if !raw.starts_with(&[0x1f, 0x8b]) {
+        return Ok(raw);
+    }
+    // The gzip trailer holds the uncompressed size (mod 2^32); sizing the buffer from it keeps
+    // peak memory at the file's size instead of a doubling Vec's up-to-2x. It is the file's
+    // claim, so it is believed only up to the limit.
+    let trailer = raw.len().checked_sub(4).and_then(|at| raw.get(at..)).and_then(|b| <[u8; 4]>::try_from(b).ok());
+    let expected = trailer.map_or(0, |b| u64::from(u32::from_le_bytes(b))).min(limit);
+    let mut out = Vec::with_capacity(expected.max(raw.len() as u64) as usize + 64);
+    flate2::read::MultiGzDecoder::new(raw.as_slice())
+        .take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(io)?;
+    if out.len() as u64 > limit {
+        return Err(too_large());
+    }
+    Ok(out)
 }
 
 /// Analyses a trace file (`.json` or `.json.gz`).
 pub fn analyze_file(path: &Path) -> Result<TraceAnalysis, TraceError> {
-    let bytes = read_trace_file(path)?;
+    analyze_file_limited(path, MAX_TRACE_BYTES)
+}
+
+/// [`analyze_file`] with another limit on the trace's size (see [`read_trace_file_limited`]).
+pub fn analyze_file_limited(path: &Path, limit: u64) -> Result<TraceAnalysis, TraceError> {
+    let bytes = read_trace_file_limited(path, limit)?;
     analyze_named(&bytes, &path.display().to_string())
 }

@@ -28,11 +28,17 @@ pub struct TraceSource {
     name: String,
     dir: PathBuf,
     top_kernels: usize,
+    max_trace_bytes: u64,
 }
 
 impl TraceSource {
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        TraceSource { name: SOURCE.to_string(), dir: dir.into(), top_kernels: 10 }
+        TraceSource {
+            name: SOURCE.to_string(),
+            dir: dir.into(),
+            top_kernels: 10,
+            max_trace_bytes: super::MAX_TRACE_BYTES,
+        }
     }
 
     /// Reads the directory from `AUTODEBUG_TRACE_DIR`; an error says to set it.
@@ -53,6 +59,13 @@ impl TraceSource {
     /// How many of the heaviest kernels become `gpu.kernel` signals (default 10).
     pub fn top_kernels(mut self, n: usize) -> Self {
         self.top_kernels = n;
+        self
+    }
+
+    /// The largest trace read, after gunzip (default [`MAX_TRACE_BYTES`](super::MAX_TRACE_BYTES));
+    /// a larger one is skipped with a note.
+    pub fn max_trace_bytes(mut self, limit: u64) -> Self {
+        self.max_trace_bytes = limit;
         self
     }
 
@@ -89,7 +102,7 @@ impl TraceSource {
             if modified_ns.is_some_and(|m| m < window.start_ns) {
                 continue;
             }
-            let analysis = match super::analyze_file(&path) {
+            let analysis = match super::analyze_file_limited(&path, self.max_trace_bytes) {
                 Ok(a) => a,
                 Err(e) => {
                     tracing::warn!(error = %e, "skipping unreadable trace");
