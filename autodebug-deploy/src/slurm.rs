@@ -25,6 +25,39 @@ use crate::template::CommandTemplate;
 /// The line a job prints once it knows where it serves.
 const ENDPOINT_MARKER: &str = "AUTODEBUG_ENDPOINT";
 
+/// Lines kept from the start of a job's output (the endpoint line and the engine's startup) and
+/// from its end (the latest log): an engine that prints gigabytes costs bounded memory here.
+const OUTPUT_HEAD_LINES: usize = 500;
+const OUTPUT_TAIL_LINES: usize = 5_000;
+
+/// A job's output file as lines, each at most [`crate::MAX_LINE_BYTES`], the first
+/// [`OUTPUT_HEAD_LINES`] and the last [`OUTPUT_TAIL_LINES`] of it (a marker line stands for what
+/// was skipped between them); empty when it cannot be read yet.
+fn read_output_file(path: &std::path::Path) -> Vec<String> {
+    let Ok(file) = std::fs::File::open(path) else { return Vec::new() };
+    let mut reader = std::io::BufReader::new(file);
+    let mut raw = Vec::new();
+    let mut head = Vec::new();
+    let mut tail = std::collections::VecDeque::new();
+    let mut skipped = 0usize;
+    while let Ok(Some(line)) = crate::logbuf::read_line(&mut reader, &mut raw) {
+        if head.len() < OUTPUT_HEAD_LINES {
+            head.push(line);
+            continue;
+        }
+        tail.push_back(line);
+        if tail.len() > OUTPUT_TAIL_LINES {
+            tail.pop_front();
+            skipped += 1;
+        }
+    }
+    if skipped > 0 {
+        head.push(format!("[... {skipped} lines of job output skipped]"));
+    }
+    head.extend(tail);
+    head
+}
+
 /// Job states after which a job will never become ready.
 const FINAL_STATES: &[&str] = &[
     "COMPLETED",
@@ -219,9 +252,7 @@ impl SlurmDeployer {
     }
 
     fn read_output(&self, job_id: &str) -> Vec<String> {
-        std::fs::read_to_string(self.output_path(job_id))
-            .map(|t| t.lines().map(str::to_string).collect())
-            .unwrap_or_default()
+        read_output_file(&self.output_path(job_id))
     }
 
     fn endpoint_line(lines: &[String]) -> Option<(String, u16)> {
@@ -399,5 +430,30 @@ impl Deployer for SlurmDeployer {
                 _ => Err(e),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_job_output_of_endless_lines_and_an_endless_line_is_read_in_bounded_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("slurm-1.out");
+        let mut text = format!("{ENDPOINT_MARKER} host=n1 port=5\n");
+        for i in 0..20_000 {
+            text.push_str(&format!("line {i}\n"));
+        }
+        text.push_str(&"x".repeat(crate::MAX_LINE_BYTES * 8));
+        std::fs::write(&path, text).unwrap();
+        let lines = read_output_file(&path);
+        assert_eq!(lines.len(), OUTPUT_HEAD_LINES + 1 + OUTPUT_TAIL_LINES);
+        assert_eq!(SlurmDeployer::endpoint_line(&lines), Some(("n1".to_string(), 5)));
+        assert!(lines[OUTPUT_HEAD_LINES].contains("lines of job output skipped"), "{}", lines[OUTPUT_HEAD_LINES]);
+        assert_eq!(lines[lines.len() - 2], "line 19999");
+        let last = lines.last().unwrap();
+        assert!(last.len() < crate::MAX_LINE_BYTES + 64 && last.contains("more bytes cut"), "{}", last.len());
+        assert!(read_output_file(&dir.path().join("missing.out")).is_empty());
     }
 }

@@ -177,10 +177,7 @@ impl Client {
                 .caused_by(e)
             })?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| Error::deploy(format!("{url}: reading the answer failed: {e}")).caused_by(e))?;
+        let text = read_capped(response, &url).await?;
         if status == reqwest::StatusCode::UNAUTHORIZED || status == reqwest::StatusCode::FORBIDDEN {
             return Err(Error::config(
                 super::connection::env_vars::TOKEN,
@@ -284,9 +281,69 @@ impl Client {
     }
 }
 
+/// The most of one answer read from the server: a page of logs or a run is far smaller; more is
+/// a broken or hostile server, refused before it grows memory without bound.
+const MAX_ANSWER_BYTES: usize = 32 * 1024 * 1024;
+
+/// The answer's body as text, at most [`MAX_ANSWER_BYTES`].
+async fn read_capped(mut response: reqwest::Response, url: &str) -> Result<String> {
+    let too_large = || {
+        Error::deploy(format!(
+            "{url}: the answer is larger than {} MiB; is this a dstack server?",
+            MAX_ANSWER_BYTES >> 20
+        ))
+    };
+    if response.content_length().is_some_and(|n| n > MAX_ANSWER_BYTES as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|e| Error::deploy(format!("{url}: reading the answer failed: {e}")).caused_by(e))?
+    {
+        if body.len() + chunk.len() > MAX_ANSWER_BYTES {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use autodebug_core::Secret;
+
+    /// A loopback server whose answer is a chunked body that never ends.
+    async fn endless_server() -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let Ok((mut socket, _)) = listener.accept().await else { return };
+            let mut buf = [0u8; 4096];
+            let _ = socket.read(&mut buf).await;
+            let _ = socket.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n").await;
+            let chunk = format!("{:x}\r\n{}\r\n", 1 << 20, "x".repeat(1 << 20));
+            // Bounded, so the test ends even if the client never stops reading: 64 MiB.
+            for _ in 0..64 {
+                if socket.write_all(chunk.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_refused_at_the_cap() {
+        let url = endless_server().await;
+        let connection = Connection { url: url.clone(), project: "main".into(), token: Secret::new("t") };
+        let client = Client::new(connection, Duration::from_secs(20)).unwrap();
+        let err = client.server_version().await.unwrap_err().to_string();
+        assert!(err.contains("larger than 32 MiB"), "{err}");
+    }
 
     #[test]
     fn error_bodies_in_both_shapes_are_readable() {
