@@ -256,15 +256,11 @@ impl<D: Deployer> ChaosDeployer<D> {
         ChaosDeployer { inner, schedule, space, run_tag: run_tag.into(), counts: Arc::default() }
     }
 
-    /// Counts into `counts` (shared by the deployers of several sessions) instead of its own.
+    /// Counts into `counts`, which the caller keeps: they stay readable after the deployer moved
+    /// into a session, and the deployers of several sessions can share them.
     pub fn with_counts(mut self, counts: Arc<DeployCounts>) -> Self {
         self.counts = counts;
         self
-    }
-
-    /// The counts, shared: they stay readable after the deployer moved into a session.
-    pub fn counts(&self) -> Arc<DeployCounts> {
-        Arc::clone(&self.counts)
     }
 }
 

@@ -746,7 +746,7 @@ async fn corrupt_store_probe(exe: &Path, args: &Args, dir: &Path, canary: &str, 
 fn recorded(class: FaultClass, iteration: &Iteration) -> bool {
     let failed = iteration.status != IterationStatus::Ok;
     let errors = iteration.metrics.iter().any(|(k, v)| k.ends_with(".errors") && *v > 0.0);
-    let notes: Vec<&str> = iteration.plan.iter().flat_map(|p| p.notes.iter().map(String::as_str)).collect::<Vec<_>>();
+    let notes: Vec<&str> = iteration.plan.iter().flat_map(|p| p.notes.iter().map(String::as_str)).collect();
     let gap = iteration.analysis.findings.iter().any(|f| f.rule == "session.telemetry_gaps");
     let error_says = |text: &str| iteration.error.as_deref().is_some_and(|e| e.contains(text));
     match class {
