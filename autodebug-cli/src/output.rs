@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 
 use autodebug_core::session::{SessionEvent, SessionOutcome};
-use autodebug_core::{Iteration, format_number};
+use autodebug_core::{Comparison, Iteration, format_number};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
@@ -88,26 +88,34 @@ fn metric(iteration: &Iteration, name: &str) -> String {
 pub fn outcome_table(outcome: &SessionOutcome, dir: &Path) -> String {
     let objective = &outcome.session.objective;
     let champion = outcome.champion().map(|c| c.number);
-    let mut rows = vec![vec![
-        "iter".to_string(),
-        "status".into(),
-        objective.metric.clone(),
-        "ttft.p50 ms".into(),
-        "tpot.mean ms".into(),
-        "out tok/s".into(),
-        "planned next".into(),
-    ]];
+    // A bounded metric gets a column, so what the objective's gain costs elsewhere shows.
+    let mut bounded: Vec<&str> = Vec::new();
+    for c in &objective.constraints {
+        let bound = matches!(c.op, Comparison::AtMost | Comparison::AtLeast);
+        if bound && c.metric != objective.metric && !bounded.contains(&c.metric.as_str()) {
+            bounded.push(&c.metric);
+        }
+    }
+    let mut header = vec!["iter".to_string(), "status".into(), objective.metric.clone()];
+    header.extend(bounded.iter().map(|m| m.to_string()));
+    header.extend(["ttft.p50 ms".into(), "tpot.mean ms".into(), "out tok/s".into(), "planned next".into()]);
+    let mut rows = vec![header];
     for it in &outcome.history.iterations {
         let mark = if Some(it.number) == champion { "*" } else { "" };
-        rows.push(vec![
-            format!("{}{mark}", it.number),
-            it.status.as_str().to_string(),
-            metric(it, &objective.metric),
+        let status = if it.is_ok() && !objective.is_feasible(&it.metrics) {
+            "infeasible".to_string()
+        } else {
+            it.status.as_str().to_string()
+        };
+        let mut row = vec![format!("{}{mark}", it.number), status, metric(it, &objective.metric)];
+        row.extend(bounded.iter().map(|m| metric(it, m)));
+        row.extend([
             metric(it, "ttft.p50"),
             metric(it, "tpot.mean"),
             metric(it, "output_throughput"),
             autodebug_report::export::planned_text(it),
         ]);
+        rows.push(row);
     }
     let widths: Vec<usize> =
         (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
@@ -129,6 +137,14 @@ pub fn outcome_table(outcome: &SessionOutcome, dir: &Path) -> String {
             if best.spec.flags.is_empty() { "engine defaults".to_string() } else { best.spec.flags.to_command_line() }
         )),
         _ => out.push_str("champion: none (no iteration met the objective's constraints)\n"),
+    }
+    if let (Some(base), Some(best)) = (outcome.baseline(), outcome.champion()) {
+        for m in &bounded {
+            if let (Some(b), Some(c)) = (base.metrics.get(*m), best.metrics.get(*m)) {
+                let change = if *b != 0.0 { format!(": {:+.1}%", (c - b) / b * 100.0) } else { String::new() };
+                out.push_str(&format!("  {m} = {} vs baseline {}{change}\n", format_number(*c), format_number(*b)));
+            }
+        }
     }
     if let Some(confirmation) = &outcome.confirmation {
         out.push_str(&confirmation.describe());

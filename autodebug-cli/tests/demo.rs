@@ -43,6 +43,21 @@ fn demo_writes_the_trail_and_its_champion_beats_the_baseline_citing_telemetry() 
     let improvement = report["improvement_pct"].as_f64().unwrap();
     assert!(improvement >= 3.0, "champion improves only {improvement:.1}% on the baseline");
 
+    // The chat objective is bounded by the concurrent plan (1.2x the baseline's mean e2e as the
+    // simulator predicts it): the measured baseline meets the bound, so the prediction it rests on
+    // holds, and the champion does not buy its chat latency with the concurrent plan. The 1.25 is
+    // the bound's 1.2 plus room for a measured baseline a few percent under the prediction.
+    let objective = report["objective"].as_str().unwrap();
+    assert!(objective.contains("concurrent.e2e.mean <="), "{objective}");
+    let iterations = report["iterations"].as_array().unwrap();
+    assert_eq!(iterations[0]["feasible"], true, "the baseline breaks its own bound: {}", iterations[0]["metrics"]);
+    let concurrent = |key: &str| {
+        let number = report[key]["iteration"].as_u64().unwrap() as usize;
+        iterations[number - 1]["metrics"]["concurrent.e2e.mean"].as_f64().unwrap()
+    };
+    let (base, best) = (concurrent("baseline"), concurrent("champion"));
+    assert!(best <= base * 1.25, "the champion's concurrent e2e is {best:.1} ms against the baseline's {base:.1} ms");
+
     // Every planned change cites at least one signal from that iteration's telemetry (not only
     // the client's own figures), and that signal is in the iteration's Analysis section.
     let store = Store::open(&out.path().join("autodebug.db")).unwrap();

@@ -307,6 +307,21 @@ async fn decode_bound_turns_ngram_speculation_on_only_when_the_output_was_measur
 }
 
 #[tokio::test]
+async fn ngram_speculation_needs_half_the_output_predictable_on_either_engine() {
+    // The threshold of `decode.bound` (0.5, see its comment in rules/builtin.yaml), pinned from
+    // both sides: just under it a fresh-text workload gets no drafts, just over it one does.
+    for (case, knob) in [(Case::vllm(), "--speculative-config"), (Case::sglang(), "--speculative-algorithm")] {
+        let bound = Case { e2e_ms: 200.0, ..case };
+        let under = run(&Case { predictability: Some(0.45), ..bound.clone() }).await;
+        assert!(under.analysis.has_finding(rule::DECODE_BOUND), "decode-bound either way");
+        assert!(under.change(knob).is_none(), "45% predictable, yet {knob} proposed: {:?}", under.plan.changes);
+        let over = run(&Case { predictability: Some(0.55), ..bound }).await;
+        let change = over.change(knob).unwrap_or_else(|| panic!("55% predictable: {knob} expected"));
+        assert_eq!(change.rule, rule::DECODE_BOUND);
+    }
+}
+
+#[tokio::test]
 async fn speculation_that_pays_stays_on_and_a_low_acceptance_rate_turns_it_off() {
     let speculating = Case::vllm().flag("--speculative-config", Some(NGRAM_3));
     // Too few drafts to measure a rate, and a healthy rate: speculation stays.

@@ -33,6 +33,9 @@ pub struct SimWorkload {
     /// different seeds replay one arrival trace (as a benchmark tool replaying a recorded
     /// trace does) and differ only in the engine's timing and the prompts.
     pub arrival_seed: Option<u64>,
+    /// Share (0..1) of each answer that repeats text earlier in its prompt or answer, as a client
+    /// measures `output_ngram_predictability`; 0 is fresh text. Sets n-gram draft acceptance.
+    pub output_predictability: f64,
 }
 
 impl SimWorkload {
@@ -47,6 +50,7 @@ impl SimWorkload {
             concurrency: 1,
             arrival_rate: None,
             arrival_seed: None,
+            output_predictability: 0.0,
         }
     }
 
@@ -73,6 +77,12 @@ impl SimWorkload {
     /// Replays the arrival trace of `seed` whatever the run's seed (see `arrival_seed`).
     pub fn with_arrival_seed(mut self, seed: u64) -> Self {
         self.arrival_seed = Some(seed);
+        self
+    }
+
+    /// Answers of which `share` repeats their own earlier text (see `output_predictability`).
+    pub fn with_output_predictability(mut self, share: f64) -> Self {
+        self.output_predictability = share;
         self
     }
 }
@@ -240,6 +250,7 @@ pub fn simulate(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimRes
         Err(error) => return SimResult::failure(error.to_string()),
     };
     engine.set_logging(false);
+    engine.set_output_predictability(workload.output_predictability);
     let total = workload.requests;
     let mut prompts = Prompts::new(workload, seed);
     let mut arrivals_rng = seeded(workload.arrival_seed.unwrap_or(seed) ^ 0x6172_7269_7665);

@@ -1,6 +1,17 @@
 //! Calibration against the published autodebug run: Qwen1.5-0.5B-Chat on SGLang, one H100,
 //! sequential requests of 31 prompt / 150 completion tokens, the same prompt repeated.
-//! Every figure must land within ±15% of the published one.
+//!
+//! Every figure must land within ±10% of the published one. The published timing figures were
+//! all used to fit the scheduler's CPU constants in `src/cost.rs` (`SGLANG_CPU`), so the tests
+//! named `fitted_*` show the fit holds, not that the model predicts: the default TBOT (1.51 ms)
+//! sets the CPU time of one round trip at batch 1 (`per_round_trip_ms + per_pass_ms +
+//! per_pass_batch_ms`), the TBOT after the three published flags (1.42 ms) sets
+//! `per_round_trip_ms` (continuous decode steps save 7/8 of it), and the TBOT of five concurrent
+//! streams (2.08 ms) sets how `per_pass_ms` and `per_pass_batch_ms` split (with the `batch^0.6`
+//! growth). Which figure set which constant is inferred from what each constant alone can move;
+//! the commit that introduced them does not record it. The tests named `held_out_*` check
+//! published figures that no constant was fitted to: they follow from the mechanisms (the radix
+//! cache, SGLang's defaults). No published timing figure is left over to hold out.
 
 use autodebug_sim::{EngineKind, SimConfig, SimResult, SimWorkload, simulate};
 
@@ -25,22 +36,23 @@ fn decode_throughput(result: &SimResult) -> f64 {
 
 fn within(value: f64, target: f64, what: &str) {
     let error = (value - target) / target;
-    assert!(error.abs() <= 0.15, "{what}: {value:.3} is {:+.1}% off the published {target}", error * 100.0);
+    assert!(error.abs() <= 0.10, "{what}: {value:.3} is {:+.1}% off the published {target}", error * 100.0);
 }
 
 #[test]
-fn default_flags_match_the_published_tbot_and_decode_rate() {
+fn fitted_default_flags_match_the_published_tbot_and_decode_rate() {
     let result = simulate(&qwen_sglang(""), &published_workload(), 11);
     assert!(!result.failed, "{:?}", result.failure);
     let tpot = result.metrics()["tpot.mean"];
     let decode = decode_throughput(&result);
     println!("default: TPOT {tpot:.3} ms, decode {decode:.0} tok/s, TTFT {:.3} ms", result.metrics()["ttft.mean"]);
-    within(tpot, 1.5, "default TPOT ms");
-    within(decode, 660.0, "default decode tok/s");
+    within(tpot, 1.51, "default TPOT ms");
+    // The same figure as a rate (published 664 tok/s, i.e. 1000 / 1.51 ms): not a second check.
+    within(decode, 664.0, "default decode tok/s");
 }
 
 #[test]
-fn the_three_published_flags_gain_what_was_published() {
+fn fitted_the_three_published_flags_gain_what_was_published() {
     let workload = published_workload();
     let base = simulate(&qwen_sglang(""), &workload, 12);
     let tuned = simulate(
@@ -52,12 +64,11 @@ fn the_three_published_flags_gain_what_was_published() {
     let gain = decode_throughput(&tuned) / decode_throughput(&base) - 1.0;
     println!("tuned: TPOT {tpot:.3} ms (default {base_tpot:.3}), decode gain {:+.1}%", gain * 100.0);
     within(tpot, 1.42, "tuned TPOT ms");
-    within(decode_throughput(&tuned), 660.0 * 1.09, "tuned decode tok/s");
     assert!(tpot < base_tpot, "continuous decode steps must help: {tpot} vs {base_tpot}");
 }
 
 #[test]
-fn repeated_prompts_hit_30_of_31_tokens_from_the_second_request_on() {
+fn held_out_repeated_prompts_hit_30_of_31_tokens_from_the_second_request_on() {
     let config = qwen_sglang("--num-continuous-decode-steps 8 --enable-mixed-chunk --schedule-policy lpm");
     let mut engine = autodebug_sim::Engine::start(config, 3).expect("fits");
     let words: Vec<String> = (0..31).map(|i| format!("word{i}")).collect();
@@ -81,7 +92,7 @@ fn repeated_prompts_hit_30_of_31_tokens_from_the_second_request_on() {
 }
 
 #[test]
-fn default_startup_attributes_are_the_published_ones() {
+fn held_out_default_startup_attributes_are_the_published_ones() {
     let attributes = qwen_sglang("").startup_attributes();
     for (key, value) in [
         ("enable_mixed_chunk", "False"),
@@ -94,27 +105,7 @@ fn default_startup_attributes_are_the_published_ones() {
 }
 
 #[test]
-fn the_demo_second_move_beats_default_by_more_than_15_percent() {
-    let workload = published_workload();
-    let base = simulate(&qwen_sglang(""), &workload, 21).metrics();
-    let spec = simulate(
-        &qwen_sglang(
-            "--num-continuous-decode-steps 16 --enable-mixed-chunk --schedule-policy lpm --speculative-algorithm NGRAM --speculative-num-draft-tokens 3 --speculative-num-steps 3",
-        ),
-        &workload,
-        21,
-    )
-    .metrics();
-    println!(
-        "ngram: TPOT {:.3} vs {:.3} ms, e2e {:.1} vs {:.1} ms",
-        spec["tpot.mean"], base["tpot.mean"], spec["e2e.mean"], base["e2e.mean"]
-    );
-    assert!(spec["tpot.mean"] < base["tpot.mean"] * 0.85);
-    assert!(spec["e2e.mean"] < base["e2e.mean"] * 0.85);
-}
-
-#[test]
-fn five_concurrent_streams_raise_itl_to_about_the_published_level() {
+fn fitted_five_concurrent_streams_raise_itl_to_about_the_published_level() {
     let workload = SimWorkload::sequential(60, 31, 150).with_concurrency(5);
     let result = simulate(&qwen_sglang(""), &workload, 5);
     let tpot = result.metrics()["tpot.mean"];

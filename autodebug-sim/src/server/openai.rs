@@ -95,6 +95,8 @@ const WORDS: &[&str] = &[
 ];
 
 /// Shortest and longest answer when the client lets the model stop on its own (no `ignore_eos`).
+/// Keeps the words' stream apart from the stop point's, which mixes the same prompt hash.
+const WORD_SALT: u64 = 0x776f_7264_7321;
 const NATURAL_MIN_TOKENS: u64 = 16;
 const NATURAL_MAX_TOKENS: u64 = 512;
 
@@ -320,9 +322,7 @@ fn completion_prompt(prompt: Option<&Value>) -> Result<Vec<u32>, ApiError> {
 /// How many tokens the model "wants" to write for this prompt when allowed to stop on its own:
 /// fixed by the seed and the prompt, like greedy decoding of the same prompt.
 pub fn natural_length(seed: u64, prompt: &[u32]) -> u32 {
-    let prompt_hash =
-        prompt.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, t| (h ^ u64::from(*t)).wrapping_mul(0x0100_0000_01b3));
-    let mixed = splitmix64(seed ^ prompt_hash);
+    let mixed = splitmix64(seed ^ crate::engine::prompt_hash(prompt));
     (NATURAL_MIN_TOKENS + mixed % (NATURAL_MAX_TOKENS - NATURAL_MIN_TOKENS + 1)) as u32
 }
 
@@ -380,6 +380,7 @@ async fn generate(
     let budget =
         if request.ignore_eos { requested } else { requested.min(natural_length(state.seed, &request.prompt)) };
 
+    let answer = crate::engine::prompt_hash(&request.prompt);
     let id = state.next_request_id.fetch_add(1, Ordering::Relaxed);
     let (sink, deliveries) = state.engine.delivery_channel();
     let submitted = state.engine.submit(Submission {
@@ -404,6 +405,7 @@ async fn generate(
         &state,
         api,
         id,
+        answer,
         requested,
         request.include_usage,
         arrival_unix_ns(state.clock.unix_ns(arrived), received_unix_ns),
@@ -447,6 +449,7 @@ impl ChunkWriter {
         state: &AppState,
         api: Api,
         id: u64,
+        answer: u64,
         requested_max_tokens: u32,
         include_usage: bool,
         arrived_unix_ns: u64,
@@ -464,7 +467,9 @@ impl ChunkWriter {
             model: state.served_model_name.clone(),
             requested_max_tokens,
             include_usage,
-            word_seed: splitmix64(state.seed ^ id),
+            // The text depends on the prompt, not on the request: the same prompt gets the same
+            // answer, as with greedy decoding, and as the engine's n-gram drafting assumes.
+            word_seed: splitmix64(state.seed ^ answer ^ WORD_SALT),
             text_position: 0,
             role_sent: false,
             clock: state.clock,
