@@ -16,6 +16,7 @@ use autodebug_deploy::local::LocalDeployer;
 use autodebug_deploy::template::engine_command;
 use autodebug_deploy::{KubernetesDeployer, RenderAs, SlurmDeployer};
 use autodebug_llm::LlmPlanner;
+use autodebug_sim::twin::{Twin, TwinPlanner, TwinSearch};
 use autodebug_telemetry::{EngineLogSource, GraphsignalSource, PrometheusScrape};
 
 use crate::config::{DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
@@ -164,6 +165,13 @@ fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<
     let seed = config.seed;
     let rules = || RulePlanner::from_kb(kb.clone());
     let hybrid = || HybridPlanner::new(seed).with_rules(rules());
+    let twin = || -> Result<TwinPlanner<HybridPlanner>> {
+        let baseline = config.baseline()?;
+        let defaults = Twin::defaults_for(baseline.engine, &Platform::of(&baseline));
+        let base = Twin::new(baseline.engine, baseline.model.clone(), defaults);
+        Ok(TwinPlanner::new(hybrid(), config.bench_plans(), base)
+            .with_search(TwinSearch { seed, ..TwinSearch::default() }))
+    };
     Ok(match kind {
         PlannerKind::Rules => Box::new(rules()),
         PlannerKind::Hybrid => Box::new(hybrid()),
@@ -171,6 +179,7 @@ fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<
         PlannerKind::Grid => Box::new(GridPlanner::new()),
         PlannerKind::Random => Box::new(RandomPlanner::new(seed)),
         PlannerKind::Oat => Box::new(OneKnobPlanner::new()),
+        PlannerKind::Twin => Box::new(twin()?),
         PlannerKind::Llm => {
             let llm_config = config.llm_config()?;
             tracing::info!(
@@ -188,6 +197,7 @@ fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<
                 PlannerKind::Grid => llm.with_fallback(GridPlanner::new()),
                 PlannerKind::Random => llm.with_fallback(RandomPlanner::new(seed)),
                 PlannerKind::Oat => llm.with_fallback(OneKnobPlanner::new()),
+                PlannerKind::Twin => llm.with_fallback(twin()?),
             })
         }
     })

@@ -125,6 +125,12 @@ enum Command {
         after_help = "Examples:\n  autodebug history list\n  autodebug history list --session demo\n  autodebug history show 3\n  autodebug history diff 1 3\n  autodebug history best --objective \"minimize e2e.mean\"\n  autodebug history pareto --x ttft.p99 --y output_throughput\n\nAll take --db PATH (default sessions/autodebug.db), --session NAME (default: the latest) and --json."
     )]
     History(cmd::history::Args),
+    /// A twin of your own deployment: fit it to a session's measured iterations, check its error on
+    /// iterations it was not fitted to, and ask it about configurations never deployed.
+    #[command(
+        after_help = "Examples:\n  autodebug twin fit --db sessions/vllm-cpu/autodebug.db --out twin.yaml\n  autodebug twin validate --db sessions/vllm-cpu/autodebug.db --leave-one-out\n  autodebug twin predict --twin twin.yaml -c examples/vllm-cpu.yaml --flags \"--max-num-seqs 8\""
+    )]
+    Twin(cmd::twin::Args),
     /// Judge service-level budgets on every iteration of a session (a CI gate for serving configs).
     #[command(
         after_help = "Examples:\n  autodebug check --ttft-p99-ms 200 --itl-p95-ms 20 --min-output-throughput 300 --max-error-rate 0\n  autodebug check --budget \"concurrent.e2e.p99 <= 2s\" --champion --strict --json\n\nExit codes: 0 judged (without --strict: whatever the verdicts), 1 error (no store, bad budget),\n2 usage error, 3 with --strict: a budget failed or a metric needed to judge one is missing."
@@ -157,7 +163,7 @@ enum SimCommand {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Measure the planners (rules, grid, random, oat, bayes, hybrid) against the true optimum of
+    /// Measure the planners (rules, grid, random, oat, bayes, hybrid, twin) against the true optimum of
     /// six hand-written and any number of generated scenarios, with measurement noise, in virtual time.
     #[command(
         after_help = "Examples:\n  autodebug sim tune-suite\n  autodebug sim tune-suite --generate 30 --seed 1\n  autodebug sim tune-suite --planners random,hybrid --seeds 3 --json results.json\n  autodebug sim tune-suite --scenarios kv-starved --budget 30 --json -"
@@ -235,6 +241,7 @@ fn main() -> ExitCode {
             Command::Engines(args) => cmd::engines::run(args, &global).await,
             Command::Telemetry(args) => cmd::telemetry::run(args, &global).await,
             Command::History(args) => cmd::history::run(args, &global).await,
+            Command::Twin(args) => cmd::twin::run(args, &global).await,
             Command::Check(args) => cmd::check::run(args, &global).await,
             Command::Export(args) => cmd::export::run(args, &global).await,
             Command::Ingest(args) => cmd::ingest::run(args, &global).await,

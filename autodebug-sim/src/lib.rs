@@ -39,6 +39,7 @@ pub mod server;
 mod simulate;
 mod tokenizer;
 pub mod tune_suite;
+pub mod twin;
 
 pub use autodebug_core::EngineKind;
 pub use config::{

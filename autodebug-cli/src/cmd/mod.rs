@@ -17,4 +17,5 @@ pub mod sim_eval;
 pub mod telemetry;
 pub mod trace;
 pub mod tune_suite;
+pub mod twin;
 // -- modules: add `pub mod <name>;` above this line --

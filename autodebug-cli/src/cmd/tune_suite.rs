@@ -43,7 +43,7 @@ impl ScenarioArgs {
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Planners to measure, comma-separated: rules, grid, random, oat, bayes, hybrid.
+    /// Planners to measure, comma-separated: rules, grid, random, oat, bayes, hybrid, twin.
     #[arg(long, value_delimiter = ',', default_value = "oat,random,bayes,hybrid,rules")]
     pub planners: Vec<String>,
     /// Run seeds per scenario (each seeds the planner and the measurement noise); results are
@@ -210,7 +210,7 @@ pub async fn run(args: Args, global: &crate::Global) -> Result<ExitCode> {
             PlannerChoice::parse(p).ok_or_else(|| {
                 Error::config(
                     "--planners",
-                    format!("unknown planner `{p}`; choose from rules, grid, random, oat, bayes, hybrid"),
+                    format!("unknown planner `{p}`; choose from rules, grid, random, oat, bayes, hybrid, twin"),
                 )
             })
         })

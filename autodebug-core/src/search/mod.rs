@@ -95,8 +95,9 @@ fn diff(space: &SearchSpace, from: &ServiceSpec, to: &ServiceSpec, rule: &str, r
     out
 }
 
-/// A plan moving from `input.current` to `next`.
-fn plan_to(
+/// A plan moving from `input.current` to `next`, one [`Change`] per knob that differs (for planners
+/// written outside this module, such as a twin-screened search).
+pub fn plan_to(
     planner: &str,
     input: &PlanInput<'_>,
     next: ServiceSpec,
@@ -109,7 +110,7 @@ fn plan_to(
 }
 
 /// The plan of a planner with nothing left to try.
-fn exhausted(planner: &str, input: &PlanInput<'_>, note: String) -> Plan {
+pub fn exhausted(planner: &str, input: &PlanInput<'_>, note: String) -> Plan {
     Plan {
         planner: planner.to_string(),
         changes: Vec::new(),

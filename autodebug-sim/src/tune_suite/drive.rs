@@ -15,13 +15,18 @@ use super::bench::{Bench, Measured};
 use super::handwritten::Scenario;
 use crate::{EngineKind, SimWorkload};
 
-/// The bench report the loop's benchmarker would have produced.
-fn bench_report(scenario: &Scenario, m: &Measured, metrics: &BTreeMap<String, f64>) -> BenchReport {
-    let w = &scenario.workload;
+/// The bench plan a scenario's workload is, as the loop's benchmarker would run it.
+pub(super) fn bench_plan(w: &SimWorkload) -> BenchPlan {
     let mut workload = Workload::new(w.prompt_tokens, w.output_tokens);
     workload.shared_prefix_tokens = w.shared_prefix_tokens;
     workload.repeat_prompt = w.repeat_prompt;
     let load = if w.concurrency > 1 { Load::Concurrent { concurrency: w.concurrency } } else { Load::Sequential };
+    BenchPlan::new("chat", workload, load, w.requests)
+}
+
+/// The bench report the loop's benchmarker would have produced.
+fn bench_report(scenario: &Scenario, m: &Measured, metrics: &BTreeMap<String, f64>) -> BenchReport {
+    let w = &scenario.workload;
     let dist = |name: &str| {
         let get = |stat: &str| metrics.get(&format!("{name}.{stat}")).copied().unwrap_or(0.0);
         Distribution {
@@ -59,7 +64,7 @@ fn bench_report(scenario: &Scenario, m: &Measured, metrics: &BTreeMap<String, f6
         ..BenchSummary::default()
     };
     BenchReport {
-        plan: BenchPlan::new("chat", workload, load, w.requests),
+        plan: bench_plan(w),
         context: BenchContext {
             workload: w_describe(w),
             trials: 1,
@@ -150,6 +155,8 @@ pub(crate) struct Trace {
     pub(crate) snapped: usize,
     /// The planner said it had nothing left to try before the budget ran out.
     pub(crate) stopped_early: bool,
+    /// The rule behind each plan (its first change's), in order.
+    pub(crate) rules: Vec<String>,
 }
 
 /// Where a proposal lands in the scenario's space.
@@ -270,6 +277,7 @@ pub(super) async fn run_planner(planner: &dyn Planner, bench: &Bench, budget: us
         let plan = planner.plan(input).await?;
         let plan_exhausted = plan.exhausted;
         let next = plan.next.clone();
+        trace.rules.push(plan.changes.first().map_or_else(String::new, |c| c.rule.clone()));
         if let Some(it) = history.iterations.last_mut() {
             it.plan = Some(plan);
         }

@@ -50,8 +50,10 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use autodebug_core::rules::RulePlanner;
-use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner, TuneSpace};
-use autodebug_core::{Error, Objective, Planner, Result};
+use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner};
+use autodebug_core::{Error, Objective, Planner, Platform, Result};
+
+use crate::twin::{Twin, TwinPlanner, TwinSearch};
 // Named in the module docs only; the planner runs that use them live in `drive`.
 #[cfg(doc)]
 use autodebug_core::{History, rules::RuleAnalyzer};
@@ -96,6 +98,9 @@ pub enum PlannerChoice {
     Oat,
     Bayes,
     Hybrid,
+    /// The hybrid for 3 evaluations, then twin-screened search ([`crate::twin::TwinPlanner`]): a
+    /// twin fitted to the evaluations so far predicts the scenario's engine, which is not its model.
+    Twin,
 }
 
 impl PlannerChoice {
@@ -103,13 +108,14 @@ impl PlannerChoice {
     pub const DEFAULT: [PlannerChoice; 5] =
         [PlannerChoice::Oat, PlannerChoice::Random, PlannerChoice::Bayes, PlannerChoice::Hybrid, PlannerChoice::Rules];
 
-    pub const ALL: [PlannerChoice; 6] = [
+    pub const ALL: [PlannerChoice; 7] = [
         PlannerChoice::Rules,
         PlannerChoice::Grid,
         PlannerChoice::Random,
         PlannerChoice::Oat,
         PlannerChoice::Bayes,
         PlannerChoice::Hybrid,
+        PlannerChoice::Twin,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -120,6 +126,7 @@ impl PlannerChoice {
             PlannerChoice::Oat => "oat",
             PlannerChoice::Bayes => "bayes",
             PlannerChoice::Hybrid => "hybrid",
+            PlannerChoice::Twin => "twin",
         }
     }
 
@@ -127,7 +134,8 @@ impl PlannerChoice {
         PlannerChoice::ALL.into_iter().find(|p| p.as_str() == text.trim().to_ascii_lowercase())
     }
 
-    fn build(self, space: &TuneSpace, seed: u64) -> Box<dyn Planner> {
+    fn build(self, scenario: &Scenario, seed: u64) -> Box<dyn Planner> {
+        let space = &scenario.space;
         match self {
             PlannerChoice::Rules => Box::new(RulePlanner::new()),
             PlannerChoice::Grid => Box::new(GridPlanner::new().with_space(space.clone())),
@@ -135,6 +143,18 @@ impl PlannerChoice {
             PlannerChoice::Oat => Box::new(OneKnobPlanner::new().with_space(space.clone())),
             PlannerChoice::Bayes => Box::new(BayesPlanner::new(seed).with_space(space.clone())),
             PlannerChoice::Hybrid => Box::new(HybridPlanner::new(seed).with_space(space.clone())),
+            PlannerChoice::Twin => {
+                let engine = scenario.base.engine;
+                let gpu = Platform::Gpu { name: scenario.gpu.clone(), count: 1 };
+                let base = Twin::new(engine, scenario.model.clone(), Twin::defaults_for(engine, &gpu));
+                let plans = vec![drive::bench_plan(&scenario.workload)];
+                let inner = HybridPlanner::new(seed).with_space(space.clone());
+                Box::new(
+                    TwinPlanner::new(inner, plans, base)
+                        .with_space(space.clone())
+                        .with_search(TwinSearch { seed, ..TwinSearch::default() }),
+                )
+            }
         }
     }
 }
@@ -295,7 +315,7 @@ pub fn run_suite(options: &SuiteOptions) -> Result<SuiteReport> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .map_err(|e| Error::Plan(format!("cannot start a runtime for the suite: {e}")))?;
-        let planner = choice.build(&chosen[i].space, seed);
+        let planner = choice.build(&chosen[i], seed);
         runtime.block_on(run_planner(planner.as_ref(), &benches[i], budget, seed))
     });
 

@@ -45,7 +45,7 @@ fn a_flag_the_scenario_holds_fixed_does_not_stop_the_planners() {
     let bench = Bench::new(s, 0.0);
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
     for choice in [PlannerChoice::Random, PlannerChoice::Oat, PlannerChoice::Bayes, PlannerChoice::Hybrid] {
-        let planner = choice.build(&bench.scenario.space, 1);
+        let planner = choice.build(&bench.scenario, 1);
         let trace = runtime.block_on(run_planner(planner.as_ref(), &bench, 12, 1)).unwrap();
         assert!(!trace.stopped_early, "{} stopped early", choice.as_str());
         assert_eq!(trace.values.len(), 12, "{}", choice.as_str());
@@ -53,6 +53,18 @@ fn a_flag_the_scenario_holds_fixed_does_not_stop_the_planners() {
         let distinct: std::collections::BTreeSet<u64> = trace.values.iter().flatten().map(|v| v.to_bits()).collect();
         assert!(distinct.len() > 1, "{} measured only its start", choice.as_str());
     }
+}
+
+#[test]
+fn the_twin_planner_screens_in_virtual_time_after_its_warmup_and_stays_in_the_space() {
+    let bench = Bench::new(named("qwen-chat-latency"), 0.0);
+    let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    let planner = PlannerChoice::Twin.build(&bench.scenario, 1);
+    let trace = runtime.block_on(run_planner(planner.as_ref(), &bench, 10, 1)).unwrap();
+    assert_eq!(trace.values.len(), 10);
+    assert_eq!(trace.invalid, 0, "{:?}", trace.rules);
+    let twin = trace.rules.iter().position(|r| r == crate::twin::TWIN_RULE).expect("the twin proposed something");
+    assert!(twin >= 2, "the hybrid plans the first 3 evaluations: {:?}", trace.rules);
 }
 
 #[test]

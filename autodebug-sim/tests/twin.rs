@@ -1,0 +1,209 @@
+//! The twin: its fit recovers a known engine, and its held-out error on REAL engines' measurements
+//! (stores in `tests/fixtures/real/`, measured by `autodebug run` on this project's machine; see the
+//! `.yaml` next to each store and `tests/fixtures/SOURCES.md`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use autodebug_core::store::Store;
+use autodebug_core::{BenchPlan, EngineKind, LaunchFlags, Platform};
+use autodebug_sim::SimWorkload;
+use autodebug_sim::twin::{
+    CostFactor, FactorScope, FitOptions, Holdout, Observation, StepCosts, Twin, Validation, fit, observations, validate,
+};
+
+/// The machine the real data sets were measured on.
+const CPU: Platform = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: true };
+
+fn flags(text: &str) -> LaunchFlags {
+    LaunchFlags::parse_args(&text.split_whitespace().collect::<Vec<_>>()).unwrap()
+}
+
+/// An engine whose costs are known: the data a fit must recover.
+fn known_llamacpp() -> Twin {
+    let mut twin = Twin::new(EngineKind::LlamaCpp, "smollm2", Twin::defaults_for(EngineKind::LlamaCpp, &CPU));
+    twin.costs = StepCosts {
+        step_us: 6000.0,
+        prefill_token_us: 180.0,
+        decode_seq_us: 900.0,
+        context_token_ns: 40.0,
+        request_ms: 3.0,
+    };
+    twin.factors = vec![
+        CostFactor { flag: "--threads".into(), value: "1".into(), scope: FactorScope::Decode, multiplier: 1.7 },
+        CostFactor { flag: "--threads".into(), value: "1".into(), scope: FactorScope::Overhead, multiplier: 1.3 },
+        CostFactor { flag: "--threads-batch".into(), value: "1".into(), scope: FactorScope::Prefill, multiplier: 1.9 },
+        CostFactor { flag: "--flash-attn".into(), value: "on".into(), scope: FactorScope::Decode, multiplier: 0.8 },
+    ];
+    twin
+}
+
+fn synthetic(truth: &Twin, configs: &[&str]) -> Vec<Observation> {
+    let workloads = [
+        ("concurrent", SimWorkload::sequential(24, 64, 48).with_concurrency(8)),
+        ("stream", SimWorkload::sequential(5, 64, 48)),
+    ];
+    let mut out = Vec::new();
+    for (number, config) in configs.iter().enumerate() {
+        for (plan, workload) in &workloads {
+            let flags = flags(config);
+            let measured = truth.predict(&flags, workload).unwrap().metrics;
+            out.push(Observation {
+                iteration: number as u32 + 1,
+                plan: plan.to_string(),
+                flags,
+                workload: workload.clone(),
+                measured: autodebug_sim::twin::PREDICTED_METRICS
+                    .iter()
+                    .map(|m| (m.to_string(), measured[*m]))
+                    .collect(),
+            });
+        }
+    }
+    out
+}
+
+const CONFIGS: &[&str] = &[
+    "",
+    "--parallel 8 --threads 1",
+    "--parallel 2 --ubatch-size 128",
+    "--parallel 1 --threads-batch 1 --flash-attn on",
+    "--no-cont-batching --batch-size 256",
+    "--parallel 8 --threads 1 --threads-batch 2 --ubatch-size 64",
+    "--flash-attn on --parallel 4 --threads 1",
+    "--threads 1 --parallel 2",
+    "--flash-attn on --parallel 8",
+    "--threads-batch 1 --ubatch-size 256",
+];
+
+#[test]
+fn a_fit_recovers_the_costs_and_multipliers_of_a_known_engine() {
+    let truth = known_llamacpp();
+    let data = synthetic(&truth, CONFIGS);
+    let base = Twin::new(EngineKind::LlamaCpp, "smollm2", Twin::defaults_for(EngineKind::LlamaCpp, &CPU));
+    let fitted = fit(&base, &data, &FitOptions { ridge: 0.0, ..FitOptions::default() }).unwrap();
+    let close = |a: f64, b: f64, what: &str| {
+        assert!(((a - b) / b).abs() < 0.03, "{what}: fitted {a}, truth {b}\n{fitted:#?}");
+    };
+    close(fitted.costs.step_us, truth.costs.step_us, "step");
+    close(fitted.costs.prefill_token_us, truth.costs.prefill_token_us, "prefill token");
+    close(fitted.costs.decode_seq_us, truth.costs.decode_seq_us, "decode sequence");
+    for factor in &truth.factors {
+        let got = fitted
+            .factors
+            .iter()
+            .find(|f| f.flag == factor.flag && f.value == factor.value && f.scope == factor.scope)
+            .expect("fitted");
+        close(got.multiplier, factor.multiplier, &factor.flag);
+    }
+    // And it predicts a configuration it never saw.
+    let unseen = flags("--parallel 6 --threads 1 --ubatch-size 256");
+    let workload = SimWorkload::sequential(24, 64, 48).with_concurrency(8);
+    let predicted = fitted.predict(&unseen, &workload).unwrap().metrics;
+    let actual = truth.predict(&unseen, &workload).unwrap().metrics;
+    close(predicted["output_throughput"], actual["output_throughput"], "held-out throughput");
+}
+
+#[test]
+fn a_value_the_data_never_held_is_reported_as_a_guess() {
+    let truth = known_llamacpp();
+    let data = synthetic(&truth, &CONFIGS[..3]);
+    let fitted = fit(&truth, &data, &FitOptions::default()).unwrap();
+    let prediction = fitted.predict(&flags("--flash-attn off"), &SimWorkload::sequential(2, 64, 8)).unwrap();
+    assert_eq!(prediction.unseen, vec!["--flash-attn=off".to_string()]);
+}
+
+#[test]
+fn leave_one_out_on_exact_data_has_no_error_where_every_value_was_seen_elsewhere() {
+    let truth = known_llamacpp();
+    let data = synthetic(&truth, CONFIGS);
+    let base = Twin::new(EngineKind::LlamaCpp, "smollm2", Twin::defaults_for(EngineKind::LlamaCpp, &CPU));
+    // Noise-free data: no reason to hold multipliers near 1.
+    let options = FitOptions { ridge: 0.01, ..FitOptions::default() };
+    let validation = validate(&base, &data, Holdout::LeaveOneOut, &options).unwrap();
+    assert_eq!(validation.points.len(), data.len());
+    for point in validation.points.iter().filter(|p| p.unseen.is_empty()) {
+        assert!(point.ape["output_throughput"] < 3.0, "{point:#?}");
+    }
+    assert!(validation.median_ape["tpot.mean"] < 3.0, "{:?}", validation.median_ape);
+}
+
+#[test]
+fn a_twin_file_round_trips_and_a_broken_one_names_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("twin.yaml");
+    let twin = known_llamacpp();
+    twin.save(&path).unwrap();
+    assert_eq!(Twin::load(&path).unwrap(), twin);
+    std::fs::write(&path, std::fs::read_to_string(&path).unwrap().replace("step_us: 6000.0", "step_us: -1.0")).unwrap();
+    let error = Twin::load(&path).unwrap_err().to_string();
+    assert!(error.contains("twin.yaml") && error.contains("costs.step_us"), "{error}");
+    std::fs::write(&path, "engine: vllm\n").unwrap();
+    let error = Twin::load(&path).unwrap_err().to_string();
+    assert!(error.contains("twin.yaml") && error.contains("autodebug twin fit"), "{error}");
+}
+
+// ---- real engines ----
+
+fn real_store(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/real").join(name)
+}
+
+/// The base twin and the observations of the one session in a real data set.
+fn real(name: &str) -> (Twin, Vec<Observation>) {
+    let path = real_store(name);
+    assert!(path.exists(), "{} is missing: the real data sets are kept in the repository", path.display());
+    let store = Store::open(&path).unwrap();
+    let session = store.find_session(None).unwrap();
+    let history = store.history(session.id).unwrap();
+    let plans: Vec<BenchPlan> = serde_json::from_value(session.config["bench"].clone()).unwrap();
+    let first = history.iterations.iter().find(|i| i.is_ok()).unwrap();
+    let base = Twin::new(first.spec.engine, first.spec.model.clone(), Twin::defaults_for(first.spec.engine, &CPU));
+    (base, observations(&plans, &history.iterations))
+}
+
+fn report(name: &str, validation: &Validation) -> BTreeMap<String, (f64, f64)> {
+    let out: BTreeMap<String, (f64, f64)> =
+        validation.median_ape.iter().map(|(m, median)| (m.clone(), (*median, validation.p90_ape[m]))).collect();
+    println!("{name} ({}): median / p90 APE {out:?}; no model: {:?}", validation.holdout, validation.naive_median_ape);
+    out
+}
+
+/// Leave-one-out on a real data set: the twin's held-out error on `metrics`, against the yardstick
+/// without a model (each held-out run predicted as the median of its plan's other runs).
+fn beats_the_no_model_yardstick(name: &str, min_configurations: usize, metrics: &[&str]) {
+    let (base, data) = real(name);
+    let configurations: std::collections::BTreeSet<u32> = data.iter().map(|o| o.iteration).collect();
+    assert!(configurations.len() >= min_configurations, "{name}: {} configurations", configurations.len());
+    let validation = validate(&base, &data, Holdout::LeaveOneOut, &FitOptions::default()).unwrap();
+    let errors = report(name, &validation);
+    for metric in metrics {
+        let twin = errors[*metric].0;
+        let naive = validation.naive_median_ape[*metric];
+        assert!(
+            twin < naive,
+            "{name}: the twin's held-out {metric} error {twin:.1}% is not below the no-model {naive:.1}%"
+        );
+    }
+}
+
+const TARGET_METRICS: &[&str] = &["output_throughput", "tpot.mean", "ttft.p50"];
+
+#[test]
+fn on_real_llamacpp_the_twin_predicts_held_out_configurations_better_than_no_model() {
+    beats_the_no_model_yardstick("llamacpp-smollm2.db", 12, TARGET_METRICS);
+}
+
+#[test]
+fn on_real_vllm_with_the_tiny_model_the_twin_predicts_held_out_configurations_better_than_no_model() {
+    beats_the_no_model_yardstick("vllm-cpu-tiny.db", 19, TARGET_METRICS);
+}
+
+/// The data set the model was NOT designed on (measured after the model and its ridge were fixed on
+/// the two above). There the twin beats the yardstick on TTFT only: on output throughput and TPOT it
+/// was 22.8% and 27.4% against the yardstick's 21.6% and 21.8% when this test was written, a miss
+/// reported in `benches/README.md` rather than tuned away here.
+#[test]
+fn on_real_vllm_with_smollm2_the_twin_predicts_held_out_ttft_better_than_no_model() {
+    beats_the_no_model_yardstick("vllm-cpu-smollm2.db", 12, &["ttft.p50", "ttft.p99"]);
+}
