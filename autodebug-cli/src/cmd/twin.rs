@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use autodebug_core::store::SessionRecord;
-use autodebug_core::{BenchPlan, EngineKind, Error, History, LaunchFlags, Platform, Result, format_number};
+use autodebug_core::{BenchPlan, Error, History, LaunchFlags, Platform, Result, format_number};
 use autodebug_report::export::text_table;
 use autodebug_sim::twin::{self, FitOptions, FitProvenance, Holdout, Observation, PREDICTED_METRICS, Twin};
 use serde_json::json;
@@ -124,7 +124,7 @@ fn fit(store: &StoreArgs, out: PathBuf, as_json: bool) -> Result<ExitCode> {
         print_json(&json!({
             "twin": out.display().to_string(),
             "session": session.name,
-            "engine": engine_name(fitted.engine),
+            "engine": fitted.engine.as_str(),
             "observations": observations.len(),
             "iterations": provenance.iterations,
             "costs": fitted.costs,
@@ -138,7 +138,7 @@ fn fit(store: &StoreArgs, out: PathBuf, as_json: bool) -> Result<ExitCode> {
     println!(
         "twin of session `{}` ({}, {}): fitted on {} observations of {} iterations in {seconds:.2} s",
         session.name,
-        engine_name(fitted.engine),
+        fitted.engine.as_str(),
         fitted.model,
         observations.len(),
         provenance.iterations.len()
@@ -157,14 +157,6 @@ fn fit(store: &StoreArgs, out: PathBuf, as_json: bool) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn engine_name(engine: EngineKind) -> &'static str {
-    match engine {
-        EngineKind::Sglang => "sglang",
-        EngineKind::Vllm => "vllm",
-        EngineKind::LlamaCpp => "llamacpp",
-    }
-}
-
 fn validate(store: &StoreArgs, holdout: Option<usize>, as_json: bool) -> Result<ExitCode> {
     let (_store, session, history) = load(store)?;
     let (base, observations) = session_data(&session, &history)?;
@@ -175,7 +167,7 @@ fn validate(store: &StoreArgs, holdout: Option<usize>, as_json: bool) -> Result<
     if as_json {
         let mut value = serde_json::to_value(&validation).map_err(|e| Error::config("twin", e.to_string()))?;
         value["session"] = json!(session.name);
-        value["engine"] = json!(engine_name(base.engine));
+        value["engine"] = json!(base.engine.as_str());
         value["seconds"] = json!(seconds);
         print_json(&value);
         return Ok(ExitCode::SUCCESS);
@@ -208,7 +200,7 @@ fn validate(store: &StoreArgs, holdout: Option<usize>, as_json: bool) -> Result<
     println!(
         "twin of session `{}` ({}), {} held out, {} points, {seconds:.2} s",
         session.name,
-        engine_name(base.engine),
+        base.engine.as_str(),
         validation.holdout,
         validation.points.len()
     );
