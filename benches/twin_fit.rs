@@ -58,6 +58,7 @@ fn synthetic(truth: &Twin, plans: &[BenchPlan], count: usize) -> Vec<Observation
                 iteration: number,
                 plan: plan.name.clone(),
                 flags: spec.flags.clone(),
+                sent_prompt_tokens: plan.workload.prompt_tokens,
                 workload,
                 measured,
             });

@@ -84,3 +84,107 @@ fn a_missing_store_and_a_broken_twin_are_errors_that_say_what_to_do() {
     let (ok, _, stderr) = run(&["twin", "predict", "--twin", twin.to_str().unwrap(), "-c", config.to_str().unwrap()]);
     assert!(!ok && stderr.contains("twin.yaml") && stderr.contains("autodebug twin fit"), "{stderr}");
 }
+
+/// The simulator child, killed when dropped.
+struct Served(std::process::Child);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn healthy(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let address = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&address, std::time::Duration::from_millis(200)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+    if stream.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
+}
+
+/// The twin of the REAL vLLM CPU data set (tiny model) served over loopback HTTP by `autodebug
+/// sim serve --twin`, and measured by `autodebug bench` as the real engine was: a request counts
+/// the prompt tokens the real engine counted for it, and the throughput the client measures is
+/// the twin's own prediction for that workload. The bound is loose (0.6-1.4x, as for the built-in
+/// model's real-time test): the server sleeps each step in real time on a shared machine.
+#[test]
+fn a_fitted_twin_serves_over_http_at_its_predicted_pace() {
+    let dir = tempfile::tempdir().unwrap();
+    let twin = dir.path().join("twin.yaml");
+    let twin_path = twin.to_str().unwrap();
+    let db = real("vllm-cpu-tiny.db");
+    json(&["twin", "fit", "--db", db.to_str().unwrap(), "--out", twin_path, "--json"]);
+    let flags = "--max-num-seqs 16";
+    let config = real("vllm-cpu-tiny.yaml");
+    let predicted =
+        json(&["twin", "predict", "--twin", twin_path, "-c", config.to_str().unwrap(), "--flags", flags, "--json"]);
+    let predicted = &predicted["plans"]["concurrent"]["metrics"];
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Served(
+        Command::new(BIN)
+            .args(["sim", "serve", "--twin", twin_path, "--port", &port.to_string(), "--quiet", "--"])
+            .args(flags.split_whitespace())
+            .args(["--served-model-name", "tiny-twin"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("autodebug sim serve starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !healthy(port) {
+        assert!(std::time::Instant::now() < deadline, "the served twin did not become healthy within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    // The data set's concurrent plan: 16 streams, 128 prompt and 64 output tokens.
+    let report = json(&[
+        "bench",
+        "--url",
+        &url,
+        "--model",
+        "tiny-twin",
+        "--concurrency",
+        "16",
+        "--requests",
+        "48",
+        "--isl",
+        "128",
+        "--osl",
+        "64",
+        "--json",
+    ]);
+    let summary = &report["points"][0]["summary"];
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let fitted: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&twin).unwrap()).unwrap();
+    let engine_prompt = fitted["plans"]["concurrent"]["prompt_tokens"].as_f64().unwrap();
+    let counted = summary["prompt_tokens"].as_f64().unwrap() / summary["succeeded"].as_f64().unwrap();
+    assert!(
+        (counted / engine_prompt - 1.0).abs() < 0.03,
+        "a 128-token prompt counts as the real engine counted it ({engine_prompt}), served {counted}"
+    );
+    let measured = summary["output_throughput"].as_f64().unwrap();
+    let expected = predicted["output_throughput"].as_f64().unwrap();
+    let ratio = measured / expected;
+    println!("served twin: {measured:.0} tok/s measured, {expected:.0} predicted (ratio {ratio:.2})");
+    assert!((0.6..=1.4).contains(&ratio), "measured {measured:.0} tok/s vs the twin's {expected:.0}");
+}
+
+#[test]
+fn a_llamacpp_twin_is_refused_by_the_server_with_what_to_use_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let twin = dir.path().join("twin.yaml");
+    let db = real("llamacpp-smollm2.db");
+    json(&["twin", "fit", "--db", db.to_str().unwrap(), "--out", twin.to_str().unwrap(), "--json"]);
+    let (ok, _, stderr) = run(&["sim", "serve", "--twin", twin.to_str().unwrap(), "--port", "0"]);
+    assert!(!ok && stderr.contains("llamacpp twin") && stderr.contains("autodebug twin predict"), "{stderr}");
+    let (ok, _, stderr) = run(&["sim", "serve", "--twin", dir.path().join("none.yaml").to_str().unwrap()]);
+    assert!(!ok && stderr.contains("none.yaml"), "{stderr}");
+}

@@ -53,6 +53,7 @@ fn synthetic(truth: &Twin, configs: &[&str]) -> Vec<Observation> {
                 plan: plan.to_string(),
                 flags,
                 workload: workload.clone(),
+                sent_prompt_tokens: workload.prompt_tokens,
                 measured: autodebug_sim::twin::PREDICTED_METRICS
                     .iter()
                     .map(|m| (m.to_string(), measured[*m]))

@@ -5,13 +5,18 @@
 //! The engine flags after `--` are the real engine's (e.g. `--schedule-policy lpm`); like a real
 //! SGLang or vLLM command line they may also carry `--host`, `--port`, `--model-path`/`--model`,
 //! `--served-model-name` and `--api-key`, which then take precedence.
+//!
+//! `--twin twin.yaml` serves a twin fitted to a real deployment (`autodebug twin fit`) instead of
+//! the built-in model: the flags after `--` configure it as they would the real engine.
 
 use std::process::ExitCode;
 
 use clap::Parser;
 
 use super::engine_log::{self, Level};
-use super::{EngineKind, ServeOptions, SimConfig, flag_value, serve_engine, start_engine};
+use super::{EngineKind, ServeOptions, SimConfig, flag_value, serve_engine, serve_twin, start_engine};
+use crate::Engine;
+use crate::twin::{Twin, TwinEngine};
 
 /// A simulated SGLang/vLLM server: a real OpenAI-compatible HTTP API over the engine model in
 /// real time.
@@ -45,6 +50,10 @@ struct SimArgs {
     /// Do not print engine-style log lines.
     #[arg(long)]
     quiet: bool,
+    /// Serve this fitted twin of a real deployment (`autodebug twin fit`) instead of the built-in
+    /// model; its engine replaces `--engine`, and `--gpu`/`--model` are not used.
+    #[arg(long, value_name = "TWIN_YAML")]
+    twin: Option<std::path::PathBuf>,
     /// The engine's own flags, after `--`.
     #[arg(last = true, allow_hyphen_values = true)]
     engine_args: Vec<String>,
@@ -62,9 +71,23 @@ pub fn run_cli(args: &[String]) -> ExitCode {
             return if error.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
-    let Some(engine) = EngineKind::parse(&parsed.engine).filter(|e| matches!(e, EngineKind::Sglang | EngineKind::Vllm))
+    let twin = match parsed.twin.as_deref().map(Twin::load).transpose() {
+        Ok(twin) => twin,
+        Err(error) => {
+            eprintln!("autodebug-sim: error: --twin {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let engine_name = twin.as_ref().map_or(parsed.engine.as_str(), |t| t.engine.as_str());
+    let Some(engine) = EngineKind::parse(engine_name).filter(|e| matches!(e, EngineKind::Sglang | EngineKind::Vllm))
     else {
-        eprintln!("autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{}`", parsed.engine);
+        match &twin {
+            Some(_) => eprintln!(
+                "autodebug-sim: error: --twin: a {engine_name} twin cannot be served (the simulator speaks vLLM's and \
+                 SGLang's API and metrics); use `autodebug twin predict` for it"
+            ),
+            None => eprintln!("autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{engine_name}`"),
+        }
         return ExitCode::from(2);
     };
     let args = &parsed.engine_args;
@@ -93,19 +116,32 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         quiet: parsed.quiet,
     };
 
-    let config = match SimConfig::from_args(engine, &parsed.gpu, &model, args) {
-        Ok(config) => config,
-        Err(error) => {
-            report_startup_error(engine, &error.to_string());
-            return ExitCode::from(2);
+    let start = match twin {
+        Some(twin) => {
+            let tuned = tuned_flags(args);
+            // Refused before the port is bound, like a real engine's bad flag.
+            if let Err(error) = TwinEngine::start(&twin, &tuned) {
+                report_startup_error(engine, &error.to_string());
+                return ExitCode::from(2);
+            }
+            Start::Twin(Box::new(twin), tuned)
         }
-    };
-    // The engine starts (and may die of OOM) before the port is bound, like the real ones.
-    let engine_model = match start_engine(config, options.seed, options.quiet) {
-        Ok(engine_model) => engine_model,
-        Err(error) => {
-            report_startup_error(engine, &error.to_string());
-            return ExitCode::FAILURE;
+        None => {
+            let config = match SimConfig::from_args(engine, &parsed.gpu, &model, args) {
+                Ok(config) => config,
+                Err(error) => {
+                    report_startup_error(engine, &error.to_string());
+                    return ExitCode::from(2);
+                }
+            };
+            // The engine starts (and may die of OOM) before the port is bound, like the real ones.
+            match start_engine(config, options.seed, options.quiet) {
+                Ok(engine_model) => Start::Engine(Box::new(engine_model)),
+                Err(error) => {
+                    report_startup_error(engine, &error.to_string());
+                    return ExitCode::FAILURE;
+                }
+            }
         }
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -120,7 +156,10 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         let listener = tokio::net::TcpListener::bind(&address)
             .await
             .map_err(|source| super::ServerError::Bind { address: address.clone(), source })?;
-        serve_engine(engine_model, listener, options).await
+        match start {
+            Start::Engine(engine_model) => serve_engine(*engine_model, listener, options).await,
+            Start::Twin(twin, tuned) => serve_twin(&twin, &tuned, listener, options).await,
+        }
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +168,30 @@ pub fn run_cli(args: &[String]) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+enum Start {
+    Engine(Box<Engine>),
+    Twin(Box<Twin>, Vec<String>),
+}
+
+/// The flags that configure the engine, without those that only say where and as what it serves.
+fn tuned_flags(args: &[String]) -> Vec<String> {
+    const SERVING: &[&str] = &["--host", "--port", "--model", "--model-path", "--served-model-name", "--api-key"];
+    let mut out = Vec::new();
+    let mut skip_value = false;
+    for arg in args {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let name = arg.split('=').next().unwrap_or_default();
+        if SERVING.contains(&name) {
+            skip_value = !arg.contains('=');
+            continue;
+        }
+        out.push(arg.clone());
+    }
+    out
 }
 
 fn default_port(engine: EngineKind) -> u16 {

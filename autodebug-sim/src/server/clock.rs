@@ -16,7 +16,8 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 
 use super::engine_log::BatchLogger;
 use super::telemetry::{FinishedRequest, StepPhase, StepRecord, Telemetry};
-use super::{Engine, SimRequest, StepKind};
+use super::{Engine, EngineStats, SimRequest, StepKind, StepOutcome};
+use crate::twin::TwinEngine;
 
 /// Falling further behind the schedule than this (a stalled machine) restarts the schedule at
 /// "now" instead of replaying the missed steps back to back as a burst of tokens.
@@ -161,6 +162,52 @@ impl EngineHandle {
     }
 }
 
+/// What the engine thread steps: the built-in engine model, or a twin fitted to a real
+/// deployment; the HTTP side cannot tell them apart.
+pub trait SteppedEngine: Send + 'static {
+    fn submit(&mut self, request: SimRequest);
+    fn cancel(&mut self, id: u64);
+    fn has_work(&self) -> bool;
+    fn step(&mut self) -> StepOutcome;
+    fn stats(&self) -> &EngineStats;
+}
+
+impl SteppedEngine for Engine {
+    fn submit(&mut self, request: SimRequest) {
+        Engine::submit(self, request)
+    }
+    fn cancel(&mut self, id: u64) {
+        Engine::cancel(self, id)
+    }
+    fn has_work(&self) -> bool {
+        Engine::has_work(self)
+    }
+    fn step(&mut self) -> StepOutcome {
+        Engine::step(self)
+    }
+    fn stats(&self) -> &EngineStats {
+        Engine::stats(self)
+    }
+}
+
+impl SteppedEngine for TwinEngine {
+    fn submit(&mut self, request: SimRequest) {
+        TwinEngine::submit(self, request)
+    }
+    fn cancel(&mut self, id: u64) {
+        TwinEngine::cancel(self, id)
+    }
+    fn has_work(&self) -> bool {
+        TwinEngine::has_work(self)
+    }
+    fn step(&mut self) -> StepOutcome {
+        TwinEngine::step(self)
+    }
+    fn stats(&self) -> &EngineStats {
+        TwinEngine::stats(self)
+    }
+}
+
 /// Settings of the engine thread.
 pub struct EngineThreadOptions {
     pub fast: bool,
@@ -170,8 +217,8 @@ pub struct EngineThreadOptions {
 }
 
 /// Starts the engine thread. It stops when every [`EngineHandle`] is dropped.
-pub fn spawn_engine_thread(
-    engine: Engine,
+pub fn spawn_engine_thread<E: SteppedEngine>(
+    engine: E,
     options: EngineThreadOptions,
 ) -> std::io::Result<(EngineHandle, JoinHandle<()>)> {
     let (commands, inbox) = mpsc::channel();
@@ -194,8 +241,8 @@ struct LiveRequest {
     output_tokens: u32,
 }
 
-struct EngineLoop {
-    engine: Engine,
+struct EngineLoop<E> {
+    engine: E,
     inbox: Receiver<Command>,
     fast: bool,
     clock: Clock,
@@ -212,8 +259,8 @@ struct EngineLoop {
     itl_observations: Vec<(f64, u32)>,
 }
 
-impl EngineLoop {
-    fn new(engine: Engine, inbox: Receiver<Command>, options: EngineThreadOptions) -> EngineLoop {
+impl<E: SteppedEngine> EngineLoop<E> {
+    fn new(engine: E, inbox: Receiver<Command>, options: EngineThreadOptions) -> EngineLoop<E> {
         EngineLoop {
             engine,
             inbox,

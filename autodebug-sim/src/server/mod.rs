@@ -9,6 +9,9 @@
 //! - `GET /metrics`: Prometheus text under the engine's real metric names;
 //! - `GET /api/v1/debug_context/`: a Graphsignal-shaped debug context of the run.
 //!
+//! [`serve_twin`] serves a twin fitted to a real deployment ([`crate::twin`]) the same way: its
+//! scheduler steps in real time behind the same API and metrics.
+//!
 //! [`run_cli`] is the `autodebug-sim` command line (also behind `autodebug sim serve`).
 //!
 //! ```no_run
@@ -53,10 +56,12 @@ pub use graphsignal::DEPLOYMENT_TAG;
 pub use metrics::format_go_float;
 pub use openai::natural_length;
 
-use clock::{EngineHandle, EngineThreadOptions, lock, spawn_engine_thread};
+use clock::{EngineHandle, EngineThreadOptions, SteppedEngine, lock, spawn_engine_thread};
 use engine_log::BatchLogger;
 use graphsignal::ServerIdentity;
 use telemetry::Telemetry;
+
+use crate::twin::{Twin, TwinEngine, TwinError};
 
 pub(crate) use crate::{
     Engine, EngineKind, EngineStats, SimConfig, SimError, SimRequest, StepKind, StepOutcome, tokenize,
@@ -87,6 +92,9 @@ pub enum ServerError {
     Engine(#[from] SimError),
     #[error("could not bind {address}: {source}; pick another --port or stop the process using it")]
     Bind { address: String, source: std::io::Error },
+    /// The twin cannot serve this configuration (an unreadable flag, a budget nothing fits).
+    #[error("{0}")]
+    Twin(TwinError),
     #[error("could not start the engine thread: {0}")]
     EngineThread(std::io::Error),
     #[error("the HTTP server failed: {0}")]
@@ -156,25 +164,96 @@ pub async fn serve_engine(
     listener: tokio::net::TcpListener,
     options: ServeOptions,
 ) -> Result<(), ServerError> {
-    let clock = Clock::new();
     let config = engine.config();
-    let engine_kind = config.engine;
+    let served = Served {
+        identity: ServerIdentity {
+            engine: config.engine,
+            gpu: config.gpu.name.to_string(),
+            gpu_count: config.gpu_count,
+            model: config.model.hf_id.to_string(),
+            startup_attributes: config.startup_attributes(),
+        },
+        args: config.args.clone(),
+        max_context: config.model.max_context,
+    };
+    serve_stepped(engine, served, listener, options).await
+}
+
+/// Serves a twin fitted to a real deployment (`autodebug twin fit`) as that engine launched with
+/// `flags`, in real time: each step lasts what the twin predicts, and prompts count as many
+/// tokens as the fitted engine counted. Only vLLM and SGLang twins: the server speaks their
+/// metrics, not llama.cpp's.
+pub async fn serve_twin(
+    twin: &Twin,
+    flags: &[String],
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
+    if !matches!(twin.engine, EngineKind::Vllm | EngineKind::Sglang) {
+        return Err(ServerError::Twin(TwinError::Infeasible(format!(
+            "a {} twin cannot be served: the simulator's server speaks vLLM's and SGLang's API and metrics; \
+             predict it with `autodebug twin predict` instead",
+            twin.engine.as_str()
+        ))));
+    }
+    let engine = TwinEngine::start(twin, flags).map_err(ServerError::Twin)?;
+    if !options.quiet {
+        let fitted = twin.fitted_on.as_ref().map_or("unfitted".to_string(), |f| {
+            format!("fitted on session {} ({} observations)", f.session, f.observations)
+        });
+        let line = format!(
+            "twin of {} {fitted}; a client prompt token counts {:.2} engine tokens",
+            twin.model,
+            engine.prompt_scale()
+        );
+        engine_log::emit(twin.engine, Level::Info, &line);
+        if !engine.unseen().is_empty() {
+            let line = format!("never measured, served as the fitted defaults: {}", engine.unseen().join(", "));
+            engine_log::emit(twin.engine, Level::Warning, &line);
+        }
+    }
+    let context_flag = if twin.engine == EngineKind::Vllm { "--max-model-len" } else { "--context-length" };
+    let served = Served {
+        identity: ServerIdentity {
+            engine: twin.engine,
+            gpu: "twin".into(),
+            gpu_count: 1,
+            model: twin.model.clone(),
+            startup_attributes: Vec::new(),
+        },
+        args: flags.to_vec(),
+        max_context: flag_value(flags, context_flag).and_then(|v| v.parse().ok()).unwrap_or(TWIN_MAX_CONTEXT),
+    };
+    serve_stepped(engine, served, listener, options).await
+}
+
+/// A twin's context length unless its flags say: twins do not model KV capacity.
+const TWIN_MAX_CONTEXT: u32 = 32_768;
+
+/// Who the server says it is, and the launch flags it reports.
+struct Served {
+    identity: ServerIdentity,
+    args: Vec<String>,
+    max_context: u32,
+}
+
+async fn serve_stepped<E: SteppedEngine>(
+    engine: E,
+    served: Served,
+    listener: tokio::net::TcpListener,
+    options: ServeOptions,
+) -> Result<(), ServerError> {
+    let clock = Clock::new();
+    let Served { identity, args, max_context } = served;
+    let engine_kind = identity.engine;
     let served_model_name = options
         .model_name
         .clone()
-        .or_else(|| flag_value(&config.args, "--served-model-name").map(str::to_string))
-        .unwrap_or_else(|| config.model.hf_id.to_string());
-    let cuda_graph = !config.args.iter().any(|a| a == "--disable-cuda-graph" || a == "--enforce-eager");
-    let cuda_graph_max_bs = flag_value(&config.args, "--cuda-graph-max-bs").and_then(|v| v.parse().ok()).unwrap_or(256);
-    let identity = ServerIdentity {
-        engine: engine_kind,
-        gpu: config.gpu.name.to_string(),
-        gpu_count: config.gpu_count,
-        model: config.model.hf_id.to_string(),
-        startup_attributes: config.startup_attributes(),
-    };
-    let hf_id = config.model.hf_id.to_string();
-    let max_context = config.model.max_context;
+        .or_else(|| flag_value(&args, "--served-model-name").map(str::to_string))
+        .unwrap_or_else(|| identity.model.clone());
+    let cuda_graph = !args.iter().any(|a| a == "--disable-cuda-graph" || a == "--enforce-eager");
+    let cuda_graph_max_bs = flag_value(&args, "--cuda-graph-max-bs").and_then(|v| v.parse().ok()).unwrap_or(256);
+    let hf_id = identity.model.clone();
     let started_unix_ns = clock.now_unix_ns();
     let telemetry = Arc::new(Mutex::new(Telemetry::new(
         engine_kind,
@@ -184,14 +263,11 @@ pub async fn serve_engine(
         metrics::buckets_for(engine_kind),
     )));
     if engine_kind == EngineKind::Vllm {
-        let prefix_caching = !config.args.iter().any(|a| a == "--no-enable-prefix-caching");
+        let prefix_caching = !args.iter().any(|a| a == "--no-enable-prefix-caching");
         lock(&telemetry).cache_config = vec![
-            ("cache_dtype", flag_value(&config.args, "--kv-cache-dtype").unwrap_or("auto").to_string()),
+            ("cache_dtype", flag_value(&args, "--kv-cache-dtype").unwrap_or("auto").to_string()),
             ("enable_prefix_caching", if prefix_caching { "True" } else { "False" }.to_string()),
-            (
-                "gpu_memory_utilization",
-                flag_value(&config.args, "--gpu-memory-utilization").unwrap_or("0.9").to_string(),
-            ),
+            ("gpu_memory_utilization", flag_value(&args, "--gpu-memory-utilization").unwrap_or("0.9").to_string()),
         ];
     }
     let (handle, _thread) = spawn_engine_thread(

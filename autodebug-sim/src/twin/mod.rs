@@ -11,7 +11,9 @@
 //!
 //! Closed-loop schedules do not depend on step durations, so a prediction is a pure function of
 //! the costs and [`fit`] converges in a few Levenberg–Marquardt steps; [`validate`] measures the
-//! twin's error on iterations it was not fitted to.
+//! twin's error on iterations it was not fitted to. [`TwinEngine`] steps the same scheduler one
+//! request at a time, which is how the simulator's server serves a twin in real time
+//! (`autodebug sim serve --twin twin.yaml`).
 //!
 //! ```
 //! use autodebug_core::{EngineKind, LaunchFlags, Platform};
@@ -28,6 +30,7 @@
 //! assert!(narrow.metrics["ttft.p50"] > wide.metrics["ttft.p50"], "4 slots queue 16 streams");
 //! ```
 
+mod engine;
 mod fit;
 mod observe;
 mod planner;
@@ -42,6 +45,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::simulate::SimWorkload;
 
+pub use engine::TwinEngine;
 pub use fit::{FitOptions, fit};
 pub use observe::{Observation, observations, workload_of};
 pub use planner::{PREDICTED_SIGNAL, TWIN_RULE, TwinCheck, TwinPlanner, TwinSearch, twin_checks};
@@ -108,6 +112,10 @@ pub struct PlanShape {
     pub prompt_tokens: u32,
     pub output_tokens: u32,
     pub cached_prompt_tokens: u32,
+    /// The prompt length the bench asked for, in its own tokens (absent in twins fitted before it
+    /// was recorded): with `prompt_tokens`, how many engine tokens a client token becomes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_prompt_tokens: Option<u32>,
 }
 
 impl PlanShape {
@@ -204,6 +212,24 @@ impl Twin {
             workload.shared_prefix_tokens = shape.cached_prompt_tokens;
         }
         workload
+    }
+
+    /// Engine tokens per client token, the median over the fitted plans (1 when none recorded
+    /// what it sent): a served twin counts a request's prompt as the fitted engine did.
+    pub fn prompt_scale(&self) -> f64 {
+        let mut ratios: Vec<f64> = self
+            .plans
+            .values()
+            .filter_map(|shape| {
+                let sent = shape.sent_prompt_tokens.filter(|s| *s > 0)?;
+                Some(f64::from(shape.prompt_tokens) / f64::from(sent))
+            })
+            .collect();
+        if ratios.is_empty() {
+            return 1.0;
+        }
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
     }
 
     /// The engine's effective defaults on `platform`: the catalog's defaults for every knob, plus

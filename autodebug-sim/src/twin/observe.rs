@@ -17,6 +17,8 @@ pub struct Observation {
     /// usage it reported (a chat template adds tokens; a local tokenizer may count 4x the bench's
     /// estimate), and the prompt tokens it reported cached as a shared prefix.
     pub workload: SimWorkload,
+    /// The prompt length the bench asked for, in its own tokens.
+    pub sent_prompt_tokens: u32,
     /// The measured [`PREDICTED_METRICS`] (those the bench reported).
     pub measured: BTreeMap<String, f64>,
 }
@@ -64,6 +66,7 @@ pub fn observations(plans: &[BenchPlan], iterations: &[Iteration]) -> Vec<Observ
                 continue;
             }
             let mut workload = workload_of(plan);
+            let sent_prompt_tokens = workload.prompt_tokens;
             let per_request = |total: u64| (total as f64 / summary.succeeded as f64).round() as u32;
             if summary.prompt_tokens > 0 {
                 workload.prompt_tokens = per_request(summary.prompt_tokens);
@@ -79,6 +82,7 @@ pub fn observations(plans: &[BenchPlan], iterations: &[Iteration]) -> Vec<Observ
                 plan: plan.name.clone(),
                 flags: iteration.spec.flags.clone(),
                 workload,
+                sent_prompt_tokens,
                 measured,
             });
         }
@@ -105,6 +109,7 @@ pub(crate) fn plan_shapes(observations: &[Observation]) -> BTreeMap<String, Plan
                 prompt_tokens: median(seen.iter().map(|o| o.workload.prompt_tokens).collect()),
                 output_tokens: median(seen.iter().map(|o| o.workload.output_tokens).collect()),
                 cached_prompt_tokens: seen.iter().map(|o| o.workload.shared_prefix_tokens).max().unwrap_or(0),
+                sent_prompt_tokens: Some(median(seen.iter().map(|o| o.sent_prompt_tokens).collect())),
             };
             (plan, shape)
         })

@@ -202,17 +202,175 @@ impl Scales {
 }
 
 #[derive(Debug, Clone)]
-struct Request {
+pub(crate) struct Request {
+    pub(crate) id: u64,
     sent_ns: f64,
-    prompt: u32,
-    output: u32,
+    pub(crate) prompt: u32,
+    pub(crate) output: u32,
     /// Prompt tokens computed (or found in the prefix cache).
-    computed: u32,
+    pub(crate) computed: u32,
+    /// Of those, found in the prefix cache (what a served twin reports as cached).
+    pub(crate) cached: u32,
     /// Prompt tokens this step computes.
     chunk: u32,
-    emitted: u32,
+    pub(crate) emitted: u32,
     first_ns: f64,
     last_ns: f64,
+}
+
+impl Request {
+    pub(crate) fn new(id: u64, sent_ns: f64, prompt: u32, output: u32) -> Request {
+        Request {
+            id,
+            sent_ns,
+            prompt: prompt.max(1),
+            output: output.max(1),
+            computed: 0,
+            cached: 0,
+            chunk: 0,
+            emitted: 0,
+            first_ns: 0.0,
+            last_ns: 0.0,
+        }
+    }
+}
+
+/// What one step computes and what it costs.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StepWork {
+    pub(crate) prefill_tokens: u64,
+    pub(crate) decoding: u64,
+    pub(crate) passes: u64,
+    pub(crate) step_ns: f64,
+}
+
+/// The requests the scheduler holds, queued and running: the one stepping core behind the
+/// virtual-time [`run`] and the served twin (`TwinEngine`), so both schedule alike.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    pub(crate) waiting: VecDeque<Request>,
+    pub(crate) running: Vec<Request>,
+}
+
+impl Batch {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.running.is_empty() && self.waiting.is_empty()
+    }
+
+    /// Plans the next step: every decoding sequence, then prompt chunks within the token budget
+    /// (running prompts first, then queued ones while a sequence is free), and its cost. An error
+    /// when nothing can run: the first queued prompt never fits a step.
+    pub(crate) fn plan(
+        &mut self,
+        schedule: &Schedule,
+        costs: &StepCosts,
+        scales: Scales,
+    ) -> Result<StepWork, TwinError> {
+        let mut budget = schedule.token_budget;
+        let (mut decoding, mut prefill_tokens, mut context) = (0u64, 0u64, 0u64);
+        for request in &self.running {
+            if request.computed == request.prompt {
+                decoding += 1;
+                context += u64::from(request.prompt + request.emitted);
+            }
+        }
+        budget = budget.saturating_sub(u32::try_from(decoding).unwrap_or(u32::MAX));
+        if schedule.continuous_batching || decoding == 0 {
+            let take = |request: &mut Request, budget: &mut u32| {
+                let remaining = request.prompt - request.computed;
+                let chunk = if schedule.chunked_prefill {
+                    remaining.min(*budget)
+                } else if remaining <= *budget {
+                    remaining
+                } else {
+                    0
+                };
+                request.chunk = chunk;
+                *budget -= chunk;
+                chunk
+            };
+            for request in self.running.iter_mut().filter(|r| r.computed < r.prompt) {
+                let chunk = take(request, &mut budget);
+                prefill_tokens += u64::from(chunk);
+                context += u64::from(request.computed);
+            }
+            while self.running.len() < schedule.max_seqs && budget > 0 {
+                let Some(mut request) = self.waiting.pop_front() else { break };
+                let chunk = take(&mut request, &mut budget);
+                if chunk == 0 {
+                    self.waiting.push_front(request);
+                    break;
+                }
+                prefill_tokens += u64::from(chunk);
+                context += u64::from(request.computed);
+                self.running.push(request);
+            }
+        }
+        if decoding == 0 && prefill_tokens == 0 {
+            let prompt = self.waiting.front().or(self.running.first()).map_or(0, |r| r.prompt);
+            return Err(TwinError::Infeasible(format!(
+                "a {prompt}-token prompt never fits a {}-token step without chunked prefill",
+                schedule.token_budget
+            )));
+        }
+        let passes = match schedule.pass_tokens {
+            Some(size) => (decoding + prefill_tokens).div_ceil(u64::from(size)).max(1),
+            None => 1,
+        };
+        let step_ns = passes as f64 * costs.step_us * 1e3 * scales.overhead
+            + prefill_tokens as f64 * costs.prefill_token_us * 1e3 * scales.prefill
+            + (decoding as f64 * costs.decode_seq_us * 1e3 + context as f64 * costs.context_token_ns) * scales.decode;
+        Ok(StepWork { prefill_tokens, decoding, passes, step_ns: step_ns.max(1.0) })
+    }
+
+    /// Ends the planned step at `clock`: each decoding sequence emits a token and each prompt chunk
+    /// is computed (the last chunk emits the first token). `token` sees each token with the time
+    /// since the request's previous one (`None` for a first token); a request with its last token
+    /// leaves the batch through `done`.
+    pub(crate) fn end_step(
+        &mut self,
+        clock: f64,
+        mut token: impl FnMut(&Request, Option<f64>),
+        mut done: impl FnMut(Request),
+    ) {
+        let mut index = 0;
+        while index < self.running.len() {
+            let request = &mut self.running[index];
+            if request.computed == request.prompt {
+                request.emitted += 1;
+                let since = clock - request.last_ns;
+                request.last_ns = clock;
+                token(request, Some(since));
+            } else if request.chunk > 0 {
+                request.computed += request.chunk;
+                request.chunk = 0;
+                if request.computed == request.prompt {
+                    request.emitted = 1;
+                    request.first_ns = clock;
+                    request.last_ns = clock;
+                    token(request, None);
+                }
+            }
+            if request.emitted >= request.output {
+                done(self.running.swap_remove(index));
+                continue;
+            }
+            index += 1;
+        }
+    }
+
+    /// Drops a request wherever it is; false when the batch does not hold it.
+    pub(crate) fn remove(&mut self, id: u64) -> bool {
+        if let Some(at) = self.running.iter().position(|r| r.id == id) {
+            self.running.swap_remove(at);
+            true
+        } else if let Some(at) = self.waiting.iter().position(|r| r.id == id) {
+            self.waiting.remove(at);
+            true
+        } else {
+            false
+        }
+    }
 }
 
 /// What the twin's client measured, as the bench would.
@@ -289,22 +447,12 @@ pub(crate) fn run(
     let mut first_send = f64::INFINITY;
     let mut last_done = 0.0f64;
     let cacheable = if workload.repeat_prompt { workload.prompt_tokens } else { workload.shared_prefix_tokens };
-    let new_request = |sent_ns: f64| Request {
-        sent_ns,
-        prompt: workload.prompt_tokens.max(1),
-        output: workload.output_tokens.max(1),
-        computed: 0,
-        chunk: 0,
-        emitted: 0,
-        first_ns: 0.0,
-        last_ns: 0.0,
-    };
+    let new_request = |sent_ns: f64| Request::new(0, sent_ns, workload.prompt_tokens, workload.output_tokens);
     // Open loop: the scheduled send times not reached yet. Closed loop: the first `concurrency`
     // requests go out at once and each completion sends the next.
     let mut sends: VecDeque<f64> = VecDeque::new();
     let mut arriving: VecDeque<Request> = VecDeque::new();
-    let mut waiting: VecDeque<Request> = VecDeque::new();
-    let mut running: Vec<Request> = Vec::new();
+    let mut batch = Batch::default();
     let mut sent = 0usize;
     match rate {
         Some(rate) => {
@@ -340,9 +488,9 @@ pub(crate) fn run(
                 let reusable = cacheable.min(request.prompt - 1);
                 request.computed = reusable / block * block;
             }
-            waiting.push_back(request);
+            batch.waiting.push_back(request);
         }
-        if running.is_empty() && waiting.is_empty() {
+        if batch.is_empty() {
             let next_arrival = arriving.front().map(|r| r.sent_ns + request_ns);
             let next_send = sends.front().copied();
             match (next_arrival, next_send) {
@@ -357,78 +505,16 @@ pub(crate) fn run(
         if steps > MAX_STEPS {
             return Err(TwinError::Infeasible(format!("no progress after {MAX_STEPS} steps")));
         }
-        let mut budget = schedule.token_budget;
-        let (mut decoding, mut prefill_tokens, mut context) = (0u64, 0u64, 0u64);
-        for request in &running {
-            if request.computed == request.prompt {
-                decoding += 1;
-                context += u64::from(request.prompt + request.emitted);
-            }
-        }
-        budget = budget.saturating_sub(u32::try_from(decoding).unwrap_or(u32::MAX));
-        if schedule.continuous_batching || decoding == 0 {
-            let take = |request: &mut Request, budget: &mut u32| {
-                let remaining = request.prompt - request.computed;
-                let chunk = if schedule.chunked_prefill {
-                    remaining.min(*budget)
-                } else if remaining <= *budget {
-                    remaining
-                } else {
-                    0
-                };
-                request.chunk = chunk;
-                *budget -= chunk;
-                chunk
-            };
-            for request in running.iter_mut().filter(|r| r.computed < r.prompt) {
-                let chunk = take(request, &mut budget);
-                prefill_tokens += u64::from(chunk);
-                context += u64::from(request.computed);
-            }
-            while running.len() < schedule.max_seqs && budget > 0 {
-                let Some(mut request) = waiting.pop_front() else { break };
-                let chunk = take(&mut request, &mut budget);
-                if chunk == 0 {
-                    waiting.push_front(request);
-                    break;
+        let work = batch.plan(schedule, costs, scales)?;
+        clock += work.step_ns;
+        batch.end_step(
+            clock,
+            |_, since| {
+                if let Some(since) = since {
+                    itl_ms.push(since / 1e6);
                 }
-                prefill_tokens += u64::from(chunk);
-                context += u64::from(request.computed);
-                running.push(request);
-            }
-        }
-        if decoding == 0 && prefill_tokens == 0 {
-            return Err(TwinError::Infeasible(format!(
-                "a {}-token prompt never fits a {}-token step without chunked prefill",
-                workload.prompt_tokens, schedule.token_budget
-            )));
-        }
-        let passes = match schedule.pass_tokens {
-            Some(size) => (decoding + prefill_tokens).div_ceil(u64::from(size)).max(1),
-            None => 1,
-        };
-        let step_ns = passes as f64 * costs.step_us * 1e3 * scales.overhead
-            + prefill_tokens as f64 * costs.prefill_token_us * 1e3 * scales.prefill
-            + (decoding as f64 * costs.decode_seq_us * 1e3 + context as f64 * costs.context_token_ns) * scales.decode;
-        clock += step_ns.max(1.0);
-        let mut index = 0;
-        while index < running.len() {
-            let request = &mut running[index];
-            if request.computed == request.prompt {
-                request.emitted += 1;
-                itl_ms.push((clock - request.last_ns) / 1e6);
-                request.last_ns = clock;
-            } else if request.chunk > 0 {
-                request.computed += request.chunk;
-                request.chunk = 0;
-                if request.computed == request.prompt {
-                    request.emitted = 1;
-                    request.first_ns = clock;
-                    request.last_ns = clock;
-                }
-            }
-            if request.emitted >= request.output {
-                let done = running.swap_remove(index);
+            },
+            |done| {
                 let e2e = clock - done.sent_ns;
                 let ttft = done.first_ns - done.sent_ns;
                 result.ttft_ms.push(ttft / 1e6);
@@ -443,10 +529,8 @@ pub(crate) fn run(
                     arriving.push_back(new_request(clock));
                     sent += 1;
                 }
-                continue;
-            }
-            index += 1;
-        }
+            },
+        );
     }
     let duration_s = (last_done - first_send.min(last_done)) / 1e9;
     result.duration_s = duration_s;
