@@ -172,41 +172,30 @@ pub trait SteppedEngine: Send + 'static {
     fn stats(&self) -> &EngineStats;
 }
 
-impl SteppedEngine for Engine {
-    fn submit(&mut self, request: SimRequest) {
-        Engine::submit(self, request)
-    }
-    fn cancel(&mut self, id: u64) {
-        Engine::cancel(self, id)
-    }
-    fn has_work(&self) -> bool {
-        Engine::has_work(self)
-    }
-    fn step(&mut self) -> StepOutcome {
-        Engine::step(self)
-    }
-    fn stats(&self) -> &EngineStats {
-        Engine::stats(self)
-    }
+/// Both engines have these as inherent methods (their own public API); the trait forwards to them.
+macro_rules! stepped_engine {
+    ($($engine:ty),*) => {$(
+        impl SteppedEngine for $engine {
+            fn submit(&mut self, request: SimRequest) {
+                <$engine>::submit(self, request)
+            }
+            fn cancel(&mut self, id: u64) {
+                <$engine>::cancel(self, id)
+            }
+            fn has_work(&self) -> bool {
+                <$engine>::has_work(self)
+            }
+            fn step(&mut self) -> StepOutcome {
+                <$engine>::step(self)
+            }
+            fn stats(&self) -> &EngineStats {
+                <$engine>::stats(self)
+            }
+        }
+    )*};
 }
 
-impl SteppedEngine for TwinEngine {
-    fn submit(&mut self, request: SimRequest) {
-        TwinEngine::submit(self, request)
-    }
-    fn cancel(&mut self, id: u64) {
-        TwinEngine::cancel(self, id)
-    }
-    fn has_work(&self) -> bool {
-        TwinEngine::has_work(self)
-    }
-    fn step(&mut self) -> StepOutcome {
-        TwinEngine::step(self)
-    }
-    fn stats(&self) -> &EngineStats {
-        TwinEngine::stats(self)
-    }
-}
+stepped_engine!(Engine, TwinEngine);
 
 /// Settings of the engine thread.
 pub struct EngineThreadOptions {
