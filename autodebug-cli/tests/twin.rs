@@ -109,6 +109,17 @@ fn healthy(port: u16) -> bool {
     stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.1 200")
 }
 
+/// The body of a plain HTTP GET on loopback.
+fn get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read the response");
+    response.split_once("\r\n\r\n").map(|(_, body)| body.to_string()).unwrap_or(response)
+}
+
 /// The twin of the REAL vLLM CPU data set (tiny model) served over loopback HTTP by `autodebug
 /// sim serve --twin`, and measured by `autodebug bench` as the real engine was: a request counts
 /// the prompt tokens the real engine counted for it, and the throughput the client measures is
@@ -177,14 +188,69 @@ fn a_fitted_twin_serves_over_http_at_its_predicted_pace() {
     assert!((0.6..=1.4).contains(&ratio), "measured {measured:.0} tok/s vs the twin's {expected:.0}");
 }
 
+/// The twin of the REAL llama.cpp data set served as llama-server would be launched (its `-m` and
+/// `--metrics` are serving flags, not tuned ones), measured by `autodebug bench` on the data set's
+/// concurrent plan: the client sees the twin's own prediction for the engine's defaults, and the
+/// metrics are llama-server's.
 #[test]
-fn a_llamacpp_twin_is_refused_by_the_server_with_what_to_use_instead() {
+fn a_llamacpp_twin_serves_llama_server_metrics_at_its_predicted_pace() {
     let dir = tempfile::tempdir().unwrap();
     let twin = dir.path().join("twin.yaml");
+    let twin_path = twin.to_str().unwrap();
     let db = real("llamacpp-smollm2.db");
-    json(&["twin", "fit", "--db", db.to_str().unwrap(), "--out", twin.to_str().unwrap(), "--json"]);
-    let (ok, _, stderr) = run(&["sim", "serve", "--twin", twin.to_str().unwrap(), "--port", "0"]);
-    assert!(!ok && stderr.contains("llamacpp twin") && stderr.contains("autodebug twin predict"), "{stderr}");
+    json(&["twin", "fit", "--db", db.to_str().unwrap(), "--out", twin_path, "--json"]);
+    let config = real("llamacpp-smollm2.yaml");
+    let predicted =
+        json(&["twin", "predict", "--twin", twin_path, "-c", config.to_str().unwrap(), "--flags", "", "--json"]);
+    let predicted = &predicted["plans"]["concurrent"]["metrics"];
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let _server = Served(
+        Command::new(BIN)
+            .args(["sim", "serve", "--twin", twin_path, "--port", &port.to_string(), "--quiet", "--"])
+            .args(["-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "--metrics", "--alias", "smollm2-twin"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("autodebug sim serve starts"),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !healthy(port) {
+        assert!(std::time::Instant::now() < deadline, "the served twin did not become healthy within 30 s");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let url = format!("http://127.0.0.1:{port}");
+    // The data set's concurrent plan: 8 streams, 64 prompt and 48 output tokens.
+    let report = json(&[
+        "bench",
+        "--url",
+        &url,
+        "--model",
+        "smollm2-twin",
+        "--concurrency",
+        "8",
+        "--requests",
+        "16",
+        "--isl",
+        "64",
+        "--osl",
+        "48",
+        "--json",
+    ]);
+    let summary = &report["points"][0]["summary"];
+    assert_eq!(summary["failed"], 0, "{summary}");
+    let measured = summary["output_throughput"].as_f64().unwrap();
+    let expected = predicted["output_throughput"].as_f64().unwrap();
+    let ratio = measured / expected;
+    println!("served llama.cpp twin: {measured:.1} tok/s measured, {expected:.1} predicted (ratio {ratio:.2})");
+    assert!((0.6..=1.4).contains(&ratio), "measured {measured:.1} tok/s vs the twin's {expected:.1}");
+    let metrics = get(port, "/metrics");
+    let predicted_tokens = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("llamacpp:tokens_predicted_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok());
+    // The bench's warmup request is served too.
+    assert!(predicted_tokens.is_some_and(|n| n >= 16.0 * 48.0), "llama-server's counters: {metrics}");
     let (ok, _, stderr) = run(&["sim", "serve", "--twin", dir.path().join("none.yaml").to_str().unwrap()]);
     assert!(!ok && stderr.contains("none.yaml"), "{stderr}");
 }

@@ -259,6 +259,76 @@ async fn vllm_metrics_use_the_real_names_and_counters_grow() {
     assert!(delta("vllm:prefix_cache_hits_total") > 0.0);
 }
 
+/// A llama.cpp twin served over loopback speaks llama-server's `/metrics`: the same families, HELP
+/// and TYPE lines as a real scrape (every family, no more), counters that grow with the requests it
+/// served, and per-slot throughput gauges that follow from its own timers.
+#[tokio::test]
+async fn a_llamacpp_twin_exports_exactly_the_real_llama_server_families() {
+    use autodebug_core::Platform;
+    use autodebug_sim::server::{ServeOptions, serve_twin};
+    use autodebug_sim::twin::{StepCosts, Twin};
+
+    let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    let mut twin = Twin::new(EngineKind::LlamaCpp, "smollm2", Twin::defaults_for(EngineKind::LlamaCpp, &cpu));
+    twin.costs = StepCosts {
+        step_us: 2000.0,
+        prefill_token_us: 50.0,
+        decode_seq_us: 300.0,
+        context_token_ns: 5.0,
+        request_ms: 1.0,
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
+    let base = format!("http://{}", listener.local_addr().expect("local address"));
+    let flags = vec!["--parallel".to_string(), "2".to_string()];
+    tokio::spawn(async move {
+        let options = ServeOptions { quiet: true, model_name: Some("smollm2".into()), ..ServeOptions::default() };
+        if let Err(error) = serve_twin(&twin, &flags, listener, options).await {
+            panic!("the twin's server failed: {error}");
+        }
+    });
+    let client = reqwest::Client::new();
+    let fixture = include_str!("fixtures/llamacpp_smollm2_metrics.prom");
+    let before = scrape(&client, &base).await;
+    check_against_fixture(&before, fixture);
+    let (_, real_families) = parse(fixture);
+    let (before_samples, our_families) = parse(&before);
+    assert_eq!(
+        our_families.keys().collect::<Vec<_>>(),
+        real_families.keys().collect::<Vec<_>>(),
+        "the families of a real llama-server scrape"
+    );
+    let body = chat_body("smollm2", &prompt(20, "llama"), 10, true);
+    let url = format!("{base}/v1/chat/completions");
+    let (one, two) = tokio::join!(stream(&client, &url, &body, None), stream(&client, &url, &body, None));
+    assert!(!content_events(&one).is_empty() && !content_events(&two).is_empty());
+    let after = scrape(&client, &base).await;
+    check_against_fixture(&after, fixture);
+    let (samples, _) = parse(&after);
+    let value = |name: &str| sum_of(&samples, name, None);
+    let delta = |name: &str| value(name) - sum_of(&before_samples, name, None);
+    assert_eq!(delta("llamacpp:tokens_predicted_total"), 20.0);
+    let prompt_tokens = delta("llamacpp:prompt_tokens_total") + delta("llamacpp:prompt_tokens_cached_total");
+    assert!(prompt_tokens >= 40.0, "two 20-word prompts counted {prompt_tokens} tokens");
+    assert!(delta("llamacpp:n_decode_total") >= 10.0, "10 tokens each take at least 10 decode calls");
+    assert!(value("llamacpp:n_tokens_max") >= 30.0, "{}", value("llamacpp:n_tokens_max"));
+    for (gauge, seconds, tokens) in [
+        (
+            "llamacpp:predicted_tokens_seconds",
+            "llamacpp:tokens_predicted_seconds_total",
+            "llamacpp:tokens_predicted_total",
+        ),
+        ("llamacpp:prompt_tokens_seconds", "llamacpp:prompt_seconds_total", "llamacpp:prompt_tokens_total"),
+    ] {
+        assert!(value(seconds) > 0.0, "{seconds} did not grow");
+        let expected = value(tokens) / value(seconds);
+        assert!((value(gauge) - expected).abs() <= 1e-6 * expected.max(1.0), "{gauge} is tokens over its timer");
+    }
+    let busy = value("llamacpp:n_busy_slots_per_decode");
+    assert!((1.0..=2.0).contains(&busy), "2 slots serve 2 streams: {busy} busy per decode");
+    assert_eq!(value("llamacpp:requests_processing"), 0.0);
+    assert_eq!(value("llamacpp:requests_deferred"), 0.0);
+}
+
 fn unix_ns_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0)
 }

@@ -79,20 +79,16 @@ pub fn run_cli(args: &[String]) -> ExitCode {
         }
     };
     let engine_name = twin.as_ref().map_or(parsed.engine.as_str(), |t| t.engine.as_str());
-    let Some(engine) = EngineKind::parse(engine_name).filter(|e| matches!(e, EngineKind::Sglang | EngineKind::Vllm))
+    // The built-in engine model plays SGLang and vLLM; a twin plays whichever engine it was fitted to.
+    let Some(engine) =
+        EngineKind::parse(engine_name).filter(|e| twin.is_some() || matches!(e, EngineKind::Sglang | EngineKind::Vllm))
     else {
-        match &twin {
-            Some(_) => eprintln!(
-                "autodebug-sim: error: --twin: a {engine_name} twin cannot be served (the simulator speaks vLLM's and \
-                 SGLang's API and metrics); use `autodebug twin predict` for it"
-            ),
-            None => eprintln!("autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{engine_name}`"),
-        }
+        eprintln!("autodebug-sim: error: --engine must be `sglang` or `vllm`, got `{engine_name}`");
         return ExitCode::from(2);
     };
     let args = &parsed.engine_args;
     let model =
-        flag_value(args, "--model-path").or_else(|| flag_value(args, "--model")).unwrap_or(&parsed.model).to_string();
+        ["--model-path", "--model", "-m"].iter().find_map(|f| flag_value(args, f)).unwrap_or(&parsed.model).to_string();
     let host =
         flag_value(args, "--host").map(str::to_string).or(parsed.host.clone()).unwrap_or_else(|| "127.0.0.1".into());
     let port = match flag_value(args, "--port").map(str::parse::<u16>) {
@@ -110,7 +106,10 @@ pub fn run_cli(args: &[String]) -> ExitCode {
     let options = ServeOptions {
         fault,
         seed: parsed.seed,
-        model_name: flag_value(args, "--served-model-name").map(str::to_string),
+        model_name: ["--served-model-name", "--alias", "-a"]
+            .iter()
+            .find_map(|f| flag_value(args, f))
+            .map(str::to_string),
         api_key: flag_value(args, "--api-key").map(str::to_string).or(parsed.api_key.clone()),
         fast: parsed.fast,
         quiet: parsed.quiet,
@@ -177,7 +176,10 @@ enum Start {
 
 /// The flags that configure the engine, without those that only say where and as what it serves.
 fn tuned_flags(args: &[String]) -> Vec<String> {
-    const SERVING: &[&str] = &["--host", "--port", "--model", "--model-path", "--served-model-name", "--api-key"];
+    // vLLM's and SGLang's serving flags, then llama-server's (`--metrics` takes no value).
+    const SERVING: &[&str] =
+        &["--host", "--port", "--model", "--model-path", "--served-model-name", "--api-key", "-m", "--alias", "-a"];
+    const SERVING_SWITCHES: &[&str] = &["--metrics"];
     let mut out = Vec::new();
     let mut skip_value = false;
     for arg in args {
@@ -185,6 +187,9 @@ fn tuned_flags(args: &[String]) -> Vec<String> {
             continue;
         }
         let name = arg.split('=').next().unwrap_or_default();
+        if SERVING_SWITCHES.contains(&name) {
+            continue;
+        }
         if SERVING.contains(&name) {
             skip_value = !arg.contains('=');
             continue;
@@ -197,14 +202,16 @@ fn tuned_flags(args: &[String]) -> Vec<String> {
 fn default_port(engine: EngineKind) -> u16 {
     match engine {
         EngineKind::Vllm => 8000,
-        _ => 30000,
+        EngineKind::LlamaCpp => 8080,
+        EngineKind::Sglang => 30000,
     }
 }
 
 fn program(engine: EngineKind) -> &'static str {
     match engine {
         EngineKind::Vllm => "vllm serve",
-        _ => "launch_server.py",
+        EngineKind::LlamaCpp => "llama-server",
+        EngineKind::Sglang => "launch_server.py",
     }
 }
 

@@ -410,6 +410,7 @@ impl<E: SteppedEngine> EngineLoop<E> {
                 telemetry.record_inter_token(*per_token, *count);
             }
             for finished in self.finished_scratch.drain(..) {
+                self.logger.after_request(&finished);
                 telemetry.record_request(finished);
             }
         }

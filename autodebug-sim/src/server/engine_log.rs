@@ -1,5 +1,6 @@
 //! Engine-style log lines: the startup banner, the ready line, and the periodic batch statistics
-//! (SGLang `Prefill batch` / `Decode batch`, vLLM `Engine 000: Avg prompt throughput`), written to
+//! (SGLang `Prefill batch` / `Decode batch`, vLLM `Engine 000: Avg prompt throughput`), llama.cpp's
+//! per-request `print_timing`, written to
 //! stdout with each engine's own timestamp prefix so log parsers written for the real engine work.
 
 use std::time::{Duration, Instant};
@@ -7,7 +8,7 @@ use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use time::macros::format_description;
 
-use super::telemetry::{StepPhase, StepRecord};
+use super::telemetry::{FinishedRequest, StepPhase, StepRecord};
 use super::{EngineKind, EngineStats, StepOutcome};
 
 /// SGLang's default `--decode-log-interval`.
@@ -23,12 +24,29 @@ pub fn format_line(engine: EngineKind, level: Level, line: &str) -> String {
             let stamp = now.format(format_description!("[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default();
             format!("{} {stamp} [{}] {line}", level.as_str(), vllm_source(line))
         }
-        _ => {
+        EngineKind::LlamaCpp => {
+            // llama.cpp stamps minutes.seconds.millis.micros since the process started.
+            let since = process_start().elapsed();
+            let (micros, total_ms) = (since.subsec_micros() % 1000, since.as_millis());
+            let (minutes, seconds, millis) = (total_ms / 60_000, (total_ms / 1000) % 60, total_ms % 1000);
+            let level = match level {
+                Level::Info => 'I',
+                Level::Warning => 'W',
+                Level::Error => 'E',
+            };
+            format!("{minutes}.{seconds:02}.{millis:03}.{micros:03} {level} {line}")
+        }
+        EngineKind::Sglang => {
             let stamp =
                 now.format(format_description!("[year]-[month]-[day] [hour]:[minute]:[second]")).unwrap_or_default();
             format!("[{stamp}] {line}")
         }
     }
+}
+
+fn process_start() -> Instant {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(Instant::now)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +102,11 @@ pub fn ready_lines(engine: EngineKind, host: &str, port: u16) -> Vec<String> {
             "Waiting for application startup.".into(),
             "Application startup complete.".into(),
         ],
-        _ => vec![
+        EngineKind::LlamaCpp => vec![
+            format!("srv  llama_server: listening on http://{host}:{port}"),
+            "srv  update_slots: all slots are idle".into(),
+        ],
+        EngineKind::Sglang => vec![
             format!("Uvicorn running on http://{host}:{port} (Press CTRL+C to quit)"),
             "The server is fired up and ready to roll!".into(),
         ],
@@ -105,6 +127,7 @@ pub struct BatchLogger {
     interval_generated: u64,
     interval_prompt: u64,
     interval_cached: u64,
+    finished_requests: u64,
 }
 
 impl BatchLogger {
@@ -120,6 +143,7 @@ impl BatchLogger {
             interval_generated: 0,
             interval_prompt: 0,
             interval_cached: 0,
+            finished_requests: 0,
         }
     }
 
@@ -178,7 +202,9 @@ impl BatchLogger {
                     self.restart_interval(now);
                 }
             }
-            _ => {
+            // llama-server prints no periodic batch lines, only each request's timings (below).
+            EngineKind::LlamaCpp => {}
+            EngineKind::Sglang => {
                 if new_seqs > 0 && self.enabled && !self.model_logs_batches {
                     let line = format!(
                         "Prefill batch, #new-seq: {new_seqs}, #new-token: {new_prompt_tokens}, #cached-token: {cached_prompt_tokens}, token usage: {:.2}, #running-req: {}, #queue-req: {}",
@@ -213,6 +239,42 @@ impl BatchLogger {
             }
         }
         throughput
+    }
+
+    /// The lines an engine prints when a request leaves it: llama-server's `print_timing` (its
+    /// prompt time is the request's time to first token here, queueing included).
+    pub fn after_request(&mut self, request: &FinishedRequest) {
+        if !self.enabled || self.engine != EngineKind::LlamaCpp {
+            return;
+        }
+        self.finished_requests += 1;
+        let task = self.finished_requests;
+        let prompt_ms = request.ttft_s.unwrap_or(request.e2e_s) * 1e3;
+        let eval_ms = (request.e2e_s * 1e3 - prompt_ms).max(0.0);
+        let computed = request.prompt_tokens.saturating_sub(request.cached_tokens);
+        let rate = |ms: f64, tokens: u32| {
+            let tokens = f64::from(tokens.max(1));
+            (ms / tokens, tokens / (ms / 1e3).max(1e-9))
+        };
+        let (prompt_per_token, prompt_rate) = rate(prompt_ms, computed);
+        let (eval_per_token, eval_rate) = rate(eval_ms, request.completion_tokens);
+        let head = format!("slot print_timing: id  0 | task {task} |");
+        for line in [
+            format!(
+                "{head} prompt eval time = {prompt_ms:10.2} ms / {computed:5} tokens ({prompt_per_token:8.2} ms per token, {prompt_rate:8.2} tokens per second)"
+            ),
+            format!(
+                "{head}        eval time = {eval_ms:10.2} ms / {:5} tokens ({eval_per_token:8.2} ms per token, {eval_rate:8.2} tokens per second)",
+                request.completion_tokens
+            ),
+            format!(
+                "{head}       total time = {:10.2} ms / {:5} tokens",
+                prompt_ms + eval_ms,
+                computed + request.completion_tokens
+            ),
+        ] {
+            emit(self.engine, Level::Info, &line);
+        }
     }
 
     fn restart_interval(&mut self, now: Instant) {

@@ -1,6 +1,7 @@
 //! `GET /metrics`: Prometheus text exposition under the engines' real metric names, label sets,
-//! HELP texts and histogram buckets (SGLang 0.5.23 multiprocess layout, vLLM 0.33.0), so a
-//! scraper written against a real engine reads the simulator unchanged.
+//! HELP texts and histogram buckets (SGLang 0.5.23 multiprocess layout, vLLM 0.33.0, llama.cpp's
+//! `llama-server --metrics` as scraped in `autodebug-telemetry/tests/fixtures`), so a scraper written
+//! against a real engine reads the simulator unchanged.
 
 use std::fmt::Write as _;
 
@@ -58,9 +59,97 @@ pub fn render(telemetry: &Telemetry) -> String {
     let mut out = Exposition { text: String::with_capacity(16 * 1024) };
     match telemetry.engine {
         EngineKind::Vllm => render_vllm(telemetry, &mut out),
-        _ => render_sglang(telemetry, &mut out),
+        EngineKind::LlamaCpp => render_llamacpp(telemetry, &mut out),
+        EngineKind::Sglang => render_sglang(telemetry, &mut out),
     }
     out.text
+}
+
+/// llama-server's families, in its order, unlabelled; its two throughput gauges are per slot
+/// (tokens over the summed slot timers), as llama.cpp computes them.
+fn render_llamacpp(t: &Telemetry, out: &mut Exposition) {
+    let g = &t.gauges;
+    let computed_prompt = g.prompt_tokens.saturating_sub(g.cached_prompt_tokens) as f64;
+    let ratio = |part: f64, whole: f64| if whole > 0.0 { part / whole } else { 0.0 };
+    let counter = |out: &mut Exposition, name: &str, help: &str, value: f64| {
+        out.family(name, "counter", help);
+        out.sample(name, &[], None, value);
+    };
+    counter(
+        out,
+        "llamacpp:prompt_tokens_total",
+        "Number of prompt tokens processed, excluding cached tokens",
+        computed_prompt,
+    );
+    counter(
+        out,
+        "llamacpp:prompt_tokens_cached_total",
+        "Number of prompt tokens reused from the cache",
+        g.cached_prompt_tokens as f64,
+    );
+    counter(out, "llamacpp:prompt_seconds_total", "Total time spent processing prompts", t.slot_prompt_seconds);
+    counter(
+        out,
+        "llamacpp:tokens_predicted_total",
+        "Number of generation tokens processed",
+        g.generation_tokens as f64,
+    );
+    counter(
+        out,
+        "llamacpp:tokens_predicted_seconds_total",
+        "Total time spent generating tokens",
+        t.slot_generation_seconds,
+    );
+    counter(
+        out,
+        "llamacpp:n_decode_total",
+        "Total number of llama_decode() calls, excluding speculative decoding and multimodal decoding",
+        g.forward_passes as f64,
+    );
+    counter(
+        out,
+        "llamacpp:n_tokens_max",
+        "Largest observed sequence length (prompt + generation)",
+        f64::from(t.max_sequence_tokens),
+    );
+    counter(
+        out,
+        "llamacpp:spec_decode_num_draft_tokens_total",
+        "Speculative: Total draft tokens generated",
+        g.spec_draft_tokens as f64,
+    );
+    counter(
+        out,
+        "llamacpp:spec_decode_num_accepted_tokens_total",
+        "Speculative: Total draft tokens accepted by the target model",
+        g.spec_accept_tokens as f64,
+    );
+    counter(
+        out,
+        "llamacpp:spec_decode_num_drafts_total",
+        "Speculative: Total speculative decoding verification steps",
+        0.0,
+    );
+    out.gauge(
+        "llamacpp:prompt_tokens_seconds",
+        "Average prompt throughput in tokens/s",
+        &[],
+        ratio(computed_prompt, t.slot_prompt_seconds),
+    );
+    out.gauge(
+        "llamacpp:predicted_tokens_seconds",
+        "Average generation throughput in tokens/s",
+        &[],
+        ratio(g.generation_tokens as f64, t.slot_generation_seconds),
+    );
+    out.gauge("llamacpp:requests_processing", "Number of requests processing", &[], g.running as f64);
+    out.gauge("llamacpp:requests_deferred", "Number of requests deferred", &[], g.queued as f64);
+    out.gauge(
+        "llamacpp:n_busy_slots_per_decode",
+        "Average number of busy slots per llama_decode() call",
+        &[],
+        ratio(t.busy_slots as f64, t.working_steps as f64),
+    );
 }
 
 type Labels<'a> = [(&'a str, &'a str)];

@@ -181,21 +181,14 @@ pub async fn serve_engine(
 
 /// Serves a twin fitted to a real deployment (`autodebug twin fit`) as that engine launched with
 /// `flags`, in real time: each step lasts what the twin predicts, and prompts count as many
-/// tokens as the fitted engine counted. Only vLLM and SGLang twins: the server speaks their
-/// metrics, not llama.cpp's.
+/// tokens as the fitted engine counted. It speaks the engine's own metrics and log lines (vLLM's,
+/// SGLang's, or llama-server's `llamacpp:` families and `print_timing` lines).
 pub async fn serve_twin(
     twin: &Twin,
     flags: &[String],
     listener: tokio::net::TcpListener,
     options: ServeOptions,
 ) -> Result<(), ServerError> {
-    if !matches!(twin.engine, EngineKind::Vllm | EngineKind::Sglang) {
-        return Err(ServerError::Twin(TwinError::Infeasible(format!(
-            "a {} twin cannot be served: the simulator's server speaks vLLM's and SGLang's API and metrics; \
-             predict it with `autodebug twin predict` instead",
-            twin.engine.as_str()
-        ))));
-    }
     let engine = TwinEngine::start(twin, flags).map_err(ServerError::Twin)?;
     if !options.quiet {
         let fitted = twin.fitted_on.as_ref().map_or("unfitted".to_string(), |f| {
@@ -212,7 +205,11 @@ pub async fn serve_twin(
             engine_log::emit(twin.engine, Level::Warning, &line);
         }
     }
-    let context_flag = if twin.engine == EngineKind::Vllm { "--max-model-len" } else { "--context-length" };
+    let context_flag = match twin.engine {
+        EngineKind::Vllm => "--max-model-len",
+        EngineKind::LlamaCpp => "--ctx-size",
+        EngineKind::Sglang => "--context-length",
+    };
     let served = Served {
         identity: ServerIdentity {
             engine: twin.engine,

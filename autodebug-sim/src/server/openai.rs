@@ -175,7 +175,8 @@ pub async fn models(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     }
     let owner = match state.identity.engine {
         EngineKind::Vllm => "vllm",
-        _ => "sglang",
+        EngineKind::LlamaCpp => "llamacpp",
+        EngineKind::Sglang => "sglang",
     };
     axum::Json(json!({
         "object": "list",

@@ -190,6 +190,15 @@ pub struct Telemetry {
     pub eager_passes: u64,
     pub steps: VecDeque<StepRecord>,
     pub requests: VecDeque<FinishedRequest>,
+    /// llama.cpp's per-slot timers summed over slots: a step counts once for every sequence it
+    /// prefilled (prompt) or decoded (generation), as each slot times its own phase.
+    pub slot_prompt_seconds: f64,
+    pub slot_generation_seconds: f64,
+    /// Sequences in each working step, summed, and the working steps: llama.cpp's busy slots per decode.
+    pub busy_slots: u64,
+    pub working_steps: u64,
+    /// The longest sequence seen, prompt plus generation (llama.cpp's `n_tokens_max`).
+    pub max_sequence_tokens: u32,
 }
 
 impl Telemetry {
@@ -220,6 +229,11 @@ impl Telemetry {
             eager_passes: 0,
             steps: VecDeque::new(),
             requests: VecDeque::new(),
+            slot_prompt_seconds: 0.0,
+            slot_generation_seconds: 0.0,
+            busy_slots: 0,
+            working_steps: 0,
+            max_sequence_tokens: 0,
         }
     }
 
@@ -237,6 +251,14 @@ impl Telemetry {
         if new_seqs > 0 {
             let total = new_prompt_tokens + cached_prompt_tokens;
             self.last_prefill_hit_rate = if total == 0 { 0.0 } else { cached_prompt_tokens as f64 / total as f64 };
+        }
+        if step.phase != StepPhase::Idle {
+            let seconds = step.end_unix_ns.saturating_sub(step.start_unix_ns) as f64 / 1e9;
+            let prefilling = new_seqs.min(step.batch_size);
+            self.slot_prompt_seconds += seconds * f64::from(prefilling);
+            self.slot_generation_seconds += seconds * f64::from(step.batch_size - prefilling);
+            self.busy_slots += u64::from(step.batch_size);
+            self.working_steps += 1;
         }
         let graphed = self.cuda_graph && step.phase == StepPhase::Decode;
         if graphed {
@@ -283,6 +305,7 @@ impl Telemetry {
         }
         series.e2e.observe(request.e2e_s);
         self.cached_tokens += u64::from(request.cached_tokens);
+        self.max_sequence_tokens = self.max_sequence_tokens.max(request.prompt_tokens + request.completion_tokens);
         if let Some(slot) = self.finish_reasons.iter_mut().find(|(reason, _)| *reason == request.finish_reason) {
             slot.1 += 1;
         }
