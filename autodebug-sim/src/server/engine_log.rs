@@ -248,31 +248,7 @@ impl BatchLogger {
             return;
         }
         self.finished_requests += 1;
-        let task = self.finished_requests;
-        let prompt_ms = request.ttft_s.unwrap_or(request.e2e_s) * 1e3;
-        let eval_ms = (request.e2e_s * 1e3 - prompt_ms).max(0.0);
-        let computed = request.prompt_tokens.saturating_sub(request.cached_tokens);
-        let rate = |ms: f64, tokens: u32| {
-            let tokens = f64::from(tokens.max(1));
-            (ms / tokens, tokens / (ms / 1e3).max(1e-9))
-        };
-        let (prompt_per_token, prompt_rate) = rate(prompt_ms, computed);
-        let (eval_per_token, eval_rate) = rate(eval_ms, request.completion_tokens);
-        let head = format!("slot print_timing: id  0 | task {task} |");
-        for line in [
-            format!(
-                "{head} prompt eval time = {prompt_ms:10.2} ms / {computed:5} tokens ({prompt_per_token:8.2} ms per token, {prompt_rate:8.2} tokens per second)"
-            ),
-            format!(
-                "{head}        eval time = {eval_ms:10.2} ms / {:5} tokens ({eval_per_token:8.2} ms per token, {eval_rate:8.2} tokens per second)",
-                request.completion_tokens
-            ),
-            format!(
-                "{head}       total time = {:10.2} ms / {:5} tokens",
-                prompt_ms + eval_ms,
-                computed + request.completion_tokens
-            ),
-        ] {
+        for line in print_timing(self.finished_requests, request) {
             emit(self.engine, Level::Info, &line);
         }
     }
@@ -282,5 +258,68 @@ impl BatchLogger {
         self.interval_generated = 0;
         self.interval_prompt = 0;
         self.interval_cached = 0;
+    }
+}
+
+/// llama-server's three `print_timing` lines for one finished request (task `task`).
+fn print_timing(task: u64, request: &FinishedRequest) -> [String; 3] {
+    let prompt_ms = request.ttft_s.unwrap_or(request.e2e_s) * 1e3;
+    let eval_ms = (request.e2e_s * 1e3 - prompt_ms).max(0.0);
+    let computed = request.prompt_tokens.saturating_sub(request.cached_tokens);
+    let rate = |ms: f64, tokens: u32| {
+        let tokens = f64::from(tokens.max(1));
+        (ms / tokens, tokens / (ms / 1e3).max(1e-9))
+    };
+    let (prompt_per_token, prompt_rate) = rate(prompt_ms, computed);
+    let (eval_per_token, eval_rate) = rate(eval_ms, request.completion_tokens);
+    let head = format!("slot print_timing: id  0 | task {task} |");
+    [
+        format!(
+            "{head} prompt eval time = {prompt_ms:10.2} ms / {computed:5} tokens ({prompt_per_token:8.2} ms per token, {prompt_rate:8.2} tokens per second)"
+        ),
+        format!(
+            "{head}        eval time = {eval_ms:10.2} ms / {:5} tokens ({eval_per_token:8.2} ms per token, {eval_rate:8.2} tokens per second)",
+            request.completion_tokens
+        ),
+        format!(
+            "{head}       total time = {:10.2} ms / {:5} tokens",
+            prompt_ms + eval_ms,
+            computed + request.completion_tokens
+        ),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The real line shape (`autodebug-telemetry/tests/fixtures/llamacpp_smollm2_server.log`):
+    /// `prompt eval time =  130.68 ms /  38 tokens (  3.44 ms per token,  290.78 tokens per second)`.
+    #[test]
+    fn print_timing_lines_carry_the_requests_own_times_and_tokens() {
+        let request = FinishedRequest {
+            streaming: true,
+            finished_unix_ns: 0,
+            ttft_s: Some(0.130),
+            tpot_s: Some(0.01),
+            e2e_s: 1.410,
+            prompt_tokens: 48,
+            cached_tokens: 10,
+            completion_tokens: 128,
+            finish_reason: "length",
+        };
+        let [prompt, eval, total] = print_timing(7, &request);
+        let number_after = |line: &str, marker: &str| -> f64 {
+            let rest = &line[line.find(marker).unwrap_or_else(|| panic!("{marker} in {line}")) + marker.len()..];
+            rest.split_whitespace().next().unwrap().parse().unwrap()
+        };
+        assert!(prompt.starts_with("slot print_timing: id  0 | task 7 | prompt eval time ="), "{prompt}");
+        assert_eq!(number_after(&prompt, "time ="), 130.0);
+        assert_eq!(number_after(&prompt, "ms /"), 38.0, "cached tokens are not evaluated");
+        assert_eq!(number_after(&eval, "time ="), 1280.0);
+        assert_eq!(number_after(&eval, "ms /"), 128.0);
+        assert_eq!(number_after(&eval, "ms per token,"), 100.0);
+        assert_eq!(number_after(&total, "ms /"), 166.0);
+        assert!(eval.contains("|        eval time ="), "{eval}");
     }
 }
