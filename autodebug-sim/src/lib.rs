@@ -49,5 +49,5 @@ pub use config::{
 pub use deployer::SimDeployer;
 pub use engine::{Engine, EngineStats, SimRequest, StepKind, StepOutcome, TokenEvent};
 pub use profiles::{GpuProfile, ModelProfile};
-pub use simulate::{SimResult, SimWorkload, simulate};
+pub use simulate::{SimResult, SimWorkload, Simulated, simulate};
 pub use tokenizer::tokenize;

@@ -177,7 +177,7 @@ impl SimResult {
         out
     }
 
-    fn failure(message: String) -> SimResult {
+    pub(crate) fn failure(message: String) -> SimResult {
         SimResult { failed: true, failure: Some(message), ..SimResult::default() }
     }
 }
@@ -233,8 +233,10 @@ fn word(rng: &mut SplitMix64) -> u32 {
     1 + (rng.next_u64() % 149_999) as u32
 }
 
-/// Runs `workload` against a fresh engine in virtual time. A startup failure (OOM, bad flags
-/// caught at startup) gives `failed = true` with the engine's message.
+/// Runs `workload` in virtual time on `engine`: the built-in engine model ([`SimConfig`]) or a twin
+/// fitted to a real deployment and launched with its flags ([`crate::twin::Twin::launch`]). A
+/// startup failure (OOM, bad flags caught at startup, a configuration the twin cannot run) gives
+/// `failed = true` with the engine's message.
 ///
 /// ```
 /// use autodebug_sim::{simulate, EngineKind, SimConfig, SimWorkload};
@@ -244,7 +246,22 @@ fn word(rng: &mut SplitMix64) -> u32 {
 /// assert_eq!(result.e2e_ms.len(), 5);
 /// assert!(result.metrics()["tpot.mean"] > 0.5);
 /// ```
-pub fn simulate(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimResult {
+pub fn simulate(engine: &impl Simulated, workload: &SimWorkload, seed: u64) -> SimResult {
+    engine.simulate(workload, seed)
+}
+
+/// An engine that [`simulate`] can run in virtual time.
+pub trait Simulated {
+    fn simulate(&self, workload: &SimWorkload, seed: u64) -> SimResult;
+}
+
+impl Simulated for SimConfig {
+    fn simulate(&self, workload: &SimWorkload, seed: u64) -> SimResult {
+        run_engine(self, workload, seed)
+    }
+}
+
+fn run_engine(config: &SimConfig, workload: &SimWorkload, seed: u64) -> SimResult {
     let mut engine = match Engine::start(config.clone(), seed) {
         Ok(engine) => engine,
         Err(error) => return SimResult::failure(error.to_string()),

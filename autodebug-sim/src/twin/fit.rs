@@ -92,7 +92,7 @@ impl Problem<'_> {
             }
             None => std::borrow::Cow::Borrowed(&prepared.observation.workload),
         };
-        scheduler::run(schedule, &Self::costs(theta), scales, &workload, 0x7477_696e).ok()
+        scheduler::run(schedule, &Self::costs(theta), scales, &workload, Twin::PREDICTION_SEED).ok()
     }
 
     fn share_offset(&self) -> usize {

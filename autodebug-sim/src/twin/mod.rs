@@ -185,6 +185,9 @@ pub enum TwinError {
 }
 
 impl Twin {
+    /// The seed of [`Twin::predict`]'s runs: a prediction is one fixed draw of prompts and arrivals.
+    pub const PREDICTION_SEED: u64 = 0x7477_696e;
+
     /// An unfitted twin with default costs.
     pub fn new(engine: EngineKind, model: impl Into<String>, defaults: BTreeMap<String, String>) -> Self {
         Twin {
@@ -295,8 +298,29 @@ impl Twin {
     pub fn predict(&self, flags: &LaunchFlags, workload: &SimWorkload) -> Result<Prediction, TwinError> {
         let schedule = scheduler::Schedule::from_flags(self.engine, flags, &self.defaults)?;
         let (scales, unseen) = self.scales(flags);
-        let run = scheduler::run(&schedule, &self.costs, scales, workload, 0x7477_696e)?;
+        let run = scheduler::run(&schedule, &self.costs, scales, workload, Self::PREDICTION_SEED)?;
         Ok(Prediction { metrics: run.metrics(), unseen })
+    }
+
+    /// This twin launched with `flags`, for [`crate::simulate`]: its runs are the ones
+    /// [`Twin::predict`] summarizes, with the seed the caller gives.
+    ///
+    /// ```
+    /// # use autodebug_core::{EngineKind, LaunchFlags, Platform};
+    /// # use autodebug_sim::twin::Twin;
+    /// use autodebug_sim::{SimWorkload, simulate};
+    /// # let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    /// let twin = Twin::new(EngineKind::Vllm, "tiny-llama", Twin::defaults_for(EngineKind::Vllm, &cpu));
+    /// let flags = LaunchFlags::parse_args(&["--max-num-seqs", "4"]).unwrap();
+    /// let workload = SimWorkload::sequential(16, 128, 32).with_concurrency(8);
+    /// let result = simulate(&twin.launch(&flags), &workload, 7);
+    /// assert!(!result.failed && result.e2e_ms.len() == 16);
+    /// let predicted = twin.predict(&flags, &workload).unwrap();
+    /// let seeded = simulate(&twin.launch(&flags), &workload, Twin::PREDICTION_SEED).metrics();
+    /// assert_eq!(seeded["output_throughput"], predicted.metrics["output_throughput"]);
+    /// ```
+    pub fn launch(&self, flags: &LaunchFlags) -> LaunchedTwin<'_> {
+        LaunchedTwin { twin: self, flags: flags.clone() }
     }
 
     /// The step-cost scales `flags` imply: the product of the multipliers of their values.
@@ -316,5 +340,25 @@ impl Twin {
             }
         }
         (scales, unseen)
+    }
+}
+
+/// A twin launched with one configuration's flags: what [`crate::simulate`] runs.
+#[derive(Debug, Clone)]
+pub struct LaunchedTwin<'a> {
+    twin: &'a Twin,
+    flags: LaunchFlags,
+}
+
+impl crate::simulate::Simulated for LaunchedTwin<'_> {
+    fn simulate(&self, workload: &SimWorkload, seed: u64) -> crate::SimResult {
+        let run =
+            scheduler::Schedule::from_flags(self.twin.engine, &self.flags, &self.twin.defaults).and_then(|schedule| {
+                scheduler::run(&schedule, &self.twin.costs, self.twin.scales(&self.flags).0, workload, seed)
+            });
+        match run {
+            Ok(run) => run.into_result(),
+            Err(error) => crate::SimResult::failure(error.to_string()),
+        }
     }
 }

@@ -380,6 +380,10 @@ pub(crate) struct Run {
 }
 
 impl Run {
+    pub(crate) fn into_result(self) -> SimResult {
+        self.result
+    }
+
     /// The named metrics only, each as [`Run::metrics`] would give it: the fit asks for a few
     /// metrics thousands of times, and sorting every distribution each time was most of its cost.
     pub(crate) fn values(&self, names: &[&str]) -> Vec<Option<f64>> {
