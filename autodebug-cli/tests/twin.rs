@@ -85,13 +85,62 @@ fn a_missing_store_and_a_broken_twin_are_errors_that_say_what_to_do() {
     assert!(!ok && stderr.contains("twin.yaml") && stderr.contains("autodebug twin fit"), "{stderr}");
 }
 
-/// The simulator child, killed when dropped.
-struct Served(std::process::Child);
+/// The simulator child serving a twin on a free loopback port, killed when dropped.
+struct Served {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Served {
+    /// `autodebug sim serve --twin TWIN -- ENGINE_ARGS`, once its health check answers.
+    fn start(twin: &str, engine_args: &[&str]) -> Served {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Command::new(BIN)
+            .args(["sim", "serve", "--twin", twin, "--port", &port.to_string(), "--quiet", "--"])
+            .args(engine_args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("autodebug sim serve starts");
+        let served = Served { child, port };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while !healthy(port) {
+            assert!(std::time::Instant::now() < deadline, "the served twin did not become healthy within 30 s");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        served
+    }
+
+    /// `autodebug bench` against it, closed loop; the summary of its one point, every request served.
+    fn bench(&self, model: &str, concurrency: u32, requests: u32, isl: u32, osl: u32) -> Value {
+        let url = format!("http://127.0.0.1:{}", self.port);
+        let numbers = [concurrency, requests, isl, osl].map(|n| n.to_string());
+        let report = json(&[
+            "bench",
+            "--url",
+            &url,
+            "--model",
+            model,
+            "--concurrency",
+            &numbers[0],
+            "--requests",
+            &numbers[1],
+            "--isl",
+            &numbers[2],
+            "--osl",
+            &numbers[3],
+            "--json",
+        ]);
+        let summary = report["points"][0]["summary"].clone();
+        assert_eq!(summary["failed"], 0, "{summary}");
+        summary
+    }
+}
 
 impl Drop for Served {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -138,42 +187,11 @@ fn a_fitted_twin_serves_over_http_at_its_predicted_pace() {
         json(&["twin", "predict", "--twin", twin_path, "-c", config.to_str().unwrap(), "--flags", flags, "--json"]);
     let predicted = &predicted["plans"]["concurrent"]["metrics"];
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = Served(
-        Command::new(BIN)
-            .args(["sim", "serve", "--twin", twin_path, "--port", &port.to_string(), "--quiet", "--"])
-            .args(flags.split_whitespace())
-            .args(["--served-model-name", "tiny-twin"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("autodebug sim serve starts"),
-    );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !healthy(port) {
-        assert!(std::time::Instant::now() < deadline, "the served twin did not become healthy within 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let url = format!("http://127.0.0.1:{port}");
+    let mut engine_args: Vec<&str> = flags.split_whitespace().collect();
+    engine_args.extend(["--served-model-name", "tiny-twin"]);
+    let server = Served::start(twin_path, &engine_args);
     // The data set's concurrent plan: 16 streams, 128 prompt and 64 output tokens.
-    let report = json(&[
-        "bench",
-        "--url",
-        &url,
-        "--model",
-        "tiny-twin",
-        "--concurrency",
-        "16",
-        "--requests",
-        "48",
-        "--isl",
-        "128",
-        "--osl",
-        "64",
-        "--json",
-    ]);
-    let summary = &report["points"][0]["summary"];
-    assert_eq!(summary["failed"], 0, "{summary}");
+    let summary = &server.bench("tiny-twin", 16, 48, 128, 64);
     let fitted: serde_yaml::Value = serde_yaml::from_str(&std::fs::read_to_string(&twin).unwrap()).unwrap();
     let engine_prompt = fitted["plans"]["concurrent"]["prompt_tokens"].as_f64().unwrap();
     let counted = summary["prompt_tokens"].as_f64().unwrap() / summary["succeeded"].as_f64().unwrap();
@@ -204,47 +222,18 @@ fn a_llamacpp_twin_serves_llama_server_metrics_at_its_predicted_pace() {
         json(&["twin", "predict", "--twin", twin_path, "-c", config.to_str().unwrap(), "--flags", "", "--json"]);
     let predicted = &predicted["plans"]["concurrent"]["metrics"];
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = Served(
-        Command::new(BIN)
-            .args(["sim", "serve", "--twin", twin_path, "--port", &port.to_string(), "--quiet", "--"])
-            .args(["-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "--metrics", "--alias", "smollm2-twin"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("autodebug sim serve starts"),
+    let server = Served::start(
+        twin_path,
+        &["-m", "/models/SmolLM2-135M-Instruct.Q4_1.gguf", "--metrics", "--alias", "smollm2-twin"],
     );
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !healthy(port) {
-        assert!(std::time::Instant::now() < deadline, "the served twin did not become healthy within 30 s");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    let url = format!("http://127.0.0.1:{port}");
     // The data set's concurrent plan: 8 streams, 64 prompt and 48 output tokens.
-    let report = json(&[
-        "bench",
-        "--url",
-        &url,
-        "--model",
-        "smollm2-twin",
-        "--concurrency",
-        "8",
-        "--requests",
-        "16",
-        "--isl",
-        "64",
-        "--osl",
-        "48",
-        "--json",
-    ]);
-    let summary = &report["points"][0]["summary"];
-    assert_eq!(summary["failed"], 0, "{summary}");
+    let summary = &server.bench("smollm2-twin", 8, 16, 64, 48);
     let measured = summary["output_throughput"].as_f64().unwrap();
     let expected = predicted["output_throughput"].as_f64().unwrap();
     let ratio = measured / expected;
     println!("served llama.cpp twin: {measured:.1} tok/s measured, {expected:.1} predicted (ratio {ratio:.2})");
     assert!((0.6..=1.4).contains(&ratio), "measured {measured:.1} tok/s vs the twin's {expected:.1}");
-    let metrics = get(port, "/metrics");
+    let metrics = get(server.port, "/metrics");
     let predicted_tokens = metrics
         .lines()
         .find_map(|line| line.strip_prefix("llamacpp:tokens_predicted_total "))
