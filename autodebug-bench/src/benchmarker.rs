@@ -12,7 +12,7 @@ use autodebug_core::{
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
-use crate::capacity::{SloWatch, WATCH_TICK};
+use crate::capacity::{CapacitySearch, SloWatch, WATCH_TICK};
 use crate::error::BenchError;
 use crate::prompt::Message;
 use crate::request::{CLIENT, HttpClient, Outcome, Prepared, RequestContext, Transport, WallClock, execute};
@@ -122,9 +122,11 @@ impl SseBenchmarker {
     }
 
     /// Runs `plan` against `endpoint` with the synthetic prompts its workload describes: per
-    /// trial, warmup first (left out), then the measured requests; trials reported together.
+    /// trial, warmup first (left out), then the measured requests; trials reported together. A
+    /// plan with a [`capacity`](BenchPlan::capacity) goal runs its capacity search instead
+    /// ([`CapacitySearch::run_report`](crate::CapacitySearch::run_report)).
     pub async fn run_plan(&self, endpoint: &Endpoint, plan: &BenchPlan) -> Result<BenchReport, BenchError> {
-        Ok(self.run_trials(endpoint, plan, &RequestSource::from_workload(&plan.workload)).await?.report)
+        self.run_source(endpoint, plan, &RequestSource::from_workload(&plan.workload)).await
     }
 
     /// Like [`SseBenchmarker::run_plan`], with the requests from `source` instead of
@@ -135,7 +137,10 @@ impl SseBenchmarker {
         plan: &BenchPlan,
         source: &RequestSource,
     ) -> Result<BenchReport, BenchError> {
-        Ok(self.run_trials(endpoint, plan, source).await?.report)
+        match &plan.capacity {
+            Some(goal) => CapacitySearch::for_goal(plan.clone(), goal).run_report(self, endpoint, source).await,
+            None => Ok(self.run_trials(endpoint, plan, source).await?.report),
+        }
     }
 
     /// Runs `plan.trials` trials (at least one) and returns each trial's report and their

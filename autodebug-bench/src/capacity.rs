@@ -13,6 +13,13 @@
 //! one's first token comes within half the bound), and every step opens with a warmup request,
 //! sent alone and left out, so no step inherits another's backlog.
 //!
+//! In the loop a [`BenchPlan`] asks for the search with a [`CapacityGoal`]
+//! ([`BenchPlan::capacity`]); [`SseBenchmarker`] then runs [`CapacitySearch::run_report`], which
+//! returns one [`BenchReport`]: the records and summary of the highest rate that held (every trial
+//! at it), the window of the whole search, and the outcome in `summary.capacity`, whose flat
+//! metric `capacity` the objective can maximize. A search in which no rate held reports capacity 0
+//! with a warning and the figures of the lowest rate tried, not an error.
+//!
 //! ```no_run
 //! use autodebug_bench::{CapacitySearch, CapacitySlo, RequestSource, SseBenchmarker};
 //! use autodebug_core::{BenchPlan, Endpoint, Load, Workload};
@@ -30,10 +37,12 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use autodebug_core::{Arrival, BenchPlan, BenchReport, Endpoint, Load};
+use autodebug_core::{
+    Arrival, BenchPlan, BenchReport, CapacityGoal, CapacityOutcome, CapacityProbe, Endpoint, Load, TimeWindow,
+};
 use serde::Serialize;
 
-use crate::benchmarker::SseBenchmarker;
+use crate::benchmarker::{SseBenchmarker, aggregate};
 use crate::error::BenchError;
 use crate::workloads::RequestSource;
 
@@ -79,6 +88,9 @@ pub struct CapacitySearch {
     pub max_steps: usize,
 }
 
+/// The longest step [`CapacitySearch`] takes: one measurement of one rate, so a day is a typo.
+const MAX_STEP: Duration = Duration::from_secs(86_400);
+
 /// Fewest requests a step sends, so that a p99 at a low rate rests on more than a handful.
 pub const MIN_STEP_REQUESTS: usize = 10;
 
@@ -100,7 +112,33 @@ impl CapacitySearch {
         }
     }
 
-    fn validate(&self) -> Result<(), BenchError> {
+    /// The search a plan's [`CapacityGoal`] asks for: its SLO and search settings, the plan's
+    /// arrival process when its load is open-loop (Poisson otherwise).
+    pub fn for_goal(plan: BenchPlan, goal: &CapacityGoal) -> Self {
+        let arrival = match plan.load {
+            Load::Rate { arrival, .. } => arrival,
+            _ => Arrival::Poisson,
+        };
+        CapacitySearch {
+            slo: CapacitySlo {
+                ttft_p99_ms: goal.ttft_p99_ms,
+                tpot_p99_ms: goal.tpot_p99_ms,
+                max_error_rate: goal.max_error_rate,
+            },
+            arrival,
+            start_rate: goal.start_rate,
+            min_rate: goal.min_rate,
+            max_rate: goal.max_rate,
+            step: Duration::from_millis(goal.step_ms),
+            tolerance: goal.tolerance,
+            boundary_trials: goal.boundary_trials,
+            max_steps: goal.max_steps as usize,
+            plan,
+        }
+    }
+
+    /// Whether the SLO and the search settings are usable; the error names the field.
+    pub fn validate(&self) -> Result<(), BenchError> {
         let invalid = |field: &'static str, message: String| BenchError::InvalidPlan {
             plan: self.plan.name.clone(),
             field,
@@ -131,8 +169,14 @@ impl CapacitySearch {
         if !(self.tolerance > 0.0 && self.tolerance < 1.0) {
             return Err(invalid("tolerance", format!("must be in (0, 1), got {}", self.tolerance)));
         }
-        if self.step.is_zero() {
-            return Err(invalid("step", "must be longer than 0".into()));
+        if self.step.is_zero() || self.step > MAX_STEP {
+            return Err(invalid(
+                "step",
+                format!("must be longer than 0 and at most {} s, got {:?}", MAX_STEP.as_secs(), self.step),
+            ));
+        }
+        if self.max_steps == 0 {
+            return Err(invalid("max_steps", "must be at least 1".into()));
         }
         Ok(())
     }
@@ -143,6 +187,87 @@ impl CapacitySearch {
         bench: &SseBenchmarker,
         endpoint: &Endpoint,
         source: &RequestSource,
+    ) -> Result<Capacity, BenchError> {
+        self.search(bench, endpoint, source, None).await
+    }
+
+    /// Runs the search and reports it as one [`BenchReport`], as the loop's benchmarker does for
+    /// a plan with a [`CapacityGoal`]: `plan` is this search's plan; `records` and `summary` are
+    /// those of every trial at the highest rate that held (so latency figures exist for the
+    /// analyzer and for constraints), `summary.capacity` the outcome, `window` spans the whole
+    /// search (telemetry covers every step), and `context` says which rate the figures are from.
+    /// When no rate held, capacity is 0, the figures are those of the lowest rate tried, and a
+    /// warning says so: an overloaded configuration is a result, not a failure.
+    pub async fn run_report(
+        &self,
+        bench: &SseBenchmarker,
+        endpoint: &Endpoint,
+        source: &RequestSource,
+    ) -> Result<BenchReport, BenchError> {
+        let mut kept = Kept::default();
+        let capacity = self.search(bench, endpoint, source, Some(&mut kept)).await?;
+        self.report(&capacity, kept)
+    }
+
+    /// The search's one report (see [`CapacitySearch::run_report`]) from what it kept.
+    fn report(&self, capacity: &Capacity, kept: Kept) -> Result<BenchReport, BenchError> {
+        let (figures_rate, chosen) = match capacity.rate {
+            Some(rate) => (rate, kept.held.into_iter().filter(|(r, _)| *r == rate).map(|(_, report)| report).collect()),
+            None => match kept.lowest_broken {
+                Some((rate, reports)) => (rate, reports),
+                None => (0.0, Vec::new()),
+            },
+        };
+        if chosen.is_empty() {
+            return Err(BenchError::InvalidPlan {
+                plan: self.plan.name.clone(),
+                field: "max_steps",
+                message: "allowed no step of the capacity search to run".into(),
+            });
+        }
+        let mut report = aggregate(&chosen);
+        let outcome = capacity.outcome();
+        let slo = self.goal_text();
+        report.plan = self.plan.clone();
+        report.window = kept.window.unwrap_or(report.window);
+        report.context.load = format!(
+            "capacity search ({slo}): {} open-loop {:?} steps of {} s from {} req/s; figures at {} req/s",
+            capacity.steps.len(),
+            self.arrival,
+            autodebug_core::format_number(self.step.as_secs_f64()),
+            autodebug_core::format_number(self.start_rate),
+            autodebug_core::format_number(figures_rate),
+        );
+        if !outcome.found() {
+            let warning = format!(
+                "capacity 0: no rate tried held the SLO ({slo}) every time, down to {} req/s, the lowest tried; \
+                 the figures are those of that rate. Lower `min_rate` to search below it, or relax the SLO",
+                autodebug_core::format_number(figures_rate)
+            );
+            tracing::warn!(plan = %self.plan.name, "{warning}");
+            report.warnings.insert(0, warning);
+        }
+        report.summary.capacity = Some(outcome);
+        Ok(report)
+    }
+
+    /// The SLO as the report's context and warnings state it.
+    fn goal_text(&self) -> String {
+        CapacityGoal {
+            tpot_p99_ms: self.slo.tpot_p99_ms,
+            max_error_rate: self.slo.max_error_rate,
+            ..CapacityGoal::ttft_p99_ms(self.slo.ttft_p99_ms)
+        }
+        .describe_slo()
+    }
+
+    /// The search itself; with `kept`, the reports [`CapacitySearch::run_report`] may need are kept.
+    async fn search(
+        &self,
+        bench: &SseBenchmarker,
+        endpoint: &Endpoint,
+        source: &RequestSource,
+        mut kept: Option<&mut Kept>,
     ) -> Result<Capacity, BenchError> {
         self.validate()?;
         let started = Instant::now();
@@ -174,10 +299,13 @@ impl CapacitySearch {
                 if probes.steps.len() >= self.max_steps {
                     break;
                 }
-                let step = self.step_at(bench, endpoint, source, rate, next_trial).await?;
+                let (step, report) = self.step_at(bench, endpoint, source, rate, next_trial).await?;
                 next_trial += 1;
                 let holds = step.holds;
                 probes.record(step);
+                if let Some(kept) = kept.as_deref_mut() {
+                    kept.keep(rate, holds, report, probes.broke());
+                }
                 if !holds {
                     break;
                 }
@@ -194,7 +322,8 @@ impl CapacitySearch {
         })
     }
 
-    /// One open-loop step at `rate`, stopped as soon as its SLO can no longer hold.
+    /// One open-loop step at `rate`, stopped as soon as its SLO can no longer hold; its verdict
+    /// and its report.
     async fn step_at(
         &self,
         bench: &SseBenchmarker,
@@ -202,7 +331,7 @@ impl CapacitySearch {
         source: &RequestSource,
         rate: f64,
         trial: u32,
-    ) -> Result<CapacityStep, BenchError> {
+    ) -> Result<(CapacityStep, BenchReport), BenchError> {
         let mut plan = self.plan.clone();
         plan.load = Load::Rate { requests_per_s: rate, arrival: self.arrival };
         plan.requests = ((rate * self.step.as_secs_f64()).ceil() as usize).max(MIN_STEP_REQUESTS);
@@ -222,7 +351,7 @@ impl CapacitySearch {
         let step = CapacityStep::judge(&report, rate, trial, &self.slo, watch.stopped(), started.elapsed());
         tracing::info!(rate, trial, holds = step.holds, ttft_p99_ms = step.ttft_p99_ms, stopped_early = ?step.stopped_early,
             "capacity step");
-        Ok(step)
+        Ok((step, report))
     }
 }
 
@@ -254,8 +383,42 @@ impl CapacitySearch {
     }
 }
 
+/// The step reports [`CapacitySearch::run_report`] may still need, and the span of every step.
+#[derive(Default)]
+struct Kept {
+    /// Reports of steps that held, at rates below the lowest that broke so far (the final
+    /// capacity is one of them; a rate at or above one that broke never is).
+    held: Vec<(f64, BenchReport)>,
+    /// Every trial at the lowest rate that broke: the figures reported when no rate holds.
+    lowest_broken: Option<(f64, Vec<BenchReport>)>,
+    /// From the first step's first send to the last step's last byte.
+    window: Option<TimeWindow>,
+}
+
+impl Kept {
+    fn keep(&mut self, rate: f64, holds: bool, report: BenchReport, broke: Option<f64>) {
+        let window = report.window;
+        self.window = Some(match self.window {
+            Some(w) => TimeWindow::new(w.start_ns.min(window.start_ns), w.end_ns.max(window.end_ns)),
+            None => window,
+        });
+        if holds {
+            self.held.push((rate, report));
+        } else {
+            match &mut self.lowest_broken {
+                Some((lowest, reports)) if *lowest == rate => reports.push(report),
+                Some((lowest, _)) if *lowest < rate => {}
+                _ => self.lowest_broken = Some((rate, vec![report])),
+            }
+        }
+        if let Some(broke) = broke {
+            self.held.retain(|(r, _)| *r < broke);
+        }
+    }
+}
+
 /// How long [`CapacitySearch`] waits for a server to settle after an overloaded step.
-const SETTLE_LIMIT: Duration = Duration::from_secs(120);
+const SETTLE_LIMIT: Duration = autodebug_core::CapacityGoal::SETTLE_LIMIT;
 
 /// The steps so far and what they say about the bracket.
 #[derive(Default)]
@@ -352,6 +515,29 @@ pub struct Capacity {
 }
 
 impl Capacity {
+    /// The outcome as a [`BenchReport`] carries it (`summary.capacity`): rate 0 when none held.
+    pub fn outcome(&self) -> CapacityOutcome {
+        CapacityOutcome {
+            rate: self.rate.unwrap_or(0.0),
+            broke_at: self.broke_at,
+            trials_at_rate: self.trials_at_rate,
+            steps: self
+                .steps
+                .iter()
+                .map(|s| CapacityProbe {
+                    rate: s.rate,
+                    holds: s.holds,
+                    requests: s.requests,
+                    failed: s.failed,
+                    ttft_p99_ms: s.ttft_p99_ms,
+                    tpot_p99_ms: s.tpot_p99_ms,
+                    stopped_early: s.stopped_early.clone(),
+                })
+                .collect(),
+            search_s: self.bench_seconds,
+        }
+    }
+
     /// How far above `rate` the capacity may be: `broke_at / rate - 1`.
     pub fn bracket_width(&self) -> Option<f64> {
         Some(self.broke_at? / self.rate? - 1.0)
@@ -534,6 +720,111 @@ mod tests {
             output_throughput: 0.0,
             seconds: 1.0,
         }
+    }
+
+    /// A step's report: `requests` records with TTFT `ttft_ms`, measured from `start_s` for 1 s.
+    fn step_report(requests: usize, ttft_ms: u64, start_s: i128) -> BenchReport {
+        let plan = BenchPlan::new("capacity", autodebug_core::Workload::new(8, 8), Load::Sequential, requests);
+        let records: Vec<autodebug_core::RequestRecord> = (0..requests)
+            .map(|index| autodebug_core::RequestRecord {
+                index,
+                ttft_ns: Some(ttft_ms * 1_000_000),
+                e2e_ns: Some(2 * ttft_ms * 1_000_000),
+                output_tokens: Some(8),
+                ..Default::default()
+            })
+            .collect();
+        let window = TimeWindow::new(start_s * 1_000_000_000, (start_s + 1) * 1_000_000_000);
+        BenchReport {
+            plan,
+            context: Default::default(),
+            summary: crate::summarize(&records, window),
+            records,
+            window,
+            warnings: Vec::new(),
+        }
+    }
+
+    fn searched(steps: Vec<CapacityStep>) -> (CapacitySearch, Capacity) {
+        let plan = BenchPlan::new("chat", autodebug_core::Workload::new(8, 8), Load::Sequential, 1);
+        let goal = CapacityGoal { start_rate: 2.0, min_rate: 1.0, ..CapacityGoal::ttft_p99_ms(100.0) };
+        let search = CapacitySearch::for_goal(plan.with_capacity(goal.clone()), &goal);
+        let mut probes = Probes::default();
+        for step in steps {
+            probes.record(step);
+        }
+        let rate = probes.held();
+        let capacity = Capacity {
+            rate,
+            broke_at: probes.broke(),
+            trials_at_rate: rate.map_or(0, |r| probes.trials_at(r)),
+            slo: search.slo,
+            steps: probes.steps,
+            bench_seconds: 9.0,
+        };
+        (search, capacity)
+    }
+
+    #[test]
+    fn a_goal_searches_with_the_same_defaults_as_the_command_line() {
+        let plan = BenchPlan::new("chat", autodebug_core::Workload::new(8, 8), Load::Sequential, 1);
+        let from_goal = CapacitySearch::for_goal(plan.clone(), &CapacityGoal::ttft_p99_ms(500.0));
+        let from_new = CapacitySearch::new(plan, CapacitySlo::ttft_p99_ms(500.0));
+        assert_eq!(format!("{from_goal:?}"), format!("{from_new:?}"));
+        let open_loop = BenchPlan::new(
+            "chat",
+            autodebug_core::Workload::new(8, 8),
+            Load::Rate { requests_per_s: 3.0, arrival: Arrival::Constant },
+            1,
+        );
+        assert_eq!(CapacitySearch::for_goal(open_loop, &CapacityGoal::ttft_p99_ms(500.0)).arrival, Arrival::Constant);
+    }
+
+    #[test]
+    fn the_report_holds_the_figures_of_every_trial_at_the_rate_that_held_and_spans_the_search() {
+        let (search, capacity) = searched(vec![step(2.0, true), step(4.0, true), step(8.0, false), step(4.0, true)]);
+        let mut kept = Kept::default();
+        // The kept reports in the order run: 2 held, 4 held, 8 broke, 4 held again.
+        for (at, (rate, holds, ttft)) in
+            [(2.0, true, 10), (4.0, true, 40), (8.0, false, 900), (4.0, true, 50)].into_iter().enumerate()
+        {
+            kept.keep(
+                rate,
+                holds,
+                step_report(5, ttft, 10 * at as i128),
+                if rate == 8.0 || at == 3 { Some(8.0) } else { None },
+            );
+        }
+        let report = search.report(&capacity, kept).unwrap();
+        let outcome = report.summary.capacity.clone().expect("the outcome");
+        assert_eq!(
+            (outcome.rate, outcome.broke_at, outcome.trials_at_rate, outcome.steps.len()),
+            (4.0, Some(8.0), 2, 4)
+        );
+        // Both trials at 4 req/s, nothing of the others.
+        assert_eq!(report.records.len(), 10);
+        assert_eq!((report.summary.ttft_ms.min, report.summary.ttft_ms.max), (40.0, 50.0));
+        assert_eq!(report.window, TimeWindow::new(0, 31_000_000_000), "the window spans every step");
+        assert_eq!(report.plan.name, "chat");
+        assert!(report.context.load.contains("figures at 4 req/s"), "{}", report.context.load);
+        assert!(report.warnings.iter().all(|w| !w.contains("capacity 0")), "{:?}", report.warnings);
+        assert_eq!(report.summary.metrics().get("capacity"), Some(&4.0));
+    }
+
+    #[test]
+    fn a_search_where_no_rate_held_reports_capacity_zero_with_a_warning_not_an_error() {
+        let (search, capacity) = searched(vec![step(2.0, false), step(1.0, false)]);
+        let mut kept = Kept::default();
+        kept.keep(2.0, false, step_report(3, 300, 0), Some(2.0));
+        kept.keep(1.0, false, step_report(4, 200, 10), Some(1.0));
+        let report = search.report(&capacity, kept).unwrap();
+        assert_eq!(report.summary.capacity.as_ref().map(|c| c.rate), Some(0.0));
+        assert_eq!(report.summary.metrics().get("capacity"), Some(&0.0));
+        // The figures of the lowest rate tried, so the analyzer still sees why it broke.
+        assert_eq!((report.records.len(), report.summary.ttft_ms.max), (4, 200.0));
+        let warning = &report.warnings[0];
+        assert!(warning.starts_with("capacity 0") && warning.contains("down to 1 req/s"), "{warning}");
+        assert!(warning.contains("ttft.p99 <= 100 ms"), "{warning}");
     }
 
     #[test]

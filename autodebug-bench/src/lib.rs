@@ -64,7 +64,11 @@
 //!   relative difference reaches `min_relative_effect` (default 2%), else `WithinNoise`.
 //! - [`CapacitySearch`] finds the highest open-loop rate that holds a latency SLO (bracket, then
 //!   bisect, repeated trials at the boundary), ending each overloaded step as soon as its p99 can
-//!   no longer hold.
+//!   no longer hold. A plan with a [`CapacityGoal`](autodebug_core::CapacityGoal)
+//!   ([`BenchPlan::capacity`]) runs it through [`Benchmarker::run`](autodebug_core::Benchmarker::run)
+//!   and reports one [`BenchReport`]: the figures of the highest rate that held, the window of the
+//!   whole search, and `summary.capacity` (flat metric `capacity`, req/s; 0 with a warning when no
+//!   rate held), so the loop can maximize capacity under an SLO.
 //!
 //! ## Workloads ([`RequestSource`])
 //!

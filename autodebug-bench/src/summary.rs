@@ -184,6 +184,7 @@ pub fn summarize(records: &[RequestRecord], window: TimeWindow) -> BenchSummary 
             .then(|| cached_sum as f64 / cached_prompt_sum as f64),
         output_ngram_predictability: (considered > 0).then(|| predicted as f64 / considered as f64),
         errors,
+        capacity: None,
     }
 }
 

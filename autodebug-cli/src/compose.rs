@@ -2,14 +2,16 @@
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use autodebug_bench::SseBenchmarker;
 use autodebug_core::Deployer;
 use autodebug_core::Planner;
+use autodebug_core::beside::BenchBeside;
 use autodebug_core::rules::{KnowledgeBase, RuleAnalyzer, RulePlanner};
 use autodebug_core::search::{BayesPlanner, GridPlanner, HybridPlanner, OneKnobPlanner, RandomPlanner};
 use autodebug_core::session::{Session, SessionConfig, SessionEvent};
-use autodebug_core::{EngineArgs, EngineKind, Error, Platform, Result, SearchSpace};
+use autodebug_core::{EngineArgs, EngineKind, Error, Platform, Result, SearchSpace, Secret};
 use autodebug_deploy::dstack::DstackDeployer;
 use autodebug_deploy::engine_args::{default_cache_dir, probe};
 use autodebug_deploy::local::LocalDeployer;
@@ -19,7 +21,7 @@ use autodebug_llm::LlmPlanner;
 use autodebug_sim::twin::{Twin, TwinPlanner, TwinSearch};
 use autodebug_telemetry::{EngineLogSource, GraphsignalSource, PrometheusScrape};
 
-use crate::config::{DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
+use crate::config::{BenchBesideConfig, DeployerConfig, PlannerKind, RenderTarget, RunConfig, TelemetryKind};
 
 pub fn session(
     config: &RunConfig,
@@ -133,7 +135,26 @@ pub fn session(
     let slot_env =
         config.slot_env.iter().map(|env| env.iter().map(|(k, v)| (k.clone(), v.clone())).collect()).collect();
     builder = builder.planner_boxed(planner).parallel(config.parallel as usize).slot_env(slot_env);
+    if let Some(beside) = &config.bench_beside {
+        builder = builder.bench_beside(bench_beside(beside)?);
+    }
     builder.build(session_config)
+}
+
+/// The session's `bench_beside` from the configuration's: the program defaults to this binary,
+/// and the token falls back to what the local benchmarker would send (its environment variables).
+fn bench_beside(config: &BenchBesideConfig) -> Result<BenchBeside> {
+    let program = match &config.program {
+        Some(program) => program.clone(),
+        None => std::env::current_exe().map_err(|e| {
+            Error::config("bench_beside.program", format!("cannot find this autodebug binary ({e}); give its path"))
+        })?,
+    };
+    Ok(BenchBeside {
+        program,
+        timeout: config.timeout_s.map(Duration::from_secs_f64),
+        fallback_token: autodebug_bench::TOKEN_ENV_VARS.iter().find_map(|var| Secret::from_env(var)),
+    })
 }
 
 /// The local engine's own argument list (its help, cached), so plans are checked against the

@@ -7,7 +7,8 @@ use autodebug_core::Secret;
 use autodebug_core::rules::KnowledgeBase;
 use autodebug_core::session::SessionConfig;
 use autodebug_core::{
-    BenchPlan, Constraint, EngineKind, Error, LaunchFlags, Load, Objective, Result, ServiceSpec, Workload,
+    BenchPlan, CAPACITY_METRIC, CapacityGoal, Comparison, Constraint, EngineKind, Error, LaunchFlags, Load, Objective,
+    Result, ServiceSpec, Workload,
 };
 use autodebug_deploy::KubernetesDeployer;
 use autodebug_deploy::dstack::DstackDeployer;
@@ -66,9 +67,48 @@ pub struct RunConfig {
     /// side-by-side engines to their own devices, e.g. `[{CUDA_VISIBLE_DEVICES: "0"}, {CUDA_VISIBLE_DEVICES: "1"}]`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub slot_env: Vec<std::collections::BTreeMap<String, String>>,
+    /// Generate the load beside the service instead of from this machine (when this machine would
+    /// be the bottleneck: many slots, high rates): each plan runs as `autodebug bench` next to the
+    /// engine (a child process for `simulator`/`local`, a step of the service's job for `slurm`),
+    /// and its report is read back; its window is still the one telemetry is fetched for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bench_beside: Option<BenchBesideConfig>,
     /// The file this configuration was read from, for error messages.
     #[serde(skip)]
     pub origin: Option<PathBuf>,
+}
+
+/// How benchmarks run beside the service (`bench_beside:`). The endpoint's token reaches them in
+/// their environment (`AUTODEBUG_BENCH_TOKEN`), never on their command line.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BenchBesideConfig {
+    /// The `autodebug` binary as the service's machine sees it (on a cluster: a path on the shared
+    /// file system); default: this very binary.
+    #[serde(default)]
+    pub program: Option<PathBuf>,
+    /// Seconds a run may take before it is stopped (and its job step cancelled); default: the
+    /// longest its plan can take with every request running into its timeout, plus 120.
+    #[serde(default)]
+    pub timeout_s: Option<f64>,
+}
+
+impl BenchBesideConfig {
+    /// What serde cannot check; the reason says which field and what to do.
+    fn check(&self, deployer: &DeployerConfig) -> std::result::Result<(), String> {
+        if let Some(t) = self.timeout_s
+            && !(t.is_finite() && t > 0.0)
+        {
+            return Err(format!("`timeout_s` is {t}; give a positive number of seconds"));
+        }
+        match deployer {
+            DeployerConfig::Simulator { .. } | DeployerConfig::Local { .. } | DeployerConfig::Slurm { .. } => Ok(()),
+            DeployerConfig::Dstack { .. } | DeployerConfig::Kubernetes { .. } => Err(
+                "the dstack and kubernetes deployers cannot run a benchmark beside their service yet; use simulator, local or slurm, or remove `bench_beside`"
+                    .into(),
+            ),
+        }
+    }
 }
 
 /// A platform whose deployable file the trail can hold.
@@ -282,12 +322,64 @@ pub struct ObjectiveConfig {
     /// Metric to minimize, e.g. `chat.e2e.mean`; set this or `maximize`.
     pub minimize: Option<String>,
     #[serde(default)]
-    /// Metric to maximize, e.g. `concurrent.output_throughput`.
+    /// Metric to maximize, e.g. `concurrent.output_throughput`. `capacity` (the primary plan) or
+    /// `<plan>.capacity` makes that plan a capacity search: configurations are ranked by the
+    /// highest request rate (req/s) at which `slo` holds.
     pub maximize: Option<String>,
     /// e.g. `ttft.p99 <= 200ms`, `error_rate == 0`.
     #[serde(default)]
     pub constraints: Vec<String>,
+    /// With `maximize: capacity`: the SLO every rate is held to, in the syntax of `constraints`:
+    /// `ttft.p99 <= 2000ms` (required), `tpot.p99 <= 100ms`, `error_rate <= 1%` (default 1%).
+    /// A configuration that breaks it even at `capacity_search.min_rate` has capacity 0 and is
+    /// infeasible.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo: Vec<String>,
+    /// With `maximize: capacity`: how the search steps (defaults shown per field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity_search: Option<CapacitySearchConfig>,
 }
+
+/// How the capacity search of `maximize: capacity` steps: doubling or halving from `start_rate`
+/// until the SLO both holds and breaks, then bisecting; an unset field keeps the default shown.
+/// The capacity plan's workload and warmup are kept; its `concurrency` and `requests` give way to
+/// the search's open-loop steps.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CapacitySearchConfig {
+    /// First rate tried, req/s (default: the plan's `rate` when it has one, else 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_rate: Option<f64>,
+    /// Lowest rate tried, req/s (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_rate: Option<f64>,
+    /// Highest rate tried, req/s (default 1000); a configuration that holds the SLO there has
+    /// capacity `max_rate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_rate: Option<f64>,
+    /// Measured seconds of a step that runs to its end (default 20); an overloaded step ends as
+    /// soon as its p99 cannot hold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_s: Option<f64>,
+    /// Stop once the lowest rate that broke the SLO is within this share above the highest that
+    /// held it (default 0.05).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// Trials of each rate near the boundary and of the rate reported, all of which must hold
+    /// (default 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boundary_trials: Option<u32>,
+    /// Most steps per search (default 40).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_steps: Option<u32>,
+}
+
+/// The longest capacity step accepted, s: a step is one measurement of a rate, and an hour of
+/// it is a typo, not a plan.
+const MAX_CAPACITY_STEP_S: f64 = 3600.0;
+
+/// The metrics a capacity search can hold every rate to, and what each bounds.
+const SLO_METRICS: [&str; 3] = ["ttft.p99", "tpot.p99", "error_rate"];
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
@@ -510,6 +602,9 @@ impl RunConfig {
         }
         config.service.model = expand_home(&config.service.model);
         config.sessions_dir = PathBuf::from(expand_home(&config.sessions_dir.to_string_lossy()));
+        // Its own errors name the file and the field (`objective.slo`, ...).
+        config.origin = Some(path.to_path_buf());
+        config.capacity_goal()?;
         config.objective().map_err(|e| Error::config(format!("{} objective", path.display()), e.to_string()))?;
         for rules in &mut config.rules {
             let expanded = PathBuf::from(expand_home(&rules.to_string_lossy()));
@@ -517,6 +612,14 @@ impl RunConfig {
         }
         if let Some(llm) = &config.llm {
             llm.check().map_err(|why| Error::config(format!("{} llm", path.display()), why))?;
+        }
+        if let Some(beside) = &mut config.bench_beside {
+            beside
+                .check(&config.deployer)
+                .map_err(|why| Error::config(format!("{} bench_beside", path.display()), why))?;
+            if let Some(program) = &mut beside.program {
+                *program = PathBuf::from(expand_home(&program.to_string_lossy()));
+            }
         }
         config.origin = Some(path.to_path_buf());
         if config.bench.is_empty() {
@@ -571,7 +674,13 @@ impl RunConfig {
                 },
                 concurrent,
             ],
-            objective: ObjectiveConfig { minimize: Some("chat.e2e.mean".into()), maximize: None, constraints },
+            objective: ObjectiveConfig {
+                minimize: Some("chat.e2e.mean".into()),
+                maximize: None,
+                constraints,
+                slo: Vec::new(),
+                capacity_search: None,
+            },
             planner: PlannerKind::Rules,
             seed: default_planner_seed(),
             llm: None,
@@ -581,6 +690,7 @@ impl RunConfig {
             render_as: None,
             parallel: 1,
             slot_env: Vec::new(),
+            bench_beside: None,
             origin: None,
         }
     }
@@ -643,16 +753,196 @@ impl RunConfig {
         self.llm.as_ref().map(|l| l.fallback).unwrap_or_else(default_llm_fallback)
     }
 
+    /// The objective; with `maximize: capacity` it also holds `capacity >= min_rate`, so a
+    /// configuration that broke the SLO at every rate (capacity 0) is infeasible: any configuration
+    /// that holds it at some rate beats it, and a 0 never becomes the baseline every later
+    /// improvement is measured against as a percentage.
     pub fn objective(&self) -> Result<Objective> {
         let mut objective = match (&self.objective.minimize, &self.objective.maximize) {
             (Some(m), None) => Objective::minimize(m.clone()),
             (None, Some(m)) => Objective::maximize(m.clone()),
             _ => return Err(Error::config("objective", "set exactly one of `minimize` or `maximize`")),
         };
+        if let Some((_, goal)) = self.capacity_goal()? {
+            let floor = Constraint { metric: objective.metric.clone(), op: Comparison::AtLeast, bound: goal.min_rate };
+            objective = objective.with_constraint(floor);
+        }
         for text in &self.objective.constraints {
             objective = objective.with_constraint(text.parse::<Constraint>()?);
         }
         Ok(objective)
+    }
+
+    /// With `maximize: capacity` (the primary plan) or `maximize: <plan>.capacity`: the index of
+    /// the plan that searches for its capacity, and the goal built from `objective.slo` and
+    /// `objective.capacity_search`. `None` for any other objective. Errors name the field.
+    pub fn capacity_goal(&self) -> Result<Option<(usize, CapacityGoal)>> {
+        let objective = &self.objective;
+        let names: Vec<&str> = self.bench.iter().map(|b| b.name.as_str()).collect();
+        let capacity_plan = |metric: &str| -> Result<Option<usize>> {
+            if metric == CAPACITY_METRIC {
+                return Ok(Some(0));
+            }
+            let Some(plan) = metric.strip_suffix(CAPACITY_METRIC).and_then(|p| p.strip_suffix('.')) else {
+                return Ok(None);
+            };
+            match names.iter().position(|n| *n == plan) {
+                Some(index) => Ok(Some(index)),
+                None => Err(Error::config(
+                    self.location("objective.maximize"),
+                    format!(
+                        "`{metric}` names no bench plan `{plan}`; the plans are {}: write `capacity` for the first or \
+                         `<plan>.capacity`",
+                        quoted_list(&names)
+                    ),
+                )),
+            }
+        };
+        if let Some(metric) = &objective.minimize
+            && capacity_plan(metric).ok().flatten().is_some()
+        {
+            return Err(Error::config(
+                self.location("objective.minimize"),
+                format!("`{metric}` is a rate that improves upward; write `maximize: {metric}`"),
+            ));
+        }
+        let target = match &objective.maximize {
+            Some(metric) => capacity_plan(metric)?,
+            None => None,
+        };
+        let Some(index) = target else {
+            if !objective.slo.is_empty() {
+                return Err(Error::config(
+                    self.location("objective.slo"),
+                    "is read only with `maximize: capacity` (or `<plan>.capacity`); bounds on any other objective \
+                     go in `constraints`",
+                ));
+            }
+            if objective.capacity_search.is_some() {
+                return Err(Error::config(
+                    self.location("objective.capacity_search"),
+                    "is read only with `maximize: capacity` (or `<plan>.capacity`); remove it or maximize capacity",
+                ));
+            }
+            return Ok(None);
+        };
+        let Some(plan) = self.bench.get(index) else {
+            // `load` refuses a file without plans; a configuration built in code may have none.
+            return Err(Error::config(self.location("bench"), "add the benchmark plan whose capacity is maximized"));
+        };
+        if objective.slo.is_empty() {
+            return Err(Error::config(
+                self.location("objective.slo"),
+                "`maximize: capacity` needs the SLO every rate is held to, e.g. `slo: [\"ttft.p99 <= 2000ms\"]`",
+            ));
+        }
+        if self.planner == PlannerKind::Twin {
+            return Err(Error::config(
+                self.location("planner"),
+                "the twin cannot predict capacity under an SLO yet; with `maximize: capacity` pick another planner \
+                 (hybrid, bayes, rules, ...)",
+            ));
+        }
+        let mut goal = self.slo_goal()?;
+        let search = objective.capacity_search.clone().unwrap_or_default();
+        let field = |name: &str| self.location(&format!("objective.capacity_search.{name}"));
+        let positive = |name: &str, value: Option<f64>| -> Result<Option<f64>> {
+            match value {
+                Some(v) if !(v.is_finite() && v > 0.0) => {
+                    Err(Error::config(field(name), format!("is {v}; give a positive number")))
+                }
+                other => Ok(other),
+            }
+        };
+        if let Some(rate) = positive("start_rate", search.start_rate)?.or(plan.rate) {
+            goal.start_rate = rate;
+        }
+        if let Some(rate) = positive("min_rate", search.min_rate)? {
+            goal.min_rate = rate;
+        }
+        if let Some(rate) = positive("max_rate", search.max_rate)? {
+            goal.max_rate = rate;
+        }
+        if let Some(step_s) = positive("step_s", search.step_s)? {
+            if !(0.001..=MAX_CAPACITY_STEP_S).contains(&step_s) {
+                return Err(Error::config(
+                    field("step_s"),
+                    format!(
+                        "is {step_s}; give the seconds one rate is measured for, between 0.001 and {MAX_CAPACITY_STEP_S}"
+                    ),
+                ));
+            }
+            goal.step_ms = (step_s * 1000.0).round() as u64;
+        }
+        if let Some(tolerance) = search.tolerance {
+            goal.tolerance = tolerance;
+        }
+        if let Some(trials) = search.boundary_trials {
+            goal.boundary_trials = trials;
+        }
+        if let Some(steps) = search.max_steps {
+            goal.max_steps = steps;
+        }
+        // The same checks the benchmarker makes before the first step, made before any deploy.
+        autodebug_bench::CapacitySearch::for_goal(self.bench_plans().swap_remove(index), &goal)
+            .validate()
+            .map_err(|e| Error::config(self.location("objective.capacity_search"), e.to_string()))?;
+        Ok(Some((index, goal)))
+    }
+
+    /// `objective.slo` read into a goal with the default search settings.
+    fn slo_goal(&self) -> Result<CapacityGoal> {
+        let at = || self.location("objective.slo");
+        let mut bounds: Vec<(String, f64)> = Vec::new();
+        for text in &self.objective.slo {
+            let constraint: Constraint = text.parse().map_err(|e| match e {
+                Error::Config { message, .. } => Error::config(at(), message),
+                other => other,
+            })?;
+            let metric = constraint.metric.as_str();
+            if !SLO_METRICS.contains(&metric) {
+                return Err(Error::config(
+                    at(),
+                    format!(
+                        "`{text}`: a capacity search can hold each rate to {} (of the capacity plan's own requests, \
+                         without a plan prefix); other bounds go in `constraints`",
+                        quoted_list(&SLO_METRICS)
+                    ),
+                ));
+            }
+            if constraint.op != Comparison::AtMost {
+                return Err(Error::config(
+                    at(),
+                    format!("`{text}`: an SLO is an upper bound; write `{metric} <= VALUE`"),
+                ));
+            }
+            let valid = match metric {
+                "error_rate" => (0.0..1.0).contains(&constraint.bound),
+                _ => constraint.bound.is_finite() && constraint.bound > 0.0,
+            };
+            if !valid {
+                let expected =
+                    if metric == "error_rate" { "a share in [0, 1), e.g. 1%" } else { "a positive time, e.g. 2000ms" };
+                return Err(Error::config(at(), format!("`{text}`: the bound must be {expected}")));
+            }
+            if bounds.iter().any(|(m, _)| m == metric) {
+                return Err(Error::config(at(), format!("`{metric}` is bounded twice; keep one bound")));
+            }
+            bounds.push((metric.to_string(), constraint.bound));
+        }
+        let bound = |metric: &str| bounds.iter().find(|(m, _)| m == metric).map(|(_, b)| *b);
+        let Some(ttft) = bound("ttft.p99") else {
+            return Err(Error::config(
+                at(),
+                "bounds no `ttft.p99`, which every capacity search holds each rate to; add e.g. `ttft.p99 <= 2000ms`",
+            ));
+        };
+        let mut goal = CapacityGoal::ttft_p99_ms(ttft);
+        goal.tpot_p99_ms = bound("tpot.p99");
+        if let Some(error_rate) = bound("error_rate") {
+            goal.max_error_rate = error_rate;
+        }
+        Ok(goal)
     }
 
     /// The configuration the session starts from: the user's base file when the deployer names
@@ -709,6 +999,18 @@ impl RunConfig {
             .collect()
     }
 
+    /// The plans the loop runs: [`RunConfig::bench_plans`], the one whose capacity is maximized
+    /// with its [`CapacityGoal`].
+    pub fn loop_bench_plans(&self) -> Result<Vec<BenchPlan>> {
+        let mut plans = self.bench_plans();
+        if let Some((index, goal)) = self.capacity_goal()?
+            && let Some(plan) = plans.get_mut(index)
+        {
+            plan.capacity = Some(goal);
+        }
+        Ok(plans)
+    }
+
     pub fn session_config(&self, name: String, iterations: Option<u32>) -> Result<SessionConfig> {
         if self.parallel == 0 {
             return Err(Error::config(self.location("parallel"), "must be at least 1 (1 is the serial loop)"));
@@ -716,7 +1018,7 @@ impl RunConfig {
         Ok(SessionConfig {
             name,
             objective: self.objective()?,
-            bench: self.bench_plans(),
+            bench: self.loop_bench_plans()?,
             max_iterations: iterations.unwrap_or(self.budget.iterations),
             max_wall: self.budget.wall_time_s.map(|s| Duration::from_secs_f64(s.max(0.0))),
             ready_timeout: self.deployer.ready_timeout(),
@@ -757,6 +1059,11 @@ fn read_config_text(path: &Path) -> Result<String> {
         ));
     }
     String::from_utf8(bytes).map_err(|e| Error::io(path, std::io::Error::new(std::io::ErrorKind::InvalidData, e)))
+}
+
+/// `a`, `b` and `c` as backquoted names for an error message.
+fn quoted_list(names: &[&str]) -> String {
+    names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
 }
 
 /// `~/x` → `$HOME/x`; anything else unchanged.
@@ -817,6 +1124,162 @@ mod tests {
         assert!(spec_chat < base_chat * 0.9, "the objective alone would crown it: {spec_chat} vs {base_chat}");
         assert!(base_concurrent <= bound, "the baseline must meet its own bound: {base_concurrent} vs {bound}");
         assert!(spec_concurrent > bound, "the bound lets it through: {spec_concurrent} vs {bound}");
+    }
+
+    /// Loads a simulator configuration with plans `chat` and `long` and `objective` as given
+    /// (YAML flow mapping), plus top-level `extra`.
+    fn load_objective(objective: &str, extra: &str) -> Result<RunConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("autodebug.yaml");
+        let text = format!(
+            "deployer: {{kind: simulator}}\nservice: {{engine: sglang, model: m}}\nbench:\n  - {{name: chat, prompt_tokens: 8, output_tokens: 8, requests: 4}}\n  - {{name: long, prompt_tokens: 512, output_tokens: 8, requests: 4, rate: 2}}\nobjective: {objective}\n{extra}"
+        );
+        std::fs::write(&path, text).unwrap();
+        RunConfig::load(&path)
+    }
+
+    /// The error `objective` gives; it must name the file and `field`.
+    fn objective_error(objective: &str, field: &str) -> String {
+        let message = load_objective(objective, "").map(|_| ()).unwrap_err().to_string();
+        assert!(message.contains("autodebug.yaml") && message.contains(field), "{field} not named: {message}");
+        message
+    }
+
+    #[test]
+    fn maximize_capacity_gives_the_primary_plan_a_capacity_goal_from_the_slo() {
+        let config = load_objective(
+            r#"{maximize: capacity, slo: ["ttft.p99 <= 2s", "tpot.p99 <= 100", "error_rate <= 0.5%"], capacity_search: {min_rate: 0.5, max_rate: 40, step_s: 2.5, max_steps: 9}}"#,
+            "",
+        )
+        .unwrap();
+        let plans = config.loop_bench_plans().unwrap();
+        let goal = plans[0].capacity.clone().expect("the primary plan searches");
+        assert_eq!(
+            goal,
+            CapacityGoal {
+                tpot_p99_ms: Some(100.0),
+                max_error_rate: 0.005,
+                min_rate: 0.5,
+                max_rate: 40.0,
+                step_ms: 2500,
+                max_steps: 9,
+                ..CapacityGoal::ttft_p99_ms(2000.0)
+            }
+        );
+        assert_eq!(plans[1].capacity, None, "only the plan whose capacity is maximized searches");
+        // A configuration that holds the SLO at no rate (capacity 0) is infeasible.
+        let objective = config.objective().unwrap();
+        assert_eq!(objective.metric, "capacity");
+        assert_eq!(objective.direction, autodebug_core::Direction::Maximize);
+        assert_eq!(objective.describe(), "maximize capacity subject to capacity >= 0.5000");
+        let measured = |capacity: f64| [("capacity".to_string(), capacity)].into_iter().collect();
+        assert!(!objective.is_feasible(&measured(0.0)));
+        assert!(objective.is_better(&measured(3.0), &measured(2.0)));
+        assert!(config.session_config("s".into(), None).unwrap().bench[0].capacity.is_some());
+    }
+
+    #[test]
+    fn a_named_plan_searches_from_its_own_rate() {
+        let config = load_objective(r#"{maximize: long.capacity, slo: ["ttft.p99 <= 1500ms"]}"#, "").unwrap();
+        let plans = config.loop_bench_plans().unwrap();
+        assert_eq!(plans[0].capacity, None);
+        let goal = plans[1].capacity.clone().expect("the named plan searches");
+        assert_eq!((goal.ttft_p99_ms, goal.start_rate, goal.tpot_p99_ms), (1500.0, 2.0, None));
+        assert_eq!(goal.min_rate, CapacityGoal::ttft_p99_ms(1.0).min_rate);
+        assert_eq!(config.objective().unwrap().constraints[0].metric, "long.capacity");
+        // Any other objective has no capacity plan.
+        let plain = load_objective(r#"{maximize: output_throughput}"#, "").unwrap();
+        assert!(plain.loop_bench_plans().unwrap().iter().all(|p| p.capacity.is_none()));
+    }
+
+    #[test]
+    fn bad_capacity_objectives_are_errors_that_name_the_field() {
+        let slo = r#"slo: ["ttft.p99 <= 2000"]"#;
+        let cases = [
+            (format!("{{maximize: output_throughput, {slo}}}"), "objective.slo", "only with `maximize: capacity`"),
+            (
+                "{maximize: output_throughput, capacity_search: {max_rate: 5}}".to_string(),
+                "objective.capacity_search",
+                "only with",
+            ),
+            ("{maximize: capacity}".to_string(), "objective.slo", "needs the SLO"),
+            (
+                r#"{maximize: capacity, slo: ["e2e.mean <= 100"]}"#.to_string(),
+                "objective.slo",
+                "`ttft.p99`, `tpot.p99`, `error_rate`",
+            ),
+            (
+                r#"{maximize: capacity, slo: ["chat.ttft.p99 <= 100"]}"#.to_string(),
+                "objective.slo",
+                "without a plan prefix",
+            ),
+            (r#"{maximize: capacity, slo: ["ttft.p99 >= 100"]}"#.to_string(), "objective.slo", "upper bound"),
+            (r#"{maximize: capacity, slo: ["ttft.p99 <= fast"]}"#.to_string(), "objective.slo", "is not a number"),
+            (r#"{maximize: capacity, slo: ["ttft.p99 <= 0"]}"#.to_string(), "objective.slo", "positive time"),
+            (
+                r#"{maximize: capacity, slo: ["ttft.p99 <= 100", "error_rate <= 100%"]}"#.to_string(),
+                "objective.slo",
+                "[0, 1)",
+            ),
+            (
+                r#"{maximize: capacity, slo: ["ttft.p99 <= 100", "ttft.p99 <= 200"]}"#.to_string(),
+                "objective.slo",
+                "twice",
+            ),
+            (r#"{maximize: capacity, slo: ["tpot.p99 <= 100"]}"#.to_string(), "objective.slo", "no `ttft.p99`"),
+            (format!("{{minimize: capacity, {slo}}}"), "objective.minimize", "maximize: capacity"),
+            (format!("{{maximize: short.capacity, {slo}}}"), "objective.maximize", "`chat`, `long`"),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{step_s: -1}}}}"),
+                "objective.capacity_search.step_s",
+                "positive",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{step_s: 1e9}}}}"),
+                "objective.capacity_search.step_s",
+                "between",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{max_rate: .nan}}}}"),
+                "objective.capacity_search.max_rate",
+                "positive",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{start_rate: 50, max_rate: 10}}}}"),
+                "objective.capacity_search",
+                "start (50) <= max (10)",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{tolerance: 2}}}}"),
+                "objective.capacity_search",
+                "tolerance",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{max_steps: 0}}}}"),
+                "objective.capacity_search",
+                "max_steps",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{steps: 3}}}}"),
+                "unknown field `steps`",
+                "max_steps",
+            ),
+        ];
+        for (objective, field, says) in &cases {
+            let message = objective_error(objective, field);
+            assert!(message.contains(says), "{objective}: {message}");
+        }
+        let twin =
+            load_objective(&format!("{{maximize: capacity, {slo}}}"), "planner: twin\n").map(|_| ()).unwrap_err();
+        assert!(twin.to_string().contains("planner") && twin.to_string().contains("twin"), "{twin}");
+    }
+
+    #[test]
+    fn the_capacity_example_searches_its_chat_plan() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/capacity-sim.yaml");
+        let config = RunConfig::load(&path).unwrap();
+        let goal = config.loop_bench_plans().unwrap()[0].capacity.clone().expect("a capacity goal");
+        assert_eq!((goal.ttft_p99_ms, goal.tpot_p99_ms, goal.max_error_rate), (500.0, Some(30.0), 0.01));
     }
 
     #[test]

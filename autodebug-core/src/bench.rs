@@ -170,6 +170,11 @@ pub struct BenchPlan {
     /// its target instead of arriving as one burst.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ramp_up_ms: Option<u64>,
+    /// Measure capacity instead of the plan's own load: the highest open-loop request rate at
+    /// which this goal's SLO holds. The workload, warmup, timeouts and endpoint path stay the
+    /// plan's; `load`, `requests`, `trials` and `duration_ms` give way to the search's steps.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityGoal>,
 }
 
 fn default_trials() -> u32 {
@@ -193,6 +198,7 @@ impl BenchPlan {
             trials: 1,
             duration_ms: None,
             ramp_up_ms: None,
+            capacity: None,
         }
     }
 
@@ -218,6 +224,162 @@ impl BenchPlan {
         self.warmup_requests = warmup_requests;
         self
     }
+
+    /// Measures capacity under `goal` instead of running the plan's own load.
+    pub fn with_capacity(mut self, goal: CapacityGoal) -> Self {
+        self.capacity = Some(goal);
+        self
+    }
+}
+
+/// A capacity search asked of a [`BenchPlan`]: find the highest open-loop request rate (req/s) at
+/// which the SLO holds (p99 TTFT, optionally p99 TPOT, and an error budget), by doubling or halving
+/// from `start_rate`, then bisecting until the bracket is within `tolerance`. A benchmarker that
+/// runs it reports the figures of the highest rate that held and a [`CapacityOutcome`] in
+/// [`BenchSummary::capacity`]. The defaults are those of `autodebug_bench::CapacitySearch::new`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CapacityGoal {
+    /// Bound on the p99 of time to first token (client-side queueing included), ms.
+    pub ttft_p99_ms: f64,
+    /// Bound on the p99 of per-request time per output token, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tpot_p99_ms: Option<f64>,
+    /// Largest share of failed requests a rate may have and still hold (0.01 = 1%).
+    #[serde(default = "CapacityGoal::default_max_error_rate")]
+    pub max_error_rate: f64,
+    /// First rate tried, req/s.
+    #[serde(default = "CapacityGoal::default_start_rate")]
+    pub start_rate: f64,
+    /// The search goes no lower, req/s; a configuration that breaks the SLO even here has
+    /// capacity 0.
+    #[serde(default = "CapacityGoal::default_min_rate")]
+    pub min_rate: f64,
+    /// The search goes no higher, req/s; a configuration that holds here has capacity `max_rate`.
+    #[serde(default = "CapacityGoal::default_max_rate")]
+    pub max_rate: f64,
+    /// Measured time of one step that runs to its end, ms (an overloaded step ends sooner).
+    #[serde(default = "CapacityGoal::default_step_ms")]
+    pub step_ms: u64,
+    /// The search stops once the lowest rate that broke the SLO is within this share above the
+    /// highest that held.
+    #[serde(default = "CapacityGoal::default_tolerance")]
+    pub tolerance: f64,
+    /// Trials of each rate once the bracket is narrow, and of the rate reported (every one must hold).
+    #[serde(default = "CapacityGoal::default_boundary_trials")]
+    pub boundary_trials: u32,
+    /// At most this many steps in all.
+    #[serde(default = "CapacityGoal::default_max_steps")]
+    pub max_steps: u32,
+}
+
+impl CapacityGoal {
+    /// A p99 TTFT bound, with the default error budget (1%) and search settings (from 1 req/s
+    /// within 0.05-1000 req/s, 20 s steps, 5% tolerance, 2 trials at the boundary, 40 steps).
+    pub fn ttft_p99_ms(ms: f64) -> Self {
+        CapacityGoal {
+            ttft_p99_ms: ms,
+            tpot_p99_ms: None,
+            max_error_rate: Self::default_max_error_rate(),
+            start_rate: Self::default_start_rate(),
+            min_rate: Self::default_min_rate(),
+            max_rate: Self::default_max_rate(),
+            step_ms: Self::default_step_ms(),
+            tolerance: Self::default_tolerance(),
+            boundary_trials: Self::default_boundary_trials(),
+            max_steps: Self::default_max_steps(),
+        }
+    }
+
+    /// How long a search waits for the server to settle after an overloaded step, at most.
+    pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
+
+    /// The SLO as people read it: `ttft.p99 <= 2000 ms, tpot.p99 <= 100 ms, error_rate <= 1%`.
+    pub fn describe_slo(&self) -> String {
+        let mut text = format!("ttft.p99 <= {} ms", crate::format_number(self.ttft_p99_ms));
+        if let Some(tpot) = self.tpot_p99_ms {
+            text.push_str(&format!(", tpot.p99 <= {} ms", crate::format_number(tpot)));
+        }
+        text.push_str(&format!(", error_rate <= {}%", crate::format_number(100.0 * self.max_error_rate)));
+        text
+    }
+
+    fn default_max_error_rate() -> f64 {
+        0.01
+    }
+
+    fn default_start_rate() -> f64 {
+        1.0
+    }
+
+    fn default_min_rate() -> f64 {
+        0.05
+    }
+
+    fn default_max_rate() -> f64 {
+        1000.0
+    }
+
+    fn default_step_ms() -> u64 {
+        20_000
+    }
+
+    fn default_tolerance() -> f64 {
+        0.05
+    }
+
+    fn default_boundary_trials() -> u32 {
+        2
+    }
+
+    fn default_max_steps() -> u32 {
+        40
+    }
+}
+
+/// What a capacity search found (see [`CapacityGoal`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapacityOutcome {
+    /// The highest rate that held the SLO in every trial at it, req/s; 0 when even the lowest
+    /// rate tried broke it.
+    pub rate: f64,
+    /// The lowest rate that broke the SLO, req/s: the capacity lies in `[rate, broke_at)`.
+    /// `None` when the highest rate allowed still held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broke_at: Option<f64>,
+    /// Trials run at `rate` (all held); the report's records are theirs.
+    pub trials_at_rate: u32,
+    /// Every step in the order run.
+    #[serde(default)]
+    pub steps: Vec<CapacityProbe>,
+    /// Wall time of the whole search, s.
+    pub search_s: f64,
+}
+
+impl CapacityOutcome {
+    /// Whether some rate held the SLO (the capacity is at least the lowest rate tried).
+    pub fn found(&self) -> bool {
+        self.rate > 0.0
+    }
+}
+
+/// One step of a capacity search, as stored with its [`CapacityOutcome`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapacityProbe {
+    /// Offered rate, req/s.
+    pub rate: f64,
+    /// Whether the step held the SLO.
+    pub holds: bool,
+    /// Measured requests.
+    pub requests: u64,
+    /// Failed measured requests.
+    pub failed: u64,
+    /// p99 of time to first token, ms.
+    pub ttft_p99_ms: f64,
+    /// p99 of per-request time per output token, ms.
+    pub tpot_p99_ms: f64,
+    /// Why the step ended before its last request, when it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_early: Option<String>,
 }
 
 /// Why a request failed.
@@ -330,6 +492,9 @@ impl Distribution {
     pub const STATS: [&'static str; 9] = ["mean", "std", "min", "p50", "p90", "p95", "p99", "p999", "max"];
 }
 
+/// The flat metric a capacity search reports: the highest request rate (req/s) that held the SLO.
+pub const CAPACITY_METRIC: &str = "capacity";
+
 /// Summary figures of one benchmark run. Latencies in milliseconds, throughput per second.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct BenchSummary {
@@ -362,11 +527,17 @@ pub struct BenchSummary {
     pub output_ngram_predictability: Option<f64>,
     #[serde(default)]
     pub errors: BTreeMap<String, u64>,
+    /// What a capacity search found, when the plan asked for one ([`BenchPlan::capacity`]); the
+    /// other figures are then those of the highest rate that held.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<CapacityOutcome>,
 }
 
 impl BenchSummary {
     /// Flat metric names used by objectives and the store: `ttft.p99`, `tpot.mean`,
-    /// `e2e.p50`, `output_throughput`, `error_rate`, ...
+    /// `e2e.p50`, `output_throughput`, `error_rate`, ...; after a capacity search also
+    /// `capacity` (req/s, 0 when no rate held), `capacity_broke_at` (req/s, when a rate broke the
+    /// SLO) and `capacity_steps`.
     pub fn metrics(&self) -> BTreeMap<String, f64> {
         let mut out = BTreeMap::new();
         let dists = [
@@ -401,6 +572,13 @@ impl BenchSummary {
         if let Some(r) = self.output_ngram_predictability {
             out.insert("output_ngram_predictability".into(), r);
         }
+        if let Some(capacity) = &self.capacity {
+            out.insert(CAPACITY_METRIC.into(), capacity.rate);
+            if let Some(broke_at) = capacity.broke_at {
+                out.insert("capacity_broke_at".into(), broke_at);
+            }
+            out.insert("capacity_steps".into(), capacity.steps.len() as f64);
+        }
         out
     }
 }
@@ -430,4 +608,85 @@ pub struct BenchReport {
     pub window: TimeWindow,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn searched(rate: f64, broke_at: Option<f64>) -> BenchSummary {
+        let probe = |rate, holds| CapacityProbe { rate, holds, ..Default::default() };
+        BenchSummary {
+            requests: 20,
+            succeeded: 20,
+            ttft_ms: Distribution { count: 20, p99: 900.0, ..Default::default() },
+            capacity: Some(CapacityOutcome {
+                rate,
+                broke_at,
+                trials_at_rate: 2,
+                steps: vec![probe(1.0, true), probe(2.0, true), probe(4.0, false)],
+                search_s: 30.0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_capacity_search_flattens_into_capacity_its_bracket_and_its_steps() {
+        let metrics = searched(2.0, Some(4.0)).metrics();
+        assert_eq!(metrics.get("capacity"), Some(&2.0));
+        assert_eq!(metrics.get("capacity_broke_at"), Some(&4.0));
+        assert_eq!(metrics.get("capacity_steps"), Some(&3.0));
+        // The figures of the rate that held stay, for the analyzer and the constraints.
+        assert_eq!(metrics.get("ttft.p99"), Some(&900.0));
+
+        // Held up to the highest rate allowed: no rate broke, so no upper end of the bracket.
+        let metrics = searched(8.0, None).metrics();
+        assert_eq!((metrics.get("capacity"), metrics.get("capacity_broke_at")), (Some(&8.0), None));
+
+        // Broke even at the lowest rate: capacity 0, still reported.
+        let none_held = searched(0.0, Some(0.05));
+        assert!(!none_held.capacity.as_ref().unwrap().found());
+        assert_eq!(none_held.metrics().get("capacity"), Some(&0.0));
+
+        // A plan that did not search has no capacity metrics at all.
+        let plain = BenchSummary { capacity: None, ..searched(2.0, None) };
+        assert!(plain.metrics().keys().all(|k| !k.starts_with("capacity")), "{:?}", plain.metrics());
+    }
+
+    #[cfg(feature = "session")]
+    #[test]
+    fn the_capacity_of_every_plan_is_prefixed_and_the_primary_ones_also_plain() {
+        let report = |name: &str, summary: BenchSummary| BenchReport {
+            plan: BenchPlan::new(name, Workload::new(8, 8), Load::Sequential, 1),
+            context: BenchContext::default(),
+            summary,
+            records: Vec::new(),
+            window: TimeWindow::new(0, 1),
+            warnings: Vec::new(),
+        };
+        let metrics = crate::session::bench_metrics(&[
+            report("chat", searched(3.0, Some(3.5))),
+            report("long", searched(1.0, Some(1.2))),
+        ]);
+        assert_eq!(metrics.get("capacity"), Some(&3.0));
+        assert_eq!(metrics.get("chat.capacity"), Some(&3.0));
+        assert_eq!(metrics.get("long.capacity"), Some(&1.0));
+        assert_eq!(metrics.get("long.capacity_broke_at"), Some(&1.2));
+    }
+
+    #[test]
+    fn a_plan_reads_a_capacity_goal_with_defaults_and_writes_none_when_it_has_none() {
+        let plan = BenchPlan::new("chat", Workload::new(8, 8), Load::Sequential, 1);
+        let text = serde_json::to_string(&plan).unwrap();
+        assert!(!text.contains("capacity"), "{text}");
+        // A plan stored before capacity goals existed reads back without one.
+        assert_eq!(serde_json::from_str::<BenchPlan>(&text).unwrap(), plan);
+
+        let goal: CapacityGoal = serde_json::from_str(r#"{"ttft_p99_ms": 500, "max_rate": 8}"#).unwrap();
+        assert_eq!(goal, CapacityGoal { max_rate: 8.0, ..CapacityGoal::ttft_p99_ms(500.0) });
+        assert_eq!(goal.describe_slo(), "ttft.p99 <= 500 ms, error_rate <= 1%");
+        let plan = plan.with_capacity(goal);
+        assert_eq!(serde_json::from_str::<BenchPlan>(&serde_json::to_string(&plan).unwrap()).unwrap(), plan);
+    }
 }

@@ -303,6 +303,14 @@ impl<D: Deployer> Deployer for ChaosDeployer<D> {
     async fn teardown(&self, deployment: &Deployment) -> Result<()> {
         self.inner.teardown(deployment).await
     }
+
+    async fn run_beside(
+        &self,
+        deployment: &Deployment,
+        command: &crate::beside::BesideCommand,
+    ) -> Result<crate::beside::BesideOutput> {
+        self.inner.run_beside(deployment, command).await
+    }
 }
 
 /// A benchmarker that fails the whole run when the schedule says so.

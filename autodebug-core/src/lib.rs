@@ -21,6 +21,7 @@
 
 mod analysis;
 mod bench;
+pub mod beside;
 pub mod canonical;
 pub mod chaos;
 mod error;
@@ -37,8 +38,8 @@ mod window;
 
 pub use analysis::{Analysis, Bottleneck, Evidence, Finding, Severity};
 pub use bench::{
-    Arrival, BenchContext, BenchPlan, BenchReport, BenchSummary, Distribution, ErrorClass, Load, RequestRecord,
-    Timeouts, Workload, duration_ms,
+    Arrival, BenchContext, BenchPlan, BenchReport, BenchSummary, CAPACITY_METRIC, CapacityGoal, CapacityOutcome,
+    CapacityProbe, Distribution, ErrorClass, Load, RequestRecord, Timeouts, Workload, duration_ms,
 };
 pub use error::{BoxError, Error, ErrorKind, Result};
 pub use failure::{FailureClass, RootCause};

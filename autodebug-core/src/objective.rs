@@ -19,9 +19,9 @@ pub enum Direction {
 
 impl Direction {
     /// The direction a metric improves in, from its name: rates of useful work (throughputs,
-    /// goodput, anything `*_per_s`), cache hits, speculative acceptance and completed requests go
-    /// up; latencies, errors, costs, durations and everything unknown go down. A plan prefix
-    /// (`chat.`) and a statistic suffix (`.p99`, `.mean`) do not change it.
+    /// goodput, capacity under an SLO, anything `*_per_s`), cache hits, speculative acceptance and
+    /// completed requests go up; latencies, errors, costs, durations and everything unknown go
+    /// down. A plan prefix (`chat.`) and a statistic suffix (`.p99`, `.mean`) do not change it.
     ///
     /// ```
     /// use autodebug_core::Direction;
@@ -38,6 +38,9 @@ impl Direction {
             || leaf.ends_with("acceptance_rate")
             || leaf == "cached_token_ratio"
             || leaf == "accept_length"
+            // Capacity under an SLO (req/s) and the rate above it that broke the SLO.
+            || leaf == crate::CAPACITY_METRIC
+            || leaf == "capacity_broke_at"
             // Requests a run measured: within a fixed duration more is more served (failures count
             // against `errors` and `error_rate`).
             || leaf == "requests";
@@ -328,6 +331,7 @@ mod tests {
             queue_delay_ms: filled,
             cached_token_ratio: Some(0.5),
             output_ngram_predictability: Some(0.5),
+            capacity: Some(crate::CapacityOutcome { rate: 2.0, broke_at: Some(2.5), ..Default::default() }),
             ..Default::default()
         };
         summary.metrics().into_keys().collect()
@@ -351,6 +355,10 @@ mod tests {
             ("errors", Down),
             ("error_rate", Down),
             ("output_ngram_predictability", Down),
+            // A capacity search's outcome: the rate that held, the one that broke, the steps it took.
+            ("capacity", Up),
+            ("capacity_broke_at", Up),
+            ("capacity_steps", Down),
         ];
         expected.extend(named.iter().map(|(n, d)| (n.to_string(), *d)));
         let emitted = bench_metric_names();
@@ -363,6 +371,8 @@ mod tests {
             ("concurrent.request_throughput", Up),
             ("chat.e2e.mean", Down),
             ("chat.error_rate", Down),
+            ("chat.capacity", Up),
+            ("long_prompt.capacity_broke_at", Up),
             ("ttft.median", Down),
             ("ttft.avg", Down),
             // Ingested reports (vLLM, SGLang, GuideLLM, AIPerf).

@@ -3,6 +3,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::beside::{BesideCommand, BesideOutput};
 use crate::{
     Analysis, Artifact, BenchPlan, BenchReport, Deployment, Endpoint, Evidence, History, LogLine, Objective, Plan,
     Result, SearchSpace, ServiceSpec, TelemetrySnapshot, TimeWindow,
@@ -48,6 +49,23 @@ pub trait Deployer: Send + Sync {
 
     /// Stops the service and frees what it held. Safe to call twice.
     async fn teardown(&self, deployment: &Deployment) -> Result<()>;
+
+    /// Runs `command` beside a ready deployment (on its machine, as a job of the same engine:
+    /// a child process, a Slurm job step inside the service's job), with
+    /// [`SERVICE_URL`](crate::beside::SERVICE_URL) in its arguments replaced by the service's URL
+    /// as seen from there and [`env`](BesideCommand::env) in its environment only, and returns
+    /// what it printed once it exits or its timeout stops it. An error means it could not be
+    /// started at all; a command that ran and failed is an output with its exit code.
+    ///
+    /// The default refuses: a backend that cannot run anything beside its service says so, as
+    /// a rejected configuration (the same setting fails again).
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        let _ = (deployment, command);
+        Err(crate::Error::config(
+            format!("deployer {}", self.name()),
+            "this deployer cannot run a benchmark beside its service; remove `bench_beside` from the configuration, or use the local or slurm deployer",
+        ))
+    }
 }
 
 forward_through_pointers!(Deployer {
@@ -73,6 +91,10 @@ forward_through_pointers!(Deployer {
 
     async fn teardown(&self, deployment: &Deployment) -> Result<()> {
         (**self).teardown(deployment).await
+    }
+
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        (**self).run_beside(deployment, command).await
     }
 });
 
@@ -296,6 +318,11 @@ mod tests {
             self.calls.fetch_add(1, Ordering::SeqCst);
             Ok(())
         }
+
+        async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+            let args = command.args_for(&format!("http://{}.local", deployment.id));
+            Ok(BesideOutput { stdout: args.join(" "), exit_code: Some(0), ..Default::default() })
+        }
     }
 
     #[async_trait]
@@ -386,6 +413,56 @@ mod tests {
         assert_eq!((logs[0].time_ns, logs[0].text.as_str()), (42, "probe-1"));
         deployer.teardown(&deployed).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // `run_beside` has a default that refuses; only the probe's own override answers.
+        let command = BesideCommand {
+            program: "autodebug".into(),
+            args: vec!["--url".into(), crate::beside::SERVICE_URL.into()],
+            env: Vec::new(),
+            timeout: Duration::from_secs(1),
+        };
+        let output =
+            deployer.run_beside(&deployed, &command).await.expect("the pointee's `run_beside` was not forwarded");
+        assert_eq!(output.stdout, "--url http://probe-1.local");
+    }
+
+    /// A deployer that keeps every provided method's default.
+    struct Plain;
+
+    #[async_trait]
+    impl Deployer for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+
+        fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
+            Probe::default().render(spec)
+        }
+
+        async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
+            Probe::default().deploy(spec).await
+        }
+
+        async fn wait_ready(&self, deployment: &Deployment, timeout: Duration) -> Result<Endpoint> {
+            Probe::default().wait_ready(deployment, timeout).await
+        }
+
+        async fn logs(&self, deployment: &Deployment, since_ns: Option<i128>) -> Result<Vec<LogLine>> {
+            Probe::default().logs(deployment, since_ns).await
+        }
+
+        async fn teardown(&self, _deployment: &Deployment) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    #[tokio::test]
+    async fn a_deployer_that_cannot_run_beside_its_service_refuses_as_a_rejected_configuration() {
+        let command =
+            BesideCommand { program: "autodebug".into(), args: Vec::new(), env: Vec::new(), timeout: Duration::ZERO };
+        let error = Plain.run_beside(&deployment(), &command).await.unwrap_err();
+        assert_eq!(error.kind(), crate::ErrorKind::RejectedConfig);
+        let text = error.to_string();
+        assert!(text.contains("deployer plain") && text.contains("bench_beside"), "{text}");
     }
 
     #[tokio::test]

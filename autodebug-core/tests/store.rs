@@ -67,6 +67,7 @@ fn summary(e2e_ms: f64, failed: u64) -> BenchSummary {
         cached_token_ratio: Some(0.25),
         output_ngram_predictability: Some(0.125),
         errors: BTreeMap::new(),
+        capacity: None,
     };
     if failed > 0 {
         summary.errors.insert(ErrorClass::TimeoutFirstToken.as_str().to_string(), failed);

@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use autodebug_core::beside::{BesideCommand, BesideOutput};
 use autodebug_core::{
     Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, ServiceSpec, TimeWindow, async_trait,
 };
@@ -166,6 +167,11 @@ impl<D: Deployer> Deployer for Retrying<D> {
         lock(&self.torn_down).insert(deployment.id.clone());
         self.inner.teardown(&self.current_for(deployment)).await
     }
+
+    /// Beside the attempt that is current, not retried: a failed run is the benchmark's result.
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        self.inner.run_beside(&self.current_for(deployment), command).await
+    }
 }
 
 /// Renders only: `deploy` starts nothing and returns a placeholder [`Deployment`] whose
@@ -233,6 +239,14 @@ impl<D: Deployer> Deployer for DryRun<D> {
     async fn teardown(&self, _deployment: &Deployment) -> Result<()> {
         Ok(())
     }
+
+    /// Nothing was started, so nothing can run beside it: the same "dry run" answer as `wait_ready`.
+    async fn run_beside(&self, deployment: &Deployment, _command: &BesideCommand) -> Result<BesideOutput> {
+        Err(Error::infrastructure(format!(
+            "dry run: service `{}` was not started (deployment {}), so nothing runs beside it; run without dry run",
+            deployment.spec.name, deployment.id
+        )))
+    }
 }
 
 /// Runs on one deployer and renders with another: the loop measures the simulator while the trail
@@ -273,5 +287,9 @@ impl<D: Deployer, R: Deployer> Deployer for RenderAs<D, R> {
 
     async fn teardown(&self, deployment: &Deployment) -> Result<()> {
         self.inner.teardown(deployment).await
+    }
+
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        self.inner.run_beside(deployment, command).await
     }
 }

@@ -39,6 +39,7 @@
 //! # Ok(()) }
 //! ```
 
+mod beside;
 pub mod decorators;
 #[cfg(feature = "dstack")]
 pub mod dstack;

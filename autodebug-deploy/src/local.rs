@@ -7,6 +7,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use autodebug_core::beside::{BesideCommand, BesideOutput};
 use autodebug_core::failure::start_failure_kind;
 use autodebug_core::{
     Artifact, Deployer, Deployment, Endpoint, Error, ErrorKind, LogLine, Result, Secret, ServiceSpec, TimeWindow,
@@ -630,6 +631,33 @@ impl Deployer for LocalDeployer {
         );
         self.mark_finished(&deployment.id);
         Ok(())
+    }
+
+    /// A child process of this program, on this machine: the engine's own machine. It gets this
+    /// process's environment plus the command's, and the engine's URL on loopback.
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        let entry = self.entry(deployment).ok_or_else(|| self.unknown(deployment, "cannot run beside it"))?;
+        let (url, engine_pid, torn_down) = {
+            let e = lock(&entry);
+            (base_url(&e.connect_host, e.port), e.process.pid(), e.torn_down)
+        };
+        if torn_down {
+            return Err(Error::infrastructure(format!(
+                "deployment {} (`{}`) was torn down; nothing runs to benchmark beside",
+                deployment.id, deployment.spec.name
+            )));
+        }
+        let mut child = Command::new(&command.program);
+        child.args(command.args_for(&url));
+        for (name, value) in &command.env {
+            child.env(name, value.expose());
+        }
+        let program = command.program.display().to_string();
+        tracing::info!(program = %program, engine_pid, url = %url, "running beside the engine");
+        crate::beside::run(child, &command.program, command.timeout, |pid| {
+            format!("child pid {pid} on this machine, beside engine pid {engine_pid}")
+        })
+        .await
     }
 }
 

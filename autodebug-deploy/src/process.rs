@@ -291,3 +291,126 @@ impl LineReader {
         self.open_streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+/// How a command run to its end ([`run_to_end`]) finished.
+pub(crate) struct Finished {
+    pub pid: u32,
+    /// `None` when it was stopped for running past its timeout, or could not be reaped.
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    /// Standard output, at most the bound given (the rest was read and dropped).
+    pub stdout: Vec<u8>,
+    pub stdout_cut: bool,
+    /// The last lines of standard error.
+    pub stderr_tail: Vec<String>,
+}
+
+/// How long [`run_to_end`] waits between SIGTERM and SIGKILL when a timeout stops a command,
+/// so a launcher such as `srun` can pass the signal on and cancel what it started.
+const TIMEOUT_GRACE: Duration = Duration::from_secs(3);
+
+/// How long [`run_to_end`] waits for the output readers once the process group is gone.
+const READER_BOUND: Duration = Duration::from_secs(5);
+
+/// Runs `command` to its end in a process group of its own that dies with this process, keeping
+/// at most `max_stdout` bytes of its standard output and the last `stderr_lines` lines of its
+/// standard error. Past `timeout` the group gets SIGTERM, then SIGKILL after a grace period.
+/// Every wait is bounded: the group is killed once the command has exited, so no member left
+/// behind can hold the output pipes open.
+pub(crate) async fn run_to_end(
+    mut command: Command,
+    timeout: Duration,
+    max_stdout: usize,
+    stderr_lines: usize,
+) -> std::io::Result<Finished> {
+    confine(&mut command);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let mut child = spawn_from_long_lived_thread(command)?;
+    let pid = child.id();
+    let (stdout_tx, stdout_rx) = tokio::sync::oneshot::channel();
+    if let Some(mut stream) = child.stdout.take() {
+        let reader = std::thread::Builder::new().name(format!("autodebug-beside-{pid}-stdout")).spawn(move || {
+            let mut kept = Vec::new();
+            let mut cut = false;
+            let mut chunk = [0u8; 64 * 1024];
+            loop {
+                match stream.read(&mut chunk) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        let room = max_stdout.saturating_sub(kept.len());
+                        kept.extend_from_slice(&chunk[..n.min(room)]);
+                        cut |= n > room;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                }
+            }
+            let _ = stdout_tx.send((kept, cut));
+        });
+        if let Err(e) = reader {
+            tracing::warn!(pid, error = %e, "could not start the stdout reader; that output is lost");
+        }
+    }
+    let (stderr_tx, stderr_rx) = tokio::sync::oneshot::channel();
+    if let Some(stream) = child.stderr.take() {
+        let reader = std::thread::Builder::new().name(format!("autodebug-beside-{pid}-stderr")).spawn(move || {
+            let mut reader = BufReader::new(stream);
+            let mut raw = Vec::new();
+            let mut tail = std::collections::VecDeque::new();
+            while let Ok(Some(line)) = read_line(&mut reader, &mut raw) {
+                if tail.len() == stderr_lines.max(1) {
+                    tail.pop_front();
+                }
+                tail.push_back(line);
+            }
+            let _ = stderr_tx.send(tail.into_iter().collect::<Vec<String>>());
+        });
+        if let Err(e) = reader {
+            tracing::warn!(pid, error = %e, "could not start the stderr reader; that output is lost");
+        }
+    }
+    let group = libc::pid_t::try_from(pid).ok();
+    let signal_group = |signal: libc::c_int| {
+        if let Some(pgid) = group {
+            // SAFETY: killpg has no memory-safety preconditions; a group already gone is fine.
+            unsafe { libc::killpg(pgid, signal) };
+        }
+    };
+    let deadline = Instant::now() + timeout;
+    let mut status = None;
+    let mut timed_out = false;
+    // Bounded by `deadline`, then by the grace period and the kill's reap bound.
+    loop {
+        if let Ok(Some(s)) = child.try_wait() {
+            status = Some(s);
+            break;
+        }
+        if Instant::now() >= deadline {
+            timed_out = true;
+            signal_group(libc::SIGTERM);
+            let grace = Instant::now() + TIMEOUT_GRACE;
+            while Instant::now() < grace && !matches!(child.try_wait(), Ok(Some(_))) {
+                tokio::time::sleep(EXIT_POLL).await;
+            }
+            signal_group(libc::SIGKILL);
+            let reap = Instant::now() + KILL_REAP_BOUND;
+            while Instant::now() < reap {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                tokio::time::sleep(EXIT_POLL).await;
+            }
+            break;
+        }
+        tokio::time::sleep(EXIT_POLL).await;
+    }
+    // Members of the group that outlived the leader would keep the pipes open.
+    signal_group(libc::SIGKILL);
+    let (stdout, stdout_cut) =
+        tokio::time::timeout(READER_BOUND, stdout_rx).await.ok().and_then(Result::ok).unwrap_or_default();
+    let stderr_tail = tokio::time::timeout(READER_BOUND, stderr_rx).await.ok().and_then(Result::ok).unwrap_or_default();
+    Ok(Finished { pid, status: if timed_out { None } else { status }, timed_out, stdout, stdout_cut, stderr_tail })
+}

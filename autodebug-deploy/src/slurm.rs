@@ -5,13 +5,17 @@
 //! `sbatch --parsable`; the job picks a free port on its node and prints one
 //! `AUTODEBUG_ENDPOINT host=<node> port=<port>` line, which `wait_ready` reads from the job's output
 //! file (Slurm clusters share the file system the job writes to) before polling the health path;
-//! `logs` is that output file; `teardown` is `scancel`.
+//! `logs` is that output file; `teardown` is `scancel`. `run_beside` runs a command as a job step
+//! inside the service's job (`srun --jobid=<job> --overlap`), on the service's node, next to the
+//! engine; the step gets only the variables it is given (`--export`), so a token reaches it through
+//! srun's environment and never appears on an argument list or in Slurm's records.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use autodebug_core::beside::{BesideCommand, BesideOutput};
 use autodebug_core::failure::start_failure_kind;
 use autodebug_core::secret;
 use autodebug_core::{
@@ -269,6 +273,59 @@ impl SlurmDeployer {
         Some((host?, port?))
     }
 
+    /// The service's URL on its own node: where the engine listens, a wildcard address as loopback.
+    fn node_local_url(&self, port: u16) -> String {
+        match self.config.bind_host.trim() {
+            "" | "0.0.0.0" => format!("http://127.0.0.1:{port}"),
+            "::" | "[::]" => format!("http://[::1]:{port}"),
+            host if host.contains(':') && !host.starts_with('[') => format!("http://[{host}]:{port}"),
+            host => format!("http://{host}:{port}"),
+        }
+    }
+
+    /// The `srun` arguments that run `command` as a step of job `job` named `step_name`, the
+    /// service at `url`: one task on the job's node, sharing the job's CPUs with the engine
+    /// (`--overlap`), with no variable but `PATH`, `HOME` and the command's own (whose values
+    /// stay in srun's environment).
+    fn step_args(&self, job: &str, step_name: &str, command: &BesideCommand, url: &str) -> Vec<String> {
+        let mut exported = vec!["PATH".to_string(), "HOME".to_string()];
+        exported.extend(command.env.iter().map(|(name, _)| name.clone()));
+        let mut args = vec![
+            format!("--jobid={job}"),
+            "--overlap".into(),
+            "--nodes=1".into(),
+            "--ntasks=1".into(),
+            format!("--job-name={step_name}"),
+            format!("--export={}", exported.join(",")),
+            format!("--chdir={}", self.config.output_dir.display()),
+            "--".into(),
+            command.program.to_string_lossy().into_owned(),
+        ];
+        args.extend(command.args_for(url));
+        args
+    }
+
+    /// Cancels the steps of `job` named `step_name` still running (a timed-out run's): the job,
+    /// the service, goes on.
+    async fn cancel_steps(&self, job: &str, step_name: &str) {
+        let steps = match run("squeue", &["-h", "-s", "-j", job, "-o", "%i %j"]).await {
+            Ok(text) => text,
+            Err(e) => {
+                tracing::warn!(job, error = %e, "could not list the job's steps to cancel a timed-out one");
+                return;
+            }
+        };
+        for line in steps.lines() {
+            let mut fields = line.split_whitespace();
+            if let (Some(step), Some(name)) = (fields.next(), fields.next())
+                && name == step_name
+                && let Err(e) = run("scancel", &[step]).await
+            {
+                tracing::warn!(step, error = %e, "could not cancel a timed-out step");
+            }
+        }
+    }
+
     fn tail(lines: &[String], n: usize) -> String {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
@@ -421,6 +478,37 @@ impl Deployer for SlurmDeployer {
         Ok(self.read_output(&deployment.id).into_iter().map(|text| LogLine { time_ns: now, text }).collect())
     }
 
+    /// A step of the service's own job, on its node: `srun --jobid=<job> --overlap --ntasks=1
+    /// --export=PATH,HOME,<the command's variables> -- <program> <args>`, the URL on the node's
+    /// loopback (or the address the engine binds). A step still running at the timeout is cancelled.
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        let job = &deployment.id;
+        let lines = self.read_output(job);
+        let Some((node, port)) = Self::endpoint_line(&lines) else {
+            return Err(Error::infrastructure(format!(
+                "Slurm job {job} has not said where it serves (no {ENDPOINT_MARKER} line in {}); wait until it is ready",
+                self.output_path(job).display()
+            )));
+        };
+        let url = self.node_local_url(port);
+        let step_name = format!("autodebug-bench-{job}-{}", TimeWindow::now_ns());
+        let mut srun = std::process::Command::new("srun");
+        srun.args(self.step_args(job, &step_name, command, &url));
+        for (name, value) in &command.env {
+            srun.env(name, value.expose());
+        }
+        tracing::info!(job, node = %node, step = %step_name, program = %command.program.display(), "running a step beside the engine");
+        let described = format!("step `{step_name}` of Slurm job {job} on {node}");
+        let output = crate::beside::run(srun, std::path::Path::new("srun"), command.timeout, |pid| {
+            format!("{described} (`srun --overlap`, pid {pid} here)")
+        })
+        .await?;
+        if output.timed_out {
+            self.cancel_steps(job, &step_name).await;
+        }
+        Ok(output)
+    }
+
     async fn teardown(&self, deployment: &Deployment) -> Result<()> {
         match run("scancel", &[&deployment.id]).await {
             Ok(_) => Ok(()),
@@ -436,6 +524,30 @@ impl Deployer for SlurmDeployer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_step_beside_the_service_shares_its_job_and_names_only_the_token_variable() {
+        use autodebug_core::Secret;
+        let canary = "canary-srun-5e1a77";
+        let slurm = SlurmDeployer::builder().program("engine").output_dir("/shared/jobs").build().unwrap();
+        let command = BesideCommand {
+            program: "/shared/bin/autodebug".into(),
+            args: vec!["bench".into(), "--url".into(), autodebug_core::beside::SERVICE_URL.into()],
+            env: vec![("AUTODEBUG_BENCH_TOKEN".into(), Secret::new(canary))],
+            timeout: Duration::from_secs(5),
+        };
+        let args = slurm.step_args("17", "autodebug-bench-17-1", &command, &slurm.node_local_url(8000));
+        assert_eq!(
+            args.join(" "),
+            "--jobid=17 --overlap --nodes=1 --ntasks=1 --job-name=autodebug-bench-17-1 \
+             --export=PATH,HOME,AUTODEBUG_BENCH_TOKEN --chdir=/shared/jobs -- /shared/bin/autodebug bench --url http://127.0.0.1:8000"
+        );
+        assert!(!args.iter().any(|a| a.contains(canary)));
+        let bound = SlurmDeployer::builder().program("engine").bind_host("10.0.0.7").build().unwrap();
+        assert_eq!(bound.node_local_url(9), "http://10.0.0.7:9");
+        let v6 = SlurmDeployer::builder().program("engine").bind_host("::").build().unwrap();
+        assert_eq!(v6.node_local_url(9), "http://[::1]:9");
+    }
 
     #[test]
     fn a_job_output_of_endless_lines_and_an_endless_line_is_read_in_bounded_memory() {

@@ -493,3 +493,99 @@ async fn dry_run_starts_nothing() {
     dry.teardown(&deployment).await.unwrap();
     assert_eq!(artifact, dry.inner().render(&good_spec()).unwrap());
 }
+
+/// A command that reports, from beside the engine, its own argument list, whether the token
+/// reached its environment, and the engine's health through the URL it was given.
+fn beside_probe(timeout: Duration, token: &str) -> autodebug_core::beside::BesideCommand {
+    let script = r#"echo "argv: $*"; echo "token: ${AUTODEBUG_BENCH_TOKEN:-missing}" | sed 's/canary-[a-z0-9-]*/<the canary>/'; echo "url: $1"; echo "to stderr" >&2"#;
+    autodebug_core::beside::BesideCommand {
+        program: "sh".into(),
+        args: vec!["-c".into(), script.into(), "probe".into(), autodebug_core::beside::SERVICE_URL.into()],
+        env: vec![("AUTODEBUG_BENCH_TOKEN".into(), autodebug_core::Secret::new(token))],
+        timeout,
+    }
+}
+
+#[tokio::test]
+async fn a_command_runs_beside_the_engine_with_its_url_and_the_token_in_its_environment_only() {
+    let canary = "canary-beside-local-9c2e";
+    let deployer = fake_deployer();
+    let deployment = deployer.deploy(&good_spec()).await.unwrap();
+    let endpoint = deployer.wait_ready(&deployment, Duration::from_secs(60)).await.unwrap();
+    let output = deployer.run_beside(&deployment, &beside_probe(Duration::from_secs(30), canary)).await.unwrap();
+    assert_eq!(output.exit_code, Some(0), "{output:?}");
+    assert!(!output.timed_out);
+    assert!(output.stdout.contains(&format!("url: {}", endpoint.base_url)), "{}", output.stdout);
+    assert!(output.stdout.contains("token: <the canary>"), "the token did not reach it: {}", output.stdout);
+    let argv = output.stdout.lines().find(|l| l.starts_with("argv:")).unwrap();
+    assert!(!argv.contains(canary), "the token is on the argument list: {argv}");
+    assert_eq!(output.stderr_tail, vec!["to stderr".to_string()]);
+    assert!(output.ran_as.contains(&format!("beside engine pid {}", deployment.id)), "{}", output.ran_as);
+
+    // Through the decorators: Retrying and RenderAs forward to the deployment they hold.
+    let retrying = Retrying::new(fake_deployer(), 1);
+    let held = retrying.deploy(&good_spec()).await.unwrap();
+    retrying.wait_ready(&held, Duration::from_secs(60)).await.unwrap();
+    let output = retrying.run_beside(&held, &beside_probe(Duration::from_secs(30), canary)).await.unwrap();
+    assert_eq!(output.exit_code, Some(0), "{output:?}");
+    retrying.teardown(&held).await.unwrap();
+    let render_as = autodebug_deploy::RenderAs::new(fake_deployer(), fake_deployer());
+    let held = render_as.deploy(&good_spec()).await.unwrap();
+    render_as.wait_ready(&held, Duration::from_secs(60)).await.unwrap();
+    let output = render_as.run_beside(&held, &beside_probe(Duration::from_secs(30), canary)).await.unwrap();
+    assert_eq!(output.exit_code, Some(0), "{output:?}");
+    render_as.teardown(&held).await.unwrap();
+
+    deployer.teardown(&deployment).await.unwrap();
+    let error = deployer.run_beside(&deployment, &beside_probe(Duration::from_secs(30), canary)).await.unwrap_err();
+    assert!(error.to_string().contains("torn down"), "{error}");
+}
+
+#[tokio::test]
+async fn a_command_beside_the_engine_that_runs_too_long_is_stopped_with_its_children() {
+    let deployer = fake_deployer();
+    let deployment = deployer.deploy(&good_spec()).await.unwrap();
+    deployer.wait_ready(&deployment, Duration::from_secs(60)).await.unwrap();
+    let pid_file = tempfile::NamedTempFile::new().unwrap();
+    let command = autodebug_core::beside::BesideCommand {
+        program: "sh".into(),
+        // A grandchild that ignores SIGTERM and holds the output pipes open.
+        args: vec![
+            "-c".into(),
+            format!("(trap '' TERM; sleep 300) & echo $! > {}; echo started; wait", pid_file.path().display()),
+        ],
+        env: Vec::new(),
+        timeout: Duration::from_millis(500),
+    };
+    let started = Instant::now();
+    let output = deployer.run_beside(&deployment, &command).await.unwrap();
+    assert!(output.timed_out && output.exit_code.is_none(), "{output:?}");
+    assert!(started.elapsed() < Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert_eq!(output.stdout.trim(), "started");
+    let grandchild: u32 = std::fs::read_to_string(pid_file.path()).unwrap().trim().parse().unwrap();
+    assert!(wait_gone(grandchild, Duration::from_secs(5)), "the grandchild outlived the timeout");
+    assert!(!process_gone(pid_of(&deployment)), "the engine itself must keep running");
+    deployer.teardown(&deployment).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_missing_program_beside_the_engine_is_an_infrastructure_error_naming_it() {
+    let deployer = fake_deployer();
+    let deployment = deployer.deploy(&good_spec()).await.unwrap();
+    deployer.wait_ready(&deployment, Duration::from_secs(60)).await.unwrap();
+    let command = autodebug_core::beside::BesideCommand {
+        program: "/nonexistent/autodebug".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(5),
+    };
+    let error = deployer.run_beside(&deployment, &command).await.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Infrastructure);
+    assert!(error.to_string().contains("/nonexistent/autodebug") && error.to_string().contains("full path"), "{error}");
+    // A dry run started nothing, so nothing runs beside it.
+    let dry = DryRun::new(fake_deployer());
+    let placeholder = dry.deploy(&good_spec()).await.unwrap();
+    let error = dry.run_beside(&placeholder, &command).await.unwrap_err();
+    assert!(error.to_string().contains("dry run"), "{error}");
+    deployer.teardown(&deployment).await.unwrap();
+}

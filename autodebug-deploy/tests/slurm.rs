@@ -102,3 +102,82 @@ fn the_rendered_sbatch_script_is_valid_bash_with_gres_and_the_engine_command() {
     let check = std::process::Command::new("bash").arg("-n").arg(&path).status().unwrap();
     assert!(check.success(), "bash -n rejected:\n{script}");
 }
+
+/// The step's own view: its job and step ids, whether the token and a variable of ours that was
+/// not passed reached it, and the engine's health through the URL it was given.
+fn step_probe(timeout: Duration, token: &str) -> autodebug_core::beside::BesideCommand {
+    let script = r#"echo "step=$SLURM_JOB_ID.$SLURM_STEP_ID"; echo "token=${AUTODEBUG_BENCH_TOKEN:+set}"; echo "unpassed=${CARGO_MANIFEST_DIR:-absent}"; python3 -c 'import sys, urllib.request; print("health", urllib.request.urlopen(sys.argv[1] + "/health", timeout=10).status)' "$1""#;
+    autodebug_core::beside::BesideCommand {
+        program: "/bin/sh".into(),
+        args: vec!["-c".into(), script.into(), "probe".into(), autodebug_core::beside::SERVICE_URL.into()],
+        env: vec![("AUTODEBUG_BENCH_TOKEN".into(), autodebug_core::Secret::new(token))],
+        timeout,
+    }
+}
+
+fn steps_of(job: &str) -> String {
+    let out = std::process::Command::new("squeue").args(["-h", "-s", "-j", job, "-o", "%i %j"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs Slurm: bash scripts/slurm-up.sh, then cargo test --workspace -- --include-ignored"]
+async fn a_command_runs_as_a_step_of_the_service_job_and_one_past_its_timeout_is_cancelled() {
+    require_slurm();
+    let sim = support::simulator();
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = deployer(sim, dir.path());
+    let deployment = slurm.deploy(&spec()).await.unwrap();
+    slurm.wait_ready(&deployment, Duration::from_secs(120)).await.unwrap();
+    let job = deployment.id.clone();
+
+    let canary = "canary-srun-step-0d4f2b";
+    let output = slurm.run_beside(&deployment, &step_probe(Duration::from_secs(60), canary)).await.unwrap();
+    assert_eq!(output.exit_code, Some(0), "{output:?}");
+    assert!(output.stdout.contains(&format!("step={job}.")), "not a step of the service's job: {}", output.stdout);
+    assert!(output.stdout.contains("token=set"), "the token did not reach the step: {}", output.stdout);
+    assert!(!output.stdout.contains(canary));
+    if std::env::var_os("CARGO_MANIFEST_DIR").is_some() {
+        assert!(output.stdout.contains("unpassed=absent"), "the step got more than it was given: {}", output.stdout);
+    }
+    assert!(output.stdout.contains("health 200"), "the node-local URL does not reach the engine: {output:?}");
+    assert!(output.ran_as.contains(&format!("Slurm job {job}")), "{}", output.ran_as);
+
+    let sleeper = autodebug_core::beside::BesideCommand {
+        program: "/bin/sleep".into(),
+        args: vec!["300".into()],
+        env: Vec::new(),
+        timeout: Duration::from_secs(3),
+    };
+    let output = slurm.run_beside(&deployment, &sleeper).await.unwrap();
+    assert!(output.timed_out, "{output:?}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while steps_of(&job).contains("autodebug-bench-") && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(!steps_of(&job).contains("autodebug-bench-"), "a timed-out step is left: {}", steps_of(&job));
+    let state = std::process::Command::new("squeue").args(["-h", "-j", &job, "-o", "%T"]).output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), "RUNNING", "the service's job must go on");
+
+    // A program that is not there: the step fails, and says so on its stderr.
+    let missing = autodebug_core::beside::BesideCommand {
+        program: "/nonexistent/bin/autodebug".into(),
+        args: Vec::new(),
+        env: Vec::new(),
+        timeout: Duration::from_secs(60),
+    };
+    let output = slurm.run_beside(&deployment, &missing).await.unwrap();
+    assert!(output.exit_code != Some(0) && !output.timed_out, "{output:?}");
+    assert!(output.stderr_tail.join("\n").contains("/nonexistent/bin/autodebug"), "{output:?}");
+
+    slurm.teardown(&deployment).await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let queued = || {
+        let out = std::process::Command::new("squeue").args(["-h", "-j", &job]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    while !queued().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(queued().is_empty(), "job still queued: {}", queued());
+}

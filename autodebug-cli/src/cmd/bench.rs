@@ -152,6 +152,20 @@ pub struct Args {
     /// With --self-check: a seconds-long reduced run with the same phases (noisier figures).
     #[arg(long, requires = "self_check")]
     quick: bool,
+    /// Run this whole plan (a BenchPlan as JSON, as a session sends it to a benchmark beside the
+    /// service) instead of one built from the flags; with --json the report also carries the
+    /// plan's full report (`reports`, every request's record) and who ran it (`runner`).
+    #[arg(
+        long,
+        value_name = "JSON",
+        conflicts_with_all = [
+            "concurrency", "rate", "arrival", "burstiness", "requests", "duration", "warmup", "ramp_up", "isl",
+            "osl", "preset", "shared_prefix", "turns", "dataset", "tokenizer", "no_ignore_eos", "completions",
+            "trials", "seed", "sweep_concurrency", "sweep_rate", "compare_url", "find_max_rate",
+            "timeout_first_token", "timeout_total", "self_check",
+        ]
+    )]
+    plan_json: Option<String>,
 }
 
 pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<ExitCode> {
@@ -161,6 +175,9 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
     let url = args.url.clone().unwrap_or_default();
     let token = token(&args)?;
     let endpoint = Endpoint { token: token.clone(), ..Endpoint::new(&url, &args.model) };
+    if let Some(plan) = &args.plan_json {
+        return run_whole_plan(&args, plan, &endpoint, global).await;
+    }
     let source = source(&args)?;
     let plan = plan(&args, &source)?;
     let bench = SseBenchmarker::builder().build();
@@ -207,6 +224,54 @@ pub async fn run(args: Args, global: &crate::Global) -> autodebug_core::Result<E
         None => print!("{}", report.to_table()),
     }
     let failed = runs.iter().all(|r| r.report.summary.succeeded == 0);
+    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// `--plan-json`: the plan run exactly as a session's own benchmarker runs it
+/// ([`Benchmarker::run`](autodebug_core::Benchmarker::run)), and, with `--json`, its whole report
+/// and this process beside the point.
+async fn run_whole_plan(
+    args: &Args,
+    plan: &str,
+    endpoint: &Endpoint,
+    global: &crate::Global,
+) -> autodebug_core::Result<ExitCode> {
+    use autodebug_core::Benchmarker;
+    use autodebug_core::beside::{BenchRunner, BesideBenchOutput};
+    let plan: BenchPlan = serde_json::from_str(plan)
+        .map_err(|e| Error::config("--plan-json", format!("not a benchmark plan ({e}); give a BenchPlan as JSON")))?;
+    let bench = SseBenchmarker::builder().build();
+    let measured = bench.run(endpoint, &plan).await?;
+    // The report holds every trial's records together; the point shows them as one run.
+    let run = TrialRun { report: measured.clone(), trials: vec![measured] };
+    let point = PointReport::from_run(&run, None, CONFIDENCE, plan.workload.seed);
+    let failed = run.report.summary.succeeded == 0;
+    let report = ReportFile::new(vec![point], None);
+    if let Some(path) = &args.jsonl {
+        let lines = write_jsonl(path, &[&run])?;
+        tracing::info!(path = %path.display(), lines, "per-request records written");
+    }
+    let Some(path) = args.json.as_deref() else {
+        print!("{}", report.to_table());
+        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+    };
+    let beside = BesideBenchOutput { reports: vec![run.report], runner: BenchRunner::this_process() };
+    let json_error = |e: serde_json::Error| Error::Bench(format!("cannot write the report as JSON: {e}"));
+    let mut value = serde_json::to_value(&report).map_err(json_error)?;
+    if let (Some(object), serde_json::Value::Object(extra)) =
+        (value.as_object_mut(), serde_json::to_value(&beside).map_err(json_error)?)
+    {
+        object.extend(extra);
+    }
+    let text = serde_json::to_string_pretty(&value).map_err(json_error)?;
+    if path.as_os_str() == "-" {
+        println!("{text}");
+    } else {
+        std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))?;
+        if !global.quiet {
+            print!("{}", report.to_table());
+        }
+    }
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 

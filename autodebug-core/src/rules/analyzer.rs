@@ -212,6 +212,16 @@ fn reported_setting(ev: &Evidence<'_>, signals: &[&Signal], flag: &str) -> Optio
     None
 }
 
+/// Whether `signal` counts requests the client dropped while a capacity search cut an overloaded
+/// step short: the search aborts them on purpose, so they are the benchmark's doing, not an engine
+/// fault (an engine reports them as `<engine>.request.aborted`).
+fn aborted_by_capacity_search(signal: &Signal, bench: &[crate::BenchReport]) -> bool {
+    let cut_short = |r: &crate::BenchReport| {
+        r.summary.capacity.as_ref().is_some_and(|c| c.steps.iter().any(|s| s.stopped_early.is_some()))
+    };
+    signal.name.ends_with(".request.aborted") && bench.iter().any(cut_short)
+}
+
 /// Whether a flag value (`None` for a switch) and an engine-reported setting say the same thing.
 fn flag_matches(flag_value: Option<&str>, reported: &str) -> bool {
     same_setting(flag_value.unwrap_or("true"), reported)
@@ -244,8 +254,11 @@ fn code_checks(ev: &Evidence<'_>, signals: &[&Signal], out: &mut Analysis) {
             );
         }
     }
-    let engine_errors: Vec<Signal> =
-        signals.iter().filter(|s| s.canonical.as_deref() == Some(c::ENGINE_ERROR)).map(|s| (*s).clone()).collect();
+    let engine_errors: Vec<Signal> = signals
+        .iter()
+        .filter(|s| s.canonical.as_deref() == Some(c::ENGINE_ERROR) && !aborted_by_capacity_search(s, ev.bench))
+        .map(|s| (*s).clone())
+        .collect();
     if !engine_errors.is_empty() {
         find(
             rule::ENGINE_ERRORS,
@@ -392,6 +405,34 @@ mod tests {
         assert!(args.contains(&("max_num_seqs".into(), "64".into())), "{args:?}");
         assert!(args.contains(&("gpu_memory_utilization".into(), "0.85".into())), "{args:?}");
         assert!(crate::startup_args::from_line("Decode batch. #running-req: 1").is_empty());
+    }
+
+    #[test]
+    fn aborts_are_the_benchmarks_doing_only_when_a_capacity_search_cut_a_step_short() {
+        use crate::{BenchPlan, BenchReport, BenchSummary, CapacityOutcome, CapacityProbe, Load, TimeWindow, Workload};
+        let aborted = Signal::text("graphsignal", SignalKind::LogLine, "sglang.request.aborted", "client disconnected");
+        let oom = Signal::text("graphsignal", SignalKind::LogLine, "sglang.error.oom", "CUDA out of memory");
+        let report = |stopped_early: Option<&str>| {
+            let probe =
+                CapacityProbe { rate: 4.0, stopped_early: stopped_early.map(str::to_string), ..Default::default() };
+            BenchReport {
+                plan: BenchPlan::new("chat", Workload::new(8, 8), Load::Sequential, 1),
+                context: Default::default(),
+                summary: BenchSummary {
+                    capacity: Some(CapacityOutcome { steps: vec![probe], ..Default::default() }),
+                    ..Default::default()
+                },
+                records: Vec::new(),
+                window: TimeWindow::new(0, 1),
+                warnings: Vec::new(),
+            }
+        };
+        let cut_short = [report(Some("3 requests over the TTFT bound"))];
+        assert!(aborted_by_capacity_search(&aborted, &cut_short));
+        assert!(!aborted_by_capacity_search(&oom, &cut_short), "a real fault still counts");
+        assert!(!aborted_by_capacity_search(&aborted, &[report(None)]), "no step was cut short");
+        let plain = BenchReport { summary: BenchSummary::default(), ..report(None) };
+        assert!(!aborted_by_capacity_search(&aborted, &[plain]), "no capacity search");
     }
 
     #[test]

@@ -25,6 +25,7 @@ pub use confirmation::Confirmation;
 use failed::{Failed, failure_finding, nothing_measured, same_failure_twice, telemetry_gaps, without_blamed_settings};
 use rounds::Slot;
 
+use crate::beside::BenchBeside;
 use crate::pricing::{PriceTable, derive_cost_metrics};
 use crate::store::{SessionRecord, Store};
 use crate::trail::Trail;
@@ -172,6 +173,7 @@ pub struct SessionBuilder {
     engine_args: Option<EngineArgs>,
     parallel: usize,
     slot_env: Vec<Vec<(String, String)>>,
+    bench_beside: Option<BenchBeside>,
 }
 
 impl SessionBuilder {
@@ -249,6 +251,15 @@ impl SessionBuilder {
         self
     }
 
+    /// Runs every benchmark plan as `autodebug bench` beside the service, through the deployer's
+    /// [`run_beside`](Deployer::run_beside), instead of with the benchmarker from this machine
+    /// (for loads this machine could not generate); its report is used exactly like a local one.
+    /// See [`beside`](crate::beside).
+    pub fn bench_beside(mut self, beside: BenchBeside) -> Self {
+        self.bench_beside = Some(beside);
+        self
+    }
+
     /// A flag that, once raised (e.g. by a Ctrl-C handler), lets the current step finish, records
     /// the iteration and stops.
     pub fn stop_flag(mut self, stop: Arc<AtomicBool>) -> Self {
@@ -276,6 +287,7 @@ impl SessionBuilder {
             engine_args: self.engine_args,
             parallel: self.parallel.max(1),
             slot_env: self.slot_env,
+            bench_beside: self.bench_beside,
             config,
             store: Mutex::new(store),
             trail,
@@ -297,6 +309,7 @@ pub struct Session {
     engine_args: Option<EngineArgs>,
     parallel: usize,
     slot_env: Vec<Vec<(String, String)>>,
+    bench_beside: Option<BenchBeside>,
     config: SessionConfig,
     store: Mutex<Store>,
     trail: Trail,
@@ -327,6 +340,7 @@ impl Session {
             engine_args: None,
             parallel: 1,
             slot_env: Vec::new(),
+            bench_beside: None,
         }
     }
 
@@ -714,12 +728,20 @@ impl Session {
 
         let step = Instant::now();
         let mut reports: Vec<BenchReport> = Vec::new();
+        let mut beside_runs = Vec::new();
         for plan in &self.config.bench {
             if self.stopping() {
                 break;
             }
             self.emit(SessionEvent::Benchmarking { number, plan: plan.name.clone() });
-            match self.benchmarker.run(endpoint, plan).await {
+            let run = match &self.bench_beside {
+                None => self.benchmarker.run(endpoint, plan).await,
+                Some(beside) => self.bench_beside(beside, deployment, endpoint, plan).await.map(|run| {
+                    beside_runs.push((run.signal, run.skew_warning));
+                    run.report
+                }),
+            };
+            match run {
                 Ok(report) => {
                     self.emit(SessionEvent::Benchmarked {
                         number,
@@ -786,10 +808,32 @@ impl Session {
         if let Some(gaps) = telemetry_gaps(&warnings) {
             analysis.findings.push(gaps);
         }
+        analysis.findings.extend(crate::beside::finding(&beside_runs));
         iteration.metrics = analysis.metrics.clone();
         iteration.analysis = analysis;
         iteration.timings.insert("analyze".into(), step.elapsed().as_secs_f64());
         Ok(())
+    }
+
+    /// Runs `plan` as `autodebug bench` beside the service and reads its report back, its window
+    /// held against this machine's clock around the call.
+    async fn bench_beside(
+        &self,
+        beside: &BenchBeside,
+        deployment: &Deployment,
+        endpoint: &crate::Endpoint,
+        plan: &BenchPlan,
+    ) -> Result<crate::beside::BesideRun> {
+        let command = beside.command(plan, endpoint)?;
+        let before = TimeWindow::now_ns();
+        let output = self.deployer.run_beside(deployment, &command).await?;
+        let bracket = TimeWindow::new(before, TimeWindow::now_ns());
+        let run = crate::beside::read_run(plan, &command, &output, bracket)?;
+        if let Some(warning) = &run.skew_warning {
+            tracing::warn!(plan = %plan.name, "{warning}");
+        }
+        tracing::info!(plan = %plan.name, ran_as = %output.ran_as, "benchmark ran beside the service");
+        Ok(run)
     }
 
     /// The engine's log as the deployer serves it; a failed read is tried once more (a loaded
@@ -896,17 +940,32 @@ impl Session {
             .map(|p| {
                 let cache =
                     if p.workload.repeat_prompt || p.workload.shared_prefix_tokens > 0 { "warm" } else { "cold" };
-                format!(
-                    "`{}`: {}, {}, {} requests, 1 trial, {cache}",
-                    p.name,
-                    p.workload.describe(),
-                    p.load.describe(),
-                    p.requests
-                )
+                match &p.capacity {
+                    // The search sets the load and the length of each of its steps itself.
+                    Some(goal) => format!(
+                        "`{}`: {}, the highest open-loop rate holding {} ({} s steps, at most {}), {cache}",
+                        p.name,
+                        p.workload.describe(),
+                        goal.describe_slo(),
+                        crate::format_number(goal.step_ms as f64 / 1e3),
+                        goal.max_steps
+                    ),
+                    None => format!(
+                        "`{}`: {}, {}, {} requests, 1 trial, {cache}",
+                        p.name,
+                        p.workload.describe(),
+                        p.load.describe(),
+                        p.requests
+                    ),
+                }
             })
             .collect();
+        let beside = match &self.bench_beside {
+            Some(beside) => format!(" Benchmarks run beside the service as `{} bench`.", beside.program.display()),
+            None => String::new(),
+        };
         format!(
-            "Deployer `{}`, model `{}`. Benchmarks: {}.",
+            "Deployer `{}`, model `{}`. Benchmarks: {}.{beside}",
             self.deployer.name(),
             iteration.spec.model,
             plans.join("; ")

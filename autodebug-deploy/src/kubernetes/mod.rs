@@ -43,6 +43,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod beside;
 pub mod manifest;
 pub mod status;
 
