@@ -223,7 +223,31 @@ pub struct SlurmDeployer {
 }
 
 async fn run(program: &str, args: &[&str]) -> Result<String> {
-    let output = Command::new(program).args(args).stdin(Stdio::null()).output().await.map_err(|e| {
+    run_with(Command::new(program), program, args).await
+}
+
+/// `sbatch` hands its own environment to the job (and slurmctld keeps it with the job): it gets
+/// the job's secrets (`env`) and none of the other secrets this process holds (an LLM key, a bench
+/// token, another cluster's token).
+async fn submit(args: &[&str], env: &[(String, String)]) -> Result<String> {
+    let names = std::env::vars_os().filter_map(|(name, _)| name.into_string().ok());
+    run_with(sbatch_command(env, names), "sbatch", args).await
+}
+
+/// `sbatch` with `env` set and every other secret-named variable of `inherited` removed.
+fn sbatch_command(env: &[(String, String)], inherited: impl Iterator<Item = String>) -> Command {
+    let mut command = Command::new("sbatch");
+    for name in inherited {
+        if secret::is_secret_name(&name) && !env.iter().any(|(n, _)| *n == name) {
+            command.env_remove(&name);
+        }
+    }
+    command.envs(env.iter().map(|(n, v)| (n, v)));
+    command
+}
+
+async fn run_with(mut command: Command, program: &str, args: &[&str]) -> Result<String> {
+    let output = command.args(args).stdin(Stdio::null()).output().await.map_err(|e| {
         Error::infrastructure(format!("cannot run `{program}`: {e}; is Slurm installed and on PATH?")).caused_by(e)
     })?;
     if !output.status.success() {
@@ -235,6 +259,19 @@ async fn run(program: &str, args: &[&str]) -> Result<String> {
         )));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// The secret values `spec` launches with, under the environment names its script reads them from:
+/// secret env entries under their own name, secret flags as [`secret::env_name_for`] names them.
+fn job_secrets(spec: &ServiceSpec) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> =
+        spec.launch_env().into_iter().filter(|(name, _)| secret::is_secret_name(name)).collect();
+    for (name, value) in spec.flags.iter() {
+        if let Some(value) = value.filter(|_| secret::is_secret_name(name)) {
+            env.push((secret::env_name_for(name), value.to_string()));
+        }
+    }
+    env
 }
 
 impl SlurmDeployer {
@@ -330,9 +367,10 @@ impl SlurmDeployer {
         lines[lines.len().saturating_sub(n)..].join("\n")
     }
 
-    /// The sbatch script for `spec`. `reveal` writes secret values in (the file submitted to
-    /// Slurm); otherwise they are read from the environment (the artifact in the trail).
-    fn script(&self, spec: &ServiceSpec, reveal: bool) -> Result<Artifact> {
+    /// The sbatch script for `spec`: secret values are never in it, the job reads them from its
+    /// environment (see [`job_secrets`]), so the file submitted and the artifact in the trail are
+    /// the same.
+    fn script(&self, spec: &ServiceSpec) -> Result<Artifact> {
         let c = &self.config;
         let mut lines = vec![
             "#!/usr/bin/env bash".to_string(),
@@ -362,7 +400,7 @@ impl SlurmDeployer {
         lines.extend(c.extra_directives.iter().map(|d| format!("#SBATCH {d}")));
         lines.push("set -euo pipefail".into());
         for (k, v) in &spec.launch_env() {
-            if reveal || !secret::is_secret_name(k) {
+            if !secret::is_secret_name(k) {
                 lines.push(format!("export {k}={}", shell_quote(v)));
             } else {
                 lines.push(format!(
@@ -376,11 +414,7 @@ impl SlurmDeployer {
         );
         lines.push(format!("echo \"{ENDPOINT_MARKER} host=$(hostname) port=$PORT job=${{SLURM_JOB_ID:-none}}\""));
         const SECRET_MARK: &str = "__AUTODEBUG_SECRET__";
-        let shown = if reveal {
-            spec.clone()
-        } else {
-            secret::redact_spec_with(spec, |name| format!("{SECRET_MARK}{}", secret::env_name_for(name)))
-        };
+        let shown = secret::redact_spec_with(spec, |name| format!("{SECRET_MARK}{}", secret::env_name_for(name)));
         let args = self.template.expand_with(&shown, &c.bind_host, "__AUTODEBUG_PORT__");
         let mut command =
             CommandTemplate::display(&self.template.program, &args).replace("__AUTODEBUG_PORT__", "\"$PORT\"");
@@ -403,18 +437,18 @@ impl Deployer for SlurmDeployer {
     }
 
     fn render(&self, spec: &ServiceSpec) -> Result<Artifact> {
-        self.script(spec, false)
+        self.script(spec)
     }
 
     async fn deploy(&self, spec: &ServiceSpec) -> Result<Deployment> {
         let dir = &self.config.output_dir;
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        let script = self.script(spec, true)?;
+        let script = self.script(spec)?;
         let started_ns = TimeWindow::now_ns();
         let path = dir.join(format!("autodebug-{}-{started_ns}.sbatch", spec.name));
         std::fs::write(&path, &script.content).map_err(|e| Error::io(&path, e))?;
         let path_text = path.to_string_lossy().into_owned();
-        let out = run("sbatch", &["--parsable", &path_text]).await?;
+        let out = submit(&["--parsable", &path_text], &job_secrets(spec)).await?;
         let job_id = out.trim().split(';').next().unwrap_or_default().to_string();
         if job_id.is_empty() || !job_id.chars().all(|c| c.is_ascii_digit() || c == '_') {
             return Err(Error::infrastructure(format!("sbatch printed no job id: `{}`", out.trim())));
@@ -524,6 +558,37 @@ impl Deployer for SlurmDeployer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The job gets its own secrets through sbatch's environment and none of the others this
+    /// process holds; what is not secret is inherited as before.
+    #[test]
+    fn sbatch_hands_the_job_its_secrets_and_no_other() {
+        let mut spec = ServiceSpec::new("s", autodebug_core::EngineKind::Vllm, "m")
+            .with_flag("--api-key", Some("canary-engine-key"))
+            .with_flag("--max-num-seqs", Some("8"));
+        spec.env = vec![("HF_TOKEN".into(), "canary-hf".into()), ("OMP_NUM_THREADS".into(), "2".into())];
+        let secrets = job_secrets(&spec);
+        assert_eq!(
+            secrets,
+            vec![("HF_TOKEN".to_string(), "canary-hf".to_string()), ("API_KEY".into(), "canary-engine-key".into())]
+        );
+        let inherited = ["PATH", "OPENAI_API_KEY", "AUTODEBUG_BENCH_TOKEN", "HF_TOKEN", "HOME"].map(String::from);
+        let command = sbatch_command(&secrets, inherited.into_iter());
+        let envs: std::collections::BTreeMap<String, Option<String>> = command
+            .as_std()
+            .get_envs()
+            .map(|(n, v)| (n.to_string_lossy().into_owned(), v.map(|v| v.to_string_lossy().into_owned())))
+            .collect();
+        assert_eq!(envs["OPENAI_API_KEY"], None, "another secret of this process is removed");
+        assert_eq!(envs["AUTODEBUG_BENCH_TOKEN"], None);
+        assert_eq!(envs["HF_TOKEN"].as_deref(), Some("canary-hf"));
+        assert_eq!(envs["API_KEY"].as_deref(), Some("canary-engine-key"));
+        assert!(!envs.contains_key("PATH") && !envs.contains_key("HOME"), "the rest is inherited untouched");
+        let slurm = SlurmDeployer::builder().program("engine").args_template(["{flags}"]).build().unwrap();
+        let script = slurm.script(&spec).unwrap().content;
+        assert!(!script.contains("canary"), "the submitted script holds no secret value:\n{script}");
+        assert!(script.contains("${API_KEY:?") && script.contains("${HF_TOKEN:?"), "{script}");
+    }
 
     #[test]
     fn a_step_beside_the_service_shares_its_job_and_names_only_the_token_variable() {

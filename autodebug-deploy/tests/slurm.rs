@@ -181,3 +181,41 @@ async fn a_command_runs_as_a_step_of_the_service_job_and_one_past_its_timeout_is
     }
     assert!(queued().is_empty(), "job still queued: {}", queued());
 }
+
+/// `GET path` on `base` (`http://host:port`) with an optional bearer key; the status code.
+fn status_of(base: &str, path: &str, key: Option<&str>) -> u16 {
+    use std::io::{Read, Write};
+    let address = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(address).expect("connect to the engine");
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let auth = key.map(|k| format!("Authorization: Bearer {k}\r\n")).unwrap_or_default();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\n{auth}Connection: close\r\n\r\n").unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).expect("a status line");
+    String::from_utf8_lossy(&head[9..12]).parse().expect("a status code")
+}
+
+#[tokio::test]
+#[ignore = "needs Slurm: bash scripts/slurm-up.sh, then cargo test --workspace -- --include-ignored"]
+async fn the_engine_gets_its_key_from_the_jobs_environment_and_no_file_holds_it() {
+    require_slurm();
+    let sim = support::simulator();
+    let dir = tempfile::tempdir().unwrap();
+    let slurm = deployer(sim, dir.path());
+    let key = "canary-slurm-engine-key-5e17";
+    let deployment = slurm.deploy(&spec().with_flag("--api-key", Some(key))).await.unwrap();
+    let ready = slurm.wait_ready(&deployment, Duration::from_secs(120)).await;
+    let statuses = ready.as_ref().map(|endpoint| {
+        let with_key = status_of(&endpoint.base_url, "/v1/models", Some(key));
+        (endpoint.base_url.clone(), with_key, status_of(&endpoint.base_url, "/v1/models", None))
+    });
+    slurm.teardown(&deployment).await.unwrap();
+    let (base_url, with_key, without) = statuses.unwrap();
+    assert_eq!((with_key, without), (200, 401), "the engine at {base_url} answers its key only");
+    // The submitted script and the job's output (what Slurm keeps as files) hold no key.
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(!text.contains(key), "{} holds the engine's key", path.display());
+    }
+}
