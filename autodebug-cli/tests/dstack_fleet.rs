@@ -254,18 +254,21 @@ async fn the_original_loop_deploys_benchmarks_reads_and_redeploys_through_dstack
     let history = history(dir.path());
     assert_eq!(history.iterations.len(), 2);
     let first = &history.iterations[0];
-    assert_eq!(first.status, IterationStatus::Ok, "{:?}", first.error);
-    // The engine's metrics came through the proxy with the token, its log lines through dstack's API.
-    // In 3 of 7 full CI runs one iteration's window had no engine log line while dstack's proxy also
-    // failed some of its requests (HTTP 502); the deployer read the log without error, and the cause
-    // in dstack is not established. Log evidence is required from one of the two iterations; both
-    // iterations' findings are printed when neither has it.
-    let with_log = history.iterations.iter().find(|it| it.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine));
-    let findings: Vec<Vec<&str>> =
-        history.iterations.iter().map(|it| it.analysis.findings.iter().map(|f| f.summary.as_str()).collect()).collect();
-    support::assert_real_llamacpp_evidence(
-        with_log.unwrap_or_else(|| panic!("no iteration cited a log line: {findings:?}")),
-    );
+    // The engine's metrics came through the proxy with the token, its log lines through dstack's
+    // API, in EVERY iteration: each window's own per-request lines (`print_timing`), which a log
+    // read before dstack pulled the window's output from the runner lacks (a pass of dstack's server
+    // over the job may commit after the read began with output it pulled before, or reach no runner
+    // and pull nothing; the deployer waits for a later pass that reached the runner).
+    for it in &history.iterations {
+        support::assert_real_llamacpp_evidence(it);
+        let findings: Vec<&str> = it.analysis.findings.iter().map(|f| f.summary.as_str()).collect();
+        let from_window = it.analysis.cited.iter().any(|s| {
+            s.kind == SignalKind::LogLine
+                && s.source == "logs"
+                && (s.name.starts_with("llamacpp.log.eval.") || s.name.starts_with("llamacpp.log.prompt_eval."))
+        });
+        assert!(from_window, "iteration {} cited no engine log line from its window: {findings:?}", it.number);
+    }
     // Each iteration wrote a complete dstack file that dstack's parser accepts, and the second one
     // deployed what the first planned.
     let rendered = trail_files(dir.path(), "dstack-");

@@ -65,8 +65,9 @@ pub struct JobSubmission {
     pub error: Option<String>,
     #[serde(default)]
     pub probes: Vec<Probe>,
-    /// When the server last processed the job; for a running job that includes pulling its new
-    /// output from the runner, so lines printed before this instant can be read through the API.
+    /// When the server last processed the job. For a running job a pass pulls the runner's new
+    /// output, but a pass that cannot reach the runner pulls nothing and still advances this: only
+    /// together with the job's reachability events does it say the output was pulled.
     #[serde(default)]
     pub last_processed_at: Option<String>,
 }
@@ -112,6 +113,12 @@ pub struct LogPage {
 #[derive(Debug, Clone, Deserialize)]
 pub struct LogEvent {
     pub timestamp: String,
+    pub message: String,
+}
+
+/// One entry of `/api/events/list` (dstack's audit events: a job becoming unreachable, ready, ...).
+#[derive(Debug, Clone, Deserialize)]
+pub struct Event {
     pub message: String,
 }
 
@@ -259,6 +266,14 @@ impl Client {
             .post(self.connection.project_url("runs/stop"), &json!({ "runs_names": [run_name], "abort": abort }))
             .await?;
         Ok(())
+    }
+
+    /// `/api/events/list` with `{target_jobs: [job_id], limit}`: the job's events, newest first
+    /// (a job submission's `id` is the job's id there). Not project-scoped: the server checks
+    /// that the token's user may see the job's project.
+    pub async fn job_events(&self, job_id: &str, limit: u32) -> Result<Vec<Event>> {
+        let body = json!({ "target_jobs": [job_id], "limit": limit, "ascending": false });
+        self.post(format!("{}/api/events/list", self.connection.url), &body).await
     }
 
     /// `/logs/poll` with `{run_name, job_submission_id, start_time, next_token, limit}`.

@@ -7,7 +7,9 @@
 //!   `commands`, resources, image, env); [`DstackDeployer::render_only`] needs no server.
 //! - `deploy` posts `runs/get_plan` then `runs/apply`; `wait_ready` polls `runs/get` until the run
 //!   is `running` and every probe's `success_streak >= ready_after`, or fails with dstack's own
-//!   reason (`no fleets`, `termination_reason`, `status_message`); `logs` reads `logs/poll`;
+//!   reason (`no fleets`, `termination_reason`, `status_message`); `logs` waits (bounded) until
+//!   the server has pulled a running job's output from its runner after the call — a pass that
+//!   reached the runner, told by the job's reachability events — then reads `logs/poll`;
 //!   `teardown` posts `runs/stop` and waits (bounded) until the run has finished.
 //!
 //! Server, project and token come from `DSTACK_SERVER_URL`/`DSTACK_TOKEN`/`DSTACK_PROJECT` or
@@ -43,9 +45,17 @@ const LOG_PAGE: u32 = 1000;
 const MAX_LOG_PAGES: usize = 50;
 /// How long `deploy` waits for a fleet's busy instance to be offered before applying anyway.
 const OFFER_WAIT: Duration = Duration::from_secs(60);
-/// How long `logs` waits for the server to pull a running job's latest output (its pull cycle is a
-/// few seconds when idle; under a loaded CI machine 15 s was once not enough for the first window).
-const LOG_CATCH_UP: Duration = Duration::from_secs(45);
+/// How long `logs` waits by default for the server to pull a running job's latest output: it
+/// needs two passes of the server over the job (one every 10 s or more), and a pass that cannot
+/// reach the runner pulls nothing, so this allows for a failed pass or two on a loaded machine.
+const LOG_CATCH_UP: Duration = Duration::from_secs(60);
+/// How many of a job's newest events are read to find its latest reachability change.
+const JOB_EVENTS: u32 = 100;
+/// The events dstack's job pipeline records when a pass cannot reach the runner (that pass pulls
+/// no output but still advances `last_processed_at`) and when a later pass reaches it again
+/// (`_emit_reachability_change_event`, `server/background/pipeline_tasks/jobs_running.py`).
+const UNREACHABLE_EVENT: &str = "Job became unreachable";
+const REACHABLE_EVENT: &str = "Job became reachable";
 
 /// Deploys services on dstack. See the [module docs](self).
 ///
@@ -71,6 +81,7 @@ pub struct DstackDeployer {
     default_base: Value,
     poll_interval: Duration,
     stop_timeout: Duration,
+    log_catch_up: Duration,
 }
 
 /// Builds a [`DstackDeployer`].
@@ -82,6 +93,7 @@ pub struct DstackDeployerBuilder {
     default_base: Value,
     poll_interval: Duration,
     stop_timeout: Duration,
+    log_catch_up: Duration,
     request_timeout: Duration,
 }
 
@@ -138,6 +150,13 @@ impl DstackDeployerBuilder {
         self
     }
 
+    /// How long `logs` waits for the server to pull a running job's latest output from its runner
+    /// before it fails saying so (default 60 s).
+    pub fn log_catch_up(mut self, bound: Duration) -> Self {
+        self.log_catch_up = bound;
+        self
+    }
+
     /// Bound on each HTTP request (default 30 s).
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
         self.request_timeout = timeout;
@@ -165,6 +184,7 @@ impl DstackDeployerBuilder {
             default_base: self.default_base,
             poll_interval: self.poll_interval,
             stop_timeout: self.stop_timeout,
+            log_catch_up: self.log_catch_up,
         })
     }
 }
@@ -373,6 +393,7 @@ impl DstackDeployer {
             default_base: Value::Null,
             poll_interval: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(120),
+            log_catch_up: LOG_CATCH_UP,
             request_timeout: Duration::from_secs(30),
         }
     }
@@ -391,6 +412,7 @@ impl DstackDeployer {
             default_base: base,
             poll_interval: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(120),
+            log_catch_up: LOG_CATCH_UP,
         }
     }
 
@@ -444,26 +466,118 @@ impl DstackDeployer {
     }
 
     /// The latest job submission id of a run, for `logs/poll`. For a running job, first waits
-    /// (bounded by [`LOG_CATCH_UP`]) until the server has processed the job after this call began:
-    /// the server pulls a job's output from its runner every few seconds, so without the wait the
-    /// last seconds of a benchmark window would be missing from its logs.
+    /// (bounded by the builder's `log_catch_up`) until the server has pulled the job's output
+    /// from its runner after this call began: dstack pulls a running job's output only when its
+    /// pipeline passes over the job, so without the wait the last seconds of a benchmark window
+    /// (or, when the server stalls, all of it) would be missing from its logs.
+    ///
+    /// `last_processed_at` is when a pass COMMITTED, not when it pulled: a pass may pull, wait
+    /// many seconds (a loaded machine, the database held by another task) and commit after this
+    /// call with output from before it. Passes over one job are serialized (the job's lock is
+    /// released by the commit, and the next pass is fetched 10 s or more after it), so the
+    /// second pass seen to commit during this call pulled after the first one committed: 10 s or
+    /// more after this call, so after the runner flushed what the engine printed before it (the
+    /// runner hands output on after 0.5 s without output, at the latest every 3 s:
+    /// `AnsiStripFlushInterval`/`AnsiStripMaxDelay`, dstack `runner/internal/runner/executor/
+    /// executor.go`). No clock is compared.
+    ///
+    /// That pass counts only if it reached the runner: a pass that cannot (its SSH tunnel's 3 s
+    /// connect timeout, the runner's 9 s read timeout) pulls nothing yet commits, with a "Job
+    /// became unreachable" event in the same commit. So the job's reachability is read from its
+    /// events between two reads of the run that show the same pass. When no such pass comes in
+    /// time the call fails, naming why: the caller records a telemetry gap instead of a log that
+    /// silently lacks the window.
     async fn latest_submission(&self, run_name: &str) -> Result<Option<String>> {
-        let asked_ns = TimeWindow::now_ns();
-        let deadline = Instant::now() + LOG_CATCH_UP;
+        let client = self.client()?;
+        let started = Instant::now();
+        let deadline = started + self.log_catch_up;
+        let mut reported = String::new();
+        // The pass the previous read showed (`None` before the first read), and how many passes
+        // committed after the first read.
+        let mut last_pass: Option<Option<String>> = None;
+        let mut later_passes = 0u32;
         loop {
-            let run = self.client()?.get_run(run_name).await?;
-            let latest =
-                run.jobs.iter().filter_map(|j| j.job_submissions.last()).next().or(run.latest_job_submission.as_ref());
-            let Some(submission) = latest else { return Ok(None) };
-            let caught_up = submission.status != "running"
-                || submission.last_processed_at.as_deref().and_then(parse_time_ns).is_none_or(|t| t >= asked_ns);
-            if caught_up || Instant::now() >= deadline {
-                tracing::debug!(run = %run_name, caught_up, last_processed_at = ?submission.last_processed_at, "dstack job output pulled");
+            let run = client.get_run(run_name).await?;
+            let Some(submission) = latest_job_submission(&run) else { return Ok(None) };
+            let processed = submission.last_processed_at.clone();
+            if last_pass.as_ref().is_some_and(|previous| *previous != processed) {
+                later_passes += 1;
+            }
+            last_pass = Some(processed.clone());
+            // A job that is not running has no new output to wait for; an older server without
+            // `last_processed_at` gives nothing to wait on.
+            if submission.status != "running" || processed.is_none() {
                 return Ok(Some(submission.id.clone()));
+            }
+            let waiting_for = if later_passes < 2 {
+                format!(
+                    "{later_passes} of the 2 passes needed have committed; the last at {}",
+                    processed.as_deref().unwrap_or("?")
+                )
+            } else {
+                match client.job_events(&submission.id, JOB_EVENTS).await {
+                    Ok(events) => {
+                        // The events belong to the pass seen above only if no other pass came
+                        // in between (a pass commits its time and its events together).
+                        let again = client.get_run(run_name).await?;
+                        let same_pass = latest_job_submission(&again)
+                            .is_some_and(|s| s.id == submission.id && s.last_processed_at == processed);
+                        if !same_pass {
+                            "the server passed over the job again while it was checked".to_string()
+                        } else if unreachable_now(&events) {
+                            format!(
+                                "the server's pass at {} could not reach the job's runner (dstack: \"{UNREACHABLE_EVENT}\")",
+                                processed.as_deref().unwrap_or("?")
+                            )
+                        } else {
+                            tracing::debug!(run = %run_name, last_processed_at = ?processed, waited_s = started.elapsed().as_secs_f64(), "dstack job output pulled");
+                            return Ok(Some(submission.id.clone()));
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::Transient => {
+                        format!(
+                            "the job's events, which say whether the pass reached its runner, could not be read: {e}"
+                        )
+                    }
+                    Err(e) => {
+                        // A server without the events API (an older dstack, or one that refuses
+                        // this request) cannot say whether the pass reached the runner: the pass
+                        // is all there is to go on.
+                        tracing::debug!(run = %run_name, error = %e, "dstack job events unreadable; taking the server's pass as the pull");
+                        return Ok(Some(submission.id.clone()));
+                    }
+                }
+            };
+            if waiting_for != reported {
+                tracing::debug!(run = %run_name, waited_s = started.elapsed().as_secs_f64(), "waiting for dstack to pull the job's output: {waiting_for}");
+                reported.clone_from(&waiting_for);
+            }
+            if Instant::now() >= deadline {
+                return Err(Error::deploy(format!(
+                    "dstack has not pulled the output of run `{run_name}` from its runner in the {} s since autodebug asked for its log ({waiting_for}); the log would lack its latest lines, so it is not used. The dstack server's log says `is unreachable` for each pass that could not reach the runner; `dstack logs {run_name}` shows the output once pulled",
+                    started.elapsed().as_secs(),
+                )));
             }
             tokio::time::sleep(self.poll_interval.min(Duration::from_secs(1))).await;
         }
     }
+}
+
+/// The submission `logs/poll` reads: the first job's latest, else the run's latest.
+fn latest_job_submission(run: &api::Run) -> Option<&api::JobSubmission> {
+    run.jobs.iter().filter_map(|j| j.job_submissions.last()).next().or(run.latest_job_submission.as_ref())
+}
+
+/// Whether a job's latest reachability change (its events, newest first) left it unreachable.
+fn unreachable_now(events: &[api::Event]) -> bool {
+    events
+        .iter()
+        .find_map(|e| match e.message.trim() {
+            UNREACHABLE_EVENT => Some(true),
+            REACHABLE_EVENT => Some(false),
+            _ => None,
+        })
+        .unwrap_or(false)
 }
 
 #[async_trait]
@@ -758,6 +872,177 @@ mod tests {
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
         assert_eq!(texts, ["[2025] Prefill batch. #new-seq: 1", "Decode batch. #running-req: 3"]);
         assert_eq!(lines[0].time_ns - since.unwrap(), 1_500_000_000);
+    }
+
+    #[test]
+    fn a_job_is_unreachable_only_while_its_latest_reachability_event_says_so() {
+        let events = |messages: &[&str]| -> Vec<api::Event> {
+            messages.iter().map(|m| api::Event { message: m.to_string() }).collect()
+        };
+        assert!(!unreachable_now(&events(&[])));
+        assert!(!unreachable_now(&events(&["Service replica ready to receive requests", "Job created"])));
+        assert!(unreachable_now(&events(&["Service replica ready to receive requests", UNREACHABLE_EVENT])));
+        assert!(!unreachable_now(&events(&[REACHABLE_EVENT, UNREACHABLE_EVENT])));
+        assert!(unreachable_now(&events(&[UNREACHABLE_EVENT, REACHABLE_EVENT, UNREACHABLE_EVENT])));
+    }
+
+    /// A fake dstack server with one running job, for the log catch-up. `passes`: when the
+    /// server's pipeline passed over the job (seconds after the start) and whether the pass
+    /// reached the runner. The job printed a line at the start; a pass that reached the runner
+    /// 1 s or more after the start (the runner's flush) pulled it. `events: false` answers the
+    /// events API with 404, as a server without it does; `skew_s` sets the server's clock off.
+    async fn fake_dstack(passes: Vec<(f64, bool)>, events: bool, skew_s: f64) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let started = Instant::now();
+        let start_ns = TimeWindow::now_ns();
+        let at = move |s: f64| rfc3339(start_ns + ((s + skew_s) * 1e9) as i128).unwrap();
+        let answer = move |path: &str| -> (u16, serde_json::Value) {
+            let now = started.elapsed().as_secs_f64();
+            let done: Vec<(f64, bool)> = passes.iter().copied().filter(|(t, _)| *t <= now).collect();
+            let processed = done.last().map_or(-5.0, |(t, _)| *t);
+            if path.ends_with("/runs/get") {
+                let submission =
+                    serde_json::json!({"id": "job-1", "status": "running", "last_processed_at": at(processed)});
+                return (
+                    200,
+                    serde_json::json!({"status": "running", "jobs": [{"job_spec": {}, "job_submissions": [submission]}]}),
+                );
+            }
+            if path == "/api/events/list" {
+                if !events {
+                    return (404, serde_json::json!({"detail": "Not Found"}));
+                }
+                let mut list = vec![serde_json::json!({"message": "Job created", "recorded_at": at(-20.0)})];
+                let mut reachable = true;
+                for (t, reached) in &done {
+                    if *reached != reachable {
+                        let message = if *reached { REACHABLE_EVENT } else { UNREACHABLE_EVENT };
+                        list.push(serde_json::json!({"message": message, "recorded_at": at(*t)}));
+                        reachable = *reached;
+                    }
+                }
+                list.reverse();
+                return (200, serde_json::Value::Array(list));
+            }
+            if path.ends_with("/logs/poll") {
+                let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+                let mut logs = vec![serde_json::json!({"timestamp": at(-10.0), "message": b64("listening\n")})];
+                if done.iter().any(|(t, reached)| *reached && *t >= 1.0) {
+                    logs.push(serde_json::json!({"timestamp": at(0.0), "message": b64("print_timing: late line\n")}));
+                }
+                return (200, serde_json::json!({"logs": logs, "next_token": null}));
+            }
+            (404, serde_json::json!({"detail": "Not Found"}))
+        };
+        let answer = std::sync::Arc::new(answer);
+        tokio::spawn(async move {
+            // Bounded: a test makes far fewer requests than this.
+            for _ in 0..10_000 {
+                let Ok((mut socket, _)) = listener.accept().await else { return };
+                let answer = answer.clone();
+                tokio::spawn(async move {
+                    let mut request = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    let head_end = loop {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                        if let Some(end) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break end + 4;
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).to_lowercase();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| l.strip_prefix("content-length:"))
+                        .and_then(|v| v.trim().parse().ok())
+                        .unwrap_or(0);
+                    while request.len() < head_end + length {
+                        let Ok(n) = socket.read(&mut buf).await else { return };
+                        if n == 0 {
+                            return;
+                        }
+                        request.extend_from_slice(&buf[..n]);
+                    }
+                    let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+                    let (status, body) = answer(&path);
+                    let body = body.to_string();
+                    let reply = format!(
+                        "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        format!("http://{address}")
+    }
+
+    fn fake_deployer(url: &str, catch_up: Duration) -> DstackDeployer {
+        DstackDeployer::builder()
+            .server_url(url)
+            .token(Secret::new("t"))
+            .poll_interval(Duration::from_millis(50))
+            .log_catch_up(catch_up)
+            .build()
+            .unwrap()
+    }
+
+    fn fake_deployment() -> Deployment {
+        Deployment {
+            id: "svc".into(),
+            backend: "dstack".into(),
+            spec: ServiceSpec::new("svc", autodebug_core::EngineKind::LlamaCpp, "m"),
+            started_ns: TimeWindow::now_ns(),
+            details: Default::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn logs_wait_past_a_pass_that_could_not_reach_the_runner() {
+        // The first pass after the call comes before the runner's flush; the next one fails to
+        // reach the runner (it still advances `last_processed_at`); the third one pulls.
+        let url = fake_dstack(vec![(0.5, true), (3.6, false), (4.4, true)], true, 0.0).await;
+        let started = Instant::now();
+        let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["listening", "print_timing: late line"]);
+        assert!(started.elapsed() >= Duration::from_secs_f64(4.4), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn logs_fail_naming_the_unreachable_runner_when_no_pass_pulls_in_time() {
+        let url = fake_dstack(vec![(0.5, true), (1.5, false)], true, 0.0).await;
+        let started = Instant::now();
+        let err = fake_deployer(&url, Duration::from_secs(3)).logs(&fake_deployment(), None).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`svc`") && text.contains(UNREACHABLE_EVENT), "{text}");
+        assert_eq!(err.kind(), ErrorKind::Transient);
+        assert!(started.elapsed() < Duration::from_secs(6), "{:?}", started.elapsed());
+    }
+
+    #[tokio::test]
+    async fn without_an_events_api_the_second_pass_counts() {
+        let url = fake_dstack(vec![(0.5, true), (1.5, true)], false, 0.0).await;
+        let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_pass_that_commits_after_the_call_but_pulled_before_it_is_not_enough() {
+        // The first pass commits after the call, by any clock (here the server's runs 100 s
+        // ahead), with what it pulled before the runner flushed the line: the second one has it.
+        for skew_s in [0.0, 100.0, -100.0] {
+            let url = fake_dstack(vec![(0.5, true), (1.5, true)], true, skew_s).await;
+            let started = Instant::now();
+            let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
+            assert_eq!(lines.len(), 2, "skew {skew_s} s: {lines:?}");
+            assert!(started.elapsed() >= Duration::from_secs_f64(1.5), "{:?}", started.elapsed());
+        }
     }
 
     #[test]
