@@ -38,19 +38,11 @@ fn our_jobs(service: &str) -> Vec<String> {
     left
 }
 
-#[test]
-#[ignore = "needs Slurm: bash scripts/slurm-up.sh, then cargo test --workspace -- --include-ignored"]
-fn a_parallel_session_runs_three_slurm_jobs_per_round_and_leaves_none() {
-    require_slurm();
-    let dir = tempfile::tempdir().unwrap();
-    let service = format!("par-{}", std::process::id());
-    let config = dir.path().join("autodebug.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"session: slurm-rounds
-sessions_dir: {sessions}
-deployer:
+/// The `deployer:` and `service:` sections of a session on this Slurm: the simulator as each
+/// job's engine, its jobs' files under `jobs`.
+fn slurm_service(jobs: &std::path::Path, service: &str) -> String {
+    format!(
+        r#"deployer:
   kind: slurm
   program: {BIN}
   args: [sim, serve, --engine, "{{engine}}", --gpu, "{{gpu}}", --model, "{{model}}", --host, "{{host}}", --port, "{{port}}", --, "{{flags}}"]
@@ -65,7 +57,24 @@ service:
   engine: sglang
   model: Qwen/Qwen1.5-0.5B-Chat
   gpu: H100:1
-bench:
+"#,
+        jobs = jobs.display()
+    )
+}
+
+#[test]
+#[ignore = "needs Slurm: bash scripts/slurm-up.sh, then cargo test --workspace -- --include-ignored"]
+fn a_parallel_session_runs_three_slurm_jobs_per_round_and_leaves_none() {
+    require_slurm();
+    let dir = tempfile::tempdir().unwrap();
+    let service = format!("par-{}", std::process::id());
+    let config = dir.path().join("autodebug.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"session: slurm-rounds
+sessions_dir: {sessions}
+{slurm_service}bench:
   - name: chat
     prompt_tokens: 31
     output_tokens: 64
@@ -81,7 +90,7 @@ budget:
 parallel: 3
 "#,
             sessions = dir.path().join("sessions").display(),
-            jobs = dir.path().join("jobs").display(),
+            slurm_service = slurm_service(&dir.path().join("jobs"), &service),
         ),
     )
     .unwrap();
@@ -154,22 +163,7 @@ fn a_session_benchmarks_as_a_step_of_each_service_job_and_leaves_none() {
         format!(
             r#"session: slurm-beside
 sessions_dir: {sessions}
-deployer:
-  kind: slurm
-  program: {BIN}
-  args: [sim, serve, --engine, "{{engine}}", --gpu, "{{gpu}}", --model, "{{model}}", --host, "{{host}}", --port, "{{port}}", --, "{{flags}}"]
-  gres: false
-  bind_host: 127.0.0.1
-  connect_host: 127.0.0.1
-  output_dir: {jobs}
-  time_limit: "00:10:00"
-  ready_timeout_s: 90
-service:
-  name: {service}
-  engine: sglang
-  model: Qwen/Qwen1.5-0.5B-Chat
-  gpu: H100:1
-bench:
+{slurm_service}bench:
   - name: chat
     prompt_tokens: 31
     output_tokens: 32
@@ -190,7 +184,7 @@ bench_beside:
   program: {wrapper}
 "#,
             sessions = dir.path().join("sessions").display(),
-            jobs = dir.path().join("jobs").display(),
+            slurm_service = slurm_service(&dir.path().join("jobs"), &service),
             wrapper = wrapper.display(),
         ),
     )

@@ -70,6 +70,16 @@ fn spawn_from_long_lived_thread(command: Command) -> std::io::Result<Child> {
 }
 
 /// Makes `command` start in a process group of its own and die with this process.
+/// `command` confined (see [`confine`]), with no input and its output piped, spawned.
+fn spawn_piped(mut command: Command) -> std::io::Result<Child> {
+    confine(&mut command);
+    command
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    spawn_from_long_lived_thread(command)
+}
+
 fn confine(command: &mut Command) {
     command.process_group(0);
     // SAFETY: getpid is async-signal-safe and runs before the fork.
@@ -104,16 +114,11 @@ pub(crate) struct ManagedProcess {
 impl ManagedProcess {
     /// Starts `command` with piped output; each line goes to the buffer and to `log_file`.
     pub fn spawn(
-        mut command: Command,
+        command: Command,
         log_capacity: usize,
         log_file: Option<Arc<Mutex<File>>>,
     ) -> std::io::Result<Arc<Self>> {
-        confine(&mut command);
-        command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped());
-        let mut child = spawn_from_long_lived_thread(command)?;
+        let mut child = spawn_piped(command)?;
         let pid = child.id();
         let logs = Arc::new(Mutex::new(LogBuffer::new(log_capacity)));
         let open_streams = Arc::new(AtomicUsize::new(0));
@@ -318,17 +323,12 @@ const READER_BOUND: Duration = Duration::from_secs(5);
 /// Every wait is bounded: the group is killed once the command has exited, so no member left
 /// behind can hold the output pipes open.
 pub(crate) async fn run_to_end(
-    mut command: Command,
+    command: Command,
     timeout: Duration,
     max_stdout: usize,
     stderr_lines: usize,
 ) -> std::io::Result<Finished> {
-    confine(&mut command);
-    command
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped());
-    let mut child = spawn_from_long_lived_thread(command)?;
+    let mut child = spawn_piped(command)?;
     let pid = child.id();
     let (stdout_tx, stdout_rx) = tokio::sync::oneshot::channel();
     if let Some(mut stream) = child.stdout.take() {
