@@ -261,6 +261,29 @@ async fn run_with(mut command: Command, program: &str, args: &[&str]) -> Result<
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// The first field of `spec` that is not secret-named but that redaction changed in `shown`: its
+/// value holds a registered secret's value.
+fn plain_field_holding_a_secret(spec: &ServiceSpec, shown: &ServiceSpec) -> Option<String> {
+    let env = spec
+        .env
+        .iter()
+        .zip(&shown.env)
+        .find(|((name, value), (_, masked))| !secret::is_secret_name(name) && value != masked);
+    if let Some(((name, _), _)) = env {
+        return Some(format!("env {name}"));
+    }
+    let flag = spec.flags.iter().find(|(name, value)| {
+        !secret::is_secret_name(name) && value.is_some() && shown.flags.get(name).flatten() != *value
+    });
+    if let Some((name, _)) = flag {
+        return Some(format!("flag {name}"));
+    }
+    if spec.model != shown.model {
+        return Some("model".into());
+    }
+    (spec.image != shown.image).then(|| "image".into())
+}
+
 /// The secret values `spec` launches with, under the environment names its script reads them from:
 /// secret env entries under their own name, secret flags as [`secret::env_name_for`] names them.
 fn job_secrets(spec: &ServiceSpec) -> Vec<(String, String)> {
@@ -415,6 +438,17 @@ impl SlurmDeployer {
         lines.push(format!("echo \"{ENDPOINT_MARKER} host=$(hostname) port=$PORT job=${{SLURM_JOB_ID:-none}}\""));
         const SECRET_MARK: &str = "__AUTODEBUG_SECRET__";
         let shown = secret::redact_spec_with(spec, |name| format!("{SECRET_MARK}{}", secret::env_name_for(name)));
+        if let Some(field) = plain_field_holding_a_secret(spec, &shown) {
+            // Masking it would submit a job that runs with `***` in its command; writing it would
+            // put a secret in a file on the cluster. Neither is acceptable, so the user decides.
+            return Err(Error::config(
+                field.clone(),
+                format!(
+                    "{field} contains the value of a secret, and the sbatch file is written to disk: pass that \
+                     value through a secret-named environment variable (e.g. `HF_TOKEN`) or flag instead"
+                ),
+            ));
+        }
         let args = self.template.expand_with(&shown, &c.bind_host, "__AUTODEBUG_PORT__");
         let mut command =
             CommandTemplate::display(&self.template.program, &args).replace("__AUTODEBUG_PORT__", "\"$PORT\"");
@@ -588,6 +622,25 @@ mod tests {
         let script = slurm.script(&spec).unwrap().content;
         assert!(!script.contains("canary"), "the submitted script holds no secret value:\n{script}");
         assert!(script.contains("${API_KEY:?") && script.contains("${HF_TOKEN:?"), "{script}");
+    }
+
+    /// A secret's value inside a plain field can be neither masked (the job would run with `***`)
+    /// nor written (the file is on disk): the render is refused, naming the field.
+    #[test]
+    fn a_plain_flag_holding_a_secret_value_is_refused_not_masked() {
+        let canary = "canary-slurm-plain-7d21";
+        let slurm = SlurmDeployer::builder().program("engine").args_template(["{flags}"]).build().unwrap();
+        let spec = ServiceSpec::new("s", autodebug_core::EngineKind::Vllm, "m")
+            .with_flag("--api-key", Some(canary))
+            .with_flag("--served-model-name", Some(&format!("team-{canary}")));
+        let error = slurm.script(&spec).unwrap_err().to_string();
+        assert!(error.contains("flag --served-model-name") && error.contains("secret"), "{error}");
+        assert!(!error.contains(canary), "{error}");
+        let clean = ServiceSpec::new("s", autodebug_core::EngineKind::Vllm, "m")
+            .with_flag("--api-key", Some(canary))
+            .with_flag("--served-model-name", Some("team"));
+        let script = slurm.script(&clean).unwrap().content;
+        assert!(script.contains("team") && !script.contains("***"), "{script}");
     }
 
     #[test]
