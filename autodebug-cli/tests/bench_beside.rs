@@ -13,12 +13,15 @@ use std::time::Duration;
 use autodebug_core::beside::BenchBeside;
 use autodebug_core::session::{Session, SessionConfig, SessionOutcome};
 use autodebug_core::store::Store;
+use autodebug_core::testing::Unchanged;
 use autodebug_core::{
     Analysis, Analyzer, BenchPlan, BenchReport, Benchmarker, Endpoint, EngineKind, Error, Evidence, Finding, Iteration,
-    IterationStatus, Load, Objective, Plan, PlanInput, Planner, Result, ServiceSpec, Target, TelemetrySnapshot,
-    TelemetrySource, TimeWindow, Workload, async_trait,
+    IterationStatus, Load, Objective, Result, ServiceSpec, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
+    Workload, async_trait,
 };
 use autodebug_deploy::LocalDeployer;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 const KEY_CANARY: &str = "canary-beside-key-61d0e3";
@@ -47,16 +50,8 @@ fn wrapper(dir: &Path, log: &Path, fail_once: bool) -> PathBuf {
     path
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() { files_under(&path, out) } else { out.push(path) }
-    }
-}
-
 fn assert_no_canary(what: &str, bytes: &[u8]) {
-    let found = bytes.windows(KEY_CANARY.len()).any(|w| w == KEY_CANARY.as_bytes());
-    assert!(!found, "{what} shows the service's key:\n{}", String::from_utf8_lossy(bytes));
+    support::assert_no_canaries(what, bytes, &[KEY_CANARY]);
 }
 
 fn beside_finding(iteration: &Iteration) -> &Finding {
@@ -156,8 +151,7 @@ bench_beside:
     assert!(runs.iter().all(|r| r.contains("--plan-json") && r.contains("--token-env AUTODEBUG_BENCH_TOKEN")), "{log}");
     assert_eq!(log.lines().filter(|l| *l == "token in env").count(), runs.len(), "{log}");
     assert_no_canary("the argument lists of the runs beside the service", log.as_bytes());
-    let mut files = Vec::new();
-    files_under(&dir.path().join("sessions"), &mut files);
+    let files = support::files_under(&dir.path().join("sessions"));
     assert!(files.len() >= 3, "{files:?}");
     for file in files {
         assert_no_canary(&file.display().to_string(), &std::fs::read(&file).unwrap());
@@ -214,25 +208,6 @@ impl Analyzer for Reports {
     }
 }
 
-struct Stay;
-
-#[async_trait]
-impl Planner for Stay {
-    fn name(&self) -> &str {
-        "stay"
-    }
-
-    async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
-        Ok(Plan {
-            planner: "stay".into(),
-            changes: vec![],
-            next: input.current.clone(),
-            exhausted: false,
-            notes: vec![],
-        })
-    }
-}
-
 async fn session_beside(dir: &Path, program: PathBuf, iterations: u32) -> (SessionOutcome, Seen) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let config = SessionConfig {
@@ -253,7 +228,7 @@ async fn session_beside(dir: &Path, program: PathBuf, iterations: u32) -> (Sessi
         .benchmarker(NotHere)
         .telemetry(Windows(seen.clone()))
         .analyzer(Reports(seen.clone()))
-        .planner(Stay)
+        .planner(Unchanged)
         .bench_beside(BenchBeside::new(program))
         .build(config)
         .unwrap();
@@ -300,8 +275,7 @@ async fn a_run_beside_the_service_that_fails_is_a_failed_benchmark_and_the_sessi
     let error = first.error.clone().unwrap_or_default();
     assert!(error.contains("exit code 3") && error.contains("| boom: no route to the service"), "{error}");
     assert!(second.is_ok(), "the session did not go on: {:?}", second.error);
-    let mut files = Vec::new();
-    files_under(&dir.path().join("sessions"), &mut files);
+    let files = support::files_under(&dir.path().join("sessions"));
     let trail: String = files
         .iter()
         .filter(|p| p.extension().is_some_and(|x| x == "md"))

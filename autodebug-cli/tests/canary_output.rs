@@ -9,6 +9,8 @@ use std::process::Command;
 use autodebug_core::IterationStatus;
 use autodebug_core::store::Store;
 
+mod support;
+
 const KEY_CANARY: &str = "CANARY-VALUE-7c3e91";
 const ENV_CANARY: &str = "CANARY2-hf-5d20a8";
 
@@ -44,18 +46,8 @@ budget:
     path
 }
 
-fn files_under(dir: &Path, out: &mut Vec<PathBuf>) {
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() { files_under(&path, out) } else { out.push(path) }
-    }
-}
-
 fn assert_no_canary(what: &str, bytes: &[u8]) {
-    for canary in [KEY_CANARY, ENV_CANARY] {
-        let found = bytes.windows(canary.len()).any(|w| w == canary.as_bytes());
-        assert!(!found, "{what} shows `{canary}`:\n{}", String::from_utf8_lossy(bytes));
-    }
+    support::assert_no_canaries(what, bytes, &[KEY_CANARY, ENV_CANARY]);
 }
 
 #[test]
@@ -77,8 +69,7 @@ fn canary_api_key_and_hf_token_appear_in_no_log_line_stdout_or_sessions_file() {
     assert_no_canary("stderr", &output.stderr);
 
     let sessions = dir.path().join("sessions");
-    let mut files = Vec::new();
-    files_under(&sessions, &mut files);
+    let files = support::files_under(&sessions);
     assert!(files.iter().any(|f| f.ends_with("autodebug.db")), "{files:?}");
     for file in &files {
         assert_no_canary(&file.display().to_string(), &std::fs::read(file).unwrap());

@@ -170,25 +170,6 @@ impl TelemetrySource for Windows {
     }
 }
 
-struct Stay;
-
-#[async_trait]
-impl Planner for Stay {
-    fn name(&self) -> &str {
-        "stay"
-    }
-
-    async fn plan(&self, input: PlanInput<'_>) -> Result<Plan> {
-        Ok(Plan {
-            planner: "stay".into(),
-            changes: vec![],
-            next: input.current.clone(),
-            exhausted: false,
-            notes: vec![],
-        })
-    }
-}
-
 fn run_session(dir: &std::path::Path, script: Option<Vec<Beside>>, iterations: u32) -> (session::SessionOutcome, Seen) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let deployer = StandIn { script: script.map(|s| Mutex::new(s.into())), seen: seen.clone() };
@@ -209,7 +190,7 @@ fn run_session(dir: &std::path::Path, script: Option<Vec<Beside>>, iterations: u
         .deployer(deployer)
         .benchmarker(NotHere)
         .telemetry(Windows(seen.clone()))
-        .planner(Stay)
+        .planner(autodebug_core::testing::Unchanged)
         .bench_beside(BenchBeside::new("/shared/bin/autodebug"))
         .build(config)
         .unwrap();

@@ -25,6 +25,24 @@ pub fn demo_db() -> &'static Path {
     db
 }
 
+/// Every file under `dir`, at any depth.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
+        let path = entry.path();
+        if path.is_dir() { out.extend(files_under(&path)) } else { out.push(path) }
+    }
+    out
+}
+
+/// `bytes` (named `what` in the failure) hold none of `canaries`.
+pub fn assert_no_canaries(what: &str, bytes: &[u8], canaries: &[&str]) {
+    for canary in canaries {
+        let found = bytes.windows(canary.len()).any(|w| w == canary.as_bytes());
+        assert!(!found, "{what} shows `{canary}`:\n{}", String::from_utf8_lossy(bytes));
+    }
+}
+
 /// Where `scripts/llama-server.sh` and `scripts/vllm-cpu.sh` cache engines and models
 /// (`$AUTODEBUG_CACHE`, else `~/.cache/autodebug`).
 pub fn engine_cache() -> PathBuf {

@@ -44,6 +44,27 @@ pub use benchmarker::{BenchmarkerConformance, benchmarker_conformance, benchmark
 pub use deployer::{DeployerConformance, deployer_conformance, deployer_conformance_with};
 pub use telemetry::{TelemetryConformance, telemetry_conformance, telemetry_conformance_with};
 
+/// A planner that proposes the configuration it was given, unchanged: for tests of the loop
+/// (deploy, benchmark, telemetry, store) in which planning is beside the point.
+pub struct Unchanged;
+
+#[async_trait::async_trait]
+impl crate::Planner for Unchanged {
+    fn name(&self) -> &str {
+        "unchanged"
+    }
+
+    async fn plan(&self, input: crate::PlanInput<'_>) -> crate::Result<crate::Plan> {
+        Ok(crate::Plan {
+            planner: "unchanged".into(),
+            changes: vec![],
+            next: input.current.clone(),
+            exhausted: false,
+            notes: vec![],
+        })
+    }
+}
+
 /// One call of the suite, failed with a clear message when it does not return in time.
 struct Bounded {
     backend: String,
