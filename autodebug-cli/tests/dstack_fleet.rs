@@ -22,7 +22,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 const NEEDS: &str = "needs a dstack fleet: bash scripts/llama-server.sh && bash scripts/dstack-fleet.sh up (root), then cargo test --workspace -- --include-ignored";
 /// Every run name the tests use: each test starts by stopping all of them, so a test that failed
 /// half-way cannot keep the fleet's one instance busy for the next.
-const RUN_NAMES: [&str; 5] = ["adbg-conformance", "adbg-never-healthy", "adbg-loop", "adbg-bad-flag", "adbg-killed"];
+const RUN_NAMES: [&str; 7] = [
+    "adbg-conformance",
+    "adbg-never-healthy",
+    "adbg-loop",
+    "adbg-bad-flag",
+    "adbg-killed",
+    "adbg-par-s1",
+    "adbg-par-s2",
+];
 
 fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
@@ -380,4 +388,254 @@ async fn ctrl_c_stops_the_run_and_after_a_sigkill_the_next_start_stops_the_orpha
     let last = history.iterations.last().unwrap();
     assert_eq!(last.status, IterationStatus::Ok, "{:?}", last.error);
     assert_nothing_left("adbg-killed").await;
+}
+
+/// The fleet's folder (`AUTODEBUG_DSTACK_FLEET_DIR` of `scripts/dstack-fleet.sh`): the parent of
+/// the volume folder it prints.
+fn fleet_dir() -> PathBuf {
+    Path::new(&fleet_value("AUTODEBUG_DSTACK_VOLUME")).parent().expect("the volume folder has a parent").to_path_buf()
+}
+
+/// `(status, total_blocks)` of each instance of the script's fleet.
+async fn fleet_instances() -> Vec<(String, u64)> {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/project/{}/fleets/get", fleet_value("DSTACK_SERVER_URL"), fleet_value("DSTACK_PROJECT")))
+        .bearer_auth(fleet_value("DSTACK_TOKEN"))
+        .json(&serde_json::json!({ "name": fleet_value("DSTACK_FLEET") }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "fleets/get answered {}", answer.status());
+    let fleet: serde_json::Value = answer.json().await.unwrap();
+    fleet["instances"]
+        .as_array()
+        .map(|instances| {
+            instances
+                .iter()
+                .map(|i| (i["status"].as_str().unwrap_or("?").to_string(), i["total_blocks"].as_u64().unwrap_or(0)))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Applies the fleet `scripts/dstack-fleet.sh up` applied, with its one host split into `blocks`
+/// job places (`None`: as the script wrote it), through the dstack CLI the script uses, and waits
+/// (bounded) until the instance is idle with that many blocks. dstack cannot change `blocks` in
+/// place: it re-creates the fleet (~15 s here).
+async fn apply_fleet(blocks: Option<u64>) {
+    let dir = fleet_dir();
+    let original = std::fs::read_to_string(dir.join("state/fleet.dstack.yml")).unwrap();
+    let text = match blocks {
+        Some(n) => format!("{original}blocks: {n}\n"),
+        None => original,
+    };
+    // The CLI wants the file under its working directory.
+    let work = tempfile::tempdir().unwrap();
+    std::fs::write(work.path().join("fleet.dstack.yml"), text).unwrap();
+    let cli = std::env::var_os("AUTODEBUG_DSTACK_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| support::engine_cache().join("dstack-venv"))
+        .join("bin/dstack");
+    let out = Command::new(&cli)
+        .args(["apply", "-f", "fleet.dstack.yml", "-y", "--detach"])
+        .current_dir(work.path())
+        .env("HOME", dir.join("server/home"))
+        .output()
+        .unwrap_or_else(|e| panic!("{}: {e}", cli.display()));
+    assert!(
+        out.status.success(),
+        "dstack apply of the fleet with blocks {blocks:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let want = blocks.unwrap_or(1);
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        let instances = fleet_instances().await;
+        if !instances.is_empty() && instances.iter().all(|(status, total)| status == "idle" && *total == want) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "the fleet did not come back idle with {want} blocks: {instances:?}");
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// The fleet's host split into blocks while this lives, so runs share it; put back as the
+/// script left it by [`SplitFleet::restore`], or on drop when a test failed half-way.
+struct SplitFleet {
+    restored: bool,
+}
+
+impl SplitFleet {
+    async fn into_blocks(blocks: u64) -> SplitFleet {
+        apply_fleet(Some(blocks)).await;
+        SplitFleet { restored: false }
+    }
+
+    async fn restore(mut self) {
+        self.restored = true;
+        apply_fleet(None).await;
+    }
+}
+
+impl Drop for SplitFleet {
+    fn drop(&mut self) {
+        if self.restored {
+            return;
+        }
+        // Inside the test's runtime: restore from a thread with a runtime of its own.
+        let restored = std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(apply_fleet(None))
+        })
+        .join();
+        if restored.is_err() {
+            eprintln!("the fleet is still split into blocks: run `bash scripts/dstack-fleet.sh down` and `up`");
+        }
+    }
+}
+
+/// Runs of the project dstack still counts as active.
+async fn active_runs() -> Vec<String> {
+    let answer = reqwest::Client::new()
+        .post(format!("{}/api/runs/list", fleet_value("DSTACK_SERVER_URL")))
+        .bearer_auth(fleet_value("DSTACK_TOKEN"))
+        .json(&serde_json::json!({ "project_name": fleet_value("DSTACK_PROJECT"), "only_active": true, "limit": 100 }))
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .unwrap();
+    assert!(answer.status().is_success(), "runs/list answered {}", answer.status());
+    let runs: Vec<serde_json::Value> = answer.json().await.unwrap();
+    runs.iter().filter_map(|r| r["run_spec"]["run_name"].as_str().map(str::to_string)).collect()
+}
+
+/// The line a log signal quotes (`… last «LINE»`), whitespace runs collapsed, a cut's `…` dropped.
+fn quoted_line(detail: &str) -> Option<String> {
+    let start = detail.rfind('«')? + '«'.len_utf8();
+    let end = detail.rfind('»')?;
+    let quote = detail.get(start..end)?.trim_end_matches('…');
+    Some(quote.split_whitespace().collect::<Vec<_>>().join(" "))
+}
+
+fn collapsed(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a dstack fleet: bash scripts/dstack-fleet.sh up (root), then cargo test --workspace -- --include-ignored"]
+async fn parallel_rounds_run_each_slot_as_its_own_dstack_run_and_leave_none_running() {
+    let _turn = take_turn().await;
+    // Two runs at once need two job places: the script's fleet has one host of one block.
+    let fleet = SplitFleet::into_blocks(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = config(dir.path(), "adbg-par", "flags: {}");
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    // A search planner proposes a second candidate for round 1 (rules have no evidence yet).
+    text.push_str("parallel: 2\nplanner: random\nseed: 3\n");
+    std::fs::write(&path, text).unwrap();
+    let out = autodebug(&path, 4, "parallel").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+
+    let history = history(dir.path());
+    for it in &history.iterations {
+        eprintln!("iteration {} (round {:?}): {:?} {:?}", it.number, it.round, it.status, it.timings);
+    }
+    let summary: Vec<_> = history.iterations.iter().map(|i| (i.number, i.round, i.status, i.error.clone())).collect();
+    assert_eq!(history.iterations.len(), 4, "{summary:?}");
+    // `iteration N: ready at URL`, one per deployed iteration.
+    let ready_at = |number: u32| -> String {
+        let prefix = format!("iteration {number}: ready at ");
+        let urls: Vec<&str> = stderr.lines().filter_map(|l| l.split_once(&prefix).map(|(_, url)| url.trim())).collect();
+        assert_eq!(urls.len(), 1, "iteration {number} was not reported ready once:\n{stderr}");
+        urls[0].to_string()
+    };
+    let project = fleet_value("DSTACK_PROJECT");
+    // Requests the benchmark sends to one iteration (warmups included): `concurrent` 8 + 1,
+    // `stream` 4 + 1. A window that also held the other slot's lines would count up to twice that.
+    const SENT: f64 = 14.0;
+    let mut round_two = Vec::new();
+    for round in [1, 2] {
+        let mut members: Vec<_> = history.iterations.iter().filter(|i| i.round == Some(round)).collect();
+        members.sort_by_key(|i| i.number);
+        assert_eq!(members.len(), 2, "round {round}: {summary:?}");
+        let last_start = members.iter().map(|i| i.started_ns).max().unwrap();
+        let first_end = members.iter().map(|i| i.finished_ns).min().unwrap();
+        assert!(last_start < first_end, "round {round}'s slots ran one after another: {summary:?}");
+        assert_ne!(members[0].spec.flags, members[1].spec.flags, "round {round} measured one configuration twice");
+        for (index, it) in members.iter().enumerate() {
+            support::assert_real_llamacpp_evidence(it);
+            // Its own run, through the proxy: `<service>-s<slot>`.
+            let url = ready_at(it.number);
+            let run = format!("adbg-par-s{}", index + 1);
+            assert!(
+                url.starts_with("http://127.0.0.1:") && url.ends_with(&format!("/proxy/services/{project}/{run}")),
+                "iteration {} (round {round}, slot {}) was not benchmarked on its own run's endpoint: {url}",
+                it.number,
+                index + 1
+            );
+            let window: Vec<_> = it
+                .analysis
+                .cited
+                .iter()
+                .filter(|s| {
+                    s.kind == SignalKind::LogLine
+                        && s.source == "logs"
+                        && (s.name.starts_with("llamacpp.log.eval.") || s.name.starts_with("llamacpp.log.prompt_eval."))
+                })
+                .collect();
+            assert!(!window.is_empty(), "iteration {} cited no engine log line from its window", it.number);
+            for signal in &window {
+                let lines = signal.count.unwrap_or(0.0);
+                assert!(
+                    (1.0..=SENT).contains(&lines),
+                    "iteration {}: `{}` rests on {lines} lines, its own run served at most {SENT}: {:?}",
+                    it.number,
+                    signal.name,
+                    signal.detail
+                );
+            }
+            assert!(
+                !it.analysis.findings.iter().any(|f| f.rule == "config.not_applied"),
+                "iteration {} read an engine started with other flags: {:?}",
+                it.number,
+                it.analysis.findings.iter().map(|f| &f.summary).collect::<Vec<_>>()
+            );
+            if round == 2 {
+                round_two.push((
+                    run,
+                    window.iter().filter_map(|s| s.detail.as_deref().and_then(quoted_line)).collect::<Vec<_>>(),
+                ));
+            }
+        }
+    }
+    // Round 2's runs are the last of their names, so dstack still serves their logs: each
+    // iteration's quoted window lines are its own run's.
+    let deployer = deployer();
+    let mut logs = Vec::new();
+    for (run, _) in &round_two {
+        let lines = deployer.logs(&deployment(run), None).await.unwrap_or_else(|e| panic!("logs of {run}: {e}"));
+        logs.push(lines.iter().map(|l| collapsed(&l.text)).collect::<Vec<_>>());
+    }
+    let mut told_apart = false;
+    for (slot, (run, quotes)) in round_two.iter().enumerate() {
+        assert!(!quotes.is_empty(), "{run}: no quoted line");
+        for quote in quotes {
+            assert!(
+                logs[slot].iter().any(|l| l.contains(quote.as_str())),
+                "{run}'s log lacks its iteration's line «{quote}»"
+            );
+            told_apart |= !logs[1 - slot].iter().any(|l| l.contains(quote.as_str()));
+        }
+    }
+    assert!(told_apart, "every quoted line is in both runs' logs, so they prove nothing: {round_two:?}");
+
+    // Nothing of the session is left running on the server.
+    let left: Vec<String> = active_runs().await.into_iter().filter(|r| r.starts_with("adbg-par")).collect();
+    assert!(left.is_empty(), "runs of the session still active: {left:?}");
+    for run in ["adbg-par-s1", "adbg-par-s2"] {
+        assert_nothing_left(run).await;
+    }
+    fleet.restore().await;
 }

@@ -12,6 +12,40 @@
 //!   reached the runner, told by the job's reachability events — then reads `logs/poll`;
 //!   `teardown` posts `runs/stop` and waits (bounded) until the run has finished.
 //!
+//! # Parallel rounds (`parallel: K`)
+//!
+//! Each slot's spec is named `<service name>-s<slot>` (1-based), and that name is the dstack run
+//! name, so each slot is its own run with its own service URL through the server's proxy
+//! (`/proxy/services/<project>/<run name>/`), its own log (`logs/poll` by run name and job
+//! submission) and its own teardown. A run name must match `^[a-z][a-z0-9-]{1,40}$`
+//! (`validate_dstack_resource_name`, dstack `_internal/core/services/__init__.py`), so a service
+//! name used with parallel rounds may have at most 38 characters; `deploy` refuses a longer one
+//! before anything is submitted.
+//!
+//! The template's port is kept as the user wrote it (`port:` and the launch command's `--port`),
+//! for every slot: on dstack 0.22.5 two jobs never share a network namespace, so the same
+//! container port cannot collide.
+//! - A job that takes a whole instance runs with host networking; a job on part of an instance
+//!   (the fleet splits it into `blocks`) runs in a bridge network
+//!   (`_prepare_job_runtime_data`, dstack `_internal/server/background/pipeline_tasks/
+//!   jobs_submitted.py`: host only when `offer.blocks == offer.total_blocks`, whatever
+//!   `DSTACK_SERVER_JOB_NETWORK_MODE` says), where the shim publishes each container port on an
+//!   ephemeral port of the host's 127.0.0.1 (`bindPorts`, dstack `runner/internal/shim/docker.go`).
+//! - A host is one instance of one fleet: an SSH host already in a fleet cannot be added to
+//!   another (`_check_ssh_hosts_not_yet_added`, `_internal/server/services/fleets.py`), and a job
+//!   on a whole instance keeps it busy until it finishes. Two host-network jobs on one machine
+//!   could not run anyway: each one's runner listens on the host's port 10999
+//!   (`RunnerHTTPPort`, `runner/internal/common/consts/consts.go`).
+//!
+//! So K slots need K free job places in the project's fleets: K instances, or instances split
+//! with `blocks` (an SSH fleet's `blocks: K`, or per host). Without them a slot's run fails with
+//! dstack's `no capacity`, which the iteration records with what to change.
+//!
+//! Every path tears a slot's run down: the session stops it after its measurement, a failed start
+//! or a failed benchmark; a run that `runs/apply` created although the call failed is stopped
+//! here when it carries this process's owner mark; and a run left by a killed autodebug is
+//! stopped by the next `deploy` of its name.
+//!
 //! Server, project and token come from `DSTACK_SERVER_URL`/`DSTACK_TOKEN`/`DSTACK_PROJECT` or
 //! `~/.dstack/config.yml` ([`Connection`]). The token is a [`Secret`]: never logged or rendered.
 
@@ -49,6 +83,8 @@ const OFFER_WAIT: Duration = Duration::from_secs(60);
 /// needs two passes of the server over the job (one every 10 s or more), and a pass that cannot
 /// reach the runner pulls nothing, so this allows for a failed pass or two on a loaded machine.
 const LOG_CATCH_UP: Duration = Duration::from_secs(60);
+/// Said after dstack's `no capacity`: with parallel rounds the cause is usually the fleet's size.
+const NO_CAPACITY_HINT: &str = ". No instance of the project's fleets was free: a run takes a whole instance unless the fleet splits it into `blocks`, so `parallel: K` needs K instances or `blocks: K` (an SSH fleet: `blocks` at the top of its configuration or per host) and nothing else running on them";
 /// How many of a job's newest events are read to find its latest reachability change.
 const JOB_EVENTS: u32 = 100;
 /// The events dstack's job pipeline records when a pass cannot reach the runner (that pass pulls
@@ -205,6 +241,14 @@ fn parse_time_ns(text: &str) -> Option<i128> {
 
 /// dstack resource names: `^[a-z][a-z0-9-]{1,40}$`.
 fn check_run_name(name: &str) -> Result<()> {
+    // A parallel round names its slots `<service name>-s<slot>`: say where the tail came from.
+    let slot_hint = match name.rsplit_once("-s") {
+        Some((service, slot)) if !slot.is_empty() && slot.chars().all(|c| c.is_ascii_digit()) => format!(
+            " (`-s{slot}` is the slot of a parallel round: shorten service.name `{service}` to at most {} characters)",
+            41 - 2 - slot.len()
+        ),
+        _ => String::new(),
+    };
     let ok = name.len() >= 2
         && name.len() <= 41
         && name.starts_with(|c: char| c.is_ascii_lowercase())
@@ -215,7 +259,7 @@ fn check_run_name(name: &str) -> Result<()> {
         Err(Error::config(
             "service name",
             format!(
-                "`{name}` is not a valid dstack run name: use 2-41 lowercase letters, digits and dashes, starting with a letter"
+                "`{name}` is not a valid dstack run name: use 2-41 lowercase letters, digits and dashes, starting with a letter{slot_hint}"
             ),
         ))
     }
@@ -465,6 +509,33 @@ impl DstackDeployer {
         }
     }
 
+    /// Stops the run named in `run_spec` if it exists and carries `owner` (this process's mark
+    /// on the configuration just applied); a run someone else submitted is left alone.
+    async fn stop_if_submitted_here(&self, run_spec: &serde_json::Value, owner: &str, spec: &ServiceSpec) {
+        let Ok(client) = self.client() else { return };
+        let Ok(plan) = client.get_plan(run_spec).await else { return };
+        let ours = owner_of(&plan.current_resource).as_deref() == Some(owner);
+        let active = plan
+            .current_resource
+            .get("status")
+            .and_then(|s| s.as_str())
+            .is_some_and(|s| !matches!(s, "terminated" | "failed" | "done"));
+        if !(ours && active) {
+            return;
+        }
+        tracing::warn!(run = %spec.name, "the apply call failed but the run was created; stopping it");
+        let submitted = Deployment {
+            id: spec.name.clone(),
+            backend: "dstack".into(),
+            spec: spec.clone(),
+            started_ns: TimeWindow::now_ns(),
+            details: Default::default(),
+        };
+        if let Err(e) = self.teardown(&submitted).await {
+            tracing::warn!(run = %spec.name, error = %e, "could not stop the run; stop it with `dstack stop {} -y`", spec.name);
+        }
+    }
+
     /// The latest job submission id of a run, for `logs/poll`. For a running job, first waits
     /// (bounded by the builder's `log_catch_up`) until the server has pulled the job's output
     /// from its runner after this call began: dstack pulls a running job's output only when its
@@ -609,7 +680,8 @@ impl Deployer for DstackDeployer {
         let mut configuration_json = serde_json::to_value(&configuration)
             .map_err(|e| Error::config(format!("service `{}`", spec.name), format!("cannot encode as JSON: {e}")))?;
         resolve_env(&mut configuration_json, &spec.name)?;
-        mark_owned(&mut configuration_json, &owner_mark());
+        let owner = owner_mark();
+        mark_owned(&mut configuration_json, &owner);
         let run_spec = serde_json::json!({ "run_name": spec.name, "configuration": configuration_json });
 
         let mut plan = client.get_plan(&run_spec).await?;
@@ -658,7 +730,15 @@ impl Deployer for DstackDeployer {
             tracing::debug!(run = %spec.name, offers, "waited for the fleet's instances to be free");
         }
         let started_ns = TimeWindow::now_ns();
-        let run = client.apply(&run_spec, &plan.current_resource, false).await?;
+        let run = match client.apply(&run_spec, &plan.current_resource, false).await {
+            Ok(run) => run,
+            Err(e) => {
+                // A timed-out or dropped answer may come after the server created the run: the
+                // session tears down only what `deploy` returned, so stop it here.
+                self.stop_if_submitted_here(&run_spec, &owner, spec).await;
+                return Err(e);
+            }
+        };
         tracing::info!(run = %spec.name, project = %client.connection().project, status = %run.status, offers, "dstack run submitted");
 
         let mut details = std::collections::BTreeMap::new();
@@ -726,9 +806,10 @@ impl Deployer for DstackDeployer {
                             Ok(lines) => (quote_tail(&lines), start_failure_kind(&lines)),
                             Err(e) => (format!("  (its output could not be read: {e})"), ErrorKind::Transient),
                         };
+                        let hint = if reason.starts_with("no capacity") { NO_CAPACITY_HINT } else { "" };
                         return Err(Error::Deploy {
                             message: format!(
-                                "dstack run `{run_name}` in project `{}` failed: {reason}; its last output:\n{output}",
+                                "dstack run `{run_name}` in project `{}` failed: {reason}{hint}; its last output:\n{output}",
                                 client.connection().project
                             ),
                             kind,
@@ -1088,8 +1169,16 @@ mod tests {
     fn run_names_follow_dstack_rules() {
         assert!(check_run_name("qwen-sglang-2").is_ok());
         for bad in ["Qwen", "1abc", "a", "has_underscore"] {
-            assert!(check_run_name(bad).unwrap_err().to_string().contains(bad));
+            let err = check_run_name(bad).unwrap_err().to_string();
+            assert!(err.contains(bad) && !err.contains("parallel round"), "{err}");
         }
+        // A slot's name: the service name plus `-s<slot>`, valid up to 41 characters in all.
+        let service = "a".repeat(38);
+        assert!(check_run_name(&format!("{service}-s1")).is_ok());
+        let err = check_run_name(&format!("{service}x-s1")).unwrap_err().to_string();
+        assert!(err.contains("parallel round") && err.contains("at most 38 characters"), "{err}");
+        let err = check_run_name(&format!("{service}-s10")).unwrap_err().to_string();
+        assert!(err.contains("at most 37 characters"), "{err}");
     }
 
     #[test]
