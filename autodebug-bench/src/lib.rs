@@ -62,9 +62,10 @@
 //!   [`Verdict`] for one metric: the difference of per-trial means B − A with a seeded bootstrap
 //!   CI (each arm resampled independently); `Better`/`Worse` only when the CI excludes 0 and the
 //!   relative difference reaches `min_relative_effect` (default 2%), else `WithinNoise`.
-//! - [`CapacitySearch`] finds the highest open-loop rate that holds a latency SLO (bracket, then
-//!   bisect, repeated trials at the boundary), ending each overloaded step as soon as its p99 can
-//!   no longer hold. A plan with a [`CapacityGoal`](autodebug_core::CapacityGoal)
+//! - [`CapacitySearch`] finds the highest open-loop rate that holds a latency SLO with a stated
+//!   confidence (bracket, then bisect; a rate's verdict is an exact binomial test on the share of
+//!   its pooled trials' requests over each bound, trials added until it decides), ending each
+//!   step as soon as it can only break. A plan with a [`CapacityGoal`](autodebug_core::CapacityGoal)
 //!   ([`BenchPlan::capacity`]) runs it through [`Benchmarker::run`](autodebug_core::Benchmarker::run)
 //!   and reports one [`BenchReport`]: the figures of the highest rate that held, the window of the
 //!   whole search, and `summary.capacity` (flat metric `capacity`, req/s; 0 with a warning when no
@@ -173,7 +174,10 @@ mod wire;
 mod workloads;
 
 pub use benchmarker::{DEFAULT_MAX_IN_FLIGHT, SseBenchmarker, SseBenchmarkerBuilder, TOKEN_ENV_VARS, TrialRun};
-pub use capacity::{Capacity, CapacitySearch, CapacitySlo, CapacityStep, MIN_STEP_REQUESTS};
+pub use capacity::{
+    Capacity, CapacityRate, CapacitySearch, CapacitySlo, CapacityStep, Decided, MIN_STEP_REQUESTS, P99_TAIL, SloCounts,
+    binomial_at_least, binomial_at_most, share_interval,
+};
 pub use error::BenchError;
 pub use prompt::{Message, synthetic_prompt};
 pub use report::{PointReport, ReportContext, ReportFile, SCHEMA_VERSION, write_jsonl};

@@ -233,8 +233,11 @@ impl BenchPlan {
 }
 
 /// A capacity search asked of a [`BenchPlan`]: find the highest open-loop request rate (req/s) at
-/// which the SLO holds (p99 TTFT, optionally p99 TPOT, and an error budget), by doubling or halving
-/// from `start_rate`, then bisecting until the bracket is within `tolerance`. A benchmarker that
+/// which the SLO holds (p99 TTFT, optionally p99 TPOT, and an error budget) with `confidence`, by
+/// doubling or halving from `start_rate`, then bisecting until the bracket is within `tolerance`.
+/// A rate's verdict rests on the pooled requests of its trials: the share over each bound is
+/// tested against the share the SLO allows (1% for a p99), and trials are added at a rate until
+/// the test decides or `boundary_trials` is reached. A benchmarker that
 /// runs it reports the figures of the highest rate that held and a [`CapacityOutcome`] in
 /// [`BenchSummary::capacity`]. The defaults are those of `autodebug_bench::CapacitySearch::new`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -264,17 +267,23 @@ pub struct CapacityGoal {
     /// highest that held.
     #[serde(default = "CapacityGoal::default_tolerance")]
     pub tolerance: f64,
-    /// Trials of each rate once the bracket is narrow, and of the rate reported (every one must hold).
+    /// Most trials pooled at one rate: the sequential test's bound. A rate still undecided after
+    /// this many is judged by its pooled point estimate (and says so).
     #[serde(default = "CapacityGoal::default_boundary_trials")]
     pub boundary_trials: u32,
     /// At most this many steps in all.
     #[serde(default = "CapacityGoal::default_max_steps")]
     pub max_steps: u32,
+    /// Confidence of each decided verdict (that a rate holds, or that it breaks), shared out over
+    /// the `boundary_trials` looks at a rate.
+    #[serde(default = "CapacityGoal::default_confidence")]
+    pub confidence: f64,
 }
 
 impl CapacityGoal {
     /// A p99 TTFT bound, with the default error budget (1%) and search settings (from 1 req/s
-    /// within 0.05-1000 req/s, 20 s steps, 5% tolerance, 2 trials at the boundary, 40 steps).
+    /// within 0.05-1000 req/s, 20 s steps, 5% tolerance, at most 3 trials pooled at a rate,
+    /// verdicts at 95% confidence, 40 steps).
     pub fn ttft_p99_ms(ms: f64) -> Self {
         CapacityGoal {
             ttft_p99_ms: ms,
@@ -287,6 +296,7 @@ impl CapacityGoal {
             tolerance: Self::default_tolerance(),
             boundary_trials: Self::default_boundary_trials(),
             max_steps: Self::default_max_steps(),
+            confidence: Self::default_confidence(),
         }
     }
 
@@ -328,7 +338,11 @@ impl CapacityGoal {
     }
 
     fn default_boundary_trials() -> u32 {
-        2
+        3
+    }
+
+    fn default_confidence() -> f64 {
+        0.95
     }
 
     fn default_max_steps() -> u32 {
@@ -339,20 +353,29 @@ impl CapacityGoal {
 /// What a capacity search found (see [`CapacityGoal`]).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityOutcome {
-    /// The highest rate that held the SLO in every trial at it, req/s; 0 when even the lowest
-    /// rate tried broke it.
+    /// The highest rate whose pooled trials held the SLO, req/s; 0 when even the lowest rate
+    /// tried broke it.
     pub rate: f64,
     /// The lowest rate that broke the SLO, req/s: the capacity lies in `[rate, broke_at)`.
     /// `None` when the highest rate allowed still held.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub broke_at: Option<f64>,
-    /// Trials run at `rate` (all held); the report's records are theirs.
+    /// Trials pooled at `rate`; the report's records are theirs.
     pub trials_at_rate: u32,
     /// Every step in the order run.
     #[serde(default)]
     pub steps: Vec<CapacityProbe>,
     /// Wall time of the whole search, s.
     pub search_s: f64,
+    /// Confidence of a decided verdict (0 in outcomes stored before verdicts were statistical).
+    #[serde(default)]
+    pub confidence: f64,
+    /// The pooled trials at `rate` and how its verdict was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<CapacityProbe>,
+    /// The pooled trials at `broke_at` and how its verdict was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub broke: Option<CapacityProbe>,
 }
 
 impl CapacityOutcome {
@@ -362,12 +385,14 @@ impl CapacityOutcome {
     }
 }
 
-/// One step of a capacity search, as stored with its [`CapacityOutcome`].
+/// One step of a capacity search, or the pooled trials at one rate, as stored with its
+/// [`CapacityOutcome`].
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CapacityProbe {
     /// Offered rate, req/s.
     pub rate: f64,
-    /// Whether the step held the SLO.
+    /// Whether the rate held the SLO on the pooled trials so far (a step's own figures may say
+    /// otherwise: one trial's p99 is not the verdict).
     pub holds: bool,
     /// Measured requests.
     pub requests: u64,
@@ -380,6 +405,19 @@ pub struct CapacityProbe {
     /// Why the step ended before its last request, when it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_early: Option<String>,
+    /// Trials these figures pool (1 for a step; 0 in outcomes stored before trials were pooled).
+    #[serde(default)]
+    pub trials: u32,
+    /// Requests over the TTFT bound (a request still without a first token past it counts).
+    #[serde(default)]
+    pub over_ttft: u64,
+    /// Requests over the TPOT bound.
+    #[serde(default)]
+    pub over_tpot: u64,
+    /// How the rate's verdict stood after these figures: `confident`, `overloaded`, `at the trial
+    /// bound` (judged by the point estimate) or `provisional` (one short step, to be confirmed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided: Option<String>,
 }
 
 /// Why a request failed.
@@ -626,6 +664,7 @@ mod tests {
                 trials_at_rate: 2,
                 steps: vec![probe(1.0, true), probe(2.0, true), probe(4.0, false)],
                 search_s: 30.0,
+                ..Default::default()
             }),
             ..Default::default()
         }

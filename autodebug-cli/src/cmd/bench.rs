@@ -102,9 +102,10 @@ pub struct Args {
     /// Goodput SLO: time per output token, ms (with --find-max-rate: bound on the p99 of per-request TPOT).
     #[arg(long)]
     slo_tpot_ms: Option<f64>,
-    /// Find the highest open-loop rate that holds --slo-ttft-p99-ms (and --slo-tpot-ms): bracket,
-    /// bisect, repeat trials at the boundary; each step lasts --duration (default 20s) and ends early
-    /// once its p99 cannot hold.
+    /// Find the highest open-loop rate that holds --slo-ttft-p99-ms (and --slo-tpot-ms) with
+    /// --confidence: bracket and bisect with screening steps of --duration (default 20s), then
+    /// confirm the bracket's ends by pooling trials until a binomial test on the share of requests
+    /// over each bound decides (at most --boundary-trials); a step ends early once it can only break.
     #[arg(long, requires = "slo_ttft_p99_ms", conflicts_with_all = ["compare_url", "sweep_rate", "sweep_concurrency", "rate", "concurrency"])]
     find_max_rate: bool,
     /// With --find-max-rate: bound on the p99 of time to first token, ms (queueing included).
@@ -119,9 +120,12 @@ pub struct Args {
     /// With --find-max-rate: stop when the rate that broke the SLO is within this share above the one that held.
     #[arg(long, default_value_t = 0.05)]
     tolerance: f64,
-    /// With --find-max-rate: trials of each rate near the boundary (all must hold).
-    #[arg(long, default_value_t = 2)]
+    /// With --find-max-rate: most trials pooled at one rate before its point estimate decides.
+    #[arg(long, default_value_t = 3)]
     boundary_trials: u32,
+    /// With --find-max-rate: confidence of a decided verdict (that a rate holds, or breaks).
+    #[arg(long, default_value_t = 0.95)]
+    confidence: f64,
     /// With --find-max-rate: largest share of failed requests a rate may have.
     #[arg(long, default_value_t = 0.01)]
     max_error_rate: f64,
@@ -374,6 +378,7 @@ async fn find_max_rate(
     search.max_rate = args.max_rate;
     search.tolerance = args.tolerance;
     search.boundary_trials = args.boundary_trials;
+    search.confidence = args.confidence;
     if let Some(step) = args.duration {
         search.step = step;
     }
