@@ -110,7 +110,7 @@ pub fn session(
     let baseline = config.baseline()?;
     let platform = Platform::of(&baseline);
     let mut builder = Session::builder()
-        .search_space(SearchSpace::for_platform(baseline.engine, &platform))
+        .search_space(SearchSpace::for_platform(baseline.engine, &platform).with_launch_flags(config.template_flags()))
         .deployer_boxed(deployer)
         .benchmarker(SseBenchmarker::from_env().map_err(|e| Error::Bench(e.to_string()))?)
         .analyzer(RuleAnalyzer::from_kb(kb.clone()))

@@ -999,6 +999,30 @@ impl RunConfig {
             .collect()
     }
 
+    /// The flags the deployer's command template passes on every launch (`--max-model-len 1024`
+    /// in a local `args`), those with a `{placeholder}` left out: the catalog checks the engine's
+    /// startup constraints against them where a plan does not set the flag.
+    pub fn template_flags(&self) -> LaunchFlags {
+        let args = match &self.deployer {
+            DeployerConfig::Local { args, .. } | DeployerConfig::Slurm { args, .. } => args,
+            _ => return LaunchFlags::default(),
+        };
+        let mut flags = LaunchFlags::default();
+        let mut tokens = args.iter().peekable();
+        while let Some(token) = tokens.next() {
+            if !token.starts_with("--") {
+                continue;
+            }
+            // `{flags}` expands to the plan's flags, so the flag before it is a switch.
+            let value = tokens.next_if(|next| !next.starts_with("--") && *next != "{flags}");
+            if token.contains('{') || value.is_some_and(|v| v.contains('{')) {
+                continue;
+            }
+            flags.set(token, value.cloned());
+        }
+        flags
+    }
+
     /// The plans the loop runs: [`RunConfig::bench_plans`], the one whose capacity is maximized
     /// with its [`CapacityGoal`].
     pub fn loop_bench_plans(&self) -> Result<Vec<BenchPlan>> {
@@ -1269,9 +1293,37 @@ mod tests {
             let message = objective_error(objective, field);
             assert!(message.contains(says), "{objective}: {message}");
         }
-        let twin =
-            load_objective(&format!("{{maximize: capacity, {slo}}}"), "planner: twin\n").map(|_| ()).unwrap_err();
-        assert!(twin.to_string().contains("planner") && twin.to_string().contains("twin"), "{twin}");
+        // The twin predicts capacity (a capacity search in virtual time), so it may plan for it.
+        assert!(load_objective(&format!("{{maximize: capacity, {slo}}}"), "planner: twin\n").is_ok());
+    }
+
+    /// The vLLM example fixes `--max-model-len 1024` in its command template: the catalog's
+    /// constraints read it, so a token budget that covers 1024 but not the model's own 2048
+    /// positions is accepted with chunked prefill off, and one below 1024 is refused.
+    #[test]
+    fn the_vllm_examples_template_context_is_what_the_constraints_check() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/vllm-cpu.yaml");
+        let config = RunConfig::load(&path).unwrap();
+        let fixed = config.template_flags();
+        assert_eq!(fixed.to_args(), ["--max-model-len", "1024"], "placeholders are left out");
+        let cpu = autodebug_core::Platform::Cpu { cores: 2, numa_nodes: 1, bf16: true };
+        let space = autodebug_core::SearchSpace::for_platform(EngineKind::Vllm, &cpu).with_launch_flags(fixed);
+        let spec = |budget: &str| {
+            ServiceSpec::new("s", EngineKind::Vllm, "hub/model-without-a-local-config")
+                .with_flag("--max-num-batched-tokens", Some(budget))
+                .with_flag("--no-enable-chunked-prefill", None::<&str>)
+        };
+        assert!(space.validate(&spec("1536")).is_ok());
+        let refused = space.validate(&spec("512")).unwrap_err().to_string();
+        assert!(refused.contains("--max-model-len 1024"), "{refused}");
+        let mut switch = config.clone();
+        switch.deployer = DeployerConfig::Local {
+            program: "vllm".into(),
+            args: ["serve", "{model}", "--port", "{port}", "--enforce-eager", "{flags}"].map(String::from).to_vec(),
+            health_path: default_health_path(),
+            ready_timeout_s: default_ready_timeout(),
+        };
+        assert_eq!(switch.template_flags().to_args(), ["--enforce-eager"], "a switch before `{{flags}}`");
     }
 
     #[test]

@@ -92,9 +92,11 @@ fn two_iterations_on_a_real_vllm_cite_its_metrics_and_logs_and_run_the_planned_c
 #[ignore = "needs vLLM CPU: bash scripts/vllm-cpu.sh, then cargo test --workspace -- --include-ignored"]
 fn an_invalid_value_fails_the_deploy_with_vllms_own_line_and_the_loop_rolls_back() {
     let dir = tempfile::tempdir().unwrap();
-    // Without chunked prefill, a token budget below the context length passes the catalog and
-    // argparse, but vLLM's own SchedulerConfig check refuses it at start-up (seen on this engine).
-    let path = example_config(dir.path(), "--max-num-batched-tokens: 512, --no-enable-chunked-prefill: null");
+    // A context longer than the model's own (2048 positions) is inside the knob's range, and no
+    // catalog rule knows the model's limit, but vLLM's ModelConfig refuses it at start-up (seen
+    // on this engine: `tests/fixtures/vllm_cpu/vllm_0.32.0_error_max_model_len.log` in core).
+    // The plan's flag comes after the example's `--max-model-len 1024`, so it is the one vLLM reads.
+    let path = example_config(dir.path(), "--max-model-len: 4096");
     let output = run(&path, "2");
     assert!(
         output.status.success(),
@@ -109,22 +111,43 @@ fn an_invalid_value_fails_the_deploy_with_vllms_own_line_and_the_loop_rolls_back
     assert_eq!(first.status, IterationStatus::DeployFailed);
     let finding = first.analysis.findings.iter().find(|f| f.rule == "session.deploy_failed").unwrap();
     assert!(
-        finding.summary.contains("invalid_value") && finding.summary.contains("max_num_batched_tokens"),
+        finding.summary.contains("invalid_value") && finding.summary.contains("max_model_len"),
         "{}",
         finding.summary
     );
-    assert!(finding.summary.contains("(512)"), "knob values stay readable: {}", finding.summary);
+    assert!(finding.summary.contains("(4096)"), "knob values stay readable: {}", finding.summary);
     let second = &history.iterations[1];
-    assert_ne!(
-        second.spec.flags.get("--max-num-batched-tokens"),
-        Some(Some("512")),
-        "the failed value is not redeployed"
-    );
+    assert_ne!(second.spec.flags.get("--max-model-len"), Some(Some("4096")), "the failed value is not redeployed");
     // The loop learnt the constraint: the setting is blamed, so no planner gets it deployed again.
     let blamed = history.blamed_settings();
     assert!(
-        blamed.iter().any(|b| b.flag == "--max-num-batched-tokens" && b.value == "512" && b.class == "invalid_value"),
+        blamed.iter().any(|b| b.flag == "--max-model-len" && b.value == "4096" && b.class == "invalid_value"),
         "{blamed:?}"
+    );
+}
+
+/// The same combination the engine refused in the test above's first version (`--max-num-batched-tokens
+/// 512 --no-enable-chunked-prefill` under the example's `--max-model-len 1024`) is now refused by
+/// the catalog before anything is deployed, naming both flags, the context length and the version.
+#[test]
+#[ignore = "needs vLLM CPU: bash scripts/vllm-cpu.sh, then cargo test --workspace -- --include-ignored"]
+fn a_plan_vllm_would_refuse_for_its_context_is_refused_before_deploy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = example_config(dir.path(), "--max-num-batched-tokens: 512, --no-enable-chunked-prefill: null");
+    let output = run(&path, "1");
+    assert!(!output.status.success(), "a baseline vLLM would refuse does not run");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--max-num-batched-tokens 512") && stderr.contains("--max-model-len 1024"),
+        "the refusal names the flags and the template's context length: {stderr}"
+    );
+    assert!(stderr.contains("vllm 0.32.0"), "{stderr}");
+    assert!(
+        !dir.path().join("sessions").join("autodebug.db").exists() || {
+            let store = Store::open(&dir.path().join("sessions").join("autodebug.db")).unwrap();
+            store.latest_session().unwrap().is_none_or(|s| store.history(s.id).unwrap().iterations.is_empty())
+        },
+        "nothing was deployed"
     );
 }
 

@@ -490,6 +490,7 @@ mod tests {
     const BAD_CHOICE: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_error_badchoice.log");
     const BAD_TYPE: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_error_badtype.log");
     const BAD_SEQS: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_error_badseqs.log");
+    const LONG_CONTEXT: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_error_max_model_len.log");
     const TP2_NUMA: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_error_tp2_numa.log");
     const STARTUP: &str = include_str!("../tests/fixtures/vllm_cpu/vllm_0.32.0_cpu_startup.log");
 
@@ -525,6 +526,17 @@ mod tests {
         assert_eq!(cause.class, FailureClass::InvalidValue);
         assert_eq!(cause.flag.as_deref(), Some("--max-num-batched-tokens"));
         assert!(cause.detail.iter().any(|d| d.contains("smaller than max_model_len")), "{:?}", cause.detail);
+    }
+
+    /// A context longer than the model's own (`--max-model-len 4096` on a 2048-position model):
+    /// ModelConfig's check, a value the catalog's ranges cannot know is wrong for this model.
+    #[test]
+    fn a_context_longer_than_the_models_is_an_invalid_max_model_len() {
+        let cause = root_cause(&log(LONG_CONTEXT), "").unwrap();
+        assert_eq!(cause.class, FailureClass::InvalidValue);
+        assert_eq!(cause.flag.as_deref(), Some("--max-model-len"));
+        assert!(cause.line.contains("validation error for ModelConfig"), "{}", cause.line);
+        assert!(cause.detail.iter().any(|d| d.contains("User-specified max_model_len (4096)")), "{:?}", cause.detail);
     }
 
     #[test]

@@ -457,3 +457,53 @@ async fn a_run_where_every_request_failed_is_a_failure_and_the_same_failure_twic
     assert!(error.contains("8 of 8 failed with http_status") && error.contains("requires a key"), "{error}");
     assert!(outcome.champion().is_none(), "a run that measured nothing is never a champion");
 }
+
+#[tokio::test]
+async fn a_plan_breaking_a_cross_flag_rule_is_refused_before_deploy_naming_flags_values_and_version() {
+    // The plan vLLM 0.32.0 refused for real: `--max-num-batched-tokens 512 --no-enable-chunked-prefill
+    // --max-model-len 1024` (SchedulerConfig: max_num_batched_tokens (512) is smaller than max_model_len (1024)).
+    let dir = tempfile::tempdir().unwrap();
+    let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    let installed = EngineArgs::parse(EngineKind::Vllm, Some("0.32.0"), HELP);
+    let off =
+        baseline().with_flag("--max-model-len", Some("1024")).with_flag("--no-enable-chunked-prefill", None::<&str>);
+    let deployer = OneNumaNodeVllm { deployed: Mutex::new(Vec::new()) };
+    let session = Session::builder()
+        .deployer(deployer)
+        .benchmarker(Bench)
+        .planner(Stubborn { flags: vec![("--max-num-batched-tokens", "512")] })
+        .search_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu))
+        .engine_args(installed.clone())
+        .build(config(dir.path(), 2))
+        .unwrap();
+    let outcome = session.run(off.clone()).await.unwrap();
+    let plan = outcome.history.iterations[0].plan.as_ref().unwrap();
+    assert!(
+        plan.notes.iter().any(|n| n.contains("--max-num-batched-tokens 512")
+            && n.contains("--max-model-len 1024")
+            && n.contains("the installed vllm 0.32.0")),
+        "{:?}",
+        plan.notes
+    );
+    assert!(
+        outcome.history.iterations.iter().all(|i| !i.spec.flags.contains("--max-num-batched-tokens")),
+        "the refused plan was never deployed"
+    );
+
+    // The same combination as the user's baseline stops before anything is deployed.
+    let session = Session::builder()
+        .deployer(OneNumaNodeVllm { deployed: Mutex::new(Vec::new()) })
+        .benchmarker(Bench)
+        .planner(Stubborn { flags: vec![] })
+        .search_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu))
+        .engine_args(installed)
+        .build(config(dir.path(), 1))
+        .unwrap();
+    let err = session.run(off.with_flag("--max-num-batched-tokens", Some("512"))).await.unwrap_err().to_string();
+    assert!(
+        err.contains("baseline")
+            && err.contains("--max-num-batched-tokens 512")
+            && err.contains("installed vllm 0.32.0"),
+        "{err}"
+    );
+}

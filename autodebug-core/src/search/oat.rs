@@ -61,7 +61,14 @@ impl Planner for OneKnobPlanner {
                     dim.flag,
                     dim.levels[level].as_deref().unwrap_or("default")
                 );
-                return Ok(plan_to(self.name(), &input, spec, rule::ONE_KNOB, &reason, Vec::new()));
+                return Ok(plan_to(
+                    self.name(),
+                    &input,
+                    spec,
+                    rule::ONE_KNOB,
+                    &reason,
+                    tune.constraint_notes(input.space, input.current),
+                ));
             }
         }
         Ok(exhausted(self.name(), &input, "every single-knob move from the champion has been measured".into()))

@@ -53,7 +53,14 @@ impl Planner for RandomPlanner {
                 continue;
             }
             let reason = format!("random draw: {}", tune.describe(&config));
-            return Ok(plan_to(self.name(), &input, spec, rule::RANDOM, &reason, Vec::new()));
+            return Ok(plan_to(
+                self.name(),
+                &input,
+                spec,
+                rule::RANDOM,
+                &reason,
+                tune.constraint_notes(input.space, input.current),
+            ));
         }
         Ok(exhausted(self.name(), &input, "every configuration of the searched space has been measured".into()))
     }

@@ -8,6 +8,7 @@
 
 use std::collections::BTreeSet;
 
+use crate::knobs::Verdict;
 use crate::{Domain, Error, LaunchFlags, Result, SearchSpace, ServiceSpec};
 
 /// Level indices, one per [`Dimension`] of a [`TuneSpace`].
@@ -252,11 +253,51 @@ impl TuneSpace {
     }
 
     /// The spec `base` with `config` applied (name, model, resources and untuned flags kept).
+    /// A point that breaks one of the catalog's [constraints](SearchSpace::constraints), or that
+    /// one of them cannot be checked for, is an error: every planner skips it, so the search
+    /// proposes only points the engine is known to accept.
     pub fn to_spec(&self, space: &SearchSpace, base: &ServiceSpec, config: &[usize]) -> Result<ServiceSpec> {
         let flags = self.to_flags(space, &base.flags, config)?;
         let spec = ServiceSpec { flags, ..base.clone() };
         space.validate(&spec)?;
+        // A deploy the engine may refuse costs as much as one it will refuse.
+        if let Some((constraint, Verdict::Unknown(why))) =
+            space.check_constraints(&spec).into_iter().find(|(_, v)| matches!(v, Verdict::Unknown(_)))
+        {
+            return Err(Error::Knob {
+                knob: constraint.flags().first().map_or_else(String::new, |f| f.to_string()),
+                message: format!("the search does not propose {}: {why}", self.describe(config)),
+            });
+        }
         Ok(spec)
+    }
+
+    /// What the catalog's constraints do to this space, for a plan's notes: the rules that
+    /// prune it (their flags are searched), and those that cannot be checked for `base` (so
+    /// the points where they apply are not proposed). Empty when no rule touches the space.
+    pub fn constraint_notes(&self, space: &SearchSpace, base: &ServiceSpec) -> Vec<String> {
+        let searched: BTreeSet<&str> = self.dims.iter().map(|d| d.flag.as_str()).collect();
+        let relevant: Vec<&crate::knobs::Constraint> =
+            space.constraints.iter().filter(|c| c.flags().iter().any(|f| searched.contains(f))).collect();
+        if relevant.is_empty() {
+            return Vec::new();
+        }
+        let rules: Vec<String> = relevant.iter().map(|c| format!("`{}` ({})", c.describe(), c.id)).collect();
+        let mut notes = vec![format!(
+            "the search proposes only points that keep {}'s startup constraints: {}",
+            space.engine_text(),
+            rules.join("; ")
+        )];
+        for c in relevant {
+            if let Some(why) = c.unknowable(&space.as_launched(base)) {
+                notes.push(format!(
+                    "`{}` ({}) cannot be checked: {why}; points where it applies are not proposed",
+                    c.describe(),
+                    c.id
+                ));
+            }
+        }
+        notes
     }
 
     /// The nearest configuration to `flags` (numeric values snap to the closest level); `None`

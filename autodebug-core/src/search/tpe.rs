@@ -578,8 +578,9 @@ impl Planner for BayesPlanner {
         let describe = |o: &super::Observation| {
             o.config.as_ref().map(|c| tune.describe(c)).unwrap_or_else(|| o.flags.to_command_line())
         };
-        let notes: Vec<String> =
+        let mut notes: Vec<String> =
             verdict_note(&observations, input.objective, self.confirmation.trials, describe).into_iter().collect();
+        notes.extend(tune.constraint_notes(input.space, input.current));
         Ok(match proposals.into_iter().next() {
             Some(p) => {
                 let mut plan = plan_to(self.name(), &input, p.spec, p.rule, &p.reason, notes);

@@ -352,6 +352,9 @@ impl Session {
     pub async fn run(&self, baseline: ServiceSpec) -> Result<SessionOutcome> {
         let space = self.space_for(&baseline);
         space.validate(&baseline).map_err(|e| Error::config("baseline", e.to_string()))?;
+        for unchecked in space.unchecked_constraints(&baseline) {
+            tracing::warn!("baseline: {unchecked}");
+        }
         if let Some(args) = &self.engine_args {
             args.check_flags(&baseline.flags).map_err(|e| Error::config("baseline", e.to_string()))?;
         }
@@ -421,7 +424,12 @@ impl Session {
     }
 
     fn space_for(&self, spec: &ServiceSpec) -> SearchSpace {
-        self.space.clone().unwrap_or_else(|| SearchSpace::for_engine(spec.engine))
+        let space = self.space.clone().unwrap_or_else(|| SearchSpace::for_engine(spec.engine));
+        // Constraint refusals name the version that enforces them, as the argument checks do.
+        match self.engine_args.as_ref().and_then(|a| a.version.clone()) {
+            Some(version) if space.engine_version.is_none() => space.with_engine_version(version),
+            _ => space,
+        }
     }
 
     fn with_store<T>(&self, f: impl FnOnce(&Store) -> Result<T>) -> Result<T> {
@@ -917,7 +925,12 @@ impl Session {
         };
         match proposal {
             Ok(plan) => match space.validate(&plan.next).and_then(|()| installed(&plan)) {
-                Ok(()) => without_blamed_settings(plan, current, history, space),
+                Ok(()) => {
+                    let mut plan = without_blamed_settings(plan, current, history, space);
+                    let unchecked = space.unchecked_constraints(&plan.next);
+                    plan.notes.extend(unchecked.into_iter().map(|u| format!("not checked before deploy: {u}")));
+                    plan
+                }
                 Err(e) => staying(
                     vec![format!("rejected the planner's proposal: {e}; staying on the last good config")],
                     false,
