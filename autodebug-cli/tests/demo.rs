@@ -305,6 +305,17 @@ fn parallel_rounds_run_side_by_side_each_reading_its_own_engine() {
             let last_start = members.iter().map(|i| i.started_ns).max().unwrap();
             let first_end = members.iter().map(|i| i.finished_ns).min().unwrap();
             assert!(last_start < first_end, "round {round} ran its slots one after another");
+            // Each slot's artifact is what that slot deployed, under its own name.
+            let services: std::collections::BTreeSet<String> = members
+                .iter()
+                .map(|i| {
+                    let artifact = i.artifact.as_ref().map(|a| a.content.clone()).unwrap_or_default();
+                    let service = artifact.split('`').nth(1).unwrap_or_default().to_string();
+                    assert!(service.contains("-s"), "iteration {}: {artifact}", i.number);
+                    service
+                })
+                .collect();
+            assert_eq!(services.len(), members.len(), "round {round}: {services:?}");
         }
     }
     let mut own_setting_seen = 0;

@@ -623,7 +623,11 @@ impl Session {
         self.emit(SessionEvent::IterationStarted { number, spec: spec.clone() });
         tracing::info!(number, flags = %spec.flags.to_command_line(), "iteration starts");
 
-        let artifact = self.deployer.render(&spec);
+        // The artifact is what this slot deploys (its own name and pinning), not the candidate.
+        let artifact = match &slot {
+            Some(slot) => self.deployer.render(&slot.spec_for(&spec, &self.slot_env)),
+            None => self.deployer.render(&spec),
+        };
         let mut iteration = Iteration {
             number,
             spec: spec.clone(),
