@@ -61,6 +61,7 @@ fn synthetic(truth: &Twin, plans: &[BenchPlan], count: usize) -> Vec<Observation
                 sent_prompt_tokens: plan.workload.prompt_tokens,
                 workload,
                 measured,
+                capacity: None,
             });
         }
     }

@@ -190,7 +190,7 @@ fn planner(kind: PlannerKind, config: &RunConfig, kb: &KnowledgeBase) -> Result<
         let baseline = config.baseline()?;
         let defaults = Twin::defaults_for(baseline.engine, &Platform::of(&baseline));
         let base = Twin::new(baseline.engine, baseline.model.clone(), defaults);
-        Ok(TwinPlanner::new(hybrid(), config.bench_plans(), base)
+        Ok(TwinPlanner::new(hybrid(), config.loop_bench_plans()?, base)
             .with_search(TwinSearch { seed, ..TwinSearch::default() }))
     };
     Ok(match kind {

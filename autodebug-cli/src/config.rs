@@ -836,13 +836,6 @@ impl RunConfig {
                 "`maximize: capacity` needs the SLO every rate is held to, e.g. `slo: [\"ttft.p99 <= 2000ms\"]`",
             ));
         }
-        if self.planner == PlannerKind::Twin {
-            return Err(Error::config(
-                self.location("planner"),
-                "the twin cannot predict capacity under an SLO yet; with `maximize: capacity` pick another planner \
-                 (hybrid, bayes, rules, ...)",
-            ));
-        }
         let mut goal = self.slo_goal()?;
         let search = objective.capacity_search.clone().unwrap_or_default();
         let field = |name: &str| self.location(&format!("objective.capacity_search.{name}"));

@@ -27,6 +27,7 @@
 //! assert!(tpot(&eager) > tpot(&default));
 //! ```
 
+mod capacity;
 mod config;
 mod cost;
 mod deployer;
@@ -42,6 +43,7 @@ pub mod tune_suite;
 pub mod twin;
 
 pub use autodebug_core::EngineKind;
+pub use capacity::{SimCapacity, simulated_capacity};
 pub use config::{
     AttentionBackend, KvCacheDtype, SchedulePolicy, SimConfig, SimError, Speculative, SpeculativeAlgorithm,
     redacted_args,

@@ -58,6 +58,7 @@ fn synthetic(truth: &Twin, configs: &[&str]) -> Vec<Observation> {
                     .iter()
                     .map(|m| (m.to_string(), measured[*m]))
                     .collect(),
+                capacity: None,
             });
         }
     }
@@ -127,6 +128,52 @@ fn leave_one_out_on_exact_data_has_no_error_where_every_value_was_seen_elsewhere
         assert!(point.ape["output_throughput"] < 3.0, "{point:#?}");
     }
     assert!(validation.median_ape["tpot.mean"] < 3.0, "{:?}", validation.median_ape);
+}
+
+/// A session whose first plan searches for capacity under an SLO and whose others run fixed loads:
+/// each configuration measured by a known engine. A twin fitted to the other configurations
+/// predicts each held-out one's capacity, and ranks the configurations as the engine does.
+#[test]
+fn a_twin_fitted_to_a_capacity_session_predicts_held_out_capacities_and_their_order() {
+    let truth = known_llamacpp();
+    let mut goal = autodebug_core::CapacityGoal::ttft_p99_ms(1500.0);
+    goal.tpot_p99_ms = Some(250.0);
+    let requests = SimWorkload::sequential(32, 64, 48);
+    let mut data = synthetic(&truth, CONFIGS);
+    for (number, config) in CONFIGS.iter().enumerate() {
+        let flags = flags(config);
+        let rate = truth.predict_capacity(&flags, &requests, &goal).unwrap().metrics["capacity"];
+        assert!(rate > 0.0, "`{config}` holds no rate");
+        // The figures a search reports: its trials at the rate that held, pooled.
+        let workload = SimWorkload::sequential(64, 64, 48).with_arrival_rate(rate);
+        let found = truth.predict(&flags, &workload).unwrap().metrics;
+        data.push(Observation {
+            iteration: number as u32 + 1,
+            plan: "capacity".into(),
+            flags,
+            sent_prompt_tokens: workload.prompt_tokens,
+            workload,
+            measured: autodebug_sim::twin::PREDICTED_METRICS.iter().map(|m| (m.to_string(), found[*m])).collect(),
+            capacity: Some((goal.clone(), rate)),
+        });
+    }
+    let base = Twin::new(EngineKind::LlamaCpp, "smollm2", Twin::defaults_for(EngineKind::LlamaCpp, &CPU));
+    let options = FitOptions { ridge: 0.01, ..FitOptions::default() };
+    let validation = validate(&base, &data, Holdout::LeaveOneOut, &options).unwrap();
+    let seen: Vec<_> = validation.points.iter().filter(|p| p.unseen.is_empty() && p.plan == "capacity").collect();
+    assert!(seen.len() >= 5, "{validation:#?}");
+    // Both searches stop within 5% of the boundary, so a twin with the engine's costs lands
+    // within about one bracket of it.
+    for point in &seen {
+        assert!(point.ape["capacity"] <= 10.0, "{point:#?}");
+    }
+    let (predicted, measured): (Vec<f64>, Vec<f64>) =
+        seen.iter().map(|p| (p.predicted["capacity"], p.measured["capacity"])).unzip();
+    let highest = |values: &[f64]| (0..values.len()).max_by(|a, b| values[*a].total_cmp(&values[*b]));
+    let spread = measured.iter().cloned().fold(0.0, f64::max) / measured.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 1.5, "the configurations differ in capacity: {measured:?}");
+    assert_eq!(highest(&predicted), highest(&measured), "{predicted:?} vs {measured:?}");
+    assert!(validation.naive_median_ape.contains_key("capacity"), "{:?}", validation.naive_median_ape);
 }
 
 #[test]

@@ -174,6 +174,9 @@ fn initial_costs(observations: &[Observation]) -> StepCosts {
     }
 }
 
+/// The metrics a capacity plan's figures are fitted on (see [`fit`]).
+const SMOOTH_AT_CAPACITY: &[&str] = &["tpot.mean", "output_throughput"];
+
 /// Fits `base`'s engine model to `observations`: the returned twin has `base`'s engine, model and
 /// defaults, fitted costs, one multiplier per flag value the data holds, and its fit error.
 ///
@@ -183,6 +186,23 @@ pub fn fit(base: &Twin, observations: &[Observation], options: &FitOptions) -> R
     if observations.is_empty() {
         return Err(TwinError::Fit("no successful iteration with bench results to fit".into()));
     }
+    let all = observations;
+    // At a capacity boundary, TTFT (and so e2e) sits on the queueing cliff: a small change of a
+    // cost moves it by multiples, and fitted to it the costs land in a wrong basin (seen on
+    // noise-free data). TPOT and throughput there stay smooth, and they alone tie the costs to
+    // the load the configuration sustained.
+    let smooth: Vec<Observation> = all
+        .iter()
+        .cloned()
+        .map(|mut observation| {
+            if observation.capacity.is_some() {
+                observation.measured.retain(|metric, _| SMOOTH_AT_CAPACITY.contains(&metric.as_str()));
+            }
+            observation
+        })
+        .filter(|observation| !observation.measured.is_empty())
+        .collect();
+    let observations = if smooth.is_empty() { all } else { &smooth[..] };
     let mut keys = BTreeSet::new();
     let mut prepared = Vec::with_capacity(observations.len());
     for observation in observations {
@@ -197,7 +217,7 @@ pub fn fit(base: &Twin, observations: &[Observation], options: &FitOptions) -> R
     let keys: Vec<FactorKey> = keys.into_iter().collect();
     // A server that does not report cached prompt tokens (vLLM's usage does not) leaves the share of
     // each plan's prompts its prefix cache serves unknown; it is fitted, between on and off runs.
-    let mut shapes = plan_shapes(observations);
+    let mut shapes = plan_shapes(all);
     let shared_plans: Vec<String> = if base.engine == EngineKind::LlamaCpp {
         Vec::new()
     } else {

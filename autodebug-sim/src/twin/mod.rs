@@ -40,7 +40,7 @@ mod validate;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use autodebug_core::{BenchPlan, EngineKind, LaunchFlags, Platform, SearchSpace};
+use autodebug_core::{BenchPlan, CapacityGoal, EngineKind, LaunchFlags, Platform, SearchSpace};
 use serde::{Deserialize, Serialize};
 
 use crate::simulate::SimWorkload;
@@ -302,6 +302,21 @@ impl Twin {
         Ok(Prediction { metrics: run.metrics(), unseen })
     }
 
+    /// The capacity of the engine launched with `flags` under `goal`, on `workload`'s requests:
+    /// [`crate::simulated_capacity`] on this twin, its metrics those of the rate that held plus
+    /// `capacity`, `capacity_broke_at` and `capacity_steps`.
+    pub fn predict_capacity(
+        &self,
+        flags: &LaunchFlags,
+        workload: &SimWorkload,
+        goal: &CapacityGoal,
+    ) -> Result<Prediction, TwinError> {
+        scheduler::Schedule::from_flags(self.engine, flags, &self.defaults)?;
+        let (_, unseen) = self.scales(flags);
+        let found = crate::simulated_capacity(&self.launch(flags), workload, goal, Self::PREDICTION_SEED);
+        Ok(Prediction { metrics: found.all_metrics(), unseen })
+    }
+
     /// This twin launched with `flags`, for [`crate::simulate`]: its runs are the ones
     /// [`Twin::predict`] summarizes, with the seed the caller gives.
     ///
@@ -321,6 +336,12 @@ impl Twin {
     /// ```
     pub fn launch(&self, flags: &LaunchFlags) -> LaunchedTwin<'_> {
         LaunchedTwin { twin: self, flags: flags.clone() }
+    }
+
+    /// The `flag=value` pairs of `flags` the fitting data never held: a prediction guesses a
+    /// multiplier of 1 for each.
+    pub fn unseen(&self, flags: &LaunchFlags) -> Vec<String> {
+        self.scales(flags).1
     }
 
     /// The step-cost scales `flags` imply: the product of the multipliers of their values.

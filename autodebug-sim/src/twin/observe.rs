@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use autodebug_core::{BenchPlan, Iteration, LaunchFlags, Load};
+use autodebug_core::{BenchPlan, CapacityGoal, Iteration, LaunchFlags, Load};
 
 use super::{PREDICTED_METRICS, PlanShape};
 use crate::simulate::SimWorkload;
@@ -21,6 +21,9 @@ pub struct Observation {
     pub sent_prompt_tokens: u32,
     /// The measured [`PREDICTED_METRICS`] (those the bench reported).
     pub measured: BTreeMap<String, f64>,
+    /// For a capacity plan: its goal and the capacity measured under it, req/s. The workload is
+    /// then the open-loop run at that rate, whose figures the plan reported.
+    pub capacity: Option<(CapacityGoal, f64)>,
 }
 
 impl Observation {
@@ -66,6 +69,16 @@ pub fn observations(plans: &[BenchPlan], iterations: &[Iteration]) -> Vec<Observ
                 continue;
             }
             let mut workload = workload_of(plan);
+            let capacity = match (&plan.capacity, &summary.capacity) {
+                (Some(goal), Some(outcome)) if outcome.rate > 0.0 => {
+                    workload = workload.with_arrival_rate(outcome.rate);
+                    workload.requests = summary.succeeded as usize;
+                    Some((goal.clone(), outcome.rate))
+                }
+                // No rate held: the figures are of an overloaded step, no workload to fit.
+                (Some(_), _) => continue,
+                (None, _) => None,
+            };
             let sent_prompt_tokens = workload.prompt_tokens;
             let per_request = |total: u64| (total as f64 / summary.succeeded as f64).round() as u32;
             if summary.prompt_tokens > 0 {
@@ -84,6 +97,7 @@ pub fn observations(plans: &[BenchPlan], iterations: &[Iteration]) -> Vec<Observ
                 workload,
                 sent_prompt_tokens,
                 measured,
+                capacity,
             });
         }
     }

@@ -28,12 +28,21 @@ pub struct TwinSearch {
     pub error_bound_pct: f64,
     /// Candidates screened at most (drawn at random when the space is larger).
     pub max_candidates: usize,
+    /// Candidates the twin can predict that are screened at most when a plan searches for its
+    /// capacity: each prediction is then a whole capacity search in virtual time (tens of runs).
+    pub max_capacity_candidates: usize,
     pub seed: u64,
 }
 
 impl Default for TwinSearch {
     fn default() -> Self {
-        TwinSearch { warmup: 3, error_bound_pct: 20.0, max_candidates: 20_000, seed: 0x7477 }
+        TwinSearch {
+            warmup: 3,
+            error_bound_pct: 20.0,
+            max_candidates: 20_000,
+            max_capacity_candidates: 300,
+            seed: 0x7477,
+        }
     }
 }
 
@@ -68,9 +77,18 @@ impl<P: Planner> TwinPlanner<P> {
 
     /// Predicted metrics under the session's names: `<plan>.<metric>`, the primary plan's also bare.
     fn predict_all(&self, twin: &Twin, flags: &autodebug_core::LaunchFlags) -> Option<BTreeMap<String, f64>> {
+        // Checked before running anything: a capacity prediction is tens of runs.
+        if !twin.unseen(flags).is_empty() {
+            return None;
+        }
         let mut out = BTreeMap::new();
         for (index, plan) in self.plans.iter().enumerate() {
-            let prediction = twin.predict(flags, &twin.workload(plan)).ok()?;
+            let workload = twin.workload(plan);
+            let prediction = match &plan.capacity {
+                Some(goal) => twin.predict_capacity(flags, &workload, goal),
+                None => twin.predict(flags, &workload),
+            }
+            .ok()?;
             if !prediction.unseen.is_empty() {
                 return None;
             }
@@ -228,6 +246,11 @@ impl<P: Planner> Planner for TwinPlanner<P> {
         };
         let tune = self.space.clone().unwrap_or_else(|| TuneSpace::from_space(input.space, input.current));
         let size = usize::try_from(tune.size()).unwrap_or(usize::MAX);
+        let most_screened = if self.plans.iter().any(|p| p.capacity.is_some()) {
+            self.search.max_capacity_candidates
+        } else {
+            usize::MAX
+        };
         let candidates: Vec<Vec<usize>> = if size <= self.search.max_candidates {
             tune.enumerate().collect()
         } else {
@@ -240,6 +263,9 @@ impl<P: Planner> Planner for TwinPlanner<P> {
         let mut best: Option<(autodebug_core::ServiceSpec, BTreeMap<String, f64>)> = None;
         let mut screened = 0usize;
         for config in &candidates {
+            if screened >= most_screened {
+                break;
+            }
             let Ok(spec) = tune.to_spec(input.space, input.current, config) else { continue };
             if input.history.tried(&spec) {
                 continue;

@@ -94,11 +94,11 @@ pub fn validate(
         // A held-out point is predicted from what the training data says of its plan's workload,
         // not from its own measurement of it.
         for observation in &test {
-            for (metric, measured) in &observation.measured {
+            for (metric, measured) in &with_capacity(observation) {
                 let mut seen: Vec<f64> = train
                     .iter()
                     .filter(|o| o.plan == observation.plan)
-                    .filter_map(|o| o.measured.get(metric).copied())
+                    .filter_map(|o| with_capacity(o).get(metric).copied())
                     .collect();
                 if seen.is_empty() {
                     continue;
@@ -134,6 +134,15 @@ pub fn validate(
     })
 }
 
+/// The measured metrics with the measured capacity, where the plan searched for it.
+fn with_capacity(observation: &Observation) -> BTreeMap<String, f64> {
+    let mut out = observation.measured.clone();
+    if let Some((_, rate)) = &observation.capacity {
+        out.insert(autodebug_core::CAPACITY_METRIC.into(), *rate);
+    }
+    out
+}
+
 fn point(twin: &Twin, observation: Observation, workload: &SimWorkload, fitted_on: usize) -> HoldoutPoint {
     let mut point = HoldoutPoint {
         iteration: observation.iteration,
@@ -164,6 +173,24 @@ fn point(twin: &Twin, observation: Observation, workload: &SimWorkload, fitted_o
             point.infeasible = Some(error.to_string());
             point.ape = observation.measured.keys().map(|metric| (metric.clone(), 100.0)).collect();
         }
+    }
+    if let Some((goal, measured)) = &observation.capacity {
+        let metric = autodebug_core::CAPACITY_METRIC.to_string();
+        point.measured.insert(metric.clone(), *measured);
+        let predicted = point
+            .infeasible
+            .is_none()
+            .then(|| twin.predict_capacity(&observation.flags, workload, goal).ok())
+            .flatten()
+            .and_then(|p| p.metrics.get(&metric).copied());
+        let ape = match predicted {
+            Some(predicted) => {
+                point.predicted.insert(metric.clone(), predicted);
+                ((predicted - measured) / measured).abs() * 100.0
+            }
+            None => 100.0,
+        };
+        point.ape.insert(metric, ape);
     }
     point
 }
