@@ -461,13 +461,18 @@ fn argument_flag(text: &str) -> Option<String> {
     long.filter(|n| n.len() > 1).map(str::to_string)
 }
 
-/// The field a model-level pydantic check names first, as a flag: `Value error, max_num_batched_tokens
-/// (512) is smaller than max_model_len (1024)` → `--max-num-batched-tokens`.
+/// The first field a model-level pydantic check quotes with its value, as a flag: `Value error,
+/// max_num_batched_tokens (512) is smaller than max_model_len (1024)` → `--max-num-batched-tokens`;
+/// `Value error, User-specified max_model_len (4096) is greater than ...` → `--max-model-len`.
 fn value_error_field(line: &str) -> Option<String> {
-    let rest = line.trim().strip_prefix("Value error,")?.trim_start();
-    let field: String =
-        rest.chars().take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_').collect();
-    (field.contains('_') && rest[field.len()..].starts_with(" (")).then(|| format!("--{}", field.replace('_', "-")))
+    let rest = line.trim().strip_prefix("Value error,")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    words.windows(2).find_map(|pair| {
+        let (field, value) = (pair[0], pair[1]);
+        let snake =
+            field.contains('_') && field.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+        (snake && value.starts_with('(')).then(|| format!("--{}", field.replace('_', "-")))
+    })
 }
 
 /// A config field in backquotes (`` `max_model_len` ``), as a flag.
