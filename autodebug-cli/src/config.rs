@@ -365,10 +365,13 @@ pub struct CapacitySearchConfig {
     /// held it (default 0.05).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tolerance: Option<f64>,
-    /// Trials of each rate near the boundary and of the rate reported, all of which must hold
-    /// (default 2).
+    /// Most trials pooled at one rate before its verdict is taken from the point estimate
+    /// (default 3): a rate holds or breaks once a binomial test on its pooled requests decides.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub boundary_trials: Option<u32>,
+    /// Confidence of a decided verdict (default 0.95), between 0.5 and 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confidence: Option<f64>,
     /// Most steps per search (default 40).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_steps: Option<u32>,
@@ -876,6 +879,9 @@ impl RunConfig {
         if let Some(steps) = search.max_steps {
             goal.max_steps = steps;
         }
+        if let Some(confidence) = search.confidence {
+            goal.confidence = confidence;
+        }
         // The same checks the benchmarker makes before the first step, made before any deploy.
         autodebug_bench::CapacitySearch::for_goal(self.bench_plans().swap_remove(index), &goal)
             .validate()
@@ -1275,6 +1281,11 @@ mod tests {
                 format!("{{maximize: capacity, {slo}, capacity_search: {{max_steps: 0}}}}"),
                 "objective.capacity_search",
                 "max_steps",
+            ),
+            (
+                format!("{{maximize: capacity, {slo}, capacity_search: {{confidence: 1.5}}}}"),
+                "objective.capacity_search",
+                "confidence",
             ),
             (
                 format!("{{maximize: capacity, {slo}, capacity_search: {{steps: 3}}}}"),
