@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Instant;
 
 use autodebug_core::store::SessionRecord;
-use autodebug_core::{BenchPlan, Error, History, LaunchFlags, Platform, Result, format_number};
+use autodebug_core::{BenchPlan, CAPACITY_METRIC, Error, History, LaunchFlags, Platform, Result, format_number};
 use autodebug_report::export::text_table;
 use autodebug_sim::twin::{self, FitOptions, FitProvenance, Holdout, Observation, PREDICTED_METRICS, Twin};
 use serde_json::json;
@@ -172,15 +172,16 @@ fn validate(store: &StoreArgs, holdout: Option<usize>, as_json: bool) -> Result<
         print_json(&value);
         return Ok(ExitCode::SUCCESS);
     }
+    let metrics = shown_metrics(validation.points.iter().any(|p| p.measured.contains_key(CAPACITY_METRIC)));
     let mut header = vec!["iter".to_string(), "plan".to_string()];
-    header.extend(PREDICTED_METRICS.iter().map(|m| format!("{m} pred/meas")));
+    header.extend(metrics.iter().map(|m| format!("{m} pred/meas")));
     header.push("config".into());
     let rows: Vec<Vec<String>> = validation
         .points
         .iter()
         .map(|point| {
             let mut row = vec![point.iteration.to_string(), point.plan.clone()];
-            row.extend(PREDICTED_METRICS.iter().map(|metric| {
+            row.extend(metrics.iter().map(|metric| {
                 match (point.predicted.get(*metric), point.measured.get(*metric), point.ape.get(*metric)) {
                     (Some(p), Some(m), Some(ape)) => format!("{}/{} ({ape:.0}%)", format_number(*p), format_number(*m)),
                     _ => "-".into(),
@@ -231,12 +232,17 @@ fn predict(path: PathBuf, config: PathBuf, flags: &str, as_json: bool) -> Result
     let flags = LaunchFlags::parse_args(&words).map_err(|e| Error::config("--flags", e))?;
     let mut out = serde_json::Map::new();
     let mut rows = Vec::new();
-    for plan in run_config.bench_plans() {
-        let prediction = twin.predict(&flags, &twin.workload(&plan)).map_err(twin_error)?;
+    let plans = run_config.loop_bench_plans()?;
+    let metrics = shown_metrics(plans.iter().any(|p| p.capacity.is_some()));
+    for plan in plans {
+        let workload = twin.workload(&plan);
+        let prediction = match &plan.capacity {
+            Some(goal) => twin.predict_capacity(&flags, &workload, goal),
+            None => twin.predict(&flags, &workload),
+        }
+        .map_err(twin_error)?;
         let mut row = vec![plan.name.clone()];
-        row.extend(
-            PREDICTED_METRICS.iter().map(|m| prediction.metrics.get(*m).map_or("-".into(), |v| format_number(*v))),
-        );
+        row.extend(metrics.iter().map(|m| prediction.metrics.get(*m).map_or("-".into(), |v| format_number(*v))));
         row.push(prediction.unseen.join(", "));
         rows.push(row);
         out.insert(plan.name.clone(), json!({ "metrics": prediction.metrics, "unseen": prediction.unseen }));
@@ -246,8 +252,17 @@ fn predict(path: PathBuf, config: PathBuf, flags: &str, as_json: bool) -> Result
         return Ok(ExitCode::SUCCESS);
     }
     let mut header = vec!["plan".to_string()];
-    header.extend(PREDICTED_METRICS.iter().map(|m| m.to_string()));
+    header.extend(metrics.iter().map(|m| m.to_string()));
     header.push("unseen (guessed x1)".into());
     print!("{}", text_table(&header, &rows));
     Ok(ExitCode::SUCCESS)
+}
+
+/// The metrics a table shows: the twin's, and `capacity` where a plan searched for it.
+fn shown_metrics(with_capacity: bool) -> Vec<&'static str> {
+    let mut metrics = PREDICTED_METRICS.to_vec();
+    if with_capacity {
+        metrics.push(CAPACITY_METRIC);
+    }
+    metrics
 }
