@@ -13,11 +13,10 @@ use std::time::Duration;
 use autodebug_core::beside::BenchBeside;
 use autodebug_core::session::{Session, SessionConfig, SessionOutcome};
 use autodebug_core::store::Store;
-use autodebug_core::testing::Unchanged;
+use autodebug_core::testing::{NoLocalBenchmark, Unchanged, WindowRecorder};
 use autodebug_core::{
-    Analysis, Analyzer, BenchPlan, BenchReport, Benchmarker, Endpoint, EngineKind, Error, Evidence, Finding, Iteration,
-    IterationStatus, Load, Objective, Result, ServiceSpec, Target, TelemetrySnapshot, TelemetrySource, TimeWindow,
-    Workload, async_trait,
+    Analysis, Analyzer, BenchPlan, EngineKind, Evidence, Finding, Iteration, IterationStatus, Load, Objective, Result,
+    ServiceSpec, TimeWindow, Workload, async_trait,
 };
 use autodebug_deploy::LocalDeployer;
 
@@ -158,39 +157,11 @@ bench_beside:
     }
 }
 
-/// The local benchmarker must not run when the benchmarks run beside the service.
-struct NotHere;
-
-#[async_trait]
-impl Benchmarker for NotHere {
-    fn name(&self) -> &str {
-        "not-here"
-    }
-
-    async fn run(&self, _endpoint: &Endpoint, _plan: &BenchPlan) -> Result<BenchReport> {
-        Err(Error::Bench("the local benchmarker ran although the benchmarks run beside the service".into()))
-    }
-}
-
 /// What telemetry and the analysis were given, per iteration.
 #[derive(Default)]
 struct Seen {
     fetched: Vec<TimeWindow>,
     reports: Vec<Vec<(String, TimeWindow, usize)>>,
-}
-
-struct Windows(Arc<Mutex<Seen>>);
-
-#[async_trait]
-impl TelemetrySource for Windows {
-    fn name(&self) -> &str {
-        "windows"
-    }
-
-    async fn fetch(&self, _target: &Target<'_>, window: TimeWindow) -> Result<TelemetrySnapshot> {
-        self.0.lock().unwrap().fetched.push(window);
-        Ok(TelemetrySnapshot::new("windows", Some(window)))
-    }
 }
 
 struct Reports(Arc<Mutex<Seen>>);
@@ -223,10 +194,11 @@ async fn session_beside(dir: &Path, program: PathBuf, iterations: u32) -> (Sessi
         sessions_dir: dir.join("sessions"),
         confirm_trials: 0,
     };
+    let telemetry = WindowRecorder::default();
     let session = Session::builder()
         .deployer(LocalDeployer::simulator(BIN.into()))
-        .benchmarker(NotHere)
-        .telemetry(Windows(seen.clone()))
+        .benchmarker(NoLocalBenchmark)
+        .telemetry(telemetry.clone())
         .analyzer(Reports(seen.clone()))
         .planner(Unchanged)
         .bench_beside(BenchBeside::new(program))
@@ -234,7 +206,8 @@ async fn session_beside(dir: &Path, program: PathBuf, iterations: u32) -> (Sessi
         .unwrap();
     let spec = ServiceSpec::new("beside-sim", EngineKind::Sglang, "Qwen/Qwen1.5-0.5B-Chat").with_gpu("H100:1");
     let outcome = session.run(spec).await.unwrap();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.fetched = telemetry.fetched();
     (outcome, seen)
 }
 

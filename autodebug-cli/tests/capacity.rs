@@ -7,53 +7,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 
 use autodebug_core::store::Store;
-use axum::Json;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 
 /// The planner's one proposal: lift the cap on requests run together.
 const BATCH_MORE: &str = r#"{"rationale": "scripted: one request at a time caps capacity", "changes": [{"knob": "--max-running-requests", "value": 64, "reason": "scripted: batch requests together", "cites": ["S1"]}]}"#;
-
-/// A scripted `/v1/chat/completions` on 127.0.0.1 with a port chosen at run time: each call gets
-/// the next reply, then 500s (the `llm` planner's fallback plans). Lives as long as the runtime.
-fn chat_server(replies: &[&str]) -> (tokio::runtime::Runtime, String) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let script = Arc::new(Mutex::new(replies.iter().map(|r| r.to_string()).collect::<Vec<_>>()));
-    let app = axum::Router::new()
-        .route(
-            "/v1/chat/completions",
-            post(|State(script): State<Arc<Mutex<Vec<String>>>>, Json(_body): Json<Value>| async move {
-                let reply = {
-                    let mut replies = script.lock().unwrap();
-                    if replies.is_empty() { None } else { Some(replies.remove(0)) }
-                };
-                let response: Response = match reply {
-                    Some(text) => Json(json!({
-                        "choices": [{"message": {"role": "assistant", "content": text}}],
-                        "usage": {"prompt_tokens": 1000, "completion_tokens": 60},
-                    }))
-                    .into_response(),
-                    None => (StatusCode::INTERNAL_SERVER_ERROR, "the script has no more replies").into_response(),
-                };
-                response
-            }),
-        )
-        .with_state(script);
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (runtime, format!("http://{addr}"))
-}
 
 /// Two iterations of a capacity session on the simulated SGLang engine. The search is kept
 /// short (2 s steps, a wide 30% tolerance, one trial per rate, at most 6 steps) and capped at
@@ -106,7 +69,7 @@ telemetry: [prometheus, logs]
 #[test]
 fn the_loop_ranks_configurations_by_capacity_under_the_slo() {
     let dir = tempfile::tempdir().unwrap();
-    let (_runtime, llm_url) = chat_server(&[BATCH_MORE]);
+    let (_runtime, llm_url, _) = support::chat_server(&[BATCH_MORE]);
     let config = write_config(dir.path(), &llm_url);
     let output = Command::new(BIN)
         .current_dir(dir.path())

@@ -5,16 +5,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::{Arc, Mutex};
 
 use autodebug_core::History;
 use autodebug_core::store::Store;
-use axum::Json;
-use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::post;
-use serde_json::{Value, json};
+use serde_json::Value;
+
+mod support;
 
 const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 
@@ -29,45 +25,6 @@ const GOOD_PLAN: &str = r#"```json
 /// Plan 2: a flag outside the catalog, which must be rejected.
 const BAD_PLAN: &str =
     r#"{"changes": [{"knob": "--rm-rf", "value": "/", "reason": "scripted: not a knob", "cites": ["S1"]}]}"#;
-
-#[derive(Default)]
-struct Script {
-    replies: Vec<String>,
-    authorizations: Vec<Option<String>>,
-}
-
-type Shared = Arc<Mutex<Script>>;
-
-async fn chat(State(script): State<Shared>, headers: HeaderMap, Json(_body): Json<Value>) -> Response {
-    let reply = {
-        let mut s = script.lock().unwrap();
-        s.authorizations.push(headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string));
-        if s.replies.is_empty() { None } else { Some(s.replies.remove(0)) }
-    };
-    match reply {
-        Some(text) => Json(json!({
-            "choices": [{"message": {"role": "assistant", "content": text}}],
-            "usage": {"prompt_tokens": 1000, "completion_tokens": 60},
-        }))
-        .into_response(),
-        None => (StatusCode::INTERNAL_SERVER_ERROR, "the script has no more replies").into_response(),
-    }
-}
-
-/// A scripted `/v1/chat/completions` on 127.0.0.1 with a port chosen at run time; it lives as
-/// long as the returned runtime.
-fn chat_server(replies: &[&str]) -> (tokio::runtime::Runtime, String, Shared) {
-    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let script: Shared =
-        Arc::new(Mutex::new(Script { replies: replies.iter().map(|r| r.to_string()).collect(), ..Script::default() }));
-    let app = axum::Router::new().route("/v1/chat/completions", post(chat)).with_state(script.clone());
-    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
-    let addr = listener.local_addr().unwrap();
-    runtime.spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    (runtime, format!("http://{addr}"), script)
-}
 
 /// A small session on the simulator; `extra` is appended (planner, llm, rules sections).
 fn write_config(dir: &Path, iterations: u32, extra: &str) -> PathBuf {
@@ -125,24 +82,9 @@ fn history(sessions: &Path) -> History {
     store.history(session.id).unwrap()
 }
 
-/// Every file under `dir`, recursively (bounded: the trail is flat plus at most a few levels).
-fn files_under(dir: &Path, depth: usize, out: &mut Vec<PathBuf>) {
-    if depth > 8 {
-        return;
-    }
-    for entry in std::fs::read_dir(dir).unwrap().filter_map(|e| e.ok()) {
-        let path = entry.path();
-        if path.is_dir() { files_under(&path, depth + 1, out) } else { out.push(path) }
-    }
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
 #[test]
 fn llm_plan_is_applied_a_bad_plan_is_rejected_for_the_fallback_and_the_key_never_leaks() {
-    let (_runtime, base_url, script) = chat_server(&[GOOD_PLAN, BAD_PLAN]);
+    let (_runtime, base_url, script) = support::chat_server(&[GOOD_PLAN, BAD_PLAN]);
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(
         dir.path(),
@@ -194,14 +136,12 @@ fn llm_plan_is_applied_a_bad_plan_is_rejected_for_the_fallback_and_the_key_never
     for auth in &authorizations {
         assert_eq!(auth.as_deref(), Some(format!("Bearer {FAKE_KEY}").as_str()));
     }
-    assert!(!contains(&output.stdout, FAKE_KEY.as_bytes()), "the key is on stdout");
-    assert!(!contains(&output.stderr, FAKE_KEY.as_bytes()), "the key is on stderr");
-    let mut files = Vec::new();
-    files_under(&sessions, 0, &mut files);
+    support::assert_no_canaries("stdout", &output.stdout, &[FAKE_KEY]);
+    support::assert_no_canaries("stderr", &output.stderr, &[FAKE_KEY]);
+    let files = support::files_under(&sessions);
     assert!(files.len() >= 7, "trail and store written: {files:?}");
     for file in files {
-        let bytes = std::fs::read(&file).unwrap();
-        assert!(!contains(&bytes, FAKE_KEY.as_bytes()), "the key is in {}", file.display());
+        support::assert_no_canaries(&file.display().to_string(), &std::fs::read(&file).unwrap(), &[FAKE_KEY]);
     }
 }
 
@@ -297,7 +237,7 @@ fn the_example_config_runs_against_a_local_keyless_server() {
     let example =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/llm-planner.yaml")).unwrap();
     assert!(example.contains("base_url: http://127.0.0.1:8080"), "the example points at a local server");
-    let (_runtime, base_url, script) = chat_server(&[GOOD_PLAN]);
+    let (_runtime, base_url, script) = support::chat_server(&[GOOD_PLAN]);
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("llm-planner.yaml");
     let text = example

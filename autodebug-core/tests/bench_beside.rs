@@ -15,6 +15,7 @@ use std::time::Duration;
 use autodebug_core::beside::{BenchBeside, BenchRunner, BesideBenchOutput, BesideCommand, BesideOutput, TOKEN_ENV};
 use autodebug_core::session::{Session, SessionConfig};
 use autodebug_core::store::Store;
+use autodebug_core::testing::{NoLocalBenchmark, Unchanged, WindowRecorder};
 use autodebug_core::*;
 
 const CANARY: &str = "canary-beside-session-4b7f";
@@ -31,7 +32,7 @@ enum Beside {
 /// A command's arguments and environment, as the stand-in got them.
 type SeenCommand = (Vec<String>, Vec<(String, String)>);
 
-/// What the stand-in saw and gave.
+/// What the stand-in saw and gave, and the windows telemetry was fetched for.
 #[derive(Default)]
 struct Seen {
     commands: Vec<SeenCommand>,
@@ -141,35 +142,6 @@ impl Deployer for StandIn {
     }
 }
 
-/// The local benchmarker must not run when the benchmarks run beside the service.
-struct NotHere;
-
-#[async_trait]
-impl Benchmarker for NotHere {
-    fn name(&self) -> &str {
-        "not-here"
-    }
-
-    async fn run(&self, _endpoint: &Endpoint, _plan: &BenchPlan) -> Result<BenchReport> {
-        Err(Error::Bench("the local benchmarker ran although the benchmarks run beside the service".into()))
-    }
-}
-
-/// Records the windows it is asked for.
-struct Windows(Arc<Mutex<Seen>>);
-
-#[async_trait]
-impl TelemetrySource for Windows {
-    fn name(&self) -> &str {
-        "windows"
-    }
-
-    async fn fetch(&self, _target: &Target<'_>, window: TimeWindow) -> Result<TelemetrySnapshot> {
-        self.0.lock().unwrap().fetched.push(window);
-        Ok(TelemetrySnapshot::new("windows", Some(window)))
-    }
-}
-
 fn run_session(dir: &std::path::Path, script: Option<Vec<Beside>>, iterations: u32) -> (session::SessionOutcome, Seen) {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let deployer = StandIn { script: script.map(|s| Mutex::new(s.into())), seen: seen.clone() };
@@ -186,18 +158,20 @@ fn run_session(dir: &std::path::Path, script: Option<Vec<Beside>>, iterations: u
         sessions_dir: dir.to_path_buf(),
         confirm_trials: 0,
     };
+    let telemetry = WindowRecorder::default();
     let session = Session::builder()
         .deployer(deployer)
-        .benchmarker(NotHere)
-        .telemetry(Windows(seen.clone()))
-        .planner(autodebug_core::testing::Unchanged)
+        .benchmarker(NoLocalBenchmark)
+        .telemetry(telemetry.clone())
+        .planner(Unchanged)
         .bench_beside(BenchBeside::new("/shared/bin/autodebug"))
         .build(config)
         .unwrap();
     let baseline = ServiceSpec::new("svc", EngineKind::Sglang, "m").with_flag("--api-key", Some(CANARY));
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let outcome = runtime.block_on(session.run(baseline)).unwrap();
-    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut seen = std::mem::take(&mut *seen.lock().unwrap());
+    seen.fetched = telemetry.fetched();
     (outcome, seen)
 }
 

@@ -1,12 +1,20 @@
-//! What several CLI test files share: one store filled by a real `autodebug demo` run, and where
-//! the setup scripts cache the real engines.
+//! What several CLI test files share: one store filled by a real `autodebug demo` run, where the
+//! setup scripts cache the real engines, and a scripted OpenAI-compatible chat server for the
+//! `llm` planner.
 
 // Each test binary uses only part of this module.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use serde_json::{Value, json};
 
 /// The store of a 3-iteration demo (simulator over loopback, ~15 s), run once per test binary.
 pub fn demo_db() -> &'static Path {
@@ -66,4 +74,52 @@ pub fn assert_real_llamacpp_evidence(first: &autodebug_core::Iteration) {
         first.analysis.cited.iter().any(|s| s.kind == SignalKind::LogLine),
         "no log line cited: {cited:?}; {findings:?}"
     );
+}
+
+/// What the scripted chat server still has to say, and what it was asked.
+#[derive(Default)]
+pub struct ChatScript {
+    /// The replies not yet given, in order.
+    pub replies: Vec<String>,
+    /// Each request's `Authorization` header, in order (`None`: the request had none).
+    pub authorizations: Vec<Option<String>>,
+}
+
+/// A scripted OpenAI-compatible `/v1/chat/completions` on 127.0.0.1 with a port chosen at run
+/// time: each call gets the next of `replies`, then 500s (so the `llm` planner falls back). It
+/// lives as long as the returned runtime; the script shows what it was asked.
+pub fn chat_server(replies: &[&str]) -> (tokio::runtime::Runtime, String, Arc<Mutex<ChatScript>>) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let script = Arc::new(Mutex::new(ChatScript {
+        replies: replies.iter().map(|r| r.to_string()).collect(),
+        ..ChatScript::default()
+    }));
+    let app = axum::Router::new().route("/v1/chat/completions", post(scripted_reply)).with_state(script.clone());
+    let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    runtime.spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (runtime, format!("http://{addr}"), script)
+}
+
+async fn scripted_reply(
+    State(script): State<Arc<Mutex<ChatScript>>>,
+    headers: HeaderMap,
+    Json(_body): Json<Value>,
+) -> Response {
+    let reply = {
+        let mut script = script.lock().unwrap();
+        let authorization = headers.get("authorization").and_then(|v| v.to_str().ok()).map(str::to_string);
+        script.authorizations.push(authorization);
+        if script.replies.is_empty() { None } else { Some(script.replies.remove(0)) }
+    };
+    match reply {
+        Some(text) => Json(json!({
+            "choices": [{"message": {"role": "assistant", "content": text}}],
+            "usage": {"prompt_tokens": 1000, "completion_tokens": 60},
+        }))
+        .into_response(),
+        None => (StatusCode::INTERNAL_SERVER_ERROR, "the script has no more replies").into_response(),
+    }
 }

@@ -38,7 +38,10 @@ mod telemetry;
 mod tests;
 
 use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use crate::TimeWindow;
 
 pub use benchmarker::{BenchmarkerConformance, benchmarker_conformance, benchmarker_conformance_with};
 pub use deployer::{DeployerConformance, deployer_conformance, deployer_conformance_with};
@@ -62,6 +65,48 @@ impl crate::Planner for Unchanged {
             exhausted: false,
             notes: vec![],
         })
+    }
+}
+
+/// A telemetry source that records the window of every fetch and answers each with an empty
+/// snapshot: for tests of which window the loop reads telemetry for. Clones share one record,
+/// so a test keeps a clone to read it after giving the source to a session.
+#[derive(Clone, Default)]
+pub struct WindowRecorder {
+    fetched: Arc<Mutex<Vec<TimeWindow>>>,
+}
+
+impl WindowRecorder {
+    /// The windows fetched so far, in the order they were asked for.
+    pub fn fetched(&self) -> Vec<TimeWindow> {
+        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl crate::TelemetrySource for WindowRecorder {
+    fn name(&self) -> &str {
+        "window-recorder"
+    }
+
+    async fn fetch(&self, _target: &crate::Target<'_>, window: TimeWindow) -> crate::Result<crate::TelemetrySnapshot> {
+        self.fetched.lock().unwrap_or_else(|e| e.into_inner()).push(window);
+        Ok(crate::TelemetrySnapshot::new(self.name(), Some(window)))
+    }
+}
+
+/// A benchmarker whose every run fails: for sessions whose benchmarks must not run locally (they
+/// run beside the service), so that a local run shows as a failed benchmark naming the mistake.
+pub struct NoLocalBenchmark;
+
+#[async_trait::async_trait]
+impl crate::Benchmarker for NoLocalBenchmark {
+    fn name(&self) -> &str {
+        "no-local-benchmark"
+    }
+
+    async fn run(&self, _endpoint: &crate::Endpoint, _plan: &crate::BenchPlan) -> crate::Result<crate::BenchReport> {
+        Err(crate::Error::Bench("the local benchmarker ran although the benchmarks run beside the service".into()))
     }
 }
 

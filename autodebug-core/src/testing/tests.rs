@@ -240,3 +240,17 @@ fn the_refused_url_is_loopback_and_nobody_listens() {
     assert!(address.starts_with("127.0.0.1:"), "{url}");
     assert!(std::net::TcpStream::connect(address).is_err(), "something listens on {url}");
 }
+
+#[tokio::test]
+async fn a_window_recorder_answers_each_window_and_its_clones_share_the_record() {
+    let recorder = WindowRecorder::default();
+    let (deployment, endpoint) = (deployment(), Endpoint::new(SERVING, "m"));
+    let target = Target { deployment: &deployment, endpoint: &endpoint, logs: &[] };
+    let windows = [TimeWindow::new(10, 20), TimeWindow::new(30, 40)];
+    for window in windows {
+        let snapshot = recorder.clone().fetch(&target, window).await.unwrap();
+        assert_eq!((snapshot.source.as_str(), snapshot.window), (recorder.name(), Some(window)));
+        assert!(snapshot.signals.is_empty());
+    }
+    assert_eq!(recorder.fetched(), windows);
+}
