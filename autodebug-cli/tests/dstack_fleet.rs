@@ -207,6 +207,8 @@ fn autodebug(config: &Path, iterations: u32, session: &str) -> Command {
     for key in ["DSTACK_SERVER_URL", "DSTACK_TOKEN", "DSTACK_PROJECT"] {
         cmd.env(key, fleet_value(key));
     }
+    // How the deployer waited for dstack to pull each window's output, for a failure to show.
+    cmd.env("RUST_LOG", "info,autodebug_deploy::dstack=debug");
     cmd
 }
 
@@ -254,6 +256,8 @@ async fn the_original_loop_deploys_benchmarks_reads_and_redeploys_through_dstack
     let out = autodebug(&path, 2, "loop").output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    // Shown only when an assertion below fails.
+    eprintln!("autodebug's stderr:\n{stderr}");
     assert!(
         stderr.contains("ready at http://127.0.0.1:") && stderr.contains("/proxy/services/main/adbg-loop"),
         "not benchmarked through dstack's proxy:\n{stderr}"
