@@ -15,6 +15,10 @@ use super::connection::Connection;
 #[derive(Debug, Clone, Deserialize)]
 pub struct Run {
     pub status: String,
+    /// When the server's run pipeline last processed the run. That pipeline also stamps each job
+    /// of the run it processed with the same time, without pulling the job's output.
+    #[serde(default)]
+    pub last_processed_at: Option<String>,
     #[serde(default)]
     pub status_message: String,
     #[serde(default)]

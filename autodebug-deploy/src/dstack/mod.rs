@@ -89,9 +89,10 @@ const MAX_LOG_PAGES: usize = 50;
 /// How long `deploy` waits for a fleet's busy instance to be offered before applying anyway.
 const OFFER_WAIT: Duration = Duration::from_secs(60);
 /// How long `logs` waits by default for the server to pull a running job's latest output: it
-/// needs two passes of the server over the job (one every 10 s or more), and a pass that cannot
-/// reach the runner pulls nothing, so this allows for a failed pass or two on a loaded machine.
-const LOG_CATCH_UP: Duration = Duration::from_secs(60);
+/// needs two passes of the job pipeline over the job (about one every 12-14 s on an idle server,
+/// measured on dstack 0.22.5 here), and a pass that cannot reach the runner pulls nothing, so
+/// this allows for a failed pass or two on a loaded machine.
+const LOG_CATCH_UP: Duration = Duration::from_secs(90);
 /// Said after dstack's `no capacity`: with parallel rounds the cause is usually the fleet's size.
 const NO_CAPACITY_HINT: &str = ". No instance of the project's fleets was free: a run takes a whole instance unless the fleet splits it into `blocks`, so `parallel: K` needs K instances or `blocks: K` (an SSH fleet: `blocks` at the top of its configuration or per host) and nothing else running on them";
 /// The dstack CLI `run_beside` uses unless told otherwise: the one on `PATH`.
@@ -202,7 +203,7 @@ impl DstackDeployerBuilder {
     }
 
     /// How long `logs` waits for the server to pull a running job's latest output from its runner
-    /// before it fails saying so (default 60 s).
+    /// before it fails saying so (default 90 s).
     pub fn log_catch_up(mut self, bound: Duration) -> Self {
         self.log_catch_up = bound;
         self
@@ -566,14 +567,23 @@ impl DstackDeployer {
     /// pipeline passes over the job, so without the wait the last seconds of a benchmark window
     /// (or, when the server stalls, all of it) would be missing from its logs.
     ///
+    /// A job's `last_processed_at` moves for two kinds of pass, and only one of them pulls. The
+    /// job pipeline's pass pulls the runner's output and commits its own time. The run
+    /// pipeline's pass, every 10 s or so, stamps each job it locked with the time it commits to
+    /// the run, and pulls nothing (`_build_active_job_update_rows`, dstack
+    /// `_internal/server/background/pipeline_tasks/runs/__init__.py`). So a new job time equal to
+    /// the run's `last_processed_at` (in the same answer, or any run time seen during the call)
+    /// is the run pipeline's and does not count; counting it let a log be read before the
+    /// window's lines were pulled.
+    ///
     /// `last_processed_at` is when a pass COMMITTED, not when it pulled: a pass may pull, wait
     /// many seconds (a loaded machine, the database held by another task) and commit after this
-    /// call with output from before it. Passes over one job are serialized (the job's lock is
-    /// released by the commit, and the next pass is fetched 10 s or more after it), so the
-    /// second pass seen to commit during this call pulled after the first one committed: 10 s or
-    /// more after this call, so after the runner flushed what the engine printed before it (the
-    /// runner hands output on after 0.5 s without output, at the latest every 3 s:
-    /// `AnsiStripFlushInterval`/`AnsiStripMaxDelay`, dstack `runner/internal/runner/executor/
+    /// call with output from before it. The job pipeline's passes over one job are serialized
+    /// (the job's lock is released by the commit, and the next pass is fetched 5 s or more
+    /// after it), so the second of them seen to commit during this call pulled after the first
+    /// one committed, so after this call and after the runner flushed what the engine printed
+    /// before it (the runner hands output on after 0.5 s without output, at the latest every
+    /// 3 s: `AnsiStripFlushInterval`/`AnsiStripMaxDelay`, dstack `runner/internal/runner/executor/
     /// executor.go`). No clock is compared.
     ///
     /// That pass counts only if it reached the runner: a pass that cannot (its SSH tunnel's 3 s
@@ -587,16 +597,28 @@ impl DstackDeployer {
         let started = Instant::now();
         let deadline = started + self.log_catch_up;
         let mut reported = String::new();
-        // The pass the previous read showed (`None` before the first read), and how many passes
-        // committed after the first read.
+        // The job time the previous read showed (`None` before the first read), the run
+        // pipeline's times seen, and how many job-pipeline passes committed after the first read.
         let mut last_pass: Option<Option<String>> = None;
+        let mut run_passes: Vec<i128> = Vec::new();
         let mut later_passes = 0u32;
         loop {
             let run = client.get_run(run_name).await?;
             let Some(submission) = latest_job_submission(&run) else { return Ok(None) };
             let processed = submission.last_processed_at.clone();
+            if let Some(run_pass) = run.last_processed_at.as_deref().and_then(parse_time_ns)
+                && !run_passes.contains(&run_pass)
+            {
+                run_passes.push(run_pass);
+            }
             if last_pass.as_ref().is_some_and(|previous| *previous != processed) {
-                later_passes += 1;
+                let by_run_pipeline =
+                    processed.as_deref().and_then(parse_time_ns).is_some_and(|t| run_passes.contains(&t));
+                if by_run_pipeline {
+                    tracing::trace!(run = %run_name, last_processed_at = ?processed, "a pass of the run pipeline, which pulls nothing");
+                } else {
+                    later_passes += 1;
+                }
             }
             last_pass = Some(processed.clone());
             // A job that is not running has no new output to wait for; an older server without
@@ -606,7 +628,7 @@ impl DstackDeployer {
             }
             let waiting_for = if later_passes < 2 {
                 format!(
-                    "{later_passes} of the 2 passes needed have committed; the last at {}",
+                    "{later_passes} of the 2 passes of the job pipeline needed have committed; the job's last at {}",
                     processed.as_deref().unwrap_or("?")
                 )
             } else {
@@ -1043,7 +1065,9 @@ mod tests {
     /// reached the runner. The job printed a line at the start; a pass that reached the runner
     /// 1 s or more after the start (the runner's flush) pulled it. `events: false` answers the
     /// events API with 404, as a server without it does; `skew_s` sets the server's clock off.
-    async fn fake_dstack(passes: Vec<(f64, bool)>, events: bool, skew_s: f64) -> String {
+    /// `run_passes`: when the run pipeline passed over the run, stamping the job with the same
+    /// time and pulling nothing.
+    async fn fake_dstack(passes: Vec<(f64, bool)>, run_passes: Vec<f64>, events: bool, skew_s: f64) -> String {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
@@ -1053,13 +1077,14 @@ mod tests {
         let answer = move |path: &str| -> (u16, serde_json::Value) {
             let now = started.elapsed().as_secs_f64();
             let done: Vec<(f64, bool)> = passes.iter().copied().filter(|(t, _)| *t <= now).collect();
-            let processed = done.last().map_or(-5.0, |(t, _)| *t);
+            let run_processed = run_passes.iter().copied().filter(|t| *t <= now).fold(-7.0, f64::max);
+            let processed = done.last().map_or(-5.0, |(t, _)| *t).max(run_processed);
             if path.ends_with("/runs/get") {
                 let submission =
                     serde_json::json!({"id": "job-1", "status": "running", "last_processed_at": at(processed)});
                 return (
                     200,
-                    serde_json::json!({"status": "running", "jobs": [{"job_spec": {}, "job_submissions": [submission]}]}),
+                    serde_json::json!({"status": "running", "last_processed_at": at(run_processed), "jobs": [{"job_spec": {}, "job_submissions": [submission]}]}),
                 );
             }
             if path == "/api/events/list" {
@@ -1158,7 +1183,7 @@ mod tests {
     async fn logs_wait_past_a_pass_that_could_not_reach_the_runner() {
         // The first pass after the call comes before the runner's flush; the next one fails to
         // reach the runner (it still advances `last_processed_at`); the third one pulls.
-        let url = fake_dstack(vec![(0.5, true), (3.6, false), (4.4, true)], true, 0.0).await;
+        let url = fake_dstack(vec![(0.5, true), (3.6, false), (4.4, true)], vec![], true, 0.0).await;
         let started = Instant::now();
         let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
         let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
@@ -1168,7 +1193,7 @@ mod tests {
 
     #[tokio::test]
     async fn logs_fail_naming_the_unreachable_runner_when_no_pass_pulls_in_time() {
-        let url = fake_dstack(vec![(0.5, true), (1.5, false)], true, 0.0).await;
+        let url = fake_dstack(vec![(0.5, true), (1.5, false)], vec![], true, 0.0).await;
         let started = Instant::now();
         let err = fake_deployer(&url, Duration::from_secs(3)).logs(&fake_deployment(), None).await.unwrap_err();
         let text = err.to_string();
@@ -1178,8 +1203,24 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn passes_of_the_run_pipeline_pull_nothing_and_do_not_count() {
+        // The job pipeline's first pass comes before the runner's flush; two passes of the run
+        // pipeline then stamp the job without pulling; only the job pipeline's next pass has the line.
+        let url = fake_dstack(vec![(0.5, true), (4.0, true)], vec![1.5, 2.5], true, 0.0).await;
+        let started = Instant::now();
+        let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(texts, ["listening", "print_timing: late line"]);
+        assert!(
+            started.elapsed() >= Duration::from_secs(4),
+            "read before the job pipeline pulled: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
     async fn without_an_events_api_the_second_pass_counts() {
-        let url = fake_dstack(vec![(0.5, true), (1.5, true)], false, 0.0).await;
+        let url = fake_dstack(vec![(0.5, true), (1.5, true)], vec![], false, 0.0).await;
         let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
         assert_eq!(lines.len(), 2, "{lines:?}");
     }
@@ -1189,7 +1230,7 @@ mod tests {
         // The first pass commits after the call, by any clock (here the server's runs 100 s
         // ahead), with what it pulled before the runner flushed the line: the second one has it.
         for skew_s in [0.0, 100.0, -100.0] {
-            let url = fake_dstack(vec![(0.5, true), (1.5, true)], true, skew_s).await;
+            let url = fake_dstack(vec![(0.5, true), (1.5, true)], vec![], true, skew_s).await;
             let started = Instant::now();
             let lines = fake_deployer(&url, Duration::from_secs(20)).logs(&fake_deployment(), None).await.unwrap();
             assert_eq!(lines.len(), 2, "skew {skew_s} s: {lines:?}");
