@@ -1356,11 +1356,18 @@ mod tests {
     }
 
     #[test]
-    fn the_capacity_example_searches_its_chat_plan() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/capacity-sim.yaml");
-        let config = RunConfig::load(&path).unwrap();
-        let goal = config.loop_bench_plans().unwrap()[0].capacity.clone().expect("a capacity goal");
-        assert_eq!((goal.ttft_p99_ms, goal.tpot_p99_ms, goal.max_error_rate), (500.0, Some(30.0), 0.01));
+    fn the_capacity_examples_search_their_chat_plan() {
+        for (example, slo) in
+            [("capacity-sim.yaml", (500.0, Some(30.0), 0.01)), ("llamacpp-capacity.yaml", (1000.0, None, 0.01))]
+        {
+            let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples").join(example);
+            let config = RunConfig::load(&path).unwrap();
+            let plans = config.loop_bench_plans().unwrap();
+            assert_eq!(plans[0].name, "chat", "{example}");
+            let goal = plans[0].capacity.clone().expect("a capacity goal");
+            assert_eq!((goal.ttft_p99_ms, goal.tpot_p99_ms, goal.max_error_rate), slo, "{example}");
+            assert!(plans[1..].iter().all(|p| p.capacity.is_none()), "{example}: only the first plan searches");
+        }
     }
 
     #[test]
