@@ -270,8 +270,9 @@ async fn the_original_loop_deploys_benchmarks_reads_and_redeploys_through_dstack
     // The engine's metrics came through the proxy with the token, its log lines through dstack's
     // API, in EVERY iteration: each window's own per-request lines (`print_timing`), which a log
     // read before dstack pulled the window's output from the runner lacks (a pass of dstack's server
-    // over the job may commit after the read began with output it pulled before, or reach no runner
-    // and pull nothing; the deployer waits for a later pass that reached the runner).
+    // over the job may commit after the read began with output it pulled before, reach no runner
+    // and pull nothing, or be the run pipeline's, which stamps the job and pulls nothing; the
+    // deployer waits for a later pass of the job pipeline that reached the runner).
     for it in &history.iterations {
         support::assert_real_llamacpp_evidence(it);
         let findings: Vec<&str> = it.analysis.findings.iter().map(|f| f.summary.as_str()).collect();

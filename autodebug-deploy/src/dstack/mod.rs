@@ -8,8 +8,9 @@
 //! - `deploy` posts `runs/get_plan` then `runs/apply`; `wait_ready` polls `runs/get` until the run
 //!   is `running` and every probe's `success_streak >= ready_after`, or fails with dstack's own
 //!   reason (`no fleets`, `termination_reason`, `status_message`); `logs` waits (bounded) until
-//!   the server has pulled a running job's output from its runner after the call — a pass that
-//!   reached the runner, told by the job's reachability events — then reads `logs/poll`;
+//!   the server has pulled a running job's output from its runner after the call — a pass of the
+//!   job pipeline (not the run pipeline's, which pulls nothing) that reached the runner, told by
+//!   the job's reachability events — then reads `logs/poll`;
 //!   `teardown` posts `runs/stop` and waits (bounded) until the run has finished.
 //!
 //! # Parallel rounds (`parallel: K`)
