@@ -430,6 +430,11 @@ async fn fleet_instances() -> Vec<(String, u64)> {
 /// (bounded) until the instance is idle with that many blocks. dstack cannot change `blocks` in
 /// place: it re-creates the fleet (~15 s here).
 async fn apply_fleet(blocks: Option<u64>) {
+    // A fleet in use cannot be re-created: let a run of a failed test finish first (bounded).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !active_runs().await.is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
     let dir = fleet_dir();
     let original = std::fs::read_to_string(dir.join("state/fleet.dstack.yml")).unwrap();
     let text = match blocks {
@@ -639,7 +644,7 @@ async fn parallel_rounds_run_each_slot_as_its_own_dstack_run_and_leave_none_runn
 
     // Nothing of the session is left running on the server.
     let left: Vec<String> = active_runs().await.into_iter().filter(|r| r.starts_with("adbg-par")).collect();
-    assert!(left.is_empty(), "runs of the session still active: {left:?}");
+    assert!(left.is_empty(), "runs of the session still active: {left:?}\n{stderr}");
     for run in ["adbg-par-s1", "adbg-par-s2"] {
         assert_nothing_left(run).await;
     }

@@ -25,6 +25,10 @@ use super::connection::{Connection, env_vars};
 
 /// How long `dstack attach` may take to set up the run's SSH access.
 pub(super) const ATTACH_WAIT: Duration = Duration::from_secs(90);
+/// How many times `dstack attach` is started before its failure is final.
+const ATTACH_TRIES: u32 = 3;
+/// The pause before starting an attach that ended again.
+const ATTACH_RETRY_PAUSE: Duration = Duration::from_secs(3);
 /// How long a detached `dstack attach` may take to close its SSH master after SIGINT.
 const DETACH_WAIT: Duration = Duration::from_secs(10);
 /// What `dstack attach` prints once `ssh <run>` works (`_print_attached_message`, dstack
@@ -97,7 +101,9 @@ pub(super) struct Attached {
 }
 
 impl Attached {
-    /// Starts `cli attach <run>` and waits (at most `wait`) until it says `ssh <run>` works.
+    /// Starts `cli attach <run>` and waits (at most `wait` in all) until it says `ssh <run>`
+    /// works. An attach that ends before that (its SSH connection refused while the container's
+    /// sshd comes up, say) is started again, up to [`ATTACH_TRIES`] times.
     pub(super) async fn open(cli: &Path, connection: &Connection, run_name: &str, wait: Duration) -> Result<Attached> {
         let home = std::env::temp_dir().join(format!(
             "autodebug-dstack-attach-{}-{}",
@@ -107,51 +113,61 @@ impl Attached {
         create_private_dir(&home)
             .map_err(|e| Error::infrastructure(format!("cannot create {} for `dstack attach`: {e}", home.display())))?;
         let mut attached = Attached { run_name: run_name.to_string(), home, attach: None };
-        let mut command = Command::new(cli);
-        command
-            .args(["attach", "--project", &connection.project, run_name])
-            .env("HOME", &attached.home)
-            .env(env_vars::SERVER_URL, &connection.url)
-            .env(env_vars::PROJECT, &connection.project)
-            .env(env_vars::TOKEN, connection.token.expose())
-            // Plain lines, not a live display: the mark is read from them.
-            .env("NO_COLOR", "1")
-            .env("COLUMNS", "200");
-        let mut child = crate::process::spawn_confined(command).map_err(|e| {
-            let hint = if e.kind() == std::io::ErrorKind::NotFound {
-                " (not found: install the dstack CLI, `pip install dstack`, or give its path as the dstack deployer's `cli`)"
-            } else {
-                ""
-            };
-            Error::infrastructure(format!("could not start `{} attach {run_name}`: {e}{hint}", cli.display()))
-        })?;
-        let output = read_lines(&mut child);
-        attached.attach = Some(child);
         let deadline = Instant::now() + wait;
-        loop {
-            let seen = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
-            if seen.iter().any(|l| l.contains(ATTACHED_MARK)) {
-                tracing::debug!(run = %run_name, home = %attached.home.display(), "dstack attach ready");
-                return Ok(attached);
-            }
-            let exited = attached.attach.as_mut().and_then(|c| c.try_wait().ok().flatten());
-            if exited.is_some() || Instant::now() >= deadline {
-                // The pipes may still hold its last words.
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                let seen = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let tail = seen.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join(" | ");
-                let what = match exited {
-                    Some(status) => format!("ended ({status})"),
-                    None => format!("did not say `ssh {run_name}` works within {} s", wait.as_secs()),
+        let mut said = Vec::new();
+        for attempt in 1..=ATTACH_TRIES {
+            let mut command = Command::new(cli);
+            command
+                .args(["attach", "--project", &connection.project, run_name])
+                .env("HOME", &attached.home)
+                .env(env_vars::SERVER_URL, &connection.url)
+                .env(env_vars::PROJECT, &connection.project)
+                .env(env_vars::TOKEN, connection.token.expose())
+                // Plain lines, not a live display: the mark is read from them.
+                .env("NO_COLOR", "1")
+                .env("COLUMNS", "200");
+            let mut child = crate::process::spawn_confined(command).map_err(|e| {
+                let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                    " (not found: install the dstack CLI, `pip install dstack`, or give its path as the dstack deployer's `cli`)"
+                } else {
+                    ""
                 };
-                attached.close().await;
-                return Err(Error::infrastructure(format!(
-                    "`dstack attach {run_name}` {what}; it said: {}",
-                    if tail.is_empty() { "nothing" } else { &tail }
-                )));
-            }
+                Error::infrastructure(format!("could not start `{} attach {run_name}`: {e}{hint}", cli.display()))
+            })?;
+            let output = read_lines(&mut child);
+            attached.attach = Some(child);
+            let exited = loop {
+                if output.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|l| l.contains(ATTACHED_MARK)) {
+                    tracing::debug!(run = %run_name, attempt, home = %attached.home.display(), "dstack attach ready");
+                    return Ok(attached);
+                }
+                let exited = attached.attach.as_mut().and_then(|c| c.try_wait().ok().flatten());
+                if exited.is_some() || Instant::now() >= deadline {
+                    break exited;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            };
+            // The pipes may still hold its last words.
             tokio::time::sleep(Duration::from_millis(200)).await;
+            let seen = output.lock().unwrap_or_else(|e| e.into_inner()).clone();
+            let tail = seen.iter().rev().take(8).rev().cloned().collect::<Vec<_>>().join(" | ");
+            said.push(match exited {
+                Some(status) => format!("ended ({status}) saying: {}", if tail.is_empty() { "nothing" } else { &tail }),
+                None => format!("did not say `ssh {run_name}` works within {} s", wait.as_secs()),
+            });
+            attached.finish_attach();
+            if exited.is_none() || Instant::now() + ATTACH_RETRY_PAUSE >= deadline {
+                break;
+            }
+            tracing::debug!(run = %run_name, attempt, "dstack attach ended before it was ready; trying again");
+            tokio::time::sleep(ATTACH_RETRY_PAUSE).await;
         }
+        attached.close().await;
+        Err(Error::infrastructure(format!(
+            "`dstack attach {run_name}` failed {} time(s): {}",
+            said.len(),
+            said.join("; then ")
+        )))
     }
 
     /// `ssh <run> <script>` through the SSH config `dstack attach` wrote; no prompt, no host-key
@@ -186,8 +202,8 @@ impl Attached {
         self.finish();
     }
 
-    /// Whatever is still running is stopped, the folder removed; bounded and without awaiting.
-    fn finish(&mut self) {
+    /// The attach process stopped if it still runs, and its SSH master with it.
+    fn finish_attach(&mut self) {
         if let Some(mut child) = self.attach.take()
             && !matches!(child.try_wait(), Ok(Some(_)))
         {
@@ -211,6 +227,11 @@ impl Attached {
                 tracing::warn!(run = %self.run_name, socket = %socket.display(), "the SSH master of `dstack attach` did not exit; stop it with `ssh -S <socket> -O exit`");
             }
         }
+    }
+
+    /// Whatever is still running is stopped, the folder removed; bounded and without awaiting.
+    fn finish(&mut self) {
+        self.finish_attach();
         if let Err(e) = std::fs::remove_dir_all(&self.home)
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -96,6 +96,8 @@ const OFFER_WAIT: Duration = Duration::from_secs(60);
 const LOG_CATCH_UP: Duration = Duration::from_secs(90);
 /// Said after dstack's `no capacity`: with parallel rounds the cause is usually the fleet's size.
 const NO_CAPACITY_HINT: &str = ". No instance of the project's fleets was free: a run takes a whole instance unless the fleet splits it into `blocks`, so `parallel: K` needs K instances or `blocks: K` (an SSH fleet: `blocks` at the top of its configuration or per host) and nothing else running on them";
+/// How long `teardown` waits for an aborted run to finish.
+const ABORT_WAIT: Duration = Duration::from_secs(60);
 /// The dstack CLI `run_beside` uses unless told otherwise: the one on `PATH`.
 const DEFAULT_CLI: &str = "dstack";
 /// How long ssh may outlast the command's own bound: the container's `timeout` stops it first.
@@ -197,7 +199,8 @@ impl DstackDeployerBuilder {
         self
     }
 
-    /// How long `teardown` waits for a stopped run to finish before aborting it (default 120 s).
+    /// How long `teardown` waits for a stopped run to finish before aborting it (default 120 s);
+    /// an aborted run gets another 60 s to finish, or `teardown` fails naming it.
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = timeout;
         self
@@ -919,7 +922,8 @@ impl Deployer for DstackDeployer {
             }
             Err(e) => return Err(e),
         }
-        let deadline = Instant::now() + self.stop_timeout;
+        let mut deadline = Instant::now() + self.stop_timeout;
+        let mut aborted = false;
         loop {
             match client.get_run(run_name).await {
                 Ok(run) if matches!(run.status.as_str(), "terminated" | "failed" | "done") => {
@@ -927,8 +931,19 @@ impl Deployer for DstackDeployer {
                 }
                 Ok(run) => {
                     if Instant::now() >= deadline {
+                        if aborted {
+                            return Err(Error::infrastructure(format!(
+                                "dstack run `{run_name}` is still {} {} s after it was aborted; see `dstack ps -a` and stop it with `dstack stop {run_name} -x -y`",
+                                run.status,
+                                ABORT_WAIT.as_secs()
+                            )));
+                        }
+                        // An aborted run still takes a pass or two of the server to finish: the
+                        // run is not gone, nor its instance free, until then.
                         tracing::warn!(run = %run_name, status = %run.status, "run did not stop in time; aborting it");
-                        return client.stop(run_name, true).await;
+                        client.stop(run_name, true).await?;
+                        aborted = true;
+                        deadline = Instant::now() + ABORT_WAIT;
                     }
                 }
                 Err(Error::Deploy { message, .. })
