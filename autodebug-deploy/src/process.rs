@@ -82,6 +82,7 @@ fn spawn_piped(mut command: Command, input: bool) -> std::io::Result<Child> {
 
 /// `command` confined (see [`confine`]), its output piped, spawned: for a helper that runs
 /// alongside until it is stopped (`dstack attach`).
+#[cfg(feature = "dstack")]
 pub(crate) fn spawn_confined(command: Command) -> std::io::Result<Child> {
     spawn_piped(command, false)
 }

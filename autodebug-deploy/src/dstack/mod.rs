@@ -957,8 +957,8 @@ impl Deployer for DstackDeployer {
         }
     }
 
-    /// Inside the run's own job container, over the SSH access dstack gives every run (see
-    /// [`beside`]): `dstack attach`, then `ssh <run>`; the service's URL is the container's loopback
+    /// Inside the run's own job container, over the SSH access dstack gives every run (see the
+    /// module docs): `dstack attach`, then `ssh <run>`; the service's URL is the container's loopback
     /// at its `port`. The dstack token is never handed into the container: the command reaches
     /// the service without dstack's proxy, which is all the token is for.
     async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
