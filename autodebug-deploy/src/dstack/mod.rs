@@ -121,6 +121,7 @@ pub struct DstackDeployer {
     default_base: Value,
     poll_interval: Duration,
     stop_timeout: Duration,
+    abort_wait: Duration,
     log_catch_up: Duration,
 }
 
@@ -225,6 +226,7 @@ impl DstackDeployerBuilder {
             default_base: self.default_base,
             poll_interval: self.poll_interval,
             stop_timeout: self.stop_timeout,
+            abort_wait: ABORT_WAIT,
             log_catch_up: self.log_catch_up,
         })
     }
@@ -461,6 +463,7 @@ impl DstackDeployer {
             default_base: base,
             poll_interval: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(120),
+            abort_wait: ABORT_WAIT,
             log_catch_up: LOG_CATCH_UP,
         }
     }
@@ -910,7 +913,7 @@ impl Deployer for DstackDeployer {
                             return Err(Error::infrastructure(format!(
                                 "dstack run `{run_name}` is still {} {} s after it was aborted; see `dstack ps -a` and stop it with `dstack stop {run_name} -x -y`",
                                 run.status,
-                                ABORT_WAIT.as_secs()
+                                self.abort_wait.as_secs()
                             )));
                         }
                         // An aborted run still takes a pass or two of the server to finish: the
@@ -918,7 +921,7 @@ impl Deployer for DstackDeployer {
                         tracing::warn!(run = %run_name, status = %run.status, "run did not stop in time; aborting it");
                         client.stop(run_name, true).await?;
                         aborted = true;
-                        deadline = Instant::now() + ABORT_WAIT;
+                        deadline = Instant::now() + self.abort_wait;
                     }
                 }
                 Err(Error::Deploy { message, .. })
@@ -1013,9 +1016,6 @@ mod tests {
     /// `run_passes`: when the run pipeline passed over the run, stamping the job with the same
     /// time and pulling nothing.
     async fn fake_dstack(passes: Vec<(f64, bool)>, run_passes: Vec<f64>, events: bool, skew_s: f64) -> String {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
         let started = Instant::now();
         let start_ns = TimeWindow::now_ns();
         let at = move |s: f64| rfc3339(start_ns + ((s + skew_s) * 1e9) as i128).unwrap();
@@ -1058,6 +1058,14 @@ mod tests {
             }
             (404, serde_json::json!({"detail": "Not Found"}))
         };
+        serve_json(move |path, _body| answer(path)).await
+    }
+
+    /// Serves `answer(path, body)` as JSON over HTTP on a free loopback port; returns its URL.
+    async fn serve_json(answer: impl Fn(&str, &str) -> (u16, serde_json::Value) + Send + Sync + 'static) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
         let answer = std::sync::Arc::new(answer);
         tokio::spawn(async move {
             // Bounded: a test makes far fewer requests than this.
@@ -1091,7 +1099,7 @@ mod tests {
                         request.extend_from_slice(&buf[..n]);
                     }
                     let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
-                    let (status, body) = answer(&path);
+                    let (status, body) = answer(&path, &String::from_utf8_lossy(&request[head_end..]));
                     let body = body.to_string();
                     let reply = format!(
                         "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
@@ -1181,6 +1189,74 @@ mod tests {
             assert_eq!(lines.len(), 2, "skew {skew_s} s: {lines:?}");
             assert!(started.elapsed() >= Duration::from_secs_f64(1.5), "{:?}", started.elapsed());
         }
+    }
+
+    /// A fake dstack server whose run stops only when aborted: a graceful stop leaves it
+    /// `terminating`; an abort makes it `terminated` after `finish_s` (never, if `None`).
+    /// Returns its URL and the `abort` flags of the stop requests it received.
+    async fn run_that_stops_only_when_aborted(
+        finish_s: Option<f64>,
+    ) -> (String, std::sync::Arc<std::sync::Mutex<Vec<bool>>>) {
+        let stops = std::sync::Arc::new(std::sync::Mutex::new(Vec::<bool>::new()));
+        let aborted_at = std::sync::Arc::new(std::sync::Mutex::new(None::<Instant>));
+        let seen = stops.clone();
+        let url = serve_json(move |path, body| {
+            if path.ends_with("/runs/stop") {
+                let abort = serde_json::from_str::<serde_json::Value>(body).unwrap()["abort"].as_bool().unwrap();
+                seen.lock().unwrap().push(abort);
+                if abort {
+                    aborted_at.lock().unwrap().get_or_insert_with(Instant::now);
+                }
+                return (200, serde_json::json!(null));
+            }
+            if path.ends_with("/runs/get") {
+                let finished = aborted_at
+                    .lock()
+                    .unwrap()
+                    .zip(finish_s)
+                    .is_some_and(|(at, after)| at.elapsed().as_secs_f64() >= after);
+                let status = if finished { "terminated" } else { "terminating" };
+                return (200, serde_json::json!({"status": status, "jobs": []}));
+            }
+            (404, serde_json::json!({"detail": "Not Found"}))
+        })
+        .await;
+        (url, stops)
+    }
+
+    #[tokio::test]
+    async fn teardown_aborts_a_run_that_outlives_its_stop_and_waits_until_it_is_gone() {
+        let (url, stops) = run_that_stops_only_when_aborted(Some(0.5)).await;
+        let mut deployer = fake_deployer(&url, Duration::from_secs(1));
+        deployer.stop_timeout = Duration::from_millis(300);
+        deployer.abort_wait = Duration::from_secs(10);
+        let started = Instant::now();
+        deployer.teardown(&fake_deployment()).await.unwrap();
+        assert_eq!(*stops.lock().unwrap(), [false, true], "a graceful stop, then one abort");
+        // Returning when the abort was sent would leave the run holding its instance.
+        assert!(
+            started.elapsed() >= Duration::from_millis(800),
+            "returned before the run was gone: {:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test]
+    async fn teardown_fails_naming_a_run_that_an_abort_did_not_end() {
+        let (url, stops) = run_that_stops_only_when_aborted(None).await;
+        let mut deployer = fake_deployer(&url, Duration::from_secs(1));
+        deployer.stop_timeout = Duration::from_millis(200);
+        deployer.abort_wait = Duration::from_millis(400);
+        let started = Instant::now();
+        let err = deployer.teardown(&fake_deployment()).await.unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("`svc`") && text.contains("terminating") && text.contains("dstack stop svc -x"),
+            "{text}"
+        );
+        assert_eq!(*stops.lock().unwrap(), [false, true], "aborted once, not again and again");
+        assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
     }
 
     #[test]
