@@ -390,6 +390,57 @@ async fn vllm_preemptions_raise_memory_then_lower_sequences_and_llamacpp_deferra
     assert_eq!(change(&plan, "--parallel").unwrap().to.as_deref(), Some("4"));
 }
 
+/// vLLM's window statistics, shaped as the Prometheus source reports them (a histogram's window
+/// mean under `stat=mean`), and the step budget from its startup line, as the log source does.
+fn vllm_window(tokens_per_step: f64, queue_s: f64, e2e_s: f64) -> Vec<Signal> {
+    let mean = |name: &str, value: f64, unit: &str, canonical: &str| {
+        Signal::number("prometheus", SignalKind::Metric, name, value, unit)
+            .with_label("stat", "mean")
+            .with_count(900.0)
+            .with_canonical(canonical)
+    };
+    vec![
+        mean("vllm:iteration_tokens_total", tokens_per_step, "tokens", c::TOKENS_PER_STEP),
+        mean("vllm:request_queue_time_seconds", queue_s, "s", c::QUEUE_TIME_S),
+        mean("vllm:e2e_request_latency_seconds", e2e_s, "s", c::E2E_S),
+        // The waiting gauge's peak: one request waited at some scrape.
+        Signal::number("prometheus", SignalKind::Metric, "vllm:num_requests_waiting", 2.0, "")
+            .with_label("stat", "max")
+            .with_canonical(c::QUEUE_LEN),
+        Signal::number("logs", SignalKind::LogLine, "vllm.log.max_num_batched_tokens", 2048.0, "tokens"),
+    ]
+}
+
+#[tokio::test]
+async fn vllm_steps_far_below_their_budget_with_a_negligible_queue_are_client_bound_not_queueing() {
+    let vllm = ServiceSpec::new("q", EngineKind::Vllm, "m");
+    // 16 streams decoding: ~18 tokens a step of 2048; requests waited 4 ms of 1.9 s.
+    let (analysis, plan) = analyze_with(None, &vllm, vllm_window(18.0, 0.004, 1.9), &[]).await;
+    let underfilled = analysis.findings.iter().find(|f| f.rule == rule::BATCH_UNDERFILLED).expect("under-filled");
+    assert!(
+        underfilled.summary.contains("1% full") && underfilled.summary.contains("0% of their time"),
+        "{}",
+        underfilled.summary
+    );
+    assert!(underfilled.evidence.iter().any(|s| s.name == "vllm:iteration_tokens_total"), "{:?}", underfilled.evidence);
+    assert!(analysis.findings.iter().all(|f| f.rule != rule::QUEUEING), "{:?}", analysis.findings);
+    assert!(
+        plan.changes.iter().all(|c| c.rule != rule::QUEUEING),
+        "a one-step wait is not a queue: {:?}",
+        plan.changes
+    );
+
+    // The same peak, but requests now spend a quarter of their time waiting: a real queue.
+    let (analysis, plan) = analyze_with(None, &vllm, vllm_window(18.0, 0.5, 1.9), &[]).await;
+    assert!(analysis.findings.iter().any(|f| f.rule == rule::QUEUEING), "{:?}", analysis.findings);
+    assert!(analysis.findings.iter().all(|f| f.rule != rule::BATCH_UNDERFILLED), "{:?}", analysis.findings);
+    assert_eq!(change(&plan, "--max-num-seqs").map(|c| c.rule.as_str()), Some(rule::QUEUEING), "{:?}", plan.changes);
+
+    // Full steps are not under-filled, whatever the queue.
+    let (analysis, _) = analyze_with(None, &vllm, vllm_window(1800.0, 0.004, 1.9), &[]).await;
+    assert!(analysis.findings.iter().all(|f| f.rule != rule::BATCH_UNDERFILLED), "{:?}", analysis.findings);
+}
+
 #[tokio::test]
 async fn vllm_cache_config_info_and_startup_lines_reveal_ignored_flags_which_are_not_proposed_again() {
     let spec = ServiceSpec::new("q", EngineKind::Vllm, "m")

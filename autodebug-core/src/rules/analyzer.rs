@@ -141,6 +141,47 @@ fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
             .with_canonical(derived::SPEC_ACCEPTANCE_RATE),
         );
     }
+    // The engine's own window statistics: a histogram's mean over the window.
+    let window_mean = |canonical: &str| {
+        ev.signals().find(|s| {
+            s.canonical.as_deref() == Some(canonical) && s.labels.get("stat").map(String::as_str) == Some("mean")
+        })
+    };
+    // How full the engine's steps ran: tokens per step over the step's token budget, as the engine
+    // reported it at startup (vLLM: `Chunked prefill is enabled with max_num_batched_tokens=N.`).
+    if let Some(per_step) = window_mean(c::TOKENS_PER_STEP)
+        && let Some(tokens) = per_step.as_f64()
+        && let Some(budget) =
+            ev.signals().find(|s| s.name.ends_with(".max_num_batched_tokens")).and_then(Signal::as_f64)
+        && budget > 0.0
+    {
+        out.push(
+            Signal::number("telemetry", SignalKind::Metric, "derived.batch_fill", tokens / budget, "share")
+                .with_detail(format!(
+                    "{tokens:.1} tokens per engine step of a {budget:.0}-token step budget ({} steps)",
+                    per_step.count.map_or("?".into(), |n| format!("{n:.0}"))
+                ))
+                .with_canonical(derived::BATCH_FILL),
+        );
+    }
+    // The share of a request's time in the engine spent waiting to be scheduled, both from the
+    // engine's own histograms over the same window.
+    if let (Some(queued), Some(e2e)) = (window_mean(c::QUEUE_TIME_S), window_mean(c::E2E_S))
+        && let (Some(q), Some(total)) = (queued.as_f64(), e2e.as_f64())
+        && total > 0.0
+    {
+        out.push(
+            Signal::number("telemetry", SignalKind::Metric, "derived.queue_share", q / total, "share")
+                .with_detail(format!(
+                    "requests waited {:.1} ms of their {:.1} ms in the engine ({}, {})",
+                    q * 1000.0,
+                    total * 1000.0,
+                    queued.name,
+                    e2e.name
+                ))
+                .with_canonical(derived::QUEUE_SHARE),
+        );
+    }
     let reusing: Vec<_> =
         ev.bench.iter().filter(|r| r.plan.workload.repeat_prompt || r.plan.workload.shared_prefix_tokens > 0).collect();
     if let Some(first) = reusing.first() {

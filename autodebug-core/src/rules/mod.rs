@@ -38,6 +38,8 @@ pub mod rule {
     pub const DECODE_BOUND: &str = "decode.bound";
     pub const QUEUEING: &str = "queueing.server";
     pub const CLIENT_BOUND: &str = "queueing.client_bound";
+    /// vLLM's steps ran far below their token budget with nothing queued: the load is the limit.
+    pub const BATCH_UNDERFILLED: &str = "batch.underfilled";
     pub const KV_PRESSURE: &str = "kv.pressure";
     pub const RETRACT_FREQUENT: &str = "sglang.retract.frequent";
     pub const OOM_PREFILL: &str = "sglang.oom.prefill";
@@ -77,6 +79,12 @@ pub mod derived {
     /// would have predicted (the client's own measurement, with speculation off): the evidence that
     /// n-gram speculative decoding has drafts worth proposing.
     pub const OUTPUT_NGRAM_PREDICTABILITY: &str = "output_ngram_predictability";
+    /// Mean tokens per engine step over the step's token budget as the engine reported it
+    /// (vLLM's `iteration_tokens_total` and its `max_num_batched_tokens` startup line), 0..1.
+    pub const BATCH_FILL: &str = "batch_fill";
+    /// Mean time requests waited in the engine's queue over their mean time in the engine, both
+    /// from the engine's histograms for the window, 0..1.
+    pub const QUEUE_SHARE: &str = "queue_share";
 }
 
 #[cfg(test)]
@@ -93,6 +101,7 @@ mod tests {
             rule::DECODE_BOUND,
             rule::QUEUEING,
             rule::CLIENT_BOUND,
+            rule::BATCH_UNDERFILLED,
             rule::KV_PRESSURE,
             rule::RETRACT_FREQUENT,
             rule::OOM_PREFILL,
