@@ -69,6 +69,16 @@ impl Case {
         self
     }
 
+    /// A histogram's mean over the window, as the Prometheus source reports it.
+    fn window_mean(mut self, canonical: &str, value: f64) -> Self {
+        self.signals.push(
+            Signal::number("prometheus", SignalKind::Metric, &format!("engine:{canonical}"), value, "")
+                .with_label("stat", "mean")
+                .with_canonical(canonical),
+        );
+        self
+    }
+
     fn counter(mut self, name: &str, value: f64) -> Self {
         self.signals.push(Signal::number("prometheus", SignalKind::Metric, name, value, "tokens"));
         self
@@ -269,6 +279,26 @@ async fn a_server_queue_is_never_blamed_on_the_client() {
 }
 
 #[tokio::test]
+async fn steps_below_their_budget_are_not_blamed_on_the_load_while_requests_queue() {
+    // Half a request's time queued: the engine's limits, not the load, hold the batch back.
+    let case = Case::vllm()
+        .window_mean(c::TOKENS_PER_STEP, 40.0)
+        .counter("vllm.log.max_num_batched_tokens", 2048.0)
+        .window_mean(c::E2E_S, 2.0)
+        // The waiting gauge's peak: some request waited at some scrape in both cases.
+        .metric(c::QUEUE_LEN, 3.0);
+    let (queued, free) = quiet_then_fires(
+        rule::BATCH_UNDERFILLED,
+        case.clone().window_mean(c::QUEUE_TIME_S, 1.0),
+        case.window_mean(c::QUEUE_TIME_S, 0.01),
+    )
+    .await;
+    assert!(queued.fired(rule::QUEUEING), "{:?}", queued.analysis.findings);
+    // Nothing is raised for a load the engine already has room for.
+    assert!(free.plan.changes.iter().all(|c| c.rule != rule::QUEUEING), "{:?}", free.plan.changes);
+}
+
+#[tokio::test]
 async fn decode_bound_turns_no_speculation_on_blind_and_lengthens_drafts_only_when_most_are_accepted() {
     // 1 ms x 149 tokens of a 200 ms request: decode-bound.
     let bound = Case { e2e_ms: 200.0, ..Case::vllm() };
@@ -421,6 +451,7 @@ fn every_shipped_rule_has_a_case_here() {
         rule::PREFIX_CACHE_MISSES,
         rule::QUEUEING,
         rule::CLIENT_BOUND,
+        rule::BATCH_UNDERFILLED,
         rule::DECODE_BOUND,
         rule::SPEC_LOW_ACCEPTANCE,
         rule::CPU_BF16_EMULATED,
