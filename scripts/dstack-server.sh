@@ -33,9 +33,16 @@ die() { echo "dstack-server.sh: $*" >&2; exit 1; }
 # Exit status 3 means "dstack cannot be installed here" (no Python venv, no network): tests skip on it.
 cannot_install() { echo "dstack-server.sh: $*" >&2; exit 3; }
 
+# dstack 0.22.5 asks for sentry-sdk without an upper bound; sentry-sdk 3 (December 2026) dropped
+# `start_transaction`, which the server's background pipelines call on every pass, so with it no
+# fleet instance ever leaves `pending` ("module 'sentry_sdk' has no attribute 'start_transaction'"
+# in server.log). The pin is part of the marker, so a venv installed without it is redone.
+PINS=("sentry-sdk[fastapi]<3")
+MARKER="$VERSION ${PINS[*]}"
+
 install_venv() {
   # The marker is written last, so an interrupted install is redone rather than trusted.
-  if [ -f "$VENV/.autodebug-installed" ] && [ -x "$VENV/bin/dstack" ]; then
+  if [ "$(cat "$VENV/.autodebug-installed" 2>/dev/null)" = "$MARKER" ] && [ -x "$VENV/bin/dstack" ]; then
     return 0
   fi
   command -v "$PYTHON" >/dev/null || cannot_install "$PYTHON not found; install Python 3.9+ or set PYTHON"
@@ -45,11 +52,11 @@ install_venv() {
   echo "dstack-server.sh: installing dstack[server]==$VERSION into $VENV (one time, about a minute)" >&2
   "$PYTHON" -m venv "$VENV" || { rm -rf "$VENV"; cannot_install "could not create a venv with $PYTHON -m venv (on Debian: apt-get install python3-venv)"; }
   if ! timeout "$INSTALL_TIMEOUT_S" "$VENV/bin/pip" install --quiet --disable-pip-version-check \
-      "dstack[server]==$VERSION" >&2; then
+      "dstack[server]==$VERSION" "${PINS[@]}" >&2; then
     rm -rf "$VENV"
     cannot_install "pip install dstack[server]==$VERSION failed (no network or PyPI unreachable?)"
   fi
-  echo "$VERSION" >"$VENV/.autodebug-installed"
+  echo "$MARKER" >"$VENV/.autodebug-installed"
   echo "dstack-server.sh: installed in $((SECONDS - started))s; venv size $(du -sh "$VENV" | cut -f1)" >&2
 }
 
