@@ -109,11 +109,12 @@ pub fn session(
     let planner = planner(config.planner, config, &kb)?;
     let baseline = config.baseline()?;
     let platform = Platform::of(&baseline);
+    let space = SearchSpace::for_platform(baseline.engine, &platform).with_launch_flags(config.template_flags());
     let mut builder = Session::builder()
-        .search_space(SearchSpace::for_platform(baseline.engine, &platform).with_launch_flags(config.template_flags()))
+        .search_space(space.clone())
         .deployer_boxed(deployer)
         .benchmarker(SseBenchmarker::from_env().map_err(|e| Error::Bench(e.to_string()))?)
-        .analyzer(RuleAnalyzer::from_kb(kb.clone()))
+        .analyzer(RuleAnalyzer::from_kb(kb.clone()).with_space(space))
         .stop_flag(stop)
         .observer(observer);
     for kind in &config.telemetry {

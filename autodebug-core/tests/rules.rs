@@ -442,6 +442,36 @@ async fn vllm_steps_far_below_their_budget_with_a_negligible_queue_are_client_bo
 }
 
 #[tokio::test]
+async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targets_default() {
+    // vLLM on a CPU prints no `max_num_batched_tokens` line at its defaults; its budget there is 2048.
+    let spec = ServiceSpec::new("q", EngineKind::Vllm, "m");
+    let mut signals = vllm_window(18.0, 0.004, 1.9);
+    signals.retain(|s| s.name != "vllm.log.max_num_batched_tokens");
+    let fill = |analysis: &Analysis| {
+        let finding = analysis.findings.iter().find(|f| f.rule == rule::BATCH_UNDERFILLED)?;
+        finding.evidence.iter().find(|s| s.name == "derived.batch_fill").and_then(|s| s.as_f64())
+    };
+    let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
+    let analyzer = RuleAnalyzer::new().with_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu));
+    let analyze = |analyzer: RuleAnalyzer, spec: ServiceSpec, signals: Vec<Signal>| async move {
+        let bench = vec![report(chat_plan(), 0.2, 390.0, 0.9)];
+        let mut snap = TelemetrySnapshot::new("test", None);
+        snap.signals = signals;
+        let telemetry = vec![snap];
+        let history = History::default();
+        let evidence = Evidence { spec: &spec, bench: &bench, logs: &[], telemetry: &telemetry, history: &history };
+        analyzer.analyze(&evidence).await.unwrap()
+    };
+    let on_cpu = analyze(analyzer.clone(), spec.clone(), signals.clone()).await;
+    assert_eq!(fill(&on_cpu), Some(18.0 / 2048.0), "{:?}", on_cpu.findings);
+    // A budget set in the flags is the one measured against.
+    let set = spec.clone().with_flag("--max-num-batched-tokens", Some("512"));
+    assert_eq!(fill(&analyze(analyzer, set, signals.clone()).await), Some(18.0 / 512.0));
+    // Without the target's catalog, the engine's GPU default.
+    assert_eq!(fill(&analyze(RuleAnalyzer::new(), spec, signals).await), Some(18.0 / 8192.0));
+}
+
+#[tokio::test]
 async fn vllm_cache_config_info_and_startup_lines_reveal_ignored_flags_which_are_not_proposed_again() {
     let spec = ServiceSpec::new("q", EngineKind::Vllm, "m")
         .with_flag("--gpu-memory-utilization", Some("0.93"))

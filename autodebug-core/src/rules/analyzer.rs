@@ -22,6 +22,8 @@ use super::{derived, rule};
 #[derive(Debug, Clone)]
 pub struct RuleAnalyzer {
     kb: Arc<KnowledgeBase>,
+    /// The target's knob catalog, for the engine defaults conditions and derived figures read.
+    space: Option<Arc<SearchSpace>>,
 }
 
 impl Default for RuleAnalyzer {
@@ -37,7 +39,15 @@ impl RuleAnalyzer {
     }
 
     pub fn from_kb(kb: KnowledgeBase) -> Self {
-        RuleAnalyzer { kb: Arc::new(kb) }
+        RuleAnalyzer { kb: Arc::new(kb), space: None }
+    }
+
+    /// Reads unset flags at the defaults of this catalog (the session's, e.g.
+    /// [`SearchSpace::for_platform`]: vLLM on a CPU steps at most 2048 tokens, on a GPU 8192)
+    /// rather than at the engine's GPU defaults. Used for its engine only.
+    pub fn with_space(mut self, space: SearchSpace) -> Self {
+        self.space = Some(Arc::new(space));
+        self
     }
 
     /// The shipped rules plus those of a user file (same ids replace shipped rules).
@@ -60,7 +70,7 @@ fn bench_signal(name: &str, value: f64, unit: &str) -> Signal {
 const MIN_DRAFT_TOKENS: f64 = 100.0;
 
 /// Signals computed from the benchmark so rules can read them like telemetry.
-fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
+fn derived_signals(ev: &Evidence<'_>, space: &SearchSpace) -> Vec<Signal> {
     let mut out = Vec::new();
     if let Some(primary) = ev.bench.first() {
         let s = &primary.summary;
@@ -148,17 +158,27 @@ fn derived_signals(ev: &Evidence<'_>) -> Vec<Signal> {
         })
     };
     // How full the engine's steps ran: tokens per step over the step's token budget, as the engine
-    // reported it at startup (vLLM: `Chunked prefill is enabled with max_num_batched_tokens=N.`).
+    // reported it at startup (vLLM: `Chunked prefill is enabled with max_num_batched_tokens=N.`,
+    // printed only where it differs from the platform's choice) or else the flag's value or the
+    // target's default for it.
+    let reported_budget = ev
+        .signals()
+        .find(|s| s.name.ends_with(".max_num_batched_tokens"))
+        .and_then(|s| s.as_f64().map(|v| (v, "reported by the engine")));
+    let budget = reported_budget.or_else(|| {
+        let value = space.effective(&ev.spec.flags, "--max-num-batched-tokens")?.parse::<f64>().ok()?;
+        let basis = if ev.spec.flags.contains("--max-num-batched-tokens") { "as set" } else { "the default" };
+        Some((value, basis))
+    });
     if let Some(per_step) = window_mean(c::TOKENS_PER_STEP)
         && let Some(tokens) = per_step.as_f64()
-        && let Some(budget) =
-            ev.signals().find(|s| s.name.ends_with(".max_num_batched_tokens")).and_then(Signal::as_f64)
+        && let Some((budget, basis)) = budget
         && budget > 0.0
     {
         out.push(
             Signal::number("telemetry", SignalKind::Metric, "derived.batch_fill", tokens / budget, "share")
                 .with_detail(format!(
-                    "{tokens:.1} tokens per engine step of a {budget:.0}-token step budget ({} steps)",
+                    "{tokens:.1} tokens per engine step of a {budget:.0}-token step budget ({basis}; {} steps)",
                     per_step.count.map_or("?".into(), |n| format!("{n:.0}"))
                 ))
                 .with_canonical(derived::BATCH_FILL),
@@ -400,12 +420,19 @@ impl Analyzer for RuleAnalyzer {
 
     async fn analyze(&self, ev: &Evidence<'_>) -> Result<Analysis> {
         let mut out = Analysis::default();
-        let derived = derived_signals(ev);
+        let engine_catalog;
+        let space = match self.space.as_deref() {
+            Some(space) if space.engine == ev.spec.engine => space,
+            _ => {
+                engine_catalog = SearchSpace::for_engine(ev.spec.engine);
+                &engine_catalog
+            }
+        };
+        let derived = derived_signals(ev, space);
         let signals: Vec<&Signal> = ev.signals().chain(derived.iter()).collect();
         code_checks(ev, &signals, &mut out);
 
-        let space = SearchSpace::for_engine(ev.spec.engine);
-        let facts = Facts { signals: signals.clone(), logs: ev.logs, spec: ev.spec, space: &space, slo: None };
+        let facts = Facts { signals: signals.clone(), logs: ev.logs, spec: ev.spec, space, slo: None };
         for rule in &self.kb.rules {
             if let Some(finding) = evaluate(rule, &facts) {
                 out.findings.push(finding);
