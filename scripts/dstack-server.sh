@@ -33,7 +33,7 @@ die() { echo "dstack-server.sh: $*" >&2; exit 1; }
 # Exit status 3 means "dstack cannot be installed here" (no Python venv, no network): tests skip on it.
 cannot_install() { echo "dstack-server.sh: $*" >&2; exit 3; }
 
-# dstack 0.22.5 asks for sentry-sdk without an upper bound; sentry-sdk 3 (December 2026) dropped
+# dstack 0.22.5 asks for sentry-sdk without an upper bound; sentry-sdk 3 (3.0.1 on PyPI here in 2026-12) dropped
 # `start_transaction`, which the server's background pipelines call on every pass, so with it no
 # fleet instance ever leaves `pending` ("module 'sentry_sdk' has no attribute 'start_transaction'"
 # in server.log). The pin is part of the marker, so a venv installed without it is redone.

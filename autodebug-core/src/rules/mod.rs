@@ -79,8 +79,8 @@ pub mod derived {
     /// would have predicted (the client's own measurement, with speculation off): the evidence that
     /// n-gram speculative decoding has drafts worth proposing.
     pub const OUTPUT_NGRAM_PREDICTABILITY: &str = "output_ngram_predictability";
-    /// Mean tokens per engine step over the step's token budget as the engine reported it
-    /// (vLLM's `iteration_tokens_total` and its `max_num_batched_tokens` startup line), 0..1.
+    /// Mean tokens per engine step (vLLM's `iteration_tokens_total`) over the step's token budget:
+    /// the one the engine reported at startup, else the flag's value or the target's default, 0..1.
     pub const BATCH_FILL: &str = "batch_fill";
     /// Mean time requests waited in the engine's queue over their mean time in the engine, both
     /// from the engine's histograms for the window, 0..1.
