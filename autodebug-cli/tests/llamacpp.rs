@@ -144,7 +144,13 @@ fn find_max_rate_finishes_on_a_real_llama_server_and_reports_its_bracket() {
         assert!(broke > rate && broke / rate <= 1.3 + 1e-9, "{json}");
         assert!(out.status.success());
     }
-    for step in steps.iter().filter(|s| s["holds"] == true) {
-        assert!(step["ttft_p99_ms"].as_f64().expect("ttft") <= 2000.0 && step["failed"] == 0, "{step}");
+    // The held rate's verdict rests on its trials pooled (one of them may have had a request over
+    // the bound, as long as the pool stays within the p99's 1%): its pooled figures hold the SLO.
+    if rate.is_some() {
+        let held = &json["held"];
+        let (over, requests) =
+            (held["counts"]["over_ttft"].as_f64().unwrap(), held["counts"]["requests"].as_f64().unwrap());
+        assert!(over <= 0.01 * requests && held["counts"]["failed"] == 0, "{held}");
+        assert!(held["ttft_p99_ms"].as_f64().expect("ttft") <= 2000.0, "{held}");
     }
 }
