@@ -112,7 +112,7 @@ impl CapacitySlo {
 }
 
 /// Share of requests a p99 bound lets be over it.
-pub const P99_TAIL: f64 = 0.01;
+pub const P99_TAIL: f64 = CapacityGoal::P99_TAIL;
 
 /// Requests of one or more trials at a rate, counted against a [`CapacitySlo`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -399,7 +399,7 @@ pub struct CapacitySearch {
 const MAX_STEP: Duration = Duration::from_secs(86_400);
 
 /// Fewest requests a step sends, so that a p99 at a low rate rests on more than a handful.
-pub const MIN_STEP_REQUESTS: usize = 10;
+pub const MIN_STEP_REQUESTS: usize = CapacityGoal::MIN_SCREENING_REQUESTS;
 
 /// A confirming trial at a low rate stops sending after this many step lengths, so a rate whose
 /// decisive count would take hours takes more (shorter) trials and ends at the bound instead.
@@ -639,7 +639,10 @@ impl CapacitySearch {
         } else {
             // At a low rate the minimum count would stretch a step far past its length; the
             // server is mostly idle there, and three lengths' worth of requests say enough.
-            (((next.rate * self.step.as_secs_f64()).ceil() as usize).max(MIN_STEP_REQUESTS), self.step * 3)
+            (
+                ((next.rate * self.step.as_secs_f64()).ceil() as usize).max(MIN_STEP_REQUESTS),
+                self.step * CapacityGoal::SCREENING_STEP_LENGTHS,
+            )
         }
     }
 

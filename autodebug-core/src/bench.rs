@@ -303,6 +303,32 @@ impl CapacityGoal {
     /// How long a search waits for the server to settle after an overloaded step, at most.
     pub const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(120);
 
+    /// Fewest requests a screening step sends, so that a p99 at a low rate rests on more than a
+    /// handful (while they fit in [`CapacityGoal::SCREENING_STEP_LENGTHS`] step lengths).
+    pub const MIN_SCREENING_REQUESTS: usize = 10;
+
+    /// A screening step at a low rate stops sending after this many step lengths.
+    pub const SCREENING_STEP_LENGTHS: u32 = 3;
+
+    /// The share of requests a p99 bound allows over it.
+    pub const P99_TAIL: f64 = 0.01;
+
+    /// Requests a screening step at `rate` sends when it runs to its end: a step's worth,
+    /// at least [`CapacityGoal::MIN_SCREENING_REQUESTS`] while those fit in
+    /// [`CapacityGoal::SCREENING_STEP_LENGTHS`] step lengths.
+    ///
+    /// ```
+    /// let goal = autodebug_core::CapacityGoal::ttft_p99_ms(1000.0); // 20 s steps
+    /// assert_eq!(goal.screening_requests(2.0), 40);
+    /// assert_eq!(goal.screening_requests(0.1), 6);
+    /// ```
+    pub fn screening_requests(&self, rate: f64) -> usize {
+        let step_s = self.step_ms as f64 / 1000.0;
+        let step = (rate * step_s).ceil() as usize;
+        let fit = (rate * step_s * f64::from(Self::SCREENING_STEP_LENGTHS)).ceil() as usize;
+        step.max(Self::MIN_SCREENING_REQUESTS.min(fit)).max(1)
+    }
+
     /// The SLO as people read it: `ttft.p99 <= 2000 ms, tpot.p99 <= 100 ms, error_rate <= 1%`.
     pub fn describe_slo(&self) -> String {
         let mut text = format!("ttft.p99 <= {} ms", crate::format_number(self.ttft_p99_ms));
