@@ -259,9 +259,10 @@ fn on_real_vllm_with_smollm2_the_twin_predicts_held_out_ttft_better_than_no_mode
 /// Capacity on a real engine, held out: 8 configurations of llama.cpp ranked by the highest rate
 /// whose TTFT p99 held 1 s. Every held-out configuration gets a capacity prediction, checked against
 /// its measured one. How far off it is was recorded, not tuned: leave-one-out gave a median APE of
-/// 100% against the no-model yardstick's 4.1% when the set was taken (the twin's TTFT climbs with
-/// the rate well before the real server's, so it predicts 0-0.5 req/s where 0.9-1.3 held; see
-/// `benches/README.md`).
+/// 100% against the no-model yardstick's 4.1% when the set was taken (the twin judged each rate by
+/// a 400-request steady state, where the real search judges ten-odd requests from an idle server);
+/// 44.7% once the twin's search followed the real one's protocol, still far above the yardstick
+/// (see `benches/README.md`).
 #[test]
 fn on_real_llamacpp_capacity_every_held_out_configuration_is_predicted_against_its_measured_capacity() {
     let capacity = autodebug_core::CAPACITY_METRIC;
@@ -284,6 +285,43 @@ fn on_real_llamacpp_capacity_every_held_out_configuration_is_predicted_against_i
             point.flags
         );
     }
+    assert!(validation.median_ape.contains_key(capacity) && validation.naive_median_ape.contains_key(capacity));
+}
+
+/// Capacity held out across data sets: a twin fitted to all 8 configurations of the first capacity
+/// set (seed 7) predicts the 8 of a second (seed 11), measured after the twin's capacity search was
+/// made to follow the real search's protocol (short screening steps from an idle server, judged by
+/// the share of requests over the bound). That change was made looking at the first set only; the
+/// second is its check. Both sets' capacities sit within about ±20% of each other, so the
+/// no-model yardstick (the first set's median) is hard to beat, and the figures are reported
+/// against it in `benches/README.md`.
+#[test]
+fn on_real_llamacpp_a_twin_of_one_capacity_set_predicts_the_capacities_of_another() {
+    let capacity = autodebug_core::CAPACITY_METRIC;
+    let (base, first) = real("llamacpp-smollm2-capacity.db");
+    let (_, mut second) = real("llamacpp-smollm2-capacity-b.db");
+    let offset = first.iter().map(|o| o.iteration).max().unwrap();
+    for observation in &mut second {
+        observation.iteration += offset;
+    }
+    let held: std::collections::BTreeSet<u32> = second.iter().map(|o| o.iteration).collect();
+    assert_eq!(held.len(), 8, "the second set holds 8 configurations");
+    let data: Vec<Observation> = first.into_iter().chain(second).collect();
+    let validation = validate(&base, &data, Holdout::Last(held.len()), &FitOptions::default()).unwrap();
+    report("llamacpp-smollm2-capacity-b.db, fitted on the first set", &validation);
+    let points: Vec<_> = validation.points.iter().filter(|p| p.measured.contains_key(capacity)).collect();
+    assert_eq!(points.len(), 8, "{points:?}");
+    for point in &points {
+        println!(
+            "iteration {}: capacity predicted {:?}, measured {:.3} req/s ({})",
+            point.iteration - offset,
+            point.predicted.get(capacity),
+            point.measured[capacity],
+            point.flags
+        );
+    }
+    let predicted_zero = points.iter().filter(|p| p.predicted.get(capacity).is_none_or(|rate| *rate <= 0.0)).count();
+    assert!(predicted_zero < points.len() / 2, "{predicted_zero} of {} predicted to hold no rate", points.len());
     assert!(validation.median_ape.contains_key(capacity) && validation.naive_median_ape.contains_key(capacity));
 }
 
