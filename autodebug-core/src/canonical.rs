@@ -54,3 +54,5 @@ pub const DECODE_TIME_S: &str = "decode_time_s";
 pub const INFERENCE_TIME_S: &str = "inference_time_s";
 /// CPU kernels the engine could not use and replaced by a slower path (vLLM's oneDNN fallback).
 pub const CPU_KERNEL_FALLBACKS: &str = "cpu_kernel_fallbacks";
+/// Compute threads the engine started, as it reported them (llama.cpp's threadpool line).
+pub const ENGINE_THREADS: &str = "engine_threads";

@@ -471,6 +471,59 @@ async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targe
     assert_eq!(fill(&analyze(RuleAnalyzer::new(), spec, signals).await), Some(18.0 / 8192.0));
 }
 
+/// llama.cpp started with more threads than the target's cores: the finding weighs the engine's
+/// own threadpool line against the cores the catalog was fitted to, and the plan goes back to the
+/// engine's default thread count. At one thread per core, or with no cores known, nothing fires.
+#[tokio::test]
+async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_restores_the_default() {
+    let spec = ServiceSpec::new("q", EngineKind::LlamaCpp, "m.gguf").with_flag("--threads", Some("4"));
+    let threadpool = |threads: f64| {
+        Signal::number("logs", SignalKind::LogLine, "llamacpp.log.n_threads", threads, "threads")
+            .with_canonical(c::ENGINE_THREADS)
+    };
+    let analyze = |analyzer: RuleAnalyzer, spec: ServiceSpec, signals: Vec<Signal>| async move {
+        let bench = vec![report(chat_plan(), 0.2, 390.0, 0.9)];
+        let mut snap = TelemetrySnapshot::new("test", None);
+        snap.signals = signals;
+        let telemetry = vec![snap];
+        let history = History::default();
+        let evidence = Evidence { spec: &spec, bench: &bench, logs: &[], telemetry: &telemetry, history: &history };
+        analyzer.analyze(&evidence).await.unwrap()
+    };
+    let on = |cores: u32| {
+        let cpu = Platform::Cpu { cores, numa_nodes: 1, bf16: false };
+        RuleAnalyzer::new().with_space(SearchSpace::for_platform(EngineKind::LlamaCpp, &cpu))
+    };
+    let fired =
+        |analysis: &Analysis| analysis.findings.iter().find(|f| f.rule == rule::CPU_THREADS_OVERSUBSCRIBED).cloned();
+
+    let analysis = analyze(on(2), spec.clone(), vec![threadpool(4.0)]).await;
+    let finding = fired(&analysis).unwrap_or_else(|| panic!("{:?}", analysis.findings));
+    let ratio = finding.evidence.iter().find(|s| s.name == "derived.threads_per_core").expect("cited");
+    assert_eq!(ratio.as_f64(), Some(2.0));
+    assert!(ratio.detail.as_deref().is_some_and(|d| d.contains("4 compute threads on 2 cores")), "{ratio:?}");
+    assert!(finding.evidence.iter().any(|s| s.name == "llamacpp.log.n_threads"), "{:?}", finding.evidence);
+    let plan = RulePlanner::new()
+        .plan(PlanInput {
+            history: &History::default(),
+            analysis: &analysis,
+            space: &SearchSpace::for_engine(EngineKind::LlamaCpp),
+            current: &spec,
+            objective: &Objective::minimize("e2e.mean"),
+        })
+        .await
+        .unwrap();
+    let threads = change(&plan, "--threads").unwrap_or_else(|| panic!("{:?}", plan.changes));
+    assert_eq!((threads.to.as_deref(), threads.rule.as_str()), (None, rule::CPU_THREADS_OVERSUBSCRIBED));
+
+    // Without the engine's line, the flag tells; the engine's line wins over a flag it overrode.
+    assert!(fired(&analyze(on(2), spec.clone(), vec![]).await).is_some());
+    assert!(fired(&analyze(on(2), spec.clone(), vec![threadpool(2.0)]).await).is_none());
+    // As many threads as cores, or cores unknown (no target catalog): nothing to say.
+    assert!(fired(&analyze(on(4), spec.clone(), vec![threadpool(4.0)]).await).is_none());
+    assert!(fired(&analyze(RuleAnalyzer::new(), spec, vec![threadpool(4.0)]).await).is_none());
+}
+
 #[tokio::test]
 async fn vllm_cache_config_info_and_startup_lines_reveal_ignored_flags_which_are_not_proposed_again() {
     let spec = ServiceSpec::new("q", EngineKind::Vllm, "m")

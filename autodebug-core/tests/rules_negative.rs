@@ -29,6 +29,8 @@ struct Case {
     measured: Vec<(&'static str, f64)>,
     /// The client's measured share of output chunks an n-gram lookup would have drafted.
     predictability: Option<f64>,
+    /// The target the analyzer's catalog is fitted to; `None`: the engine's catalog alone.
+    platform: Option<Platform>,
 }
 
 impl Case {
@@ -45,6 +47,14 @@ impl Case {
             objective: Objective::minimize("e2e.mean"),
             measured: Vec::new(),
             predictability: None,
+            platform: None,
+        }
+    }
+
+    fn llamacpp_on_cores(cores: u32) -> Self {
+        Case {
+            platform: Some(Platform::Cpu { cores, numa_nodes: 1, bf16: false }),
+            ..Case::on(ServiceSpec::new("t", EngineKind::LlamaCpp, "SmolLM2-135M-Instruct.Q4_1.gguf"))
         }
     }
 
@@ -159,7 +169,11 @@ async fn run(case: &Case) -> Outcome {
     snap.signals = case.signals.clone();
     let telemetry = vec![snap];
     let evidence = Evidence { spec: &case.spec, bench: &bench, logs: &logs, telemetry: &telemetry, history: &history };
-    let mut analysis = RuleAnalyzer::new().analyze(&evidence).await.unwrap();
+    let analyzer = match &case.platform {
+        Some(platform) => RuleAnalyzer::new().with_space(SearchSpace::for_platform(case.spec.engine, platform)),
+        None => RuleAnalyzer::new(),
+    };
+    let mut analysis = analyzer.analyze(&evidence).await.unwrap();
     analysis.metrics.extend(case.measured.iter().map(|(k, v)| (k.to_string(), *v)));
     let space = SearchSpace::for_engine(case.spec.engine);
     let plan = RulePlanner::new()
@@ -395,6 +409,24 @@ async fn float32_is_not_proposed_where_bf16_kernels_run_natively_or_it_is_alread
 }
 
 #[tokio::test]
+async fn llamacpp_threads_are_not_reset_at_one_per_core_or_at_the_engines_own_choice() {
+    let two_cores = Case::llamacpp_on_cores(2);
+    quiet_then_fires(
+        rule::CPU_THREADS_OVERSUBSCRIBED,
+        two_cores.clone().flag("--threads", Some("2")).metric(c::ENGINE_THREADS, 2.0),
+        two_cores.clone().flag("--threads", Some("3")).metric(c::ENGINE_THREADS, 3.0),
+    )
+    .await;
+    // `-1`, the default, lets the engine pick: what it reported is what counts.
+    let auto = run(&two_cores.flag("--threads", Some("-1")).metric(c::ENGINE_THREADS, 2.0)).await;
+    assert!(!auto.fired(rule::CPU_THREADS_OVERSUBSCRIBED), "{:?}", auto.analysis.findings);
+    // Four threads where the catalog knows of no cores (a GPU target's): nothing to weigh them against.
+    let unknown =
+        run(&Case::on(ServiceSpec::new("t", EngineKind::LlamaCpp, "m.gguf")).metric(c::ENGINE_THREADS, 4.0)).await;
+    assert!(!unknown.fired(rule::CPU_THREADS_OVERSUBSCRIBED));
+}
+
+#[tokio::test]
 async fn an_oom_after_startup_or_in_graph_capture_does_not_double_the_gpus() {
     let tp1 = Case::sglang().flag("--tp-size", Some("1"));
     // Running out of memory in decode is the running batch's size, not the weights' fit.
@@ -455,6 +487,7 @@ fn every_shipped_rule_has_a_case_here() {
         rule::DECODE_BOUND,
         rule::SPEC_LOW_ACCEPTANCE,
         rule::CPU_BF16_EMULATED,
+        rule::CPU_THREADS_OVERSUBSCRIBED,
         rule::STARTUP_OOM,
         rule::STARTUP_CUDA_GRAPH_OOM,
         rule::SLO_LATENCY_PARALLELISM,

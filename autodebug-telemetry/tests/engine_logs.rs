@@ -64,6 +64,9 @@ fn llamacpp_print_timing_over_the_whole_log() {
     assert_eq!(requests.as_f64(), Some(eval.len() as f64));
     assert_eq!(snapshot.get("llamacpp.log.n_slots").unwrap().as_f64(), Some(2.0));
     assert_eq!(snapshot.get("llamacpp.log.n_ctx_slot").unwrap().as_f64(), Some(2048.0));
+    // `-t 2` in the fixture's command line, as the threadpool line reports it.
+    let threads = snapshot.canonical(canonical::ENGINE_THREADS).expect("the threadpool line");
+    assert_eq!((threads.name.as_str(), threads.as_f64()), ("llamacpp.log.n_threads", Some(2.0)));
     for signal in &snapshot.signals {
         assert_eq!(signal.kind, SignalKind::LogLine);
         assert!(signal.detail.as_deref().is_some_and(|d| d.contains('«')), "{} quotes its line", signal.name);

@@ -142,6 +142,10 @@ pub struct SearchSpace {
     /// as the engine's argument parser, where the last occurrence wins, does.
     #[serde(default, skip_serializing_if = "LaunchFlags::is_empty")]
     pub launch_flags: LaunchFlags,
+    /// The target CPU's cores when the catalog was fitted to a CPU ([`SearchSpace::for_platform`]):
+    /// what thread counts are bounded by, and what the analyzer weighs the engine's threads against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_cores: Option<u32>,
 }
 
 impl SearchSpace {
@@ -182,6 +186,7 @@ impl SearchSpace {
     }
 
     fn fit_cpu(&mut self, cores: u32, numa_nodes: u32) {
+        self.cpu_cores = Some(cores);
         const GPU_ONLY: &[&str] = &[
             "--gpu-memory-utilization",
             "--enforce-eager",
@@ -471,6 +476,7 @@ fn sglang_space() -> SearchSpace {
         constraints: Vec::new(),
         engine_version: None,
         launch_flags: LaunchFlags::default(),
+        cpu_cores: None,
     }
 }
 
@@ -539,6 +545,7 @@ fn vllm_space() -> SearchSpace {
         constraints: constraints::vllm_constraints(),
         engine_version: None,
         launch_flags: LaunchFlags::default(),
+        cpu_cores: None,
     }
 }
 
@@ -576,6 +583,7 @@ fn llamacpp_space() -> SearchSpace {
         constraints: Vec::new(),
         engine_version: None,
         launch_flags: LaunchFlags::default(),
+        cpu_cores: None,
     }
 }
 

@@ -184,6 +184,30 @@ fn derived_signals(ev: &Evidence<'_>, space: &SearchSpace) -> Vec<Signal> {
                 .with_canonical(derived::BATCH_FILL),
         );
     }
+    // Compute threads over the target's cores: more threads than cores time-share them, and each
+    // step waits for its slowest thread. The engine's own report wins over the flag, which may be
+    // `-1` (pick for me).
+    let reported_threads = ev
+        .signals()
+        .find(|s| s.canonical.as_deref() == Some(c::ENGINE_THREADS))
+        .and_then(|s| s.as_f64().map(|v| (v, format!("the engine reported {v:.0} ({})", s.name))));
+    let threads = reported_threads.or_else(|| {
+        let value = ev.spec.flags.get("--threads").flatten()?.parse::<f64>().ok().filter(|v| *v > 0.0)?;
+        Some((value, format!("--threads {value:.0}")))
+    });
+    if let (Some((threads, basis)), Some(cores)) = (threads, space.cpu_cores.filter(|c| *c > 0)) {
+        out.push(
+            Signal::number(
+                "telemetry",
+                SignalKind::Metric,
+                "derived.threads_per_core",
+                threads / f64::from(cores),
+                "ratio",
+            )
+            .with_detail(format!("{threads:.0} compute threads on {cores} cores ({basis})"))
+            .with_canonical(derived::THREADS_PER_CORE),
+        );
+    }
     // The share of a request's time in the engine spent waiting to be scheduled, both from the
     // engine's own histograms over the same window.
     if let (Some(queued), Some(e2e)) = (window_mean(c::QUEUE_TIME_S), window_mean(c::E2E_S))

@@ -46,6 +46,8 @@ pub mod rule {
     pub const OOM_DECODE: &str = "sglang.oom.decode";
     /// vLLM on a CPU whose bf16 matmuls fall back to plain torch: run float32.
     pub const CPU_BF16_EMULATED: &str = "cpu.bf16_emulated";
+    /// llama.cpp running more compute threads than the target has cores: back to its default.
+    pub const CPU_THREADS_OVERSUBSCRIBED: &str = "cpu.threads_oversubscribed";
     /// Speculation runs but few drafts are accepted: turn it off.
     pub const SPEC_LOW_ACCEPTANCE: &str = "spec.low_acceptance";
     pub const MEM_HEADROOM_HIGH: &str = "sglang.mem.headroom_high";
@@ -85,6 +87,9 @@ pub mod derived {
     /// Mean time requests waited in the engine's queue over their mean time in the engine, both
     /// from the engine's histograms for the window, 0..1.
     pub const QUEUE_SHARE: &str = "queue_share";
+    /// The engine's compute threads (its own report, else the flag) over the target CPU's cores,
+    /// where the catalog knows them.
+    pub const THREADS_PER_CORE: &str = "threads_per_core";
 }
 
 #[cfg(test)]

@@ -1,5 +1,5 @@
-//! llama.cpp `llama-server`: slot configuration at startup and the per-request `print_timing`
-//! lines (prompt eval and eval, ms per token and tokens per second).
+//! llama.cpp `llama-server`: slot configuration and compute threads at startup and the
+//! per-request `print_timing` lines (prompt eval and eval, ms per token and tokens per second).
 
 use autodebug_core::canonical;
 
@@ -13,6 +13,14 @@ pub(crate) fn read(text: &str, in_window: bool, collector: &mut Collector) {
         }
         if let Some(ctx) = number_after(text, "n_ctx_slot =") {
             collector.startup("llamacpp.log.n_ctx_slot", ctx, "tokens", None, text);
+        }
+        return;
+    }
+    // `init: llama threadpool init, n_threads = 2`: the threads it computes with, `--threads`
+    // resolved (its default picks the machine's cores).
+    if text.contains("threadpool init") {
+        if let Some(threads) = number_after(text, "n_threads =") {
+            collector.startup("llamacpp.log.n_threads", threads, "threads", Some(canonical::ENGINE_THREADS), text);
         }
         return;
     }
