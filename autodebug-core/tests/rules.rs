@@ -472,8 +472,9 @@ async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targe
 }
 
 /// llama.cpp started with more threads than the target's cores: the finding weighs the engine's
-/// own threadpool line against the cores the catalog was fitted to, and the plan goes back to the
-/// engine's default thread count. At one thread per core, or with no cores known, nothing fires.
+/// own threadpool line against the cores the catalog was fitted to, and the plan lowers the thread
+/// count, held to the cores by the target's catalog. At one thread per core, or with no cores
+/// known, nothing fires.
 #[tokio::test]
 async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_restores_the_default() {
     let spec = ServiceSpec::new("q", EngineKind::LlamaCpp, "m.gguf").with_flag("--threads", Some("4"));
@@ -503,18 +504,30 @@ async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_re
     assert_eq!(ratio.as_f64(), Some(2.0));
     assert!(ratio.detail.as_deref().is_some_and(|d| d.contains("4 compute threads on 2 cores")), "{ratio:?}");
     assert!(finding.evidence.iter().any(|s| s.name == "llamacpp.log.n_threads"), "{:?}", finding.evidence);
-    let plan = RulePlanner::new()
-        .plan(PlanInput {
-            history: &History::default(),
-            analysis: &analysis,
-            space: &SearchSpace::for_engine(EngineKind::LlamaCpp),
-            current: &spec,
-            objective: &Objective::minimize("e2e.mean"),
-        })
-        .await
-        .unwrap();
+    let plan_on = |space: SearchSpace, current: ServiceSpec, analysis: Analysis| async move {
+        RulePlanner::new()
+            .plan(PlanInput {
+                history: &History::default(),
+                analysis: &analysis,
+                space: &space,
+                current: &current,
+                objective: &Objective::minimize("e2e.mean"),
+            })
+            .await
+            .unwrap()
+    };
+    let plan = plan_on(SearchSpace::for_engine(EngineKind::LlamaCpp), spec.clone(), analysis).await;
     let threads = change(&plan, "--threads").unwrap_or_else(|| panic!("{:?}", plan.changes));
-    assert_eq!((threads.to.as_deref(), threads.rule.as_str()), (None, rule::CPU_THREADS_OVERSUBSCRIBED));
+    assert_eq!((threads.to.as_deref(), threads.rule.as_str()), (Some("2"), rule::CPU_THREADS_OVERSUBSCRIBED));
+    // The engine's own choice (no flag) on a CPU set of one core of a two-core host: 2 threads on
+    // 1 core, and the target's catalog holds the plan to that core.
+    let one_core =
+        SearchSpace::for_platform(EngineKind::LlamaCpp, &Platform::Cpu { cores: 1, numa_nodes: 1, bf16: false });
+    let auto = ServiceSpec::new("q", EngineKind::LlamaCpp, "m.gguf");
+    let analysis = analyze(RuleAnalyzer::new().with_space(one_core.clone()), auto.clone(), vec![threadpool(2.0)]).await;
+    assert!(fired(&analysis).is_some(), "{:?}", analysis.findings);
+    let plan = plan_on(one_core, auto, analysis).await;
+    assert_eq!(change(&plan, "--threads").and_then(|c| c.to.as_deref()), Some("1"), "{:?}", plan.changes);
 
     // Without the engine's line, the flag tells; the engine's line wins over a flag it overrode.
     assert!(fired(&analyze(on(2), spec.clone(), vec![]).await).is_some());

@@ -204,7 +204,10 @@ fn derived_signals(ev: &Evidence<'_>, space: &SearchSpace) -> Vec<Signal> {
                 threads / f64::from(cores),
                 "ratio",
             )
-            .with_detail(format!("{threads:.0} compute threads on {cores} cores ({basis})"))
+            .with_detail(format!(
+                "{threads:.0} compute threads on {cores} core{} ({basis})",
+                if cores == 1 { "" } else { "s" }
+            ))
             .with_canonical(derived::THREADS_PER_CORE),
         );
     }
