@@ -3,7 +3,8 @@
 # on 127.0.0.1, and a local base image, so a `type: service` runs a real engine in a container.
 #
 #   scripts/dstack-fleet.sh up      set up (or reuse) everything; print DSTACK_SERVER_URL=, DSTACK_TOKEN=,
-#                                   DSTACK_PROJECT=, DSTACK_FLEET=, AUTODEBUG_DSTACK_VOLUME= lines
+#                                   DSTACK_PROJECT=, DSTACK_FLEET=, AUTODEBUG_DSTACK_VOLUME=,
+#                                   AUTODEBUG_DSTACK_CLI= (the dstack CLI, for `dstack attach`) lines
 #   scripts/dstack-fleet.sh down    stop what `up` started and undo what provisioning wrote (below)
 #   scripts/dstack-fleet.sh status  print the lines of a fleet that is up, or exit 1
 #   scripts/dstack-fleet.sh env     the same lines as `up`, as `export` statements for `eval`
@@ -376,6 +377,7 @@ print_lines() {
   echo "DSTACK_FLEET=$FLEET"
   echo "AUTODEBUG_DSTACK_IMAGE=$IMAGE"
   echo "AUTODEBUG_DSTACK_VOLUME=$DIR/volume"
+  echo "AUTODEBUG_DSTACK_CLI=${AUTODEBUG_DSTACK_VENV:-$CACHE/dstack-venv}/bin/dstack"
 }
 
 status() {

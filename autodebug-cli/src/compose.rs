@@ -43,7 +43,13 @@ pub fn session(
                 .health_path(health_path.clone())
                 .build()?,
         ),
-        DeployerConfig::Dstack { .. } => Box::new(DstackDeployer::from_env()?),
+        DeployerConfig::Dstack { cli, .. } => {
+            let mut dstack = DstackDeployer::builder().from_env()?;
+            if let Some(cli) = cli {
+                dstack = dstack.cli(cli.clone());
+            }
+            Box::new(dstack.build()?)
+        }
         DeployerConfig::Slurm {
             program,
             args,

@@ -84,7 +84,8 @@ pub struct RunConfig {
 #[serde(deny_unknown_fields)]
 pub struct BenchBesideConfig {
     /// The `autodebug` binary as the service's machine sees it (on a cluster: a path on the shared
-    /// file system); default: this very binary.
+    /// file system; on dstack: inside the service's container, e.g. on a volume it mounts);
+    /// default: this very binary.
     #[serde(default)]
     pub program: Option<PathBuf>,
     /// Seconds a run may take before it is stopped (and its job step cancelled); default: the
@@ -102,9 +103,12 @@ impl BenchBesideConfig {
             return Err(format!("`timeout_s` is {t}; give a positive number of seconds"));
         }
         match deployer {
-            DeployerConfig::Simulator { .. } | DeployerConfig::Local { .. } | DeployerConfig::Slurm { .. } => Ok(()),
-            DeployerConfig::Dstack { .. } | DeployerConfig::Kubernetes { .. } => Err(
-                "the dstack and kubernetes deployers cannot run a benchmark beside their service yet; use simulator, local or slurm, or remove `bench_beside`"
+            DeployerConfig::Simulator { .. }
+            | DeployerConfig::Local { .. }
+            | DeployerConfig::Slurm { .. }
+            | DeployerConfig::Dstack { .. } => Ok(()),
+            DeployerConfig::Kubernetes { .. } => Err(
+                "the kubernetes deployer cannot run a benchmark beside its service yet; use simulator, local, slurm or dstack, or remove `bench_beside`"
                     .into(),
             ),
         }
@@ -171,6 +175,10 @@ pub enum DeployerConfig {
         /// Seconds to wait for the run to be provisioned and healthy.
         #[serde(default = "default_cloud_ready_timeout")]
         ready_timeout_s: f64,
+        /// The dstack CLI, used only by `bench_beside` to reach the run's container
+        /// (`dstack attach`, then `ssh`); default `dstack` on PATH.
+        #[serde(default)]
+        cli: Option<PathBuf>,
     },
     /// A Slurm batch job running the engine (`sbatch`, `scontrol`, `scancel` on PATH); the job's node
     /// must be reachable from here and its output directory shared.
@@ -592,7 +600,9 @@ impl RunConfig {
             Error::config(format!("{}{at}", path.display()), e.to_string())
         })?;
         // Paths in the file may start with `~/`, as people write them.
-        if let DeployerConfig::Local { program, .. } = &mut config.deployer {
+        if let DeployerConfig::Local { program, .. } | DeployerConfig::Dstack { cli: Some(program), .. } =
+            &mut config.deployer
+        {
             *program = PathBuf::from(expand_home(&program.to_string_lossy()));
         }
         let dir = path.parent().unwrap_or(Path::new(""));
@@ -1147,6 +1157,21 @@ mod tests {
         assert!(spec_chat < base_chat * 0.9, "the objective alone would crown it: {spec_chat} vs {base_chat}");
         assert!(base_concurrent <= bound, "the baseline must meet its own bound: {base_concurrent} vs {bound}");
         assert!(spec_concurrent > bound, "the bound lets it through: {spec_concurrent} vs {bound}");
+    }
+
+    #[test]
+    fn bench_beside_is_taken_where_the_deployer_can_run_beside_its_service() {
+        let beside = BenchBesideConfig { timeout_s: Some(60.0), ..Default::default() };
+        let deployer = |yaml: &str| serde_yaml::from_str::<DeployerConfig>(yaml).unwrap();
+        for yaml in ["{kind: simulator}", "{kind: dstack, cli: /opt/dstack/bin/dstack}"] {
+            assert_eq!(beside.check(&deployer(yaml)), Ok(()), "{yaml}");
+        }
+        let why = beside.check(&deployer("{kind: kubernetes}")).unwrap_err();
+        assert!(why.contains("kubernetes") && why.contains("dstack"), "{why}");
+        let why = BenchBesideConfig { timeout_s: Some(0.0), ..Default::default() }
+            .check(&deployer("{kind: dstack}"))
+            .unwrap_err();
+        assert!(why.contains("timeout_s"), "{why}");
     }
 
     /// Loads a simulator configuration with plans `chat` and `long` and `objective` as given

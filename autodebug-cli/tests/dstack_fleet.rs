@@ -22,8 +22,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_autodebug");
 const NEEDS: &str = "needs a dstack fleet: bash scripts/llama-server.sh && bash scripts/dstack-fleet.sh up (root), then cargo test --workspace -- --include-ignored";
 /// Every run name the tests use: each test starts by stopping all of them, so a test that failed
 /// half-way cannot keep the fleet's one instance busy for the next.
-const RUN_NAMES: [&str; 7] = [
+const RUN_NAMES: [&str; 8] = [
     "adbg-conformance",
+    "adbg-beside",
     "adbg-never-healthy",
     "adbg-loop",
     "adbg-bad-flag",
@@ -647,5 +648,90 @@ async fn parallel_rounds_run_each_slot_as_its_own_dstack_run_and_leave_none_runn
     for run in ["adbg-par-s1", "adbg-par-s2"] {
         assert_nothing_left(run).await;
     }
+    fleet.restore().await;
+}
+
+/// A folder removed when the test ends, however it ends.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// `bench_beside` on dstack: each benchmark is `autodebug bench` inside the service's own job
+/// container, reached through `dstack attach` and `ssh`. On a fleet split into blocks the
+/// container has a network of its own, so the URL it benchmarked (the container's loopback) is
+/// not this machine's, and its host name is the container's.
+#[tokio::test(flavor = "multi_thread")]
+#[ignore = "needs a dstack fleet: bash scripts/dstack-fleet.sh up (root), then cargo test --workspace -- --include-ignored"]
+async fn bench_beside_runs_inside_the_service_container_through_dstack_attach() {
+    let _turn = take_turn().await;
+    let fleet = SplitFleet::into_blocks(2).await;
+    let dir = tempfile::tempdir().unwrap();
+    // The binary under test, where the service's volume shows it in the container (`/opt/autodebug`).
+    let drop_in_name = format!("adbg-beside-{}", std::process::id());
+    let drop_in = RemovedOnDrop(PathBuf::from(fleet_value("AUTODEBUG_DSTACK_VOLUME")).join(&drop_in_name));
+    std::fs::create_dir_all(&drop_in.0).unwrap();
+    std::fs::copy(BIN, drop_in.0.join("autodebug")).unwrap();
+    let path = config(dir.path(), "adbg-beside", "flags: {}");
+    let text = std::fs::read_to_string(&path).unwrap().replacen(
+        "  kind: dstack\n",
+        &format!("  kind: dstack\n  cli: {}\n", fleet_value("AUTODEBUG_DSTACK_CLI")),
+        1,
+    );
+    assert!(text.contains("  cli: "), "the example's deployer section changed:\n{text}");
+    std::fs::write(&path, format!("{text}bench_beside:\n  program: /opt/autodebug/{drop_in_name}/autodebug\n"))
+        .unwrap();
+    let out = autodebug(&path, 1, "beside").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "run failed:\n{}\n{stderr}", String::from_utf8_lossy(&out.stdout));
+    eprintln!("autodebug's stderr:\n{stderr}");
+
+    let history = history(dir.path());
+    let first = &history.iterations[0];
+    support::assert_real_llamacpp_evidence(first);
+    let finding = first
+        .analysis
+        .findings
+        .iter()
+        .find(|f| f.rule == "session.bench_beside")
+        .unwrap_or_else(|| panic!("no bench_beside finding: {:?}", first.analysis.findings));
+    let plans = first.bench.len();
+    assert!(plans >= 1 && finding.evidence.len() == plans, "{}", finding.summary);
+    let this_host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim().to_string();
+    for signal in &finding.evidence {
+        let said = signal.value.as_text();
+        assert!(said.contains("into dstack run `adbg-beside`'s job container"), "{said}");
+        let host = &signal.labels["host"];
+        assert_ne!(host, &this_host, "the benchmark ran on this machine's host name, not in the container: {said}");
+    }
+    // Its URL was the container's loopback: the step quoted it, and nothing here answers there.
+    assert!(stderr.contains("running inside the service's container"), "{stderr}");
+    let port = 18080;
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "something on this machine serves 127.0.0.1:{port}, so the URL proves nothing"
+    );
+    // What `dstack attach` set up is gone: its folder (the user's key) and its SSH master.
+    let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("autodebug-dstack-attach-"))
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "attach folders left behind: {left:?}");
+    let masters: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains("adbg-beside.control.sock"))
+        .collect();
+    assert!(masters.is_empty(), "an SSH master of `dstack attach` is still running: {masters:?}");
+    assert!(
+        !std::fs::read_to_string(&trail_files(dir.path(), "debug-")[0]).unwrap().contains(&fleet_value("DSTACK_TOKEN"))
+    );
+    assert_nothing_left("adbg-beside").await;
     fleet.restore().await;
 }

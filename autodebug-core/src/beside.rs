@@ -76,6 +76,26 @@ impl BesideCommand {
     pub fn args_for(&self, service_url: &str) -> Vec<String> {
         self.args.iter().map(|a| if a == SERVICE_URL { service_url.to_string() } else { a.clone() }).collect()
     }
+
+    /// The command without its token: for a backend whose endpoint token only opens a proxy that
+    /// the command beside the service does not go through, and must not be handed on.
+    pub fn without_token(&self) -> BesideCommand {
+        let mut args = Vec::with_capacity(self.args.len());
+        let mut rest = self.args.iter();
+        while let Some(arg) = rest.next() {
+            if arg == "--token-env" {
+                rest.next();
+                continue;
+            }
+            args.push(arg.clone());
+        }
+        BesideCommand {
+            program: self.program.clone(),
+            args,
+            env: self.env.iter().filter(|(name, _)| name != TOKEN_ENV).cloned().collect(),
+            timeout: self.timeout,
+        }
+    }
 }
 
 /// What a command run beside a service did.
@@ -392,6 +412,13 @@ mod tests {
         let fallback = BenchBeside { fallback_token: Some(Secret::new("canary-fallback-77")), ..BenchBeside::new("a") };
         let with_fallback = fallback.command(&plan(), &Endpoint::new("http://n1:8000", "m")).unwrap();
         assert_eq!(with_fallback.env[0].1.expose(), "canary-fallback-77");
+
+        // Without its token the command is the bare one: the variable and the flag naming it go.
+        let stripped = command.without_token();
+        assert!(stripped.env.is_empty() && !format!("{stripped:?}").contains(canary));
+        let bare_for_endpoint =
+            BenchBeside::new("/opt/autodebug").command(&plan(), &Endpoint::new("http://n1:8000", "m")).unwrap();
+        assert_eq!(stripped.args, bare_for_endpoint.args);
     }
 
     #[test]

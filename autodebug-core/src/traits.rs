@@ -63,7 +63,7 @@ pub trait Deployer: Send + Sync {
         let _ = (deployment, command);
         Err(crate::Error::config(
             format!("deployer {}", self.name()),
-            "this deployer cannot run a benchmark beside its service; remove `bench_beside` from the configuration, or use the local or slurm deployer",
+            "this deployer cannot run a benchmark beside its service; remove `bench_beside` from the configuration, or use the local, slurm or dstack deployer",
         ))
     }
 }

@@ -11,15 +11,17 @@ use autodebug_core::{Error, ErrorKind, Result};
 
 use crate::process::run_to_end;
 
-/// Runs `command` (whose program is `program`) to its end or `timeout`; `ran_as` says, from the
-/// child's pid, where and as what it ran. An error only when it could not be started.
+/// Runs `command` (whose program is `program`) to its end or `timeout`, with `input` as its
+/// standard input; `ran_as` says, from the child's pid, where and as what it ran. An error only
+/// when it could not be started.
 pub(crate) async fn run(
     command: Command,
     program: &Path,
+    input: Option<Vec<u8>>,
     timeout: Duration,
     ran_as: impl FnOnce(u32) -> String,
 ) -> Result<BesideOutput> {
-    let finished = run_to_end(command, timeout, MAX_STDOUT_BYTES, STDERR_TAIL_LINES).await.map_err(|e| {
+    let finished = run_to_end(command, input, timeout, MAX_STDOUT_BYTES, STDERR_TAIL_LINES).await.map_err(|e| {
         let (hint, kind) = match e.kind() {
             std::io::ErrorKind::NotFound => {
                 (" (no such program: give its full path as the service's machine sees it)", ErrorKind::Infrastructure)

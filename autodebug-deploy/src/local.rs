@@ -654,7 +654,7 @@ impl Deployer for LocalDeployer {
         }
         let program = command.program.display().to_string();
         tracing::info!(program = %program, engine_pid, url = %url, "running beside the engine");
-        crate::beside::run(child, &command.program, command.timeout, |pid| {
+        crate::beside::run(child, &command.program, None, command.timeout, |pid| {
             format!("child pid {pid} on this machine, beside engine pid {engine_pid}")
         })
         .await

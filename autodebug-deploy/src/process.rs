@@ -69,17 +69,25 @@ fn spawn_from_long_lived_thread(command: Command) -> std::io::Result<Child> {
     command.spawn()
 }
 
-/// Makes `command` start in a process group of its own and die with this process.
-/// `command` confined (see [`confine`]), with no input and its output piped, spawned.
-fn spawn_piped(mut command: Command) -> std::io::Result<Child> {
+/// `command` confined (see [`confine`]), its output piped and its input piped when `input`
+/// (else none), spawned.
+fn spawn_piped(mut command: Command, input: bool) -> std::io::Result<Child> {
     confine(&mut command);
     command
-        .stdin(std::process::Stdio::null())
+        .stdin(if input { std::process::Stdio::piped() } else { std::process::Stdio::null() })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped());
     spawn_from_long_lived_thread(command)
 }
 
+/// `command` confined (see [`confine`]), its output piped, spawned: for a helper that runs
+/// alongside until it is stopped (`dstack attach`).
+#[cfg(feature = "dstack")]
+pub(crate) fn spawn_confined(command: Command) -> std::io::Result<Child> {
+    spawn_piped(command, false)
+}
+
+/// Makes `command` start in a process group of its own and die with this process.
 fn confine(command: &mut Command) {
     command.process_group(0);
     // SAFETY: getpid is async-signal-safe and runs before the fork.
@@ -118,7 +126,7 @@ impl ManagedProcess {
         log_capacity: usize,
         log_file: Option<Arc<Mutex<File>>>,
     ) -> std::io::Result<Arc<Self>> {
-        let mut child = spawn_piped(command)?;
+        let mut child = spawn_piped(command, false)?;
         let pid = child.id();
         let logs = Arc::new(Mutex::new(LogBuffer::new(log_capacity)));
         let open_streams = Arc::new(AtomicUsize::new(0));
@@ -317,19 +325,29 @@ const TIMEOUT_GRACE: Duration = Duration::from_secs(3);
 /// How long [`run_to_end`] waits for the output readers once the process group is gone.
 const READER_BOUND: Duration = Duration::from_secs(5);
 
-/// Runs `command` to its end in a process group of its own that dies with this process, keeping
-/// at most `max_stdout` bytes of its standard output and the last `stderr_lines` lines of its
-/// standard error. Past `timeout` the group gets SIGTERM, then SIGKILL after a grace period.
+/// Runs `command` to its end in a process group of its own that dies with this process, with
+/// `input` as its standard input (then closed; none when `None`), keeping at most `max_stdout`
+/// bytes of its standard output and the last `stderr_lines` lines of its standard error. Past `timeout` the group gets SIGTERM, then SIGKILL after a grace period.
 /// Every wait is bounded: the group is killed once the command has exited, so no member left
 /// behind can hold the output pipes open.
 pub(crate) async fn run_to_end(
     command: Command,
+    input: Option<Vec<u8>>,
     timeout: Duration,
     max_stdout: usize,
     stderr_lines: usize,
 ) -> std::io::Result<Finished> {
-    let mut child = spawn_piped(command)?;
+    let mut child = spawn_piped(command, input.is_some())?;
     let pid = child.id();
+    if let (Some(bytes), Some(mut stream)) = (input, child.stdin.take()) {
+        // Written from a thread of its own: a command that reads nothing must not block this one.
+        let writer = std::thread::Builder::new().name(format!("autodebug-beside-{pid}-stdin")).spawn(move || {
+            let _ = stream.write_all(&bytes);
+        });
+        if let Err(e) = writer {
+            tracing::warn!(pid, error = %e, "could not start the stdin writer; the command gets no input");
+        }
+    }
     let (stdout_tx, stdout_rx) = tokio::sync::oneshot::channel();
     if let Some(mut stream) = child.stdout.take() {
         let reader = std::thread::Builder::new().name(format!("autodebug-beside-{pid}-stdout")).spawn(move || {

@@ -567,7 +567,7 @@ impl Deployer for SlurmDeployer {
         }
         tracing::info!(job, node = %node, step = %step_name, program = %command.program.display(), "running a step beside the engine");
         let described = format!("step `{step_name}` of Slurm job {job} on {node}");
-        let output = crate::beside::run(srun, std::path::Path::new("srun"), command.timeout, |pid| {
+        let output = crate::beside::run(srun, std::path::Path::new("srun"), None, command.timeout, |pid| {
             format!("{described} (`srun --overlap`, pid {pid} here)")
         })
         .await?;

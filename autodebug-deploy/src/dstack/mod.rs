@@ -47,18 +47,27 @@
 //! here when it carries this process's owner mark; and a run left by a killed autodebug is
 //! stopped by the next `deploy` of its name.
 //!
+//! # Benchmarks beside the service (`bench_beside:`)
+//!
+//! `run_beside` runs the command inside the service's own job container, as a dstack user would
+//! reach it: `dstack attach <run>`, then `ssh <run>` (details in the `beside` module's source).
+//! It needs the dstack CLI (`cli`, default `dstack` on `PATH`) and `ssh` here, and the program
+//! (`autodebug`) inside the container, e.g. on an instance volume the service mounts.
+//!
 //! Server, project and token come from `DSTACK_SERVER_URL`/`DSTACK_TOKEN`/`DSTACK_PROJECT` or
 //! `~/.dstack/config.yml` ([`Connection`]). The token is a [`Secret`]: never logged or rendered.
 
 mod api;
+mod beside;
 mod command;
 pub mod connection;
 mod render;
 mod status;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use autodebug_core::beside::{BesideCommand, BesideOutput};
 use autodebug_core::failure::start_failure_kind;
 use autodebug_core::secret;
 use autodebug_core::{
@@ -89,6 +98,10 @@ const LOG_CATCH_UP: Duration = Duration::from_secs(90);
 const NO_CAPACITY_HINT: &str = ". No instance of the project's fleets was free: a run takes a whole instance unless the fleet splits it into `blocks`, so `parallel: K` needs K instances or `blocks: K` (an SSH fleet: `blocks` at the top of its configuration or per host) and nothing else running on them";
 /// How long `teardown` waits for an aborted run to finish.
 const ABORT_WAIT: Duration = Duration::from_secs(60);
+/// The dstack CLI `run_beside` uses unless told otherwise: the one on `PATH`.
+const DEFAULT_CLI: &str = "dstack";
+/// How long ssh may outlast the command's own bound: the container's `timeout` stops it first.
+const BESIDE_GRACE: Duration = Duration::from_secs(20);
 /// How many of a job's newest events are read to find its latest reachability change.
 const JOB_EVENTS: u32 = 100;
 /// The events dstack's job pipeline records when a pass cannot reach the runner (that pass pulls
@@ -123,6 +136,7 @@ pub struct DstackDeployer {
     stop_timeout: Duration,
     abort_wait: Duration,
     log_catch_up: Duration,
+    cli: PathBuf,
 }
 
 /// Builds a [`DstackDeployer`].
@@ -136,6 +150,7 @@ pub struct DstackDeployerBuilder {
     stop_timeout: Duration,
     log_catch_up: Duration,
     request_timeout: Duration,
+    cli: PathBuf,
 }
 
 impl DstackDeployerBuilder {
@@ -205,6 +220,12 @@ impl DstackDeployerBuilder {
         self
     }
 
+    /// The dstack CLI that `run_beside` attaches to a run with (default `dstack` on `PATH`).
+    pub fn cli(mut self, cli: impl Into<PathBuf>) -> Self {
+        self.cli = cli.into();
+        self
+    }
+
     pub fn build(self) -> Result<DstackDeployer> {
         let connection = match self.connection {
             Some(c) => c,
@@ -228,6 +249,7 @@ impl DstackDeployerBuilder {
             stop_timeout: self.stop_timeout,
             abort_wait: ABORT_WAIT,
             log_catch_up: self.log_catch_up,
+            cli: self.cli,
         })
     }
 }
@@ -446,6 +468,7 @@ impl DstackDeployer {
             stop_timeout: Duration::from_secs(120),
             log_catch_up: LOG_CATCH_UP,
             request_timeout: Duration::from_secs(30),
+            cli: PathBuf::from(DEFAULT_CLI),
         }
     }
 
@@ -465,6 +488,7 @@ impl DstackDeployer {
             stop_timeout: Duration::from_secs(120),
             abort_wait: ABORT_WAIT,
             log_catch_up: LOG_CATCH_UP,
+            cli: PathBuf::from(DEFAULT_CLI),
         }
     }
 
@@ -788,6 +812,7 @@ impl Deployer for DstackDeployer {
             details.insert("auth".into(), "false".into());
         }
         details.insert("ready_path".into(), readiness_path(&configuration));
+        details.insert("port".into(), beside::container_port(&configuration).unwrap_or(DEFAULT_PORT).to_string());
         Ok(Deployment { id: spec.name.clone(), backend: "dstack".into(), spec: spec.clone(), started_ns, details })
     }
 
@@ -933,6 +958,52 @@ impl Deployer for DstackDeployer {
             }
             tokio::time::sleep(self.poll_interval).await;
         }
+    }
+
+    /// Inside the run's own job container, over the SSH access dstack gives every run (see the
+    /// module docs): `dstack attach`, then `ssh <run>`; the service's URL is the container's loopback
+    /// at its `port`. The dstack token is never handed into the container: the command reaches
+    /// the service without dstack's proxy, which is all the token is for.
+    async fn run_beside(&self, deployment: &Deployment, command: &BesideCommand) -> Result<BesideOutput> {
+        let client = self.client()?;
+        let run_name = &deployment.id;
+        let port = deployment.details.get("port").and_then(|p| p.parse::<u16>().ok()).unwrap_or(DEFAULT_PORT);
+        let url = format!("http://127.0.0.1:{port}");
+        let dstack_token = client.connection().token.expose();
+        let command = if command.env.iter().any(|(_, value)| value.expose() == dstack_token) {
+            tracing::info!(run = %run_name, "not handing the dstack token into the job container: the service there is reached without dstack's proxy");
+            command.without_token()
+        } else {
+            command.clone()
+        };
+        let names: Vec<&str> = command.env.iter().map(|(name, _)| name.as_str()).collect();
+        let values: Vec<&str> = command.env.iter().map(|(_, value)| value.expose()).collect();
+        let script = beside::remote_script(&command.program, &command.args_for(&url), &names, command.timeout)?;
+        let input = beside::input_lines(&values)?;
+        let attached = beside::Attached::open(&self.cli, client.connection(), run_name, beside::ATTACH_WAIT).await?;
+        tracing::info!(run = %run_name, program = %command.program.display(), url = %url, "running inside the service's container");
+        let output = crate::beside::run(
+            attached.ssh(&script),
+            Path::new("ssh"),
+            Some(input),
+            command.timeout + BESIDE_GRACE,
+            |pid| format!("`ssh {run_name}` into dstack run `{run_name}`'s job container (through `dstack attach`), ssh pid {pid} here"),
+        )
+        .await;
+        attached.close().await;
+        let mut output = output?;
+        match output.exit_code {
+            Some(beside::TIMED_OUT_EXIT) => output.timed_out = true,
+            Some(beside::INPUT_MISSING_EXIT) => output.stderr_tail.push(format!(
+                "[autodebug: the command's environment did not reach the shell in dstack run `{run_name}`'s container]"
+            )),
+            // ssh's own failure: its error is the last line of the tail.
+            Some(255) => output
+                .stderr_tail
+                .push(format!("[autodebug: ssh could not run the command in dstack run `{run_name}`'s container]")),
+            _ => {}
+        }
+        Ok(output)
     }
 }
 
