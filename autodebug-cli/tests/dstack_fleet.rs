@@ -718,7 +718,7 @@ async fn bench_beside_runs_inside_the_service_container_through_dstack_attach() 
     let left: Vec<_> = std::fs::read_dir(std::env::temp_dir())
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("autodebug-dstack-attach-"))
+        .filter(|e| e.file_name().to_string_lossy().starts_with("adbg-") && e.path().join(".dstack").exists())
         .map(|e| e.path())
         .collect();
     assert!(left.is_empty(), "attach folders left behind: {left:?}");

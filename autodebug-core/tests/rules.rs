@@ -441,6 +441,17 @@ async fn vllm_steps_far_below_their_budget_with_a_negligible_queue_are_client_bo
     assert!(analysis.findings.iter().all(|f| f.rule != rule::BATCH_UNDERFILLED), "{:?}", analysis.findings);
 }
 
+/// `analyzer`'s analysis of one chat plan's report and `signals`, for `spec`.
+async fn analyze_by(analyzer: RuleAnalyzer, spec: ServiceSpec, signals: Vec<Signal>) -> Analysis {
+    let bench = vec![report(chat_plan(), 0.2, 390.0, 0.9)];
+    let mut snap = TelemetrySnapshot::new("test", None);
+    snap.signals = signals;
+    let telemetry = vec![snap];
+    let history = History::default();
+    let evidence = Evidence { spec: &spec, bench: &bench, logs: &[], telemetry: &telemetry, history: &history };
+    analyzer.analyze(&evidence).await.unwrap()
+}
+
 #[tokio::test]
 async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targets_default() {
     // vLLM on a CPU prints no `max_num_batched_tokens` line at its defaults; its budget there is 2048.
@@ -453,22 +464,13 @@ async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targe
     };
     let cpu = Platform::Cpu { cores: 2, numa_nodes: 1, bf16: false };
     let analyzer = RuleAnalyzer::new().with_space(SearchSpace::for_platform(EngineKind::Vllm, &cpu));
-    let analyze = |analyzer: RuleAnalyzer, spec: ServiceSpec, signals: Vec<Signal>| async move {
-        let bench = vec![report(chat_plan(), 0.2, 390.0, 0.9)];
-        let mut snap = TelemetrySnapshot::new("test", None);
-        snap.signals = signals;
-        let telemetry = vec![snap];
-        let history = History::default();
-        let evidence = Evidence { spec: &spec, bench: &bench, logs: &[], telemetry: &telemetry, history: &history };
-        analyzer.analyze(&evidence).await.unwrap()
-    };
-    let on_cpu = analyze(analyzer.clone(), spec.clone(), signals.clone()).await;
+    let on_cpu = analyze_by(analyzer.clone(), spec.clone(), signals.clone()).await;
     assert_eq!(fill(&on_cpu), Some(18.0 / 2048.0), "{:?}", on_cpu.findings);
     // A budget set in the flags is the one measured against.
     let set = spec.clone().with_flag("--max-num-batched-tokens", Some("512"));
-    assert_eq!(fill(&analyze(analyzer, set, signals.clone()).await), Some(18.0 / 512.0));
+    assert_eq!(fill(&analyze_by(analyzer, set, signals.clone()).await), Some(18.0 / 512.0));
     // Without the target's catalog, the engine's GPU default.
-    assert_eq!(fill(&analyze(RuleAnalyzer::new(), spec, signals).await), Some(18.0 / 8192.0));
+    assert_eq!(fill(&analyze_by(RuleAnalyzer::new(), spec, signals).await), Some(18.0 / 8192.0));
 }
 
 /// llama.cpp started with more threads than the target's cores: the finding weighs the engine's
@@ -476,20 +478,11 @@ async fn without_the_engines_budget_line_the_batch_is_measured_against_the_targe
 /// count, held to the cores by the target's catalog. At one thread per core, or with no cores
 /// known, nothing fires.
 #[tokio::test]
-async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_restores_the_default() {
+async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_lowers_them_to_the_cores() {
     let spec = ServiceSpec::new("q", EngineKind::LlamaCpp, "m.gguf").with_flag("--threads", Some("4"));
     let threadpool = |threads: f64| {
         Signal::number("logs", SignalKind::LogLine, "llamacpp.log.n_threads", threads, "threads")
             .with_canonical(c::ENGINE_THREADS)
-    };
-    let analyze = |analyzer: RuleAnalyzer, spec: ServiceSpec, signals: Vec<Signal>| async move {
-        let bench = vec![report(chat_plan(), 0.2, 390.0, 0.9)];
-        let mut snap = TelemetrySnapshot::new("test", None);
-        snap.signals = signals;
-        let telemetry = vec![snap];
-        let history = History::default();
-        let evidence = Evidence { spec: &spec, bench: &bench, logs: &[], telemetry: &telemetry, history: &history };
-        analyzer.analyze(&evidence).await.unwrap()
     };
     let on = |cores: u32| {
         let cpu = Platform::Cpu { cores, numa_nodes: 1, bf16: false };
@@ -498,7 +491,7 @@ async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_re
     let fired =
         |analysis: &Analysis| analysis.findings.iter().find(|f| f.rule == rule::CPU_THREADS_OVERSUBSCRIBED).cloned();
 
-    let analysis = analyze(on(2), spec.clone(), vec![threadpool(4.0)]).await;
+    let analysis = analyze_by(on(2), spec.clone(), vec![threadpool(4.0)]).await;
     let finding = fired(&analysis).unwrap_or_else(|| panic!("{:?}", analysis.findings));
     let ratio = finding.evidence.iter().find(|s| s.name == "derived.threads_per_core").expect("cited");
     assert_eq!(ratio.as_f64(), Some(2.0));
@@ -524,17 +517,18 @@ async fn llamacpp_threads_beyond_the_targets_cores_are_a_finding_and_the_plan_re
     let one_core =
         SearchSpace::for_platform(EngineKind::LlamaCpp, &Platform::Cpu { cores: 1, numa_nodes: 1, bf16: false });
     let auto = ServiceSpec::new("q", EngineKind::LlamaCpp, "m.gguf");
-    let analysis = analyze(RuleAnalyzer::new().with_space(one_core.clone()), auto.clone(), vec![threadpool(2.0)]).await;
+    let analysis =
+        analyze_by(RuleAnalyzer::new().with_space(one_core.clone()), auto.clone(), vec![threadpool(2.0)]).await;
     assert!(fired(&analysis).is_some(), "{:?}", analysis.findings);
     let plan = plan_on(one_core, auto, analysis).await;
     assert_eq!(change(&plan, "--threads").and_then(|c| c.to.as_deref()), Some("1"), "{:?}", plan.changes);
 
     // Without the engine's line, the flag tells; the engine's line wins over a flag it overrode.
-    assert!(fired(&analyze(on(2), spec.clone(), vec![]).await).is_some());
-    assert!(fired(&analyze(on(2), spec.clone(), vec![threadpool(2.0)]).await).is_none());
+    assert!(fired(&analyze_by(on(2), spec.clone(), vec![]).await).is_some());
+    assert!(fired(&analyze_by(on(2), spec.clone(), vec![threadpool(2.0)]).await).is_none());
     // As many threads as cores, or cores unknown (no target catalog): nothing to say.
-    assert!(fired(&analyze(on(4), spec.clone(), vec![threadpool(4.0)]).await).is_none());
-    assert!(fired(&analyze(RuleAnalyzer::new(), spec, vec![threadpool(4.0)]).await).is_none());
+    assert!(fired(&analyze_by(on(4), spec.clone(), vec![threadpool(4.0)]).await).is_none());
+    assert!(fired(&analyze_by(RuleAnalyzer::new(), spec, vec![threadpool(4.0)]).await).is_none());
 }
 
 #[tokio::test]

@@ -105,11 +105,7 @@ impl Attached {
     /// works. An attach that ends before that (its SSH connection refused while the container's
     /// sshd comes up, say) is started again, up to [`ATTACH_TRIES`] times.
     pub(super) async fn open(cli: &Path, connection: &Connection, run_name: &str, wait: Duration) -> Result<Attached> {
-        let home = std::env::temp_dir().join(format!(
-            "autodebug-dstack-attach-{}-{}",
-            std::process::id(),
-            autodebug_core::TimeWindow::now_ns()
-        ));
+        let home = attach_home(run_name)?;
         create_private_dir(&home)
             .map_err(|e| Error::infrastructure(format!("cannot create {} for `dstack attach`: {e}", home.display())))?;
         let mut attached = Attached { run_name: run_name.to_string(), home, attach: None };
@@ -246,6 +242,48 @@ impl Drop for Attached {
     }
 }
 
+/// The longest path a Unix domain socket may have (`sun_path` holds 108 bytes with its NUL).
+const UNIX_SOCKET_PATH_MAX: usize = 107;
+/// What `ssh` adds to `dstack attach`'s control socket while creating it: `.` and 16 characters.
+const SSH_CONTROL_TEMP_SUFFIX: usize = 17;
+/// Names of the folders `dstack attach` runs in start with this, in the temporary folder.
+pub(super) const ATTACH_HOME_PREFIX: &str = "adbg-";
+
+/// The length of the SSH control socket `dstack attach` opens for `run_name` under `home`, while
+/// `ssh` creates it: `<home>/.dstack/ssh/<run>.control.sock.<16 characters>`.
+fn control_socket_length(home: &Path, run_name: &str) -> usize {
+    home.join(".dstack/ssh").join(format!("{run_name}.control.sock")).as_os_str().len() + SSH_CONTROL_TEMP_SUFFIX
+}
+
+/// A fresh HOME for one `dstack attach`, short enough for its SSH control socket: the socket
+/// lives under it, and a path one byte over the limit makes every `ssh` of the attach fail with
+/// "too long for Unix domain socket" (seen once process ids reached five digits). In the
+/// temporary folder when that fits, else in `/tmp`.
+fn attach_home(run_name: &str) -> Result<PathBuf> {
+    // Unique per process and moment, in 8 characters.
+    let mut mix = (autodebug_core::TimeWindow::now_ns() as u64) ^ (u64::from(std::process::id()) << 32);
+    mix ^= mix >> 29;
+    mix = mix.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    let name = format!("{ATTACH_HOME_PREFIX}{:08x}", (mix >> 32) as u32);
+    for base in [std::env::temp_dir(), PathBuf::from("/tmp")] {
+        let home = base.join(&name);
+        if control_socket_length(&home, run_name) <= UNIX_SOCKET_PATH_MAX {
+            return Ok(home);
+        }
+    }
+    let home = PathBuf::from("/tmp").join(&name);
+    let length = control_socket_length(&home, run_name);
+    Err(Error::config(
+        "service.name",
+        format!(
+            "`dstack attach {run_name}` would open an SSH control socket of {length} bytes under {}, over the \
+             {UNIX_SOCKET_PATH_MAX} a Unix socket path may have: use a run name at most {} characters long",
+            home.display(),
+            run_name.len().saturating_sub(length - UNIX_SOCKET_PATH_MAX),
+        ),
+    ))
+}
+
 /// A folder only this user can read: `dstack attach` writes the user's private key into it.
 fn create_private_dir(path: &Path) -> std::io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
@@ -355,6 +393,21 @@ mod tests {
         assert!(err.contains("not a shell variable name"), "{err}");
         let err = input_lines(&["a\nb"]).unwrap_err().to_string();
         assert!(err.contains("line break"), "{err}");
+    }
+
+    #[test]
+    fn the_attach_home_leaves_room_for_the_control_socket_of_the_longest_run_name() {
+        // The folder the real-fleet test failed with: the socket's path came to 108 bytes.
+        let before = Path::new("/tmp/autodebug-dstack-attach-19143-1796698996506743116");
+        assert_eq!(control_socket_length(before, "adbg-beside"), UNIX_SOCKET_PATH_MAX + 1);
+        // dstack's run names are at most 41 characters (`^[a-z][a-z0-9-]{1,40}$`).
+        let longest = format!("a{}", "b".repeat(40));
+        let home = attach_home(&longest).unwrap();
+        assert!(control_socket_length(&home, &longest) <= UNIX_SOCKET_PATH_MAX, "{}", home.display());
+        assert!(home.file_name().unwrap().to_string_lossy().starts_with(ATTACH_HOME_PREFIX));
+        let error = attach_home(&"r".repeat(100)).unwrap_err().to_string();
+        assert!(error.contains("service.name"), "{error}");
+        assert!(error.contains("at most") && error.contains("Unix socket"), "{error}");
     }
 
     #[test]
